@@ -1,0 +1,156 @@
+//! The `events` block: counts by name and CPU, time span, and what the
+//! input said it lost or could not parse.
+
+use crate::report::{EventsBlock, Finding};
+use ahash::AHashMap;
+use nmitrace_parser::{Event, Notice, Origin};
+use std::collections::BTreeMap;
+
+/// CPUs beyond this index are counted in a map instead of the dense vector
+/// (a hostile cpu number must not size an allocation).
+const DENSE_CPUS: usize = 4096;
+
+#[derive(Default)]
+pub struct EventCounts {
+    total: u64,
+    by_name: AHashMap<Box<str>, u64>,
+    last_name: Option<(Box<str>, u64)>,
+    by_cpu: Vec<u64>,
+    by_cpu_sparse: BTreeMap<u32, u64>,
+    first_ts: Option<u64>,
+    last_ts: Option<u64>,
+}
+
+impl EventCounts {
+    #[inline]
+    pub fn add(&mut self, ev: &Event<'_>) {
+        self.total += 1;
+        // Runs of the same event are the common case (page faults): count
+        // them without hashing.
+        match &mut self.last_name {
+            Some((n, c)) if **n == *ev.name => *c += 1,
+            _ => self.switch_name(ev.name),
+        }
+        let cpu = ev.cpu as usize;
+        if cpu < DENSE_CPUS {
+            if cpu >= self.by_cpu.len() {
+                self.by_cpu.resize(cpu + 1, 0);
+            }
+            self.by_cpu[cpu] += 1;
+        } else {
+            *self.by_cpu_sparse.entry(ev.cpu).or_default() += 1;
+        }
+        self.first_ts = Some(self.first_ts.map_or(ev.ts_ns, |t| t.min(ev.ts_ns)));
+        self.last_ts = Some(self.last_ts.map_or(ev.ts_ns, |t| t.max(ev.ts_ns)));
+    }
+
+    #[cold]
+    fn switch_name(&mut self, name: &str) {
+        if let Some((n, c)) = self.last_name.take() {
+            *self.by_name.entry(n).or_default() += c;
+        }
+        self.last_name = Some((name.into(), 1));
+    }
+
+    pub fn into_block(mut self, notices: &NoticeLog) -> EventsBlock {
+        if let Some((n, c)) = self.last_name.take() {
+            *self.by_name.entry(n).or_default() += c;
+        }
+        let by_name: BTreeMap<String, u64> = self.by_name.into_iter().map(|(k, v)| (k.into(), v)).collect();
+        let mut by_cpu: BTreeMap<u32, u64> = self.by_cpu_sparse;
+        for (cpu, &n) in self.by_cpu.iter().enumerate() {
+            if n > 0 {
+                by_cpu.insert(cpu as u32, n);
+            }
+        }
+        EventsBlock {
+            total: self.total,
+            by_name,
+            by_cpu: by_cpu.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            first_ts_ns: self.first_ts,
+            last_ts_ns: self.last_ts,
+            lost_events: notices.lost_total,
+            lost_event_markers: notices.lost.len() as u64,
+        }
+    }
+}
+
+/// How many example lines of each kind of notice are kept for the report.
+pub const EXAMPLES: usize = 5;
+
+/// One recorded loss of trace data.
+#[derive(Clone, Debug)]
+pub struct Loss {
+    pub cpu: u32,
+    pub count: Option<u64>,
+    pub ts_ns: Option<u64>,
+    pub origin: Origin,
+}
+
+#[derive(Default)]
+pub struct NoticeLog {
+    /// Every loss marker (one per marker, so bounded by the trace's markers, not its events).
+    pub lost: Vec<Loss>,
+    pub lost_total: u64,
+    pub buffer_started: Vec<u32>,
+    pub unparsed: u64,
+    pub unparsed_examples: Vec<(String, String, String)>,
+    pub warnings: u64,
+    pub warning_examples: Vec<(String, String)>,
+}
+
+/// At most this many loss markers are kept individually; the rest are summed.
+const MAX_LOSSES: usize = 10_000;
+
+impl NoticeLog {
+    pub fn add(&mut self, n: &Notice) {
+        match n {
+            Notice::LostEvents { cpu, count, ts_ns, origin } => {
+                self.lost_total += count.unwrap_or(0);
+                if self.lost.len() < MAX_LOSSES {
+                    self.lost.push(Loss { cpu: *cpu, count: *count, ts_ns: *ts_ns, origin: *origin });
+                }
+            }
+            Notice::BufferStarted { cpu, .. } => {
+                if !self.buffer_started.contains(cpu) {
+                    self.buffer_started.push(*cpu);
+                }
+            }
+            Notice::Unparsed { origin, text, reason } => {
+                self.unparsed += 1;
+                if self.unparsed_examples.len() < EXAMPLES {
+                    self.unparsed_examples.push((origin.to_string(), text.clone(), reason.clone()));
+                }
+            }
+            Notice::Warning { origin, message } => {
+                self.warnings += 1;
+                if self.warning_examples.len() < EXAMPLES {
+                    self.warning_examples.push((origin.to_string(), message.clone()));
+                }
+            }
+        }
+    }
+
+    /// One `trace_data_loss` finding per loss marker.
+    pub fn data_loss_findings(&self) -> Vec<Finding> {
+        self.lost
+            .iter()
+            .map(|l| {
+                let what = match l.count {
+                    Some(n) => format!("{n} events"),
+                    None => "an unknown number of events".to_string(),
+                };
+                let mut f = Finding::new("trace_data_loss", "warning", "observed");
+                f.ts_ns = l.ts_ns;
+                f.cpu = Some(l.cpu);
+                f.message = format!(
+                    "CPU {} lost {what} ({}): the ring buffer overflowed; findings near this point may be incomplete (record with a larger buffer, trace-cmd record -b)",
+                    l.cpu, l.origin
+                );
+                f.details.insert("lost".into(), l.count.map_or(serde_json::Value::Null, |n| n.into()));
+                f.details.insert("at".into(), l.origin.to_string().into());
+                f
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,167 @@
+//! The report of SPEC §4: one JSON document per trace, and its text form.
+
+use nmitrace_parser::{ParseStats, TraceInfo};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub input: InputBlock,
+    pub events: EventsBlock,
+    pub nmis: NmisBlock,
+    pub findings: Vec<Finding>,
+    pub summary: BTreeMap<String, u64>,
+    /// How the input was read: lines, unparsed lines with examples, warnings.
+    pub parse: ParseBlock,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InputBlock {
+    pub path: String,
+    pub format: String,
+    pub compression: Option<String>,
+    pub kernel: Option<String>,
+    pub arch: Option<String>,
+    /// The kernel-era model the replay used, and whether it is a what-if.
+    pub model: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EventsBlock {
+    pub total: u64,
+    pub by_name: BTreeMap<String, u64>,
+    pub by_cpu: BTreeMap<String, u64>,
+    pub first_ts_ns: Option<u64>,
+    pub last_ts_ns: Option<u64>,
+    /// Events the ring buffer reported lost (sum of the markers that give a number).
+    pub lost_events: u64,
+    /// Number of loss markers.
+    pub lost_event_markers: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NmisBlock {
+    pub instances: u64,
+    pub by_handler: BTreeMap<String, HandlerStats>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HandlerStats {
+    pub count: u64,
+    pub handled: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ParseBlock {
+    pub lines: u64,
+    pub unparsed_lines: u64,
+    pub unparsed_examples: Vec<BTreeMap<String, String>>,
+    pub warnings: u64,
+    pub warning_examples: Vec<BTreeMap<String, String>>,
+}
+
+impl ParseBlock {
+    pub fn new(stats: &ParseStats, notices: &crate::counts::NoticeLog) -> ParseBlock {
+        let ex = |pairs: &[(&str, &String)]| pairs.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect();
+        ParseBlock {
+            lines: stats.lines,
+            unparsed_lines: notices.unparsed,
+            unparsed_examples: notices
+                .unparsed_examples
+                .iter()
+                .map(|(at, text, why)| ex(&[("at", at), ("text", text), ("reason", why)]))
+                .collect(),
+            warnings: notices.warnings,
+            warning_examples: notices.warning_examples.iter().map(|(at, m)| ex(&[("at", at), ("message", m)])).collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub kind: String,
+    pub severity: String,
+    pub confidence: String,
+    pub ts_ns: Option<u64>,
+    pub cpu: Option<u32>,
+    pub pid: Option<i32>,
+    pub comm: Option<String>,
+    pub message: String,
+    pub details: serde_json::Map<String, serde_json::Value>,
+    /// Trace lines that prove the finding, as the trace printed them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+}
+
+impl Finding {
+    pub fn new(kind: &str, severity: &str, confidence: &str) -> Finding {
+        Finding {
+            kind: kind.into(),
+            severity: severity.into(),
+            confidence: confidence.into(),
+            ts_ns: None,
+            cpu: None,
+            pid: None,
+            comm: None,
+            message: String::new(),
+            details: Default::default(),
+            evidence: Vec::new(),
+        }
+    }
+
+    /// Severity rank: info 0, warning 1, error 2.
+    pub fn severity_rank(&self) -> u8 {
+        severity_rank(&self.severity)
+    }
+}
+
+pub fn severity_rank(s: &str) -> u8 {
+    match s {
+        "error" => 2,
+        "warning" => 1,
+        _ => 0,
+    }
+}
+
+impl Report {
+    pub fn new(path: &str, info: &TraceInfo) -> Report {
+        Report {
+            schema_version: SCHEMA_VERSION,
+            input: InputBlock {
+                path: path.into(),
+                format: info.format.map(|f| f.name().to_string()).unwrap_or_default(),
+                compression: info.compression.map(Into::into),
+                kernel: info.kernel.clone(),
+                arch: info.arch.clone(),
+                model: serde_json::Value::Null,
+            },
+            events: EventsBlock::default(),
+            nmis: NmisBlock::default(),
+            findings: Vec::new(),
+            summary: BTreeMap::new(),
+            parse: ParseBlock::default(),
+        }
+    }
+
+    /// Sort findings deterministically and fill the summary.
+    pub fn finalize(&mut self) {
+        self.findings.sort_by(|a, b| {
+            (a.ts_ns, a.cpu, &a.kind, &a.message).cmp(&(b.ts_ns, b.cpu, &b.kind, &b.message))
+        });
+        self.summary.clear();
+        for f in &self.findings {
+            *self.summary.entry(f.kind.clone()).or_default() += 1;
+        }
+    }
+
+    /// The most severe finding's rank, if any finding.
+    pub fn max_severity(&self) -> Option<u8> {
+        self.findings.iter().map(|f| f.severity_rank()).max()
+    }
+}

@@ -1,0 +1,145 @@
+//! `nmitrace analyze`: run the analyses over each trace and print the report.
+
+use anyhow::Result;
+use clap::{ValueEnum};
+use nmitrace_analyses::{report::severity_rank, Analyzer, Config, Report};
+use nmitrace_parser::Trace;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutFormat {
+    /// A readable report: verdict, findings with evidence, NMI statistics.
+    Text,
+    /// The JSON document of the output contract (one per trace; an array for several).
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+    /// Never fail on findings.
+    Never,
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Examples:
+  nmitrace analyze trace.dat
+  nmitrace analyze trace.txt.gz --format json
+  nmitrace analyze old.txt --kernel 2.6.35 --arch x86_64     # model an old kernel
+  nmitrace analyze new.dat --kernel 3.10                      # what-if: replay under another era
+  nmitrace analyze a.dat b.dat --fail-on warning              # gate CI on findings")]
+pub struct Args {
+    /// Trace files (`-` for standard input).
+    #[arg(required = true, value_name = "TRACE")]
+    pub traces: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutFormat::Text)]
+    pub format: OutFormat,
+    /// Kernel release to model (e.g. 2.6.35, 5.8). Default: from the trace, else a modern kernel.
+    #[arg(long, value_name = "VERSION")]
+    pub kernel: Option<String>,
+    /// Architecture / page-directory model.
+    #[arg(long, value_name = "ARCH", value_parser = ["x86_64", "x86_64-5level", "x86_32", "x86_32-pae"])]
+    pub arch: Option<String>,
+    /// Two NMIs on one CPU this close (end to start, ns) are back-to-back.
+    #[arg(long, value_name = "NS", default_value_t = nmitrace_analyses::DEFAULT_B2B_THRESHOLD_NS)]
+    pub b2b_threshold_ns: u64,
+    /// Exit 1 when a finding at or above this severity is reported.
+    #[arg(long, value_enum, value_name = "SEVERITY", default_value_t = Severity::Error)]
+    pub fail_on: Severity,
+    /// Parser threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+pub fn analyze_one(path: &std::path::Path, config: &Config, threads: Option<usize>) -> Result<Report> {
+    let mut trace = Trace::open(path)?;
+    trace.threads = threads;
+    trace.probe()?;
+    let info = trace.info.clone();
+    let name = trace.name.clone();
+    let mut analyzer = Analyzer::new(config.clone());
+    let stats = trace.run(&mut analyzer)?;
+    Ok(analyzer.finish(&name, &info, &stats))
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let config = Config {
+        kernel: args.kernel.clone(),
+        arch: args.arch.clone(),
+        b2b_threshold_ns: args.b2b_threshold_ns,
+    };
+    let mut reports = Vec::new();
+    for p in &args.traces {
+        reports.push(analyze_one(p, &config, args.threads)?);
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match args.format {
+        OutFormat::Json => {
+            if reports.len() == 1 {
+                serde_json::to_writer_pretty(&mut out, &reports[0])?;
+            } else {
+                serde_json::to_writer_pretty(&mut out, &reports)?;
+            }
+            writeln!(out)?;
+        }
+        OutFormat::Text => {
+            for (i, r) in reports.iter().enumerate() {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                out.write_all(crate::analyze::render_text(r).as_bytes())?;
+            }
+        }
+    }
+    out.flush()?;
+    let threshold = match args.fail_on {
+        Severity::Info => Some(severity_rank("info")),
+        Severity::Warning => Some(severity_rank("warning")),
+        Severity::Error => Some(severity_rank("error")),
+        Severity::Never => None,
+    };
+    let worst = reports.iter().filter_map(|r| r.max_severity()).max();
+    Ok(match (threshold, worst) {
+        (Some(t), Some(w)) if w >= t => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// Human-readable report (until the analyses crate provides a fuller one).
+pub fn render_text(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "nmitrace report: {}", r.input.path);
+    let _ = writeln!(s, "  format: {}{}", r.input.format, r.input.compression.as_deref().map(|c| format!(" ({c})")).unwrap_or_default());
+    let _ = writeln!(s, "  events: {} on {} CPUs", r.events.total, r.events.by_cpu.len());
+    for (n, c) in &r.events.by_name {
+        let _ = writeln!(s, "    {n:<32} {c:>10}");
+    }
+    if r.events.lost_event_markers > 0 {
+        let _ = writeln!(s, "  lost: {} events in {} markers", r.events.lost_events, r.events.lost_event_markers);
+    }
+    if r.parse.unparsed_lines > 0 {
+        let _ = writeln!(s, "  unparsed lines: {}", r.parse.unparsed_lines);
+        for e in &r.parse.unparsed_examples {
+            let _ = writeln!(s, "    {}: {} ({})", e["at"], e["text"], e["reason"]);
+        }
+    }
+    if r.parse.warnings > 0 {
+        let _ = writeln!(s, "  warnings: {}", r.parse.warnings);
+        for e in &r.parse.warning_examples {
+            let _ = writeln!(s, "    {}: {}", e["at"], e["message"]);
+        }
+    }
+    let _ = writeln!(s, "  findings: {}", r.findings.len());
+    for f in &r.findings {
+        let _ = writeln!(s, "    [{}/{}] {}: {}", f.severity, f.confidence, f.kind, f.message);
+    }
+    s
+}

@@ -1,0 +1,190 @@
+//! `nmitrace events`: the decoded event stream as JSON lines or CSV.
+
+use anyhow::Result;
+use clap::ValueEnum;
+use nmitrace_parser::{Event, Notice, Sink, Trace, Value};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EventsFormat {
+    /// One JSON object per event: ts_ns, cpu, pid, comm, name, fields (numbers as numbers).
+    Jsonl,
+    /// ts_ns,cpu,pid,comm,context,system,name,fields (fields as `k=v` joined by spaces).
+    Csv,
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Examples:
+  nmitrace events trace.dat --format jsonl | head
+  nmitrace events trace.txt.gz --format csv > events.csv")]
+pub struct Args {
+    /// Trace file (`-` for standard input).
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+    #[arg(long, value_enum, default_value_t = EventsFormat::Jsonl)]
+    pub format: EventsFormat,
+    /// Parser threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+struct Printer<W: Write> {
+    out: W,
+    format: EventsFormat,
+    err: Option<std::io::Error>,
+    line: String,
+}
+
+/// Append `s` as a JSON string literal.
+pub fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                use std::fmt::Write;
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A value as JSON: numbers as numbers (text that is a whole integer too).
+pub fn json_value(out: &mut String, v: &Value<'_>) {
+    use std::fmt::Write;
+    match v {
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Uint(u) => {
+            let _ = write!(out, "{u}");
+        }
+        Value::Str(s) => match nmitrace_parser::event::parse_int(s) {
+            Some(n) if n >= i64::MIN as i128 && n <= u64::MAX as i128 => {
+                let _ = write!(out, "{n}");
+            }
+            _ => json_str(out, s),
+        },
+        Value::Bytes(b) => {
+            out.push('[');
+            for (i, x) in b.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{x}");
+            }
+            out.push(']');
+        }
+    }
+}
+
+fn csv_field(out: &mut String, s: &str) {
+    if s.contains([',', '"', '\n']) {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
+    }
+}
+
+impl<W: Write> Printer<W> {
+    fn format_event(&mut self, ev: &Event<'_>) {
+        use std::fmt::Write;
+        let l = &mut self.line;
+        l.clear();
+        match self.format {
+            EventsFormat::Jsonl => {
+                let _ = write!(l, "{{\"ts_ns\":{},\"cpu\":{},\"pid\":{},\"comm\":", ev.ts_ns, ev.cpu, ev.pid);
+                match ev.comm {
+                    Some(c) => json_str(l, c),
+                    None => l.push_str("null"),
+                }
+                l.push_str(",\"context\":");
+                json_str(l, ev.ctx.label());
+                if let Some(s) = ev.system {
+                    l.push_str(",\"system\":");
+                    json_str(l, s);
+                }
+                l.push_str(",\"name\":");
+                json_str(l, ev.name);
+                l.push_str(",\"fields\":{");
+                for (i, f) in ev.fields.iter().enumerate() {
+                    if i > 0 {
+                        l.push(',');
+                    }
+                    json_str(l, f.name);
+                    l.push(':');
+                    json_value(l, &f.value);
+                }
+                l.push_str("}}\n");
+            }
+            EventsFormat::Csv => {
+                let _ = write!(l, "{},{},{},", ev.ts_ns, ev.cpu, ev.pid);
+                csv_field(l, ev.comm.unwrap_or(""));
+                let _ = write!(l, ",{},{},", ev.ctx.label(), ev.system.unwrap_or(""));
+                csv_field(l, ev.name);
+                l.push(',');
+                let fields: Vec<String> = ev.fields.iter().map(|f| format!("{}={}", f.name, f.value)).collect();
+                csv_field(l, &fields.join(" "));
+                l.push('\n');
+            }
+        }
+    }
+}
+
+impl<W: Write> Sink for Printer<W> {
+    fn event(&mut self, ev: &Event<'_>) {
+        if self.err.is_some() {
+            return;
+        }
+        self.format_event(ev);
+        if let Err(e) = self.out.write_all(self.line.as_bytes()) {
+            self.err = Some(e);
+        }
+    }
+
+    fn notice(&mut self, n: &Notice) {
+        match n {
+            Notice::Warning { origin, message } => eprintln!("nmitrace: warning: {origin}: {message}"),
+            Notice::Unparsed { origin, text, reason } => eprintln!("nmitrace: warning: {origin}: not parsed ({reason}): {text}"),
+            Notice::LostEvents { cpu, count, origin, .. } => match count {
+                Some(c) => eprintln!("nmitrace: warning: {origin}: CPU {cpu} lost {c} events"),
+                None => eprintln!("nmitrace: warning: {origin}: CPU {cpu} lost events"),
+            },
+            Notice::BufferStarted { .. } => {}
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let mut trace = Trace::open(&args.trace)?;
+    trace.threads = args.threads;
+    let stdout = std::io::stdout();
+    let mut p = Printer { out: BufWriter::with_capacity(1 << 16, stdout.lock()), format: args.format, err: None, line: String::new() };
+    if args.format == EventsFormat::Csv {
+        let _ = p.out.write_all(b"ts_ns,cpu,pid,comm,context,system,name,fields\n");
+    }
+    trace.run(&mut p)?;
+    if let Some(e) = p.err {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Err(e.into());
+    }
+    if let Err(e) = p.out.flush() {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

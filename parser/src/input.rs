@@ -1,0 +1,127 @@
+//! Opening inputs: files, stdin, gzip and zstd (detected by magic bytes, not
+//! by file name). The first bytes are decompressed and kept for format
+//! detection; the rest is streamed.
+
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+/// How many decompressed bytes are kept for format detection.
+pub const HEAD_LEN: usize = 64 * 1024;
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+/// An input stream with its first bytes already read.
+pub struct Input {
+    name: String,
+    head: Vec<u8>,
+    rest: Box<dyn Read + Send>,
+    compression: Option<&'static str>,
+    /// The uncompressed file itself, when the input is one (mmap-able).
+    plain_file: Option<File>,
+}
+
+/// The whole input in memory: a mapping of a plain file or decompressed bytes.
+pub enum Bytes {
+    Mmap(memmap2::Mmap),
+    Vec(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mmap(m) => m,
+            Bytes::Vec(v) => v,
+        }
+    }
+}
+
+impl Input {
+    /// Open a path; `-` is standard input. Directories and unreadable files are errors.
+    pub fn open(path: &Path) -> Result<Input> {
+        let name = path.display().to_string();
+        if name == "-" {
+            return Input::from_reader(name, Box::new(io::stdin()), None);
+        }
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(&name, e))?;
+        if meta.is_dir() {
+            return Err(Error::new(&name, crate::Origin::None, "is a directory, expected a trace file"));
+        }
+        let file = File::open(path).map_err(|e| Error::io(&name, e))?;
+        let dup = file.try_clone().map_err(|e| Error::io(&name, e))?;
+        Input::from_reader(name, Box::new(file), Some(dup))
+    }
+
+    /// Wrap in-memory bytes (tests, fuzzing).
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Input> {
+        Input::from_reader(name.to_string(), Box::new(io::Cursor::new(bytes)), None)
+    }
+
+    fn from_reader(name: String, mut raw: Box<dyn Read + Send>, file: Option<File>) -> Result<Input> {
+        let mut magic = Vec::with_capacity(4);
+        (&mut raw).take(4).read_to_end(&mut magic).map_err(|e| Error::io(&name, e))?;
+        let chained: Box<dyn Read + Send> = Box::new(io::Cursor::new(magic.clone()).chain(raw));
+        let (mut rest, compression, plain_file): (Box<dyn Read + Send>, _, _) = if magic.starts_with(GZIP_MAGIC) {
+            (Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 16, chained))), Some("gzip"), None)
+        } else if magic.starts_with(ZSTD_MAGIC) {
+            let dec = zstd::stream::read::Decoder::new(chained).map_err(|e| Error::io(&name, e))?;
+            (Box::new(dec), Some("zstd"), None)
+        } else {
+            (chained, None, file)
+        };
+        let mut head = Vec::with_capacity(HEAD_LEN);
+        (&mut rest)
+            .take(HEAD_LEN as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| decompress_error(&name, compression, e))?;
+        Ok(Input { name, head, rest, compression, plain_file })
+    }
+
+    /// The first (decompressed) bytes, for format detection.
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Outer compression, if any.
+    pub fn compression(&self) -> Option<&'static str> {
+        self.compression
+    }
+
+    /// Split into the already-read head and the reader for the rest.
+    pub fn into_parts(self) -> (Vec<u8>, Box<dyn Read + Send>, Option<&'static str>) {
+        (self.head, self.rest, self.compression)
+    }
+
+    /// The whole input in memory: mmap for a plain file, otherwise read fully.
+    pub fn into_bytes(self) -> Result<Bytes> {
+        if let Some(file) = &self.plain_file {
+            // SAFETY: the mapping is read-only; a file truncated underneath us
+            // would fault, which is the same contract every mmap reader has.
+            if let Ok(m) = unsafe { memmap2::Mmap::map(file) } {
+                return Ok(Bytes::Mmap(m));
+            }
+        }
+        let Input { name, mut head, mut rest, compression, .. } = self;
+        rest.read_to_end(&mut head).map_err(|e| decompress_error(&name, compression, e))?;
+        Ok(Bytes::Vec(head))
+    }
+}
+
+/// Turn a read error inside a decompressor into a message that says so.
+pub fn decompress_error(name: &str, compression: Option<&str>, e: io::Error) -> Error {
+    match compression {
+        Some(c) => Error::new(
+            name,
+            crate::Origin::None,
+            format!("{c} stream is corrupt or truncated ({e}); expected a complete {c} file"),
+        ),
+        None => Error::io(name, e),
+    }
+}

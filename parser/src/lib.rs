@@ -1,0 +1,145 @@
+//! nmitrace-parser: bytes → typed kernel trace events.
+//!
+//! Every supported input is auto-detected from its content ([`detect`]):
+//! raw tracefs text, `trace-cmd report` text, `perf script` text and
+//! trace-cmd `trace.dat` (v6/v7), each plain, gzip or zstd compressed.
+//!
+//! Sources are streaming: [`Trace::run`] pushes events, in trace order, into
+//! a [`Sink`]; memory is bounded by the chunk size, not the trace length.
+//!
+//! ```no_run
+//! use nmitrace_parser::{Trace, Sink, Event, Notice};
+//! struct Count(u64);
+//! impl Sink for Count {
+//!     fn event(&mut self, _ev: &Event<'_>) { self.0 += 1 }
+//!     fn notice(&mut self, _n: &Notice) {}
+//! }
+//! let trace = Trace::open("trace.dat").unwrap();
+//! let mut c = Count(0);
+//! trace.run(&mut c).unwrap();
+//! println!("{} events", c.0);
+//! ```
+
+pub mod detect;
+pub mod error;
+pub mod event;
+pub mod input;
+pub mod model;
+pub mod text;
+pub mod tracedat;
+
+pub use detect::Format;
+pub use error::{Error, Result};
+pub use event::{Context, Event, Field, Fields, Origin, Value};
+pub use input::Input;
+
+use std::path::Path;
+
+/// Something that happened in the trace that is not an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The ring buffer dropped events (`CPU:N [LOST M EVENTS]`,
+    /// `[M EVENTS DROPPED]`, a trace.dat page with the missed-events flag).
+    /// `count` is `None` when the format only says "some".
+    LostEvents {
+        cpu: u32,
+        count: Option<u64>,
+        /// Timestamp of the first event after the loss, when known.
+        ts_ns: Option<u64>,
+        origin: Origin,
+    },
+    /// `##### CPU N buffer started ####`: events before this on CPU N were overwritten.
+    BufferStarted { cpu: u32, origin: Origin },
+    /// A line that is not an event and not known metadata. Counted, never silently dropped.
+    Unparsed { origin: Origin, text: String, reason: String },
+    /// A recoverable problem (torn last line, truncated chunk…); the rest is still read.
+    Warning { origin: Origin, message: String },
+}
+
+/// Receives a trace's events in order.
+pub trait Sink {
+    fn event(&mut self, ev: &Event<'_>);
+    fn notice(&mut self, n: &Notice);
+}
+
+/// What a source knows about the trace as a whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceInfo {
+    pub format: Option<Format>,
+    /// Outer compression of the file (`gzip`, `zstd`), if any.
+    pub compression: Option<&'static str>,
+    /// Kernel release, e.g. `6.18.44` (trace.dat UNAME option).
+    pub kernel: Option<String>,
+    /// Machine, e.g. `x86_64` (trace.dat UNAME option).
+    pub arch: Option<String>,
+    /// Number of CPUs, when the header says (`cpus=N`, `#P:N`).
+    pub cpus: Option<u32>,
+    /// Clock, when known (`local`, `x86-tsc`, `counter`…).
+    pub clock: Option<String>,
+}
+
+/// Counters a source reports when it is done.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParseStats {
+    /// Events handed to the sink.
+    pub events: u64,
+    /// Input lines (text) or bytes (binary) read.
+    pub lines: u64,
+    pub bytes: u64,
+    /// Lines that were neither events nor known metadata.
+    pub unparsed: u64,
+    /// Comment and metadata lines (`#…`, `cpus=`, markers).
+    pub metadata_lines: u64,
+    pub warnings: u64,
+}
+
+/// An opened trace, format detected, ready to stream.
+pub struct Trace {
+    pub name: String,
+    input: Input,
+    pub info: TraceInfo,
+    /// Parallelism for parsing (None = all cores).
+    pub threads: Option<usize>,
+}
+
+impl Trace {
+    /// Open a file (or `-` for stdin) and detect its format.
+    pub fn open(path: impl AsRef<Path>) -> Result<Trace> {
+        let path = path.as_ref();
+        let input = Input::open(path)?;
+        Trace::from_input(path.display().to_string(), input)
+    }
+
+    /// Wrap already-opened input.
+    pub fn from_input(name: String, input: Input) -> Result<Trace> {
+        let format = detect::detect(&name, input.head())?;
+        let info = TraceInfo {
+            format: Some(format),
+            compression: input.compression(),
+            ..Default::default()
+        };
+        Ok(Trace { name, input, info, threads: None })
+    }
+
+    pub fn format(&self) -> Format {
+        self.info.format.expect("format detected at open")
+    }
+
+    /// Read header information without streaming the events
+    /// (kernel version for trace.dat, `cpus=` for text). Cheap.
+    pub fn probe(&mut self) -> Result<()> {
+        match self.format() {
+            Format::TraceDat { .. } => tracedat::probe(&self.name, &mut self.input, &mut self.info),
+            _ => text::probe(&self.name, self.input.head(), &mut self.info),
+        }
+    }
+
+    /// Stream every event into `sink`, in trace order.
+    pub fn run(self, sink: &mut dyn Sink) -> Result<ParseStats> {
+        let Trace { name, input, info, threads } = self;
+        match info.format.expect("format detected at open") {
+            Format::TraceDat { .. } => tracedat::run(&name, input, sink, threads),
+            f => text::run(&name, f, input, sink, threads),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Typed payloads for the tracepoints the replay models (SPEC §2.5).
+//!
+//! [`Modelled::from_event`] reads an event's fields by the kernel's format
+//! field names, whichever input format they came from (the text parser
+//! normalises plugin formats such as `a:1 [120] S ==> b:2 [120]` to those
+//! names). Everything else is [`Modelled::Other`].
+
+use crate::event::{Event, Fields};
+
+/// A page fault tracepoint (`exceptions:page_fault_user` / `page_fault_kernel`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageFault<'a> {
+    /// `page_fault_user` (true) or `page_fault_kernel` (false): the tracepoint, i.e. `user_mode(regs)`.
+    pub user_tracepoint: bool,
+    /// Faulting address, when numeric.
+    pub address: Option<u64>,
+    /// The address as printed (may be a symbol).
+    pub address_text: Option<&'a str>,
+    /// Instruction pointer when numeric; `ip_text` holds a symbol (`__put_user_4`).
+    pub ip: Option<u64>,
+    pub ip_text: Option<&'a str>,
+    pub error_code: u64,
+}
+
+impl PageFault<'_> {
+    pub const PROTECTION: u64 = 1;
+    pub const WRITE: u64 = 2;
+    pub const USER: u64 = 4;
+    pub const RESERVED: u64 = 8;
+    pub const INSTRUCTION: u64 = 16;
+
+    /// A kernel-mode access (error_code bit 2 clear).
+    pub fn kernel_mode(&self) -> bool {
+        self.error_code & Self::USER == 0
+    }
+}
+
+/// One `nmi:nmi_handler` event: a handler returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NmiHandler<'a> {
+    /// Handler symbol (`perf_event_nmi_handler`) or its address as text.
+    pub handler: &'a str,
+    pub delta_ns: u64,
+    pub handled: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchedSwitch<'a> {
+    pub prev_comm: &'a str,
+    pub prev_pid: i32,
+    pub prev_prio: i32,
+    /// As printed (`R`, `S`, `D`, `R+`) or the raw number as text.
+    pub prev_state: &'a str,
+    pub next_comm: &'a str,
+    pub next_pid: i32,
+    pub next_prio: i32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Modelled<'a> {
+    PageFault(PageFault<'a>),
+    NmiHandler(NmiHandler<'a>),
+    SchedSwitch(SchedSwitch<'a>),
+    /// `sched_process_fork`: parent and child.
+    Fork { parent_comm: &'a str, parent_pid: i32, child_comm: &'a str, child_pid: i32 },
+    /// `task_newtask`: the new task and its clone flags (0x100 = CLONE_VM).
+    NewTask { pid: i32, comm: &'a str, clone_flags: u64 },
+    /// `sched_process_exec`.
+    Exec { filename: &'a str, pid: i32, old_pid: i32 },
+    /// `sched_process_exit`.
+    Exit { comm: &'a str, pid: i32 },
+    /// `sched_process_free`.
+    Free { comm: &'a str, pid: i32 },
+    /// `tlb_flush`: reason 0 = flush on task switch.
+    TlbFlush { pages: i64, reason: i64 },
+    /// `vmalloc:alloc_vmap_area`: `addr` is va_start; vstart/vend bound the vmalloc range.
+    AllocVmapArea { addr: u64, size: u64, align: u64, vstart: u64, vend: u64, failed: bool },
+    /// `vmalloc:free_vmap_area_noflush`.
+    FreeVmapArea { va_start: u64 },
+    /// `percpu:percpu_create_chunk`: base address (None when the text hashed it).
+    PercpuCreateChunk { base_addr: Option<u64> },
+    /// `percpu:percpu_alloc_percpu`.
+    PercpuAlloc { base_addr: Option<u64>, off: u64, size: u64 },
+    /// Interrupt entry (`irq_vectors:*_entry`, `irq:irq_handler_entry`, `irq:softirq_entry`).
+    IrqEntry { kind: IrqKind },
+    /// Interrupt exit.
+    IrqExit { kind: IrqKind },
+    /// A console/printk line (`console` event, field `msg`).
+    Console { msg: &'a str },
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqKind {
+    Hard,
+    Soft,
+}
+
+fn i32f(f: &Fields<'_>, n: &str) -> Option<i32> {
+    f.i64(n).map(|v| v as i32)
+}
+
+/// A pointer printed by `%p` in tracefs text is hashed (`000000006b7a76f4`,
+/// no `0x`): never an address. Real addresses have `0x` (trace-cmd report)
+/// or are numbers (trace.dat).
+fn pointer(f: &Fields<'_>, n: &str) -> Option<u64> {
+    match f.get(n)? {
+        crate::Value::Str(s) if !s.starts_with("0x") => None,
+        v => v.as_u64(),
+    }
+}
+
+impl<'a> Modelled<'a> {
+    /// Interpret an event. Missing or malformed fields give [`Modelled::Other`]
+    /// rather than a guess.
+    pub fn from_event(ev: &Event<'a>) -> Modelled<'a> {
+        let f = &ev.fields;
+        let m = match ev.name {
+            "page_fault_user" | "page_fault_kernel" => (|| {
+                let addr_v = f.get("address")?;
+                let ip_v = f.get("ip");
+                Some(Modelled::PageFault(PageFault {
+                    user_tracepoint: ev.name == "page_fault_user",
+                    address: addr_v.as_u64(),
+                    address_text: addr_v.as_str(),
+                    ip: ip_v.and_then(|v| v.as_u64()),
+                    ip_text: ip_v.and_then(|v| v.as_str()),
+                    error_code: f.u64("error_code")?,
+                }))
+            })(),
+            "nmi_handler" => (|| {
+                Some(Modelled::NmiHandler(NmiHandler {
+                    handler: f.str("handler").unwrap_or(""),
+                    delta_ns: f.u64("delta_ns")?,
+                    handled: f.i64("handled")?,
+                }))
+            })(),
+            "sched_switch" => (|| {
+                Some(Modelled::SchedSwitch(SchedSwitch {
+                    prev_comm: f.str("prev_comm").unwrap_or(""),
+                    prev_pid: i32f(f, "prev_pid")?,
+                    prev_prio: i32f(f, "prev_prio").unwrap_or(0),
+                    prev_state: f.str("prev_state").unwrap_or(""),
+                    next_comm: f.str("next_comm").unwrap_or(""),
+                    next_pid: i32f(f, "next_pid")?,
+                    next_prio: i32f(f, "next_prio").unwrap_or(0),
+                }))
+            })(),
+            "sched_process_fork" => (|| {
+                Some(Modelled::Fork {
+                    parent_comm: f.str("parent_comm").or_else(|| f.str("comm")).unwrap_or(""),
+                    parent_pid: i32f(f, "parent_pid").or_else(|| i32f(f, "pid"))?,
+                    child_comm: f.str("child_comm").unwrap_or(""),
+                    child_pid: i32f(f, "child_pid")?,
+                })
+            })(),
+            "task_newtask" => (|| {
+                Some(Modelled::NewTask {
+                    pid: i32f(f, "pid")?,
+                    comm: f.str("comm").unwrap_or(""),
+                    clone_flags: f.u64("clone_flags")?,
+                })
+            })(),
+            "sched_process_exec" => (|| {
+                Some(Modelled::Exec {
+                    filename: f.str("filename").unwrap_or(""),
+                    pid: i32f(f, "pid")?,
+                    old_pid: i32f(f, "old_pid").or_else(|| i32f(f, "pid"))?,
+                })
+            })(),
+            "sched_process_exit" => {
+                i32f(f, "pid").map(|pid| Modelled::Exit { comm: f.str("comm").unwrap_or(""), pid })
+            }
+            "sched_process_free" => {
+                i32f(f, "pid").map(|pid| Modelled::Free { comm: f.str("comm").unwrap_or(""), pid })
+            }
+            "tlb_flush" => (|| Some(Modelled::TlbFlush { pages: f.i64("pages")?, reason: f.i64("reason")? }))(),
+            "alloc_vmap_area" => (|| {
+                Some(Modelled::AllocVmapArea {
+                    addr: f.u64("addr")?,
+                    size: f.u64("size")?,
+                    align: f.u64("align").unwrap_or(0),
+                    vstart: f.u64("vstart")?,
+                    vend: f.u64("vend")?,
+                    failed: f.i64("failed").unwrap_or(0) != 0,
+                })
+            })(),
+            "free_vmap_area_noflush" => f.u64("va_start").map(|va_start| Modelled::FreeVmapArea { va_start }),
+            "percpu_create_chunk" => Some(Modelled::PercpuCreateChunk { base_addr: pointer(f, "base_addr") }),
+            "percpu_alloc_percpu" => Some(Modelled::PercpuAlloc {
+                base_addr: pointer(f, "base_addr"),
+                off: f.u64("off").unwrap_or(0),
+                size: f.u64("size").unwrap_or(0),
+            }),
+            "console" => f.str("msg").map(|msg| Modelled::Console { msg }),
+            n => irq_kind(ev.system, n),
+        };
+        m.unwrap_or(Modelled::Other)
+    }
+}
+
+fn irq_kind(system: Option<&str>, name: &str) -> Option<Modelled<'static>> {
+    match name {
+        "irq_handler_entry" => return Some(Modelled::IrqEntry { kind: IrqKind::Hard }),
+        "irq_handler_exit" => return Some(Modelled::IrqExit { kind: IrqKind::Hard }),
+        "softirq_entry" => return Some(Modelled::IrqEntry { kind: IrqKind::Soft }),
+        "softirq_exit" => return Some(Modelled::IrqExit { kind: IrqKind::Soft }),
+        _ => {}
+    }
+    // irq_vectors:*_entry / *_exit (local_timer_entry, reschedule_exit, ...).
+    // Without a system name (tracefs/report text) the suffix and the known
+    // vector names identify them.
+    let vector_system = matches!(system, Some("irq_vectors"));
+    if let Some(base) = name.strip_suffix("_entry") {
+        if vector_system || is_vector(base) {
+            return Some(Modelled::IrqEntry { kind: IrqKind::Hard });
+        }
+    } else if let Some(base) = name.strip_suffix("_exit") {
+        if vector_system || is_vector(base) {
+            return Some(Modelled::IrqExit { kind: IrqKind::Hard });
+        }
+    }
+    None
+}
+
+/// x86 `irq_vectors` tracepoint stems.
+fn is_vector(base: &str) -> bool {
+    matches!(
+        base,
+        "local_timer"
+            | "spurious_apic"
+            | "error_apic"
+            | "x86_platform_ipi"
+            | "irq_work"
+            | "reschedule"
+            | "call_function"
+            | "call_function_single"
+            | "threshold_apic"
+            | "deferred_error_apic"
+            | "thermal_apic"
+    )
+}

@@ -1,0 +1,380 @@
+//! Payload splitting for text events: `key=value` pairs, and the print
+//! formats that are not `key=value` (trace-cmd plugins, `nmi_handler`,
+//! `tlb_flush`, syscalls), normalised to the kernel format's field names.
+//!
+//! Splitting records spans into the chunk buffer; values stay text and are
+//! parsed on access ([`crate::Value::as_i64`]).
+
+use crate::event::{Field, Value};
+
+/// A byte range of the chunk buffer. Ranges with [`Span::EXTRA`] set point
+/// into the chunk's side buffer of synthesised text (e.g. `sys_enter_open`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+
+impl Span {
+    pub const EXTRA: u32 = 1 << 31;
+
+    #[inline]
+    pub fn new(start: usize, end: usize) -> Span {
+        Span { start: start as u32, len: (end - start) as u32 }
+    }
+
+    #[inline]
+    pub fn get<'a>(&self, buf: &'a str, extra: &'a str) -> &'a str {
+        let (src, s) = if self.start & Self::EXTRA != 0 { (extra, self.start & !Self::EXTRA) } else { (buf, self.start) };
+        src.get(s as usize..(s + self.len) as usize).unwrap_or("")
+    }
+}
+
+/// A field's name: a fixed kernel field name or a span of the payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Name {
+    Static(&'static str),
+    Span(Span),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FieldSpan {
+    pub name: Name,
+    pub value: Span,
+}
+
+/// The fields of one text event, decoded on access.
+#[derive(Clone, Copy, Debug)]
+pub struct TextFields<'a> {
+    pub buf: &'a str,
+    pub extra: &'a str,
+    pub spans: &'a [FieldSpan],
+}
+
+impl<'a> TextFields<'a> {
+    #[inline]
+    fn name_of(&self, f: &FieldSpan) -> &'a str {
+        match f.name {
+            Name::Static(s) => s,
+            Name::Span(s) => s.get(self.buf, self.extra),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Value<'a>> {
+        self.spans
+            .iter()
+            .find(|f| self.name_of(f) == name)
+            .map(|f| Value::Str(f.value.get(self.buf, self.extra)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn iter(&self) -> TextFieldIter<'a> {
+        TextFieldIter { f: *self, i: 0 }
+    }
+}
+
+pub struct TextFieldIter<'a> {
+    f: TextFields<'a>,
+    i: usize,
+}
+
+impl<'a> Iterator for TextFieldIter<'a> {
+    type Item = Field<'a>;
+    fn next(&mut self) -> Option<Field<'a>> {
+        let s = self.f.spans.get(self.i)?;
+        self.i += 1;
+        Some(Field { name: self.f.name_of(s), value: Value::Str(s.value.get(self.f.buf, self.f.extra)) })
+    }
+}
+
+/// Collects field spans for one payload. `base` is the payload's offset in the chunk buffer.
+pub struct Splitter<'o> {
+    pub out: &'o mut Vec<FieldSpan>,
+    pub base: usize,
+}
+
+impl Splitter<'_> {
+    #[inline]
+    fn push(&mut self, name: &'static str, s: usize, e: usize) {
+        self.out.push(FieldSpan { name: Name::Static(name), value: Span::new(self.base + s, self.base + e) });
+    }
+
+    #[inline]
+    fn push_span(&mut self, ns: usize, ne: usize, s: usize, e: usize) {
+        self.out.push(FieldSpan {
+            name: Name::Span(Span::new(self.base + ns, self.base + ne)),
+            value: Span::new(self.base + s, self.base + e),
+        });
+    }
+
+    /// Split `payload` of event `name` into fields.
+    pub fn split(&mut self, name: &str, payload: &str) {
+        let ok = match name {
+            "sched_switch" if !payload.contains("prev_comm=") => self.sched_switch_plugin(payload),
+            "sched_wakeup" | "sched_wakeup_new" | "sched_waking" if !payload.contains("comm=") => {
+                self.sched_wakeup_plugin(payload)
+            }
+            "nmi_handler" if payload.contains("delta_ns:") => self.nmi_handler(payload),
+            "tlb_flush" => self.tlb_flush(payload),
+            _ => false,
+        };
+        if !ok {
+            self.key_values(payload);
+        }
+    }
+
+    /// Generic `key=value key=value` with values that may contain spaces
+    /// (`reason=flush on task switch (0)`) and `=` (`my_field=foo=bar`).
+    /// Text before the first `key=` becomes field `msg` (console lines, bprint).
+    pub fn key_values(&mut self, p: &str) {
+        let b = p.as_bytes();
+        let first = self.out.len();
+        let mut cur: Option<(usize, usize)> = None; // (name start, '=' index)
+        let mut lead = b.len();
+        let mut i = 0;
+        while i < b.len() {
+            if i == 0 || b[i - 1] == b' ' {
+                if let Some(eq) = key_at(b, i) {
+                    match cur {
+                        Some((ns, ne)) => self.push_span(ns, ne, ne + 1, trim_end(b, ne + 1, i)),
+                        None => lead = i,
+                    }
+                    cur = Some((i, eq));
+                    i = eq + 1;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        if let Some((ns, ne)) = cur {
+            self.push_span(ns, ne, ne + 1, trim_end(b, ne + 1, b.len()));
+        }
+        let lead_end = trim_end(b, 0, lead);
+        if lead_end > 0 {
+            self.push("msg", 0, lead_end);
+            let msg = self.out.pop().expect("just pushed");
+            self.out.insert(first, msg);
+        }
+    }
+
+    /// `prev_comm:prev_pid [prev_prio] prev_state ==> next_comm:next_pid [next_prio]`
+    fn sched_switch_plugin(&mut self, p: &str) -> bool {
+        let Some(arrow) = p.find(" ==> ") else { return false };
+        let left = &p[..arrow];
+        let rs = arrow + 5;
+        let right = &p[rs..];
+        // left: comm:pid [prio] STATE
+        let Some(sp) = left.rfind(' ') else { return false };
+        let (who, state) = (&left[..sp], (sp + 1, left.len()));
+        let Some((comm, pid, prio)) = comm_pid_prio(who) else { return false };
+        let Some((ncomm, npid, nprio)) = comm_pid_prio(right.trim_end()) else { return false };
+        self.push("prev_comm", comm.0, comm.1);
+        self.push("prev_pid", pid.0, pid.1);
+        self.push("prev_prio", prio.0, prio.1);
+        self.push("prev_state", state.0, state.1);
+        self.push("next_comm", rs + ncomm.0, rs + ncomm.1);
+        self.push("next_pid", rs + npid.0, rs + npid.1);
+        self.push("next_prio", rs + nprio.0, rs + nprio.1);
+        true
+    }
+
+    /// `comm:pid [prio] CPU:001` or `comm:pid [prio] success=1 CPU:002`
+    fn sched_wakeup_plugin(&mut self, p: &str) -> bool {
+        let Some(cpu_at) = p.rfind(" CPU:") else { return false };
+        let mut who_end = cpu_at;
+        let success = p[..cpu_at].rfind(" success=").map(|s| (s + 9, cpu_at));
+        if let Some((s, _)) = success {
+            who_end = s - 9;
+        }
+        let Some((comm, pid, prio)) = comm_pid_prio(&p[..who_end]) else { return false };
+        self.push("comm", comm.0, comm.1);
+        self.push("pid", pid.0, pid.1);
+        self.push("prio", prio.0, prio.1);
+        if let Some((s, e)) = success {
+            self.push("success", s, e);
+        }
+        self.push("target_cpu", cpu_at + 5, p.trim_end().len());
+        true
+    }
+
+    /// `perf_event_nmi_handler() delta_ns: 4521 handled: 1`
+    fn nmi_handler(&mut self, p: &str) -> bool {
+        let Some(d) = p.find(" delta_ns: ") else { return false };
+        let Some(h) = p.find(" handled: ") else { return false };
+        if h < d {
+            return false;
+        }
+        let handler_end = p[..d].strip_suffix("()").map_or(d, |s| s.len());
+        self.push("handler", 0, handler_end);
+        self.push("delta_ns", d + 11, h);
+        self.push("handled", h + 10, p.trim_end().len());
+        true
+    }
+
+    /// tracefs: `pages:0 reason:flush on task switch (0)`;
+    /// report: `pages=-1 reason=flush on task switch (0)`. `reason` is the number.
+    fn tlb_flush(&mut self, p: &str) -> bool {
+        let sep = if p.starts_with("pages:") {
+            ':'
+        } else if p.starts_with("pages=") {
+            '='
+        } else {
+            return false;
+        };
+        let r = if sep == ':' { " reason:" } else { " reason=" };
+        let Some(ri) = p.find(r) else { return false };
+        self.push("pages", 6, ri);
+        let rs = ri + r.len();
+        let t = p.trim_end();
+        // The number in the trailing parentheses, else the whole text.
+        if t.ends_with(')') {
+            if let Some(open) = t.rfind('(') {
+                if open >= rs {
+                    self.push("reason", open + 1, t.len() - 1);
+                    return true;
+                }
+            }
+        }
+        self.push("reason", rs, t.len());
+        true
+    }
+}
+
+/// `comm:pid [prio]` → spans of comm, pid, prio (relative to `s`).
+fn comm_pid_prio(s: &str) -> Option<((usize, usize), (usize, usize), (usize, usize))> {
+    let s = s.trim_end();
+    let lb = s.rfind(" [")?;
+    if !s.ends_with(']') {
+        return None;
+    }
+    let prio = (lb + 2, s.len() - 1);
+    let who = &s[..lb];
+    let colon = who.rfind(':')?;
+    let start = s.len() - s.trim_start().len();
+    Some(((start, colon), (colon + 1, lb), prio))
+}
+
+/// If a `key=` starts at `i`, the index of the `=`.
+#[inline]
+fn key_at(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i;
+    while j < b.len() {
+        let c = b[j];
+        if c == b'=' {
+            return if j > i { Some(j) } else { None };
+        }
+        if !(c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'[' || c == b']') {
+            return None;
+        }
+        j += 1;
+    }
+    None
+}
+
+#[inline]
+fn trim_end(b: &[u8], start: usize, mut end: usize) -> usize {
+    while end > start && (b[end - 1] == b' ' || b[end - 1] == b'\t' || b[end - 1] == b'\r') {
+        end -= 1;
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(name: &str, p: &str) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        Splitter { out: &mut v, base: 0 }.split(name, p);
+        let tf = TextFields { buf: p, extra: "", spans: &v };
+        tf.iter().map(|f| (f.name.to_string(), f.value.to_string())).collect()
+    }
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn generic_key_values() {
+        assert_eq!(
+            split("x", "address=0x7f34e74e5408 ip=0x55f74c9e143d error_code=0x7"),
+            kv(&[("address", "0x7f34e74e5408"), ("ip", "0x55f74c9e143d"), ("error_code", "0x7")])
+        );
+        assert_eq!(split("x", "my_field=foo=bar=baz"), kv(&[("my_field", "foo=bar=baz")]));
+        assert_eq!(
+            split("x", "reason=flush on task switch (0) pages=3"),
+            kv(&[("reason", "flush on task switch (0)"), ("pages", "3")])
+        );
+    }
+
+    #[test]
+    fn leading_text_is_msg() {
+        assert_eq!(
+            split("console", "[  123.456] Uhhuh. NMI received for unknown reason 3d on CPU 90."),
+            kv(&[("msg", "[  123.456] Uhhuh. NMI received for unknown reason 3d on CPU 90.")])
+        );
+        assert_eq!(
+            split("bputs", "0xffff0000080feeb8s: equals_event: my_field=1foo=2"),
+            kv(&[("msg", "0xffff0000080feeb8s: equals_event:"), ("my_field", "1foo=2")])
+        );
+    }
+
+    #[test]
+    fn sched_switch_plugin_format() {
+        assert_eq!(
+            split("sched_switch", "record-real-tra:12894 [120] D ==> record-real-tra:12897 [120]"),
+            kv(&[
+                ("prev_comm", "record-real-tra"),
+                ("prev_pid", "12894"),
+                ("prev_prio", "120"),
+                ("prev_state", "D"),
+                ("next_comm", "record-real-tra"),
+                ("next_pid", "12897"),
+                ("next_prio", "120"),
+            ])
+        );
+        // comm with spaces and colons
+        assert_eq!(
+            split("sched_switch", "Web Content:2711 [120] R+ ==> kworker/0:1:41 [100]")[4..6].to_vec(),
+            kv(&[("next_comm", "kworker/0:1"), ("next_pid", "41")])
+        );
+    }
+
+    #[test]
+    fn sched_wakeup_plugin_format() {
+        assert_eq!(
+            split("sched_wakeup", "migration/1:21 [0] CPU:001"),
+            kv(&[("comm", "migration/1"), ("pid", "21"), ("prio", "0"), ("target_cpu", "001")])
+        );
+        assert_eq!(
+            split("sched_wakeup", "sh:1642 [120] success=1 CPU:002"),
+            kv(&[("comm", "sh"), ("pid", "1642"), ("prio", "120"), ("success", "1"), ("target_cpu", "002")])
+        );
+    }
+
+    #[test]
+    fn nmi_handler_format() {
+        assert_eq!(
+            split("nmi_handler", "perf_event_nmi_handler() delta_ns: 4521 handled: 1"),
+            kv(&[("handler", "perf_event_nmi_handler"), ("delta_ns", "4521"), ("handled", "1")])
+        );
+    }
+
+    #[test]
+    fn tlb_flush_formats() {
+        assert_eq!(split("tlb_flush", "pages:0 reason:flush on task switch (0)"), kv(&[("pages", "0"), ("reason", "0")]));
+        assert_eq!(
+            split("tlb_flush", "pages=-1 reason=local mm shootdown (3)"),
+            kv(&[("pages", "-1"), ("reason", "3")])
+        );
+        // -R raw: plain numbers
+        assert_eq!(split("tlb_flush", "reason=0 pages=-1"), kv(&[("reason", "0"), ("pages", "-1")]));
+    }
+}

@@ -1,0 +1,430 @@
+//! Text trace formats: raw tracefs text, `trace-cmd report`, `perf script`.
+//!
+//! Streaming and parallel: a reader thread cuts the input into chunks at line
+//! boundaries, the rayon pool parses chunks into span records, and the calling
+//! thread hands events to the sink strictly in file order. A fixed number of
+//! chunk buffers circulate, so memory is bounded by
+//! `IN_FLIGHT × CHUNK_BYTES` whatever the trace length.
+
+pub mod fields;
+pub mod line;
+
+use crate::detect::Format;
+use crate::error::{Error, Result};
+use crate::event::{Context, Event, Fields, Origin};
+use crate::input::{decompress_error, Input};
+use crate::{Notice, ParseStats, Sink, TraceInfo};
+use fields::{FieldSpan, Span, TextFields};
+use line::{EvRec, Out, Parsed, Style};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::mpsc;
+
+/// Bytes per chunk handed to one parse task.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// Chunks allocated at once (reading, parsing or waiting to be consumed).
+pub const IN_FLIGHT: usize = 8;
+/// A single line longer than this is an error (a text trace line is < 4 KiB;
+/// this bounds what one line can make us allocate).
+pub const MAX_LINE: usize = 16 << 20;
+
+/// A chunk of whole lines and what parsing found in it.
+#[derive(Default)]
+struct Chunk {
+    seq: u64,
+    text: String,
+    extra: String,
+    items: Vec<Item>,
+    fields: Vec<FieldSpan>,
+    lines: u64,
+    /// The input ended inside this chunk's last line (no newline).
+    torn_tail: bool,
+    /// The chunk held invalid UTF-8 (replaced with U+FFFD).
+    lossy: bool,
+    /// A read error after this chunk: reported once its events are delivered.
+    read_error: Option<String>,
+    last: bool,
+}
+
+#[derive(Debug)]
+enum Item {
+    Ev(EvRec),
+    Lost { cpu: u32, count: Option<u64>, line_no: u32 },
+    Started { cpu: u32, line_no: u32 },
+    Unparsed { line_no: u32, line: Span, why: &'static str },
+    Meta,
+}
+
+fn parse_chunk(c: &mut Chunk) {
+    c.items.clear();
+    c.fields.clear();
+    c.extra.clear();
+    let text = std::mem::take(&mut c.text);
+    let b = text.as_bytes();
+    let mut start = 0usize;
+    let mut n: u32 = 0;
+    let mut out = Out { fields: &mut c.fields, extra: &mut c.extra };
+    let mut it = memchr::memchr_iter(b'\n', b);
+    loop {
+        let end = match it.next() {
+            Some(e) => e,
+            None if start < b.len() => b.len(),
+            None => break,
+        };
+        let l = &text[start..end];
+        let item = match line::parse_line(l, start, n, &mut out) {
+            Parsed::Event(r) => Item::Ev(r),
+            Parsed::Meta => Item::Meta,
+            Parsed::Lost { cpu, count } => Item::Lost { cpu, count, line_no: n },
+            Parsed::BufferStarted { cpu } => Item::Started { cpu, line_no: n },
+            Parsed::Unparsed(why) => Item::Unparsed { line_no: n, line: Span::new(start, end), why },
+        };
+        c.items.push(item);
+        n += 1;
+        start = end + 1;
+    }
+    c.lines = n as u64;
+    c.text = text;
+}
+
+/// Read the next chunk of whole lines into `c.text`. `carry` holds the
+/// partial line left from the previous read. Returns false at end of input.
+fn fill_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>, c: &mut Chunk, eof: &mut bool) -> std::io::Result<bool> {
+    let mut buf = std::mem::take(&mut c.text).into_bytes();
+    buf.clear();
+    buf.extend_from_slice(carry);
+    carry.clear();
+    let want = CHUNK_BYTES.max(buf.len() + 1);
+    let mut res = Ok(());
+    while !*eof && buf.len() < want {
+        let old = buf.len();
+        buf.resize(want, 0);
+        match reader.read(&mut buf[old..]) {
+            Ok(0) => {
+                buf.truncate(old);
+                *eof = true;
+            }
+            Ok(k) => buf.truncate(old + k),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(old),
+            Err(e) => {
+                buf.truncate(old);
+                *eof = true;
+                res = Err(e);
+            }
+        }
+    }
+    if buf.is_empty() {
+        c.text = String::from_utf8(buf).unwrap_or_default();
+        res?;
+        return Ok(false);
+    }
+    c.torn_tail = false;
+    if !*eof {
+        match memchr::memrchr(b'\n', &buf) {
+            Some(nl) => {
+                carry.extend_from_slice(&buf[nl + 1..]);
+                buf.truncate(nl + 1);
+            }
+            None => {
+                // No newline in a whole chunk: a very long line. Keep reading it.
+                if buf.len() > MAX_LINE {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("a line longer than {MAX_LINE} bytes; expected text lines"),
+                    ));
+                }
+                *carry = buf;
+                c.text = String::new();
+                return fill_chunk(reader, carry, c, eof);
+            }
+        }
+    } else if buf.last() != Some(&b'\n') {
+        c.torn_tail = true;
+    }
+    match String::from_utf8(buf) {
+        Ok(s) => {
+            c.text = s;
+            c.lossy = false;
+        }
+        Err(e) => {
+            c.text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            c.lossy = true;
+        }
+    }
+    res?;
+    Ok(true)
+}
+
+/// Stream a text trace into `sink`.
+pub fn run(name: &str, format: Format, input: Input, sink: &mut dyn Sink, threads: Option<usize>) -> Result<ParseStats> {
+    let (head, mut rest, compression) = input.into_parts();
+    let pool = match threads {
+        Some(n) => Some(rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build().map_err(|e| Error::new(name, Origin::None, e.to_string()))?),
+        None => None,
+    };
+    let (done_tx, done_rx) = mpsc::channel::<Chunk>();
+    let (free_tx, free_rx) = mpsc::channel::<Chunk>();
+    for _ in 0..IN_FLIGHT {
+        free_tx.send(Chunk::default()).expect("receiver alive");
+    }
+    let mut stats = ParseStats::default();
+    let perf = format == Format::PerfScript;
+
+    std::thread::scope(|scope| -> Result<()> {
+        let pool = pool.as_ref();
+        scope.spawn(move || {
+            let mut carry = head;
+            let mut eof = false;
+            let mut seq = 0;
+            while let Ok(mut c) = free_rx.recv() {
+                c.seq = seq;
+                seq += 1;
+                c.read_error = None;
+                match fill_chunk(&mut *rest, &mut carry, &mut c, &mut eof) {
+                    Ok(true) => {
+                        c.last = eof;
+                    }
+                    Ok(false) => {
+                        c.last = true;
+                        c.items.clear();
+                        c.lines = 0;
+                    }
+                    Err(e) => {
+                        c.read_error = Some(decompress_error(name, compression, e).message);
+                        c.last = true;
+                    }
+                }
+                let last = c.last;
+                let tx = done_tx.clone();
+                let job = move || {
+                    if !c.text.is_empty() {
+                        parse_chunk(&mut c);
+                    } else {
+                        c.items.clear();
+                        c.lines = 0;
+                    }
+                    let _ = tx.send(c);
+                };
+                match pool {
+                    Some(p) => p.spawn(job),
+                    None => rayon::spawn(job),
+                }
+                if last {
+                    break;
+                }
+            }
+        });
+
+        // Consumer: deliver chunks in sequence order.
+        let mut pending: BTreeMap<u64, Chunk> = BTreeMap::new();
+        let mut next = 0u64;
+        let mut line_base = 0u64;
+        loop {
+            let Some(c) = pending.remove(&next) else {
+                match done_rx.recv() {
+                    Ok(c) => {
+                        pending.insert(c.seq, c);
+                        continue;
+                    }
+                    Err(_) => return Ok(()),
+                }
+            };
+            next += 1;
+            deliver(&c, line_base, perf, sink, &mut stats);
+            line_base += c.lines;
+            stats.bytes += c.text.len() as u64;
+            if let Some(msg) = &c.read_error {
+                stats.warnings += 1;
+                sink.notice(&Notice::Warning {
+                    origin: Origin::Line(line_base + 1),
+                    message: format!("input ends early: {msg}; the events before line {} were analysed", line_base + 1),
+                });
+            }
+            let last = c.last;
+            let _ = free_tx.send(c);
+            if last {
+                return Ok(());
+            }
+        }
+    })?;
+    stats.lines = stats.lines.max(0);
+    Ok(stats)
+}
+
+fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &mut ParseStats) {
+    let text = c.text.as_str();
+    let extra = c.extra.as_str();
+    stats.lines += c.lines;
+    if c.lossy {
+        stats.warnings += 1;
+        sink.notice(&Notice::Warning {
+            origin: Origin::Line(line_base + 1),
+            message: "invalid UTF-8 in this part of the input was replaced with U+FFFD".into(),
+        });
+    }
+    let n = c.items.len();
+    for (k, item) in c.items.iter().enumerate() {
+        let torn = c.torn_tail && k + 1 == n;
+        match item {
+            Item::Ev(r) => {
+                if torn {
+                    stats.warnings += 1;
+                    sink.notice(&Notice::Warning {
+                        origin: Origin::Line(line_base + r.line_no as u64 + 1),
+                        message: "last line has no newline: it may have been cut while the trace was written (analysed as it stands)".into(),
+                    });
+                }
+                let comm = r.comm.get(text, extra);
+                let ev = Event {
+                    ts_ns: r.ts_ns,
+                    cpu: r.cpu,
+                    pid: r.pid,
+                    comm: if comm.is_empty() || comm == "<...>" { None } else { Some(comm) },
+                    ctx: if perf { Context::UNKNOWN } else { r.ctx },
+                    system: if r.system.len == 0 { None } else { Some(r.system.get(text, extra)) },
+                    name: r.name.get(text, extra),
+                    fields: Fields::Text(TextFields {
+                        buf: text,
+                        extra,
+                        spans: &c.fields[r.fields_start as usize..(r.fields_start + r.fields_len) as usize],
+                    }),
+                    origin: Origin::Line(line_base + r.line_no as u64 + 1),
+                    instance: if r.instance.len == 0 { None } else { Some(r.instance.get(text, extra)) },
+                    raw: Some(r.line.get(text, extra)),
+                };
+                stats.events += 1;
+                sink.event(&ev);
+            }
+            Item::Lost { cpu, count, line_no } => sink.notice(&Notice::LostEvents {
+                cpu: *cpu,
+                count: *count,
+                ts_ns: None,
+                origin: Origin::Line(line_base + *line_no as u64 + 1),
+            }),
+            Item::Started { cpu, line_no } => {
+                stats.metadata_lines += 1;
+                sink.notice(&Notice::BufferStarted { cpu: *cpu, origin: Origin::Line(line_base + *line_no as u64 + 1) })
+            }
+            Item::Unparsed { line_no, line, why } => {
+                let origin = Origin::Line(line_base + *line_no as u64 + 1);
+                let text = line.get(text, extra);
+                if torn {
+                    stats.warnings += 1;
+                    sink.notice(&Notice::Warning {
+                        origin,
+                        message: format!("last line is cut off (no newline, {why}); the rest was analysed"),
+                    });
+                } else {
+                    stats.unparsed += 1;
+                    sink.notice(&Notice::Unparsed { origin, text: truncate(text, 200), reason: (*why).to_string() });
+                }
+            }
+            Item::Meta => stats.metadata_lines += 1,
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut e = max;
+    while !s.is_char_boundary(e) {
+        e -= 1;
+    }
+    format!("{}…", &s[..e])
+}
+
+/// Lines looked at to detect the text dialect.
+const DETECT_LINES: usize = 400;
+
+/// Decide which text format `head` is, or why it is not a trace.
+pub fn detect_text(name: &str, head: &[u8]) -> Result<Format> {
+    let sample = &head[..head.len().min(4096)];
+    let binary = sample.iter().filter(|&&c| c == 0 || (c < 0x20 && !matches!(c, b'\n' | b'\r' | b'\t'))).count();
+    if binary > 0 {
+        let at = sample.iter().position(|&c| c == 0 || (c < 0x20 && !matches!(c, b'\n' | b'\r' | b'\t'))).unwrap_or(0);
+        return Err(Error::at(
+            name,
+            at as u64,
+            format!("binary data (byte 0x{:02x}); expected trace text (tracefs, trace-cmd report, perf script) or a trace.dat file", sample[at]),
+        ));
+    }
+    let text = String::from_utf8_lossy(head);
+    let mut fields = Vec::new();
+    let mut extra = String::new();
+    let (mut flags, mut noflags, mut perf, mut latency) = (0, 0, 0, 0);
+    let mut report_header = false;
+    let mut tracefs_header = false;
+    let mut first_bad: Option<(usize, &'static str)> = None;
+    let mut lines = text.split('\n').enumerate().peekable();
+    while let Some((i, l)) = lines.next() {
+        if i >= DETECT_LINES {
+            break;
+        }
+        // The head may end mid-line: skip the cut last line.
+        if lines.peek().is_none() && head.len() >= crate::input::HEAD_LEN {
+            break;
+        }
+        let t = l.trim_start();
+        if i < 3 && (t.starts_with("cpus=") || t.starts_with("version = ")) {
+            report_header = true;
+        }
+        if t.starts_with("# tracer:") {
+            tracefs_header = true;
+        }
+        fields.clear();
+        match line::parse_line(l, 0, i as u32, &mut Out { fields: &mut fields, extra: &mut extra }) {
+            Parsed::Event(r) => match r.style {
+                Style::Flags => flags += 1,
+                Style::NoFlags => noflags += 1,
+                Style::Perf => perf += 1,
+                Style::Latency => latency += 1,
+            },
+            Parsed::Unparsed(why) => {
+                if first_bad.is_none() {
+                    first_bad = Some((i + 1, why))
+                }
+            }
+            _ => {}
+        }
+    }
+    let events = flags + noflags + perf + latency;
+    if report_header {
+        return Ok(Format::TraceCmdReport);
+    }
+    if tracefs_header {
+        return Ok(Format::TracefsText);
+    }
+    if events == 0 {
+        return Err(match first_bad {
+            Some((line, why)) => Error::new(
+                name,
+                Origin::Line(line as u64),
+                format!("not a trace event line ({why}); expected `COMM-PID [CPU] FLAGS TIMESTAMP: EVENT: FIELDS` (tracefs), trace-cmd report or perf script text"),
+            ),
+            None => Error::new(name, Origin::Line(1), "no trace events in the input (only comments or blank lines)"),
+        });
+    }
+    Ok(if perf * 2 > events {
+        Format::PerfScript
+    } else if latency * 2 > events || noflags > flags {
+        Format::TraceCmdReport
+    } else {
+        Format::TracefsText
+    })
+}
+
+/// Header facts from the first bytes: `cpus=N` (report), `#P:N` (tracefs).
+pub fn probe(_name: &str, head: &[u8], info: &mut TraceInfo) -> Result<()> {
+    let text = String::from_utf8_lossy(&head[..head.len().min(8192)]);
+    for l in text.lines().take(40) {
+        let t = l.trim();
+        if let Some(n) = t.strip_prefix("cpus=") {
+            info.cpus = n.trim().parse().ok();
+        } else if let Some(p) = t.find("#P:") {
+            info.cpus = t[p + 3..].trim().parse().ok();
+        }
+    }
+    Ok(())
+}
