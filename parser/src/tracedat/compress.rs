@@ -1,0 +1,82 @@
+//! v7 compression: whole compressed sections and the chunked per-CPU
+//! trace data (`<count> { <comp size> <uncomp size> <data> }*`).
+
+use std::io::Read;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zstd,
+    Zlib,
+}
+
+/// Largest decompressed metadata section we accept.
+pub const MAX_SECTION: usize = 1 << 30;
+/// Largest decompressed trace-data chunk we accept (trace-cmd writes 10 pages).
+pub const MAX_CHUNK: usize = 64 << 20;
+
+/// Decompress `data`, which claims to expand to `uncomp` bytes. The output
+/// buffer grows with the data actually produced, never with the claim
+/// alone, and stops at `uncomp` (capped at `max`).
+pub fn decompress(c: Compression, data: &[u8], uncomp: usize, max: usize) -> Result<Vec<u8>, String> {
+    if uncomp > max {
+        return Err(format!("claims {uncomp} uncompressed bytes, more than the {max} accepted"));
+    }
+    let mut out = Vec::with_capacity(uncomp.min(data.len().saturating_mul(8).max(4096)).min(uncomp));
+    let res = match c {
+        Compression::None => {
+            out.extend_from_slice(&data[..uncomp.min(data.len())]);
+            Ok(())
+        }
+        Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(data) {
+            Ok(d) => d.take(uncomp as u64).read_to_end(&mut out).map(|_| ()),
+            Err(e) => Err(e),
+        },
+        Compression::Zlib => flate2::read::ZlibDecoder::new(data).take(uncomp as u64).read_to_end(&mut out).map(|_| ()),
+    };
+    res.map_err(|e| format!("compressed data is corrupt ({e}); expected a valid {c:?} stream"))?;
+    if out.len() != uncomp {
+        return Err(format!("decompressed to {} bytes, expected {uncomp}", out.len()));
+    }
+    Ok(out)
+}
+
+/// Reusing variant for the hot path: decompress into `out` (cleared first).
+pub fn decompress_into(c: Compression, dctx: &mut Option<zstd::bulk::Decompressor<'static>>, data: &[u8], uncomp: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    if uncomp > MAX_CHUNK {
+        return Err(format!("a chunk claims {uncomp} uncompressed bytes, more than the {MAX_CHUNK} accepted"));
+    }
+    out.clear();
+    match c {
+        Compression::Zstd => {
+            // A real frame records its content size; trust the claim only
+            // as far as the frame backs it up.
+            let frame = zstd::zstd_safe::get_frame_content_size(data).ok().flatten();
+            if let Some(fs) = frame {
+                if fs != uncomp as u64 {
+                    return Err(format!("chunk frame holds {fs} bytes but the header claims {uncomp}"));
+                }
+                if dctx.is_none() {
+                    *dctx = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+                }
+                out.reserve(uncomp);
+                let n = dctx
+                    .as_mut()
+                    .unwrap()
+                    .decompress_to_buffer(data, out)
+                    .map_err(|e| format!("compressed chunk is corrupt ({e}); expected a valid zstd frame"))?;
+                if n != uncomp {
+                    return Err(format!("chunk decompressed to {n} bytes, expected {uncomp}"));
+                }
+                Ok(())
+            } else {
+                *out = decompress(c, data, uncomp, MAX_CHUNK)?;
+                Ok(())
+            }
+        }
+        _ => {
+            *out = decompress(c, data, uncomp, MAX_CHUNK)?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Event format files (`events/<system>/<event>/format`) and the field
+//! decoding they drive: offsets, sizes, signedness, fixed arrays, char
+//! arrays as strings, `__data_loc` / `__rel_loc` dynamic arrays.
+
+use super::header::Endian;
+use crate::event::{Field, Value};
+
+/// The ring-buffer page header layout (`header_page`).
+#[derive(Clone, Copy, Debug)]
+pub struct HeaderPage {
+    /// Size of the `commit` field (the kernel's long): 4 or 8.
+    pub commit_size: u8,
+    /// Offset of the first event in a page.
+    pub data_offset: u32,
+}
+
+impl HeaderPage {
+    pub fn default_for(long_size: u8) -> HeaderPage {
+        HeaderPage { commit_size: long_size, data_offset: 8 + long_size as u32 }
+    }
+
+    /// Parse the `header_page` format text; fall back to the file's long size.
+    pub fn parse(text: &str, long_size: u8) -> HeaderPage {
+        let mut hp = HeaderPage::default_for(long_size);
+        for line in text.lines() {
+            let Some(decl) = field_decl(line) else { continue };
+            let off = attr(line, "offset");
+            let size = attr(line, "size");
+            if decl.ends_with(" commit") {
+                if let Some(s @ (4 | 8)) = size {
+                    hp.commit_size = s as u8;
+                    hp.data_offset = 8 + s;
+                }
+            } else if decl.ends_with(" data") {
+                if let Some(o) = off {
+                    if (8..=64).contains(&o) {
+                        hp.data_offset = o;
+                    }
+                }
+            }
+        }
+        hp
+    }
+}
+
+fn field_decl(line: &str) -> Option<&str> {
+    let l = line.trim_start();
+    let rest = l.strip_prefix("field:")?;
+    let end = rest.find(';')?;
+    Some(rest[..end].trim())
+}
+
+fn attr(line: &str, key: &str) -> Option<u32> {
+    let pat = format!("{key}:");
+    let i = line.find(&pat)?;
+    let rest = &line[i + pat.len()..];
+    let end = rest.find(';').unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+/// How a field's bytes become a [`Value`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A 1/2/4/8-byte number.
+    Num { signed: bool },
+    /// A fixed char array: the string up to the first NUL.
+    Str,
+    /// Any other fixed-size field (numeric arrays, odd sizes).
+    Bytes,
+    /// `__data_loc` (absolute) or `__rel_loc` (relative to the field's end) array.
+    Dyn { string: bool, rel: bool },
+}
+
+#[derive(Clone, Debug)]
+pub struct FieldFormat {
+    pub name: String,
+    pub type_: String,
+    pub offset: u32,
+    pub size: u32,
+    pub signed: bool,
+    pub kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+pub struct EventFormat {
+    pub system: String,
+    pub name: String,
+    pub id: u32,
+    /// Non-common fields in format order.
+    pub fields: Vec<FieldFormat>,
+    /// All fields, common ones included (used by the writer).
+    pub common: Vec<FieldFormat>,
+    pub flags_off: Option<u32>,
+    pub preempt_off: Option<u32>,
+    pub pid_off: Option<(u32, u32)>,
+    /// Original text of the format file.
+    pub text: String,
+}
+
+impl EventFormat {
+    pub fn parse(system: &str, text: &str) -> Result<EventFormat, String> {
+        let mut name = None;
+        let mut id = None;
+        let mut fields = Vec::new();
+        let mut common = Vec::new();
+        for line in text.lines() {
+            let t = line.trim();
+            if let Some(n) = t.strip_prefix("name:") {
+                name = Some(n.trim().to_string());
+            } else if let Some(i) = t.strip_prefix("ID:") {
+                id = i.trim().parse::<u32>().ok();
+            } else if t.starts_with("field:") || t.starts_with("field special:") {
+                let f = parse_field(t).ok_or_else(|| format!("field line {t:?}"))?;
+                if f.name.starts_with("common_") {
+                    common.push(f);
+                } else {
+                    fields.push(f);
+                }
+            } else if t.starts_with("print fmt:") {
+                break;
+            }
+        }
+        let name = name.ok_or("no name: line")?;
+        let id = id.ok_or("no ID: line")?;
+        let find = |n: &str| common.iter().find(|f: &&FieldFormat| f.name == n);
+        let flags_off = find("common_flags").filter(|f| f.size == 1).map(|f| f.offset);
+        let preempt_off = find("common_preempt_count").filter(|f| f.size == 1).map(|f| f.offset);
+        let pid_off = find("common_pid").filter(|f| matches!(f.size, 1 | 2 | 4 | 8)).map(|f| (f.offset, f.size));
+        Ok(EventFormat { system: system.to_string(), name, id, fields, common, flags_off, preempt_off, pid_off, text: text.to_string() })
+    }
+
+    /// Decode every non-common field of `data` (one record) into `out`,
+    /// returning how many were written. Values that do not fit the record
+    /// are skipped rather than read out of bounds.
+    #[inline]
+    pub fn decode<'a>(&'a self, e: Endian, long_size: u8, data: &'a [u8], out: &mut [Field<'a>]) -> usize {
+        let _ = long_size;
+        let mut n = 0;
+        for f in &self.fields {
+            if n == out.len() {
+                break;
+            }
+            if let Some(v) = decode_field(f, e, data) {
+                out[n] = Field { name: &f.name, value: v };
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[inline]
+pub fn decode_field<'a>(f: &FieldFormat, e: Endian, data: &'a [u8]) -> Option<Value<'a>> {
+    let off = f.offset as usize;
+    let size = f.size as usize;
+    let end = off.checked_add(size)?;
+    let raw = data.get(off..end)?;
+    Some(match f.kind {
+        Kind::Num { signed } => {
+            let v = e.read_uint(raw, size);
+            if signed {
+                let shift = 64 - 8 * size as u32;
+                Value::Int(((v << shift) as i64) >> shift)
+            } else {
+                Value::Uint(v)
+            }
+        }
+        Kind::Str => Value::Str(c_str(raw)),
+        Kind::Bytes => Value::Bytes(raw),
+        Kind::Dyn { string, rel } => {
+            let loc = e.read_uint(raw, size.min(4)) as u32;
+            let mut doff = (loc & 0xffff) as usize;
+            let dlen = (loc >> 16) as usize;
+            if rel {
+                doff += end;
+            }
+            let d = data.get(doff..doff.checked_add(dlen)?)?;
+            if string {
+                Value::Str(c_str(d))
+            } else {
+                Value::Bytes(d)
+            }
+        }
+    })
+}
+
+/// The bytes up to the first NUL, as UTF-8 (the longest valid prefix).
+#[inline]
+pub fn c_str(b: &[u8]) -> &str {
+    let b = match memchr::memchr(0, b) {
+        Some(i) => &b[..i],
+        None => b,
+    };
+    match std::str::from_utf8(b) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&b[..e.valid_up_to()]).unwrap_or(""),
+    }
+}
+
+fn parse_field(line: &str) -> Option<FieldFormat> {
+    let decl = if let Some(r) = line.strip_prefix("field special:") { r } else { line.strip_prefix("field:")? };
+    let decl = decl[..decl.find(';')?].trim();
+    let offset = attr(line, "offset")?;
+    let size = attr(line, "size")?;
+    let signed_attr = attr(line, "signed");
+    // split "type name[N]" → type, name
+    let (head, array) = match decl.find('[') {
+        Some(i) if !decl.starts_with("__data_loc") && !decl.starts_with("__rel_loc") => (&decl[..i], true),
+        _ => (decl, false),
+    };
+    let head = head.trim_end();
+    let name_start = head.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).map(|i| i + 1).unwrap_or(0);
+    let name = head[name_start..].to_string();
+    if name.is_empty() {
+        return None;
+    }
+    let type_ = head[..name_start].trim().to_string();
+    let dynamic = type_.starts_with("__data_loc") || type_.starts_with("__rel_loc");
+    let rel = type_.starts_with("__rel_loc");
+    let elem = type_.trim_start_matches("__data_loc").trim_start_matches("__rel_loc").trim();
+    let elem_base = elem.split('[').next().unwrap_or("").trim();
+    let is_char = matches!(elem_base, "char" | "const char" | "unsigned char" | "signed char");
+    let signed = match signed_attr {
+        Some(s) => s != 0,
+        None => !(type_.starts_with('u') || type_.contains("unsigned") || type_.ends_with('*') || type_ == "bool"),
+    };
+    let kind = if dynamic {
+        Kind::Dyn { string: is_char || elem_base == "u8" && false, rel }
+    } else if array {
+        if is_char {
+            Kind::Str
+        } else {
+            Kind::Bytes
+        }
+    } else if matches!(size, 1 | 2 | 4 | 8) {
+        Kind::Num { signed }
+    } else {
+        Kind::Bytes
+    };
+    Some(FieldFormat { name, type_, offset, size, signed, kind })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SWITCH: &str = "name: sched_switch\nID: 316\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\tfield:char prev_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\tfield:pid_t prev_pid;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:__data_loc char[] name;\toffset:28;\tsize:4;\tsigned:0;\n\tfield:unsigned long ips[4];\toffset:32;\tsize:32;\tsigned:0;\n\nprint fmt: \"x\"\n";
+
+    #[test]
+    fn parses_fields() {
+        let f = EventFormat::parse("sched", SWITCH).unwrap();
+        assert_eq!(f.name, "sched_switch");
+        assert_eq!(f.id, 316);
+        assert_eq!(f.fields.len(), 4);
+        assert_eq!(f.fields[0].kind, Kind::Str);
+        assert_eq!(f.fields[0].name, "prev_comm");
+        assert_eq!(f.fields[1].kind, Kind::Num { signed: true });
+        assert_eq!(f.fields[2].kind, Kind::Dyn { string: true, rel: false });
+        assert_eq!(f.fields[2].name, "name");
+        assert_eq!(f.fields[3].kind, Kind::Bytes);
+        assert_eq!(f.flags_off, Some(2));
+        let mut data = vec![0u8; 80];
+        data[8..11].copy_from_slice(b"abc");
+        data[24..28].copy_from_slice(&(-5i32).to_le_bytes());
+        data[28..32].copy_from_slice(&((3u32 << 16) | 64).to_le_bytes());
+        data[64..67].copy_from_slice(b"hi\0");
+        let mut out = [Field { name: "", value: Value::Int(0) }; 8];
+        let n = f.decode(Endian::Little, 8, &data, &mut out);
+        assert_eq!(n, 4);
+        assert_eq!(out[0].value, Value::Str("abc"));
+        assert_eq!(out[1].value, Value::Int(-5));
+        assert_eq!(out[2].value, Value::Str("hi"));
+    }
+}

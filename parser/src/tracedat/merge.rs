@@ -1,0 +1,268 @@
+//! Per-CPU streams: each CPU's pages (plain or compressed chunks) are
+//! decoded into batches of located records, in parallel (one worker per
+//! stream, bounded channels), and merged by timestamp on the caller's
+//! thread. Memory is a few batches per CPU whatever the trace length.
+
+use super::compress::{self, Compression};
+use super::format::HeaderPage;
+use super::header::{CpuData, Endian};
+use super::page::{decode_page, Rec};
+use std::sync::mpsc;
+
+/// Pages decoded per batch for uncompressed data.
+const PLAIN_BATCH_PAGES: usize = 64;
+/// Batches in flight per CPU between a worker and the merger.
+const CHANNEL_DEPTH: usize = 4;
+
+pub enum BatchBuf<'a> {
+    File(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+/// A run of decoded records of one CPU and the bytes they point into.
+pub struct Batch<'a> {
+    pub buf: BatchBuf<'a>,
+    pub recs: Vec<Rec>,
+    pub warnings: Vec<(u64, String)>,
+}
+
+impl Batch<'_> {
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        match &self.buf {
+            BatchBuf::File(b) => b,
+            BatchBuf::Owned(v) => v,
+        }
+    }
+}
+
+enum Src<'a> {
+    Plain { data: &'a [u8], file_off: u64, pos: usize },
+    Chunked { data: &'a [u8], file_off: u64, pos: usize, left: u32, started: bool, dctx: Option<zstd::bulk::Decompressor<'static>> },
+    Done,
+}
+
+/// One CPU of one buffer, producing batches on demand.
+pub struct CpuStream<'a> {
+    pub cpu: u32,
+    /// Index of the buffer (instance) this CPU belongs to.
+    pub buffer: usize,
+    src: Src<'a>,
+    endian: Endian,
+    hp: HeaderPage,
+    page_size: usize,
+    comp: Compression,
+}
+
+impl<'a> CpuStream<'a> {
+    pub fn new(file: &'a [u8], d: &CpuData, buffer: usize, endian: Endian, hp: HeaderPage, page_size: u32, compressed: bool, comp: Compression) -> CpuStream<'a> {
+        let start = (d.offset.min(file.len() as u64)) as usize;
+        // compressed data: the size leaves out the 4-byte chunk count
+        let size = if compressed { d.size.saturating_add(4) } else { d.size };
+        let end = (d.offset.saturating_add(size).min(file.len() as u64)) as usize;
+        let data = &file[start..end.max(start)];
+        let src = if data.is_empty() {
+            Src::Done
+        } else if compressed {
+            Src::Chunked { data, file_off: d.offset, pos: 0, left: 0, started: false, dctx: None }
+        } else {
+            Src::Plain { data, file_off: d.offset, pos: 0 }
+        };
+        CpuStream { cpu: d.cpu, buffer, src, endian, hp, page_size: page_size as usize, comp }
+    }
+
+    /// The next batch, or `None` at the end (or after an unrecoverable
+    /// problem, reported as a warning in the last batch).
+    pub fn next_batch(&mut self) -> Option<Batch<'a>> {
+        let e = self.endian;
+        let ps = self.page_size;
+        match &mut self.src {
+            Src::Done => None,
+            Src::Plain { data, file_off, pos } => {
+                let data: &'a [u8] = data;
+                let start = *pos;
+                let end = (start + ps * PLAIN_BATCH_PAGES).min(data.len());
+                let slice = &data[start..end];
+                let mut recs = Vec::with_capacity(slice.len() / 32);
+                let mut warnings = Vec::new();
+                let mut p = 0;
+                while p < slice.len() {
+                    let pe = (p + ps).min(slice.len());
+                    let fo = *file_off + (start + p) as u64;
+                    if let Some(w) = decode_page(&slice[p..pe], e, self.hp, p as u32, fo, true, &mut recs) {
+                        warnings.push((fo, format!("CPU {}: {w}", self.cpu)));
+                    }
+                    p = pe;
+                }
+                *pos = end;
+                if end >= data.len() {
+                    self.src = Src::Done;
+                }
+                Some(Batch { buf: BatchBuf::File(slice), recs, warnings })
+            }
+            Src::Chunked { data, file_off, pos, left, started, dctx } => {
+                let mut warnings = Vec::new();
+                let rd4 = |p: usize| data.get(p..p + 4).map(|b| e.u32([b[0], b[1], b[2], b[3]]));
+                if !*started {
+                    *started = true;
+                    match rd4(0) {
+                        Some(n) => {
+                            *left = n;
+                            *pos = 4;
+                        }
+                        None => {
+                            self.src = Src::Done;
+                            return None;
+                        }
+                    }
+                }
+                if *left == 0 {
+                    self.src = Src::Done;
+                    return None;
+                }
+                let at = *file_off + *pos as u64;
+                let (Some(csize), Some(usize_)) = (rd4(*pos), rd4(*pos + 4)) else {
+                    let w = (at, format!("CPU {}: compressed chunk header cut off; file truncated, the events before are kept", self.cpu));
+                    self.src = Src::Done;
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w] });
+                };
+                let cstart = *pos + 8;
+                let Some(cdata) = cstart.checked_add(csize as usize).and_then(|ce| data.get(cstart..ce)) else {
+                    let w = (at, format!("CPU {}: compressed chunk of {csize} bytes runs past the end of the data; file truncated, the events before are kept", self.cpu));
+                    self.src = Src::Done;
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w] });
+                };
+                let mut out = Vec::new();
+                if let Err(m) = compress::decompress_into(self.comp, dctx, cdata, usize_ as usize, &mut out) {
+                    self.src = Src::Done;
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![(at, format!("CPU {}: {m}", self.cpu))] });
+                }
+                *pos = cstart + csize as usize;
+                *left -= 1;
+                let mut recs = Vec::with_capacity(out.len() / 32);
+                let mut p = 0;
+                while p < out.len() {
+                    let pe = (p + ps).min(out.len());
+                    if let Some(w) = decode_page(&out[p..pe], e, self.hp, p as u32, at, false, &mut recs) {
+                        warnings.push((at, format!("CPU {}: {w}", self.cpu)));
+                    }
+                    p = pe;
+                }
+                Some(Batch { buf: BatchBuf::Owned(out), recs, warnings })
+            }
+        }
+    }
+}
+
+/// A source of batches for the merger: a stream pulled in place, or a
+/// worker thread's channel.
+pub enum Lane<'a> {
+    Local(CpuStream<'a>),
+    Remote(mpsc::Receiver<Batch<'a>>),
+}
+
+impl<'a> Lane<'a> {
+    fn next(&mut self) -> Option<Batch<'a>> {
+        match self {
+            Lane::Local(s) => s.next_batch(),
+            Lane::Remote(rx) => rx.recv().ok(),
+        }
+    }
+}
+
+/// Merge state for one lane.
+struct Head<'a> {
+    lane: Lane<'a>,
+    cpu: u32,
+    buffer: usize,
+    batch: Option<Batch<'a>>,
+    idx: usize,
+}
+
+/// Something the merger hands out: a record with its batch bytes.
+pub struct Item<'b> {
+    pub cpu: u32,
+    pub buffer: usize,
+    pub rec: Rec,
+    pub bytes: &'b [u8],
+}
+
+/// Run the merge: decode `streams` (in parallel when `parallel`), and call
+/// `f` for every record in timestamp order (ties: lower stream index first,
+/// as trace-cmd does) and `w` for every warning.
+pub fn merge<'a>(streams: Vec<CpuStream<'a>>, parallel: bool, f: &mut dyn FnMut(Item<'_>), w: &mut dyn FnMut(u64, String)) {
+    if parallel && streams.len() > 1 && streams.len() <= 256 {
+        std::thread::scope(|scope| {
+            let mut heads = Vec::with_capacity(streams.len());
+            for mut s in streams {
+                let (tx, rx) = mpsc::sync_channel::<Batch<'a>>(CHANNEL_DEPTH);
+                let (cpu, buffer) = (s.cpu, s.buffer);
+                std::thread::Builder::new()
+                    .name(format!("tracedat-cpu{cpu}"))
+                    .spawn_scoped(scope, move || {
+                        while let Some(b) = s.next_batch() {
+                            if tx.send(b).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .expect("spawn decoder thread");
+                heads.push(Head { lane: Lane::Remote(rx), cpu, buffer, batch: None, idx: 0 });
+            }
+            run_merge(heads, f, w);
+        });
+    } else {
+        let heads = streams.into_iter().map(|s| Head { cpu: s.cpu, buffer: s.buffer, lane: Lane::Local(s), batch: None, idx: 0 }).collect();
+        run_merge(heads, f, w);
+    }
+}
+
+fn run_merge(mut heads: Vec<Head<'_>>, f: &mut dyn FnMut(Item<'_>), w: &mut dyn FnMut(u64, String)) {
+    // refill: make sure each head has a current record, drop finished ones
+    fn refill(h: &mut Head<'_>, w: &mut dyn FnMut(u64, String)) -> bool {
+        loop {
+            if let Some(b) = &h.batch {
+                if h.idx < b.recs.len() {
+                    return true;
+                }
+            }
+            match h.lane.next() {
+                Some(mut b) => {
+                    for (o, m) in b.warnings.drain(..) {
+                        w(o, m);
+                    }
+                    h.batch = Some(b);
+                    h.idx = 0;
+                }
+                None => {
+                    h.batch = None;
+                    return false;
+                }
+            }
+        }
+    }
+    heads.retain_mut(|h| refill(h, w));
+    while !heads.is_empty() {
+        // pick the smallest timestamp; ties go to the earlier lane
+        let mut best = 0;
+        let mut best_ts = u64::MAX;
+        for (i, h) in heads.iter().enumerate() {
+            let ts = h.batch.as_ref().unwrap().recs[h.idx].ts;
+            if ts < best_ts {
+                best_ts = ts;
+                best = i;
+            }
+        }
+        let h = &mut heads[best];
+        // emit every record of this lane up to the next-best timestamp
+        {
+            let b = h.batch.as_ref().unwrap();
+            let rec = b.recs[h.idx];
+            f(Item { cpu: h.cpu, buffer: h.buffer, rec, bytes: b.bytes() });
+            h.idx += 1;
+        }
+        if !refill(&mut heads[best], w) {
+            heads.remove(best);
+        }
+    }
+}

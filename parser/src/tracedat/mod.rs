@@ -1,0 +1,202 @@
+//! trace-cmd `trace.dat` reader (v6 and v7) and writer.
+//!
+//! * [`header`]: file header, v6 layout, v7 sections and option chains,
+//!   buffers, saved cmdlines.
+//! * [`format`]: event format files and field decoding.
+//! * [`page`]: ring-buffer page decoding (kbuffer semantics).
+//! * [`compress`]: zstd / zlib sections and chunked per-CPU data.
+//! * [`merge`]: per-CPU streams decoded in parallel, merged by timestamp.
+//! * [`writer`]: writing trace.dat files.
+
+pub mod compress;
+pub mod format;
+pub mod header;
+pub mod merge;
+pub mod page;
+pub mod writer;
+
+use crate::error::Result;
+use crate::event::{Context, Event, Field, Fields, Origin, Value};
+use crate::input::Input;
+use crate::{Notice, ParseStats, Sink, TraceInfo};
+use header::Meta;
+use page::RecKind;
+
+pub use writer::{TraceDatWriter, WriterOptions};
+
+/// Fill `info` from the parsed metadata.
+fn fill_info(meta: &Meta, info: &mut TraceInfo) {
+    if info.kernel.is_none() {
+        info.kernel = meta.kernel();
+    }
+    if info.arch.is_none() {
+        info.arch = meta.arch();
+    }
+    if meta.cpus > 0 {
+        info.cpus = Some(meta.cpus);
+    }
+    if let Some(c) = &meta.clock {
+        info.clock = Some(c.clone());
+    }
+}
+
+/// Read header information (UNAME → kernel/arch, cpus, clock) without decoding events.
+///
+/// The metadata usually lies beyond the bytes kept for detection (kallsyms
+/// come first in v6); for a plain file the file is mapped again, for other
+/// inputs only what the detection head holds is used.
+pub fn probe(name: &str, input: &mut Input, info: &mut TraceInfo) -> Result<()> {
+    match header::parse(name, input.head()) {
+        Ok(meta) => {
+            fill_info(&meta, info);
+            return Ok(());
+        }
+        Err(_) if input.compression().is_none() && name != "-" => {}
+        Err(_) => return Ok(()),
+    }
+    let path = std::path::Path::new(name);
+    if !path.is_file() {
+        return Ok(());
+    }
+    let bytes = Input::open(path)?.into_bytes()?;
+    let meta = header::parse(name, &bytes)?;
+    fill_info(&meta, info);
+    Ok(())
+}
+
+/// Parse the metadata of a whole trace.dat held in memory (formats,
+/// cmdlines, buffers…). Used by tools and tests.
+pub fn read_meta(name: &str, bytes: &[u8]) -> Result<Meta> {
+    header::parse(name, bytes)
+}
+
+/// Decode every event and hand it to `sink`, merged by timestamp across CPUs.
+pub fn run(name: &str, input: Input, sink: &mut dyn Sink, threads: Option<usize>) -> Result<ParseStats> {
+    let bytes = input.into_bytes()?;
+    run_bytes(name, &bytes, sink, threads)
+}
+
+/// [`run`] over bytes already in memory.
+pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<usize>) -> Result<ParseStats> {
+    let meta = header::parse(name, bytes)?;
+    let mut stats = ParseStats { bytes: bytes.len() as u64, ..Default::default() };
+    for (off, m) in &meta.warnings {
+        stats.warnings += 1;
+        sink.notice(&Notice::Warning { origin: Origin::Offset(*off), message: m.clone() });
+    }
+    let mut streams = Vec::new();
+    for (bi, b) in meta.buffers.iter().enumerate() {
+        if b.latency {
+            continue;
+        }
+        for d in &b.cpus {
+            streams.push(merge::CpuStream::new(bytes, d, bi, meta.endian, meta.header_page, b.page_size, b.compressed, meta.compression));
+        }
+    }
+    // common_type → format, as a dense table
+    let max_id = meta.formats.iter().map(|f| f.id).filter(|&i| i < 1 << 16).max().unwrap_or(0) as usize;
+    let mut table: Vec<Option<&format::EventFormat>> = vec![None; max_id + 1];
+    for f in meta.formats.iter().rev() {
+        if (f.id as usize) <= max_id {
+            table[f.id as usize] = Some(f);
+        }
+    }
+    let instances: Vec<Option<&str>> = meta.buffers.iter().map(|b| if b.name.is_empty() { None } else { Some(b.name.as_str()) }).collect();
+    let e = meta.endian;
+    let ls = meta.long_size;
+    let ts_offset = meta.ts_offset;
+    let tsc = meta.tsc2nsec;
+    let parallel = threads.map_or(true, |t| t > 1);
+    let mut unknown_ids: Vec<u32> = Vec::new();
+    let mut events = 0u64;
+    let warnings = std::cell::Cell::new(0u64);
+    let cmdlines = &meta.cmdlines;
+    {
+        let sink_cell = std::cell::RefCell::new(&mut *sink);
+        let mut on_item = |it: merge::Item<'_>| {
+            let rec = it.rec;
+            let mut ts = rec.ts;
+            if let Some((mult, shift, off)) = tsc {
+                ts = ((((ts as u128) * mult as u128) >> shift.min(127)) as u64).wrapping_add(off);
+            }
+            ts = ts.wrapping_add(ts_offset as u64);
+            if rec.kind == RecKind::Lost {
+                sink_cell.borrow_mut().notice(&Notice::LostEvents {
+                    cpu: it.cpu,
+                    count: if rec.lost == u64::MAX { None } else { Some(rec.lost) },
+                    ts_ns: Some(ts),
+                    origin: Origin::Offset(rec.off),
+                });
+                return;
+            }
+            let data = &it.bytes[rec.start as usize..(rec.start + rec.len) as usize];
+            if data.len() < 2 {
+                return;
+            }
+            let id = e.u16([data[0], data[1]]) as u32;
+            let Some(fmt) = table.get(id as usize).copied().flatten() else {
+                if unknown_ids.len() < 64 && !unknown_ids.contains(&id) {
+                    unknown_ids.push(id);
+                    warnings.set(warnings.get() + 1);
+                    sink_cell.borrow_mut().notice(&Notice::Warning {
+                        origin: Origin::Offset(rec.off),
+                        message: format!("event type {id} has no format in the file; such events are skipped"),
+                    });
+                }
+                return;
+            };
+            let flags = fmt.flags_off.and_then(|o| data.get(o as usize).copied());
+            let preempt = fmt.preempt_off.and_then(|o| data.get(o as usize).copied());
+            let pid = match fmt.pid_off {
+                Some((o, s)) => data.get(o as usize..(o + s) as usize).map(|b| {
+                    let v = e.read_uint(b, s as usize);
+                    let sh = 64 - 8 * s;
+                    (((v << sh) as i64) >> sh) as i32
+                }),
+                None => None,
+            }
+            .unwrap_or(-1);
+            let ctx = match flags {
+                Some(f) => Context::from_common_flags(f, preempt),
+                None => Context::UNKNOWN,
+            };
+            let mut small = [Field { name: "", value: Value::Int(0) }; 16];
+            let mut big = Vec::new();
+            let fields: &mut [Field] = if fmt.fields.len() <= small.len() {
+                &mut small
+            } else {
+                big.resize(fmt.fields.len(), Field { name: "", value: Value::Int(0) });
+                &mut big
+            };
+            let n = fmt.decode(e, ls, data, fields);
+            let comm = match cmdlines.get(&pid) {
+                Some(c) => Some(c.as_str()),
+                None if pid == 0 => Some("<idle>"),
+                None => None,
+            };
+            let ev = Event {
+                ts_ns: ts,
+                cpu: it.cpu,
+                pid,
+                comm,
+                ctx,
+                system: Some(fmt.system.as_str()),
+                name: fmt.name.as_str(),
+                fields: Fields::List(&fields[..n]),
+                origin: Origin::Offset(rec.off),
+                instance: instances.get(it.buffer).copied().flatten(),
+                raw: None,
+            };
+            events += 1;
+            sink_cell.borrow_mut().event(&ev);
+        };
+        let mut on_warn = |off: u64, m: String| {
+            warnings.set(warnings.get() + 1);
+            sink_cell.borrow_mut().notice(&Notice::Warning { origin: Origin::Offset(off), message: m });
+        };
+        merge::merge(streams, parallel, &mut on_item, &mut on_warn);
+    }
+    stats.events = events;
+    stats.warnings += warnings.get();
+    Ok(stats)
+}
