@@ -45,122 +45,200 @@ pub struct FieldSpan {
 
 /// The fields of one text event, decoded on access.
 #[derive(Clone, Copy, Debug)]
-pub struct TextFields<'a> {
-    pub buf: &'a str,
-    pub extra: &'a str,
-    pub spans: &'a [FieldSpan],
+pub enum TextFields<'a> {
+    /// Spans computed while parsing (syscall and function-tracer lines).
+    Spans { buf: &'a str, extra: &'a str, spans: &'a [FieldSpan] },
+    /// The payload of event `event`, split only when a field is read.
+    Payload { event: &'a str, payload: &'a str },
+}
+
+/// Fields of the non-`key=value` print formats (at most a handful).
+pub struct Fixed {
+    spans: [FieldSpan; 8],
+    len: usize,
+}
+
+impl Fixed {
+    fn new() -> Fixed {
+        Fixed { spans: [FieldSpan { name: Name::Static(""), value: Span::default() }; 8], len: 0 }
+    }
+}
+
+/// Which splitter a payload needs.
+fn special(event: &str, payload: &str) -> bool {
+    match event {
+        "sched_switch" => !payload.contains("prev_comm="),
+        "sched_wakeup" | "sched_wakeup_new" | "sched_waking" => !payload.contains("comm="),
+        "nmi_handler" => payload.contains("delta_ns:"),
+        "tlb_flush" => true,
+        _ => false,
+    }
+}
+
+fn split_special(event: &str, payload: &str) -> Option<Fixed> {
+    if !special(event, payload) {
+        return None;
+    }
+    let mut f = Fixed::new();
+    let ok = {
+        let mut sp = Splitter { out: &mut f };
+        match event {
+            "sched_switch" => sp.sched_switch_plugin(payload),
+            "nmi_handler" => sp.nmi_handler(payload),
+            "tlb_flush" => sp.tlb_flush(payload),
+            _ => sp.sched_wakeup_plugin(payload),
+        }
+    };
+    ok.then_some(f)
 }
 
 impl<'a> TextFields<'a> {
-    #[inline]
-    fn name_of(&self, f: &FieldSpan) -> &'a str {
-        match f.name {
-            Name::Static(s) => s,
-            Name::Span(s) => s.get(self.buf, self.extra),
+    pub fn get(&self, name: &str) -> Option<Value<'a>> {
+        match *self {
+            TextFields::Spans { buf, extra, spans } => spans
+                .iter()
+                .find(|f| name_of(f, buf, extra) == name)
+                .map(|f| Value::Str(f.value.get(buf, extra))),
+            TextFields::Payload { event, payload } => {
+                if let Some(f) = split_special(event, payload) {
+                    return f.spans[..f.len]
+                        .iter()
+                        .find(|x| name_of(x, payload, "") == name)
+                        .map(|x| Value::Str(x.value.get(payload, "")));
+                }
+                KvIter::new(payload).find(|(n, _)| *n == name).map(|(_, v)| Value::Str(v))
+            }
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<Value<'a>> {
-        self.spans
-            .iter()
-            .find(|f| self.name_of(f) == name)
-            .map(|f| Value::Str(f.value.get(self.buf, self.extra)))
-    }
-
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.iter().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.len() == 0
     }
 
     pub fn iter(&self) -> TextFieldIter<'a> {
-        TextFieldIter { f: *self, i: 0 }
+        match *self {
+            TextFields::Spans { buf, extra, spans } => TextFieldIter::Spans { buf, extra, spans, i: 0 },
+            TextFields::Payload { event, payload } => match split_special(event, payload) {
+                Some(f) => TextFieldIter::Fixed { payload, f, i: 0 },
+                None => TextFieldIter::Kv(KvIter::new(payload)),
+            },
+        }
     }
 }
 
-pub struct TextFieldIter<'a> {
-    f: TextFields<'a>,
-    i: usize,
+#[inline]
+fn name_of<'a>(f: &FieldSpan, buf: &'a str, extra: &'a str) -> &'a str {
+    match f.name {
+        Name::Static(s) => s,
+        Name::Span(s) => s.get(buf, extra),
+    }
+}
+
+pub enum TextFieldIter<'a> {
+    Spans { buf: &'a str, extra: &'a str, spans: &'a [FieldSpan], i: usize },
+    Fixed { payload: &'a str, f: Fixed, i: usize },
+    Kv(KvIter<'a>),
 }
 
 impl<'a> Iterator for TextFieldIter<'a> {
     type Item = Field<'a>;
     fn next(&mut self) -> Option<Field<'a>> {
-        let s = self.f.spans.get(self.i)?;
-        self.i += 1;
-        Some(Field { name: self.f.name_of(s), value: Value::Str(s.value.get(self.f.buf, self.f.extra)) })
+        match self {
+            TextFieldIter::Spans { buf, extra, spans, i } => {
+                let s = spans.get(*i)?;
+                *i += 1;
+                Some(Field { name: name_of(s, buf, extra), value: Value::Str(s.value.get(buf, extra)) })
+            }
+            TextFieldIter::Fixed { payload, f, i } => {
+                if *i >= f.len {
+                    return None;
+                }
+                let s = f.spans[*i];
+                *i += 1;
+                Some(Field { name: name_of(&s, payload, ""), value: Value::Str(s.value.get(payload, "")) })
+            }
+            TextFieldIter::Kv(k) => k.next().map(|(name, v)| Field { name, value: Value::Str(v) }),
+        }
     }
 }
 
-/// Collects field spans for one payload. `base` is the payload's offset in the chunk buffer.
+/// Generic `key=value key=value` payloads, split lazily. Values may contain
+/// spaces (`reason=flush on task switch (0)`) and `=` (`my_field=foo=bar`):
+/// a value runs until the next space-separated token that starts a `key=`.
+/// Text before the first `key=` is field `msg` (console lines, bprint).
+pub struct KvIter<'a> {
+    p: &'a str,
+    /// Start of the next key (or of the lead text at the very beginning).
+    pos: usize,
+    started: bool,
+}
+
+impl<'a> KvIter<'a> {
+    pub fn new(p: &'a str) -> KvIter<'a> {
+        KvIter { p, pos: 0, started: false }
+    }
+
+    /// The next token start at or after `from` that begins a `key=`: (start, '=' index).
+    fn next_key(&self, from: usize) -> Option<(usize, usize)> {
+        let b = self.p.as_bytes();
+        let mut i = from;
+        loop {
+            if i >= b.len() {
+                return None;
+            }
+            if i == 0 || b[i - 1] == b' ' {
+                if let Some(eq) = key_at(b, i) {
+                    return Some((i, eq));
+                }
+            }
+            match memchr::memchr(b' ', &b[i..]) {
+                Some(k) => i += k + 1,
+                None => return None,
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for KvIter<'a> {
+    type Item = (&'a str, &'a str);
+    fn next(&mut self) -> Option<(&'a str, &'a str)> {
+        let b = self.p.as_bytes();
+        if !self.started {
+            self.started = true;
+            let first = self.next_key(0);
+            let lead = first.map_or(b.len(), |(s, _)| s);
+            self.pos = first.map_or(b.len(), |(s, _)| s);
+            let le = trim_end(b, 0, lead);
+            if le > 0 {
+                return Some(("msg", &self.p[..le]));
+            }
+        }
+        if self.pos >= b.len() {
+            return None;
+        }
+        let (ks, eq) = (self.pos, key_at(b, self.pos)?);
+        let next = self.next_key(eq + 1);
+        let vend = next.map_or(b.len(), |(s, _)| s);
+        self.pos = vend;
+        Some((&self.p[ks..eq], &self.p[eq + 1..trim_end(b, eq + 1, vend)]))
+    }
+}
+
+/// Collects field spans for one special payload (spans relative to the payload).
 pub struct Splitter<'o> {
-    pub out: &'o mut Vec<FieldSpan>,
-    pub base: usize,
+    out: &'o mut Fixed,
 }
 
 impl Splitter<'_> {
     #[inline]
     fn push(&mut self, name: &'static str, s: usize, e: usize) {
-        self.out.push(FieldSpan { name: Name::Static(name), value: Span::new(self.base + s, self.base + e) });
-    }
-
-    #[inline]
-    fn push_span(&mut self, ns: usize, ne: usize, s: usize, e: usize) {
-        self.out.push(FieldSpan {
-            name: Name::Span(Span::new(self.base + ns, self.base + ne)),
-            value: Span::new(self.base + s, self.base + e),
-        });
-    }
-
-    /// Split `payload` of event `name` into fields.
-    pub fn split(&mut self, name: &str, payload: &str) {
-        let ok = match name {
-            "sched_switch" if !payload.contains("prev_comm=") => self.sched_switch_plugin(payload),
-            "sched_wakeup" | "sched_wakeup_new" | "sched_waking" if !payload.contains("comm=") => {
-                self.sched_wakeup_plugin(payload)
-            }
-            "nmi_handler" if payload.contains("delta_ns:") => self.nmi_handler(payload),
-            "tlb_flush" => self.tlb_flush(payload),
-            _ => false,
-        };
-        if !ok {
-            self.key_values(payload);
-        }
-    }
-
-    /// Generic `key=value key=value` with values that may contain spaces
-    /// (`reason=flush on task switch (0)`) and `=` (`my_field=foo=bar`).
-    /// Text before the first `key=` becomes field `msg` (console lines, bprint).
-    pub fn key_values(&mut self, p: &str) {
-        let b = p.as_bytes();
-        let first = self.out.len();
-        let mut cur: Option<(usize, usize)> = None; // (name start, '=' index)
-        let mut lead = b.len();
-        let mut i = 0;
-        while i < b.len() {
-            if i == 0 || b[i - 1] == b' ' {
-                if let Some(eq) = key_at(b, i) {
-                    match cur {
-                        Some((ns, ne)) => self.push_span(ns, ne, ne + 1, trim_end(b, ne + 1, i)),
-                        None => lead = i,
-                    }
-                    cur = Some((i, eq));
-                    i = eq + 1;
-                    continue;
-                }
-            }
-            i += 1;
-        }
-        if let Some((ns, ne)) = cur {
-            self.push_span(ns, ne, ne + 1, trim_end(b, ne + 1, b.len()));
-        }
-        let lead_end = trim_end(b, 0, lead);
-        if lead_end > 0 {
-            self.push("msg", 0, lead_end);
-            let msg = self.out.pop().expect("just pushed");
-            self.out.insert(first, msg);
+        if self.out.len < self.out.spans.len() {
+            self.out.spans[self.out.len] = FieldSpan { name: Name::Static(name), value: Span::new(s, e) };
+            self.out.len += 1;
         }
     }
 
@@ -291,10 +369,13 @@ mod tests {
     use super::*;
 
     fn split(name: &str, p: &str) -> Vec<(String, String)> {
-        let mut v = Vec::new();
-        Splitter { out: &mut v, base: 0 }.split(name, p);
-        let tf = TextFields { buf: p, extra: "", spans: &v };
-        tf.iter().map(|f| (f.name.to_string(), f.value.to_string())).collect()
+        let tf = TextFields::Payload { event: name, payload: p };
+        let all: Vec<(String, String)> = tf.iter().map(|f| (f.name.to_string(), f.value.to_string())).collect();
+        // get() agrees with iter()
+        for (n, v) in &all {
+            assert_eq!(tf.get(n).map(|x| x.to_string()).as_deref(), Some(v.as_str()), "get({n})");
+        }
+        all
     }
 
     fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

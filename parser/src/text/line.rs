@@ -8,7 +8,7 @@
 //! COMM-PID CPUFLAGS TIMESTAMP: EVENT: PAYLOAD                             trace-cmd report -l
 //! ```
 
-use super::fields::{FieldSpan, Span, Splitter};
+use super::fields::{FieldSpan, Span};
 use crate::event::Context;
 use memchr::memchr;
 use nom::bytes::complete::{tag, take_while1};
@@ -42,9 +42,11 @@ pub struct EvRec {
     pub name: Span,
     pub instance: Span,
     pub line: Span,
-    /// Range of this event's fields in the chunk's field list.
-    pub fields_start: u32,
-    pub fields_len: u32,
+    /// The payload after `EVENT: `, split lazily into fields.
+    pub payload: Span,
+    /// Fields already split while parsing (syscall and function lines):
+    /// a range of the chunk's field list. `None`: split `payload` on access.
+    pub fields: Option<(u32, u32)>,
     /// Line index within the chunk (0-based).
     pub line_no: u32,
     pub style: Style,
@@ -372,20 +374,18 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
             }
         }
         payload_start = skip_ws(b, i + 1);
-        let nm = &line[name.start as usize - base..(name.start + name.len) as usize - base];
-        let mut sp = Splitter { out: out.fields, base: base + payload_start };
-        sp.split(nm, &line[payload_start..payload_end]);
     } else if i < b.len() && b[i] == b'(' {
         // syscall entry `sys_open(filename: 7f.., flags: 0)` → syscalls:sys_enter_open
         let stem = &line[ns..i];
         name = synth_name(out.extra, "sys_enter_", stem.strip_prefix("sys_").unwrap_or(stem));
-        payload_start = i + 1;
+        let args_start = i + 1;
+        payload_start = usize::MAX;
         let close = line.rfind(')').filter(|&c| c > i).ok_or("unterminated syscall arguments")?;
-        let args = &line[payload_start..close];
+        let args = &line[args_start..close];
         let mut off = 0;
         for part in args.split(", ") {
             if let Some(c) = part.find(": ") {
-                let s = base + payload_start + off;
+                let s = base + args_start + off;
                 // The kernel prints syscall arguments in hex without `0x`.
                 let value = synth_name(out.extra, "0x", &part[c + 2..]);
                 out.fields.push(FieldSpan { name: super::fields::Name::Span(Span::new(s, s + c)), value });
@@ -394,6 +394,7 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
         }
         system = synth_span(out.extra, "syscalls");
     } else {
+        payload_start = usize::MAX;
         let rest = &line[skip_ws(b, i)..];
         if let Some(ret) = rest.strip_prefix("-> ") {
             // syscall exit `sys_open -> 0x3`
@@ -421,6 +422,8 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
         }
     }
     let fields_len = out.fields.len() as u32 - fields_start;
+    let precomputed = payload_start == usize::MAX;
+    let payload = if precomputed { Span::default() } else { Span::new(base + payload_start, base + payload_end) };
     Ok(EvRec {
         ts_ns,
         cpu,
@@ -431,8 +434,8 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
         name,
         instance,
         line: Span::new(base, base + line.len()),
-        fields_start,
-        fields_len,
+        payload,
+        fields: precomputed.then_some((fields_start, fields_len)),
         line_no,
         style,
         raw_clock,

@@ -283,10 +283,9 @@ fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &m
                     ctx: if perf { Context::UNKNOWN } else { r.ctx },
                     system: if r.system.len == 0 { None } else { Some(r.system.get(text, extra)) },
                     name: r.name.get(text, extra),
-                    fields: Fields::Text(TextFields {
-                        buf: text,
-                        extra,
-                        spans: &c.fields[r.fields_start as usize..(r.fields_start + r.fields_len) as usize],
+                    fields: Fields::Text(match r.fields {
+                        Some((s, n)) => TextFields::Spans { buf: text, extra, spans: &c.fields[s as usize..(s + n) as usize] },
+                        None => TextFields::Payload { event: r.name.get(text, extra), payload: r.payload.get(text, extra) },
                     }),
                     origin: Origin::Line(line_base + r.line_no as u64 + 1),
                     instance: if r.instance.len == 0 { None } else { Some(r.instance.get(text, extra)) },
