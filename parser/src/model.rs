@@ -158,7 +158,11 @@ impl<'a> Modelled<'a> {
                 Some(Modelled::NewTask {
                     pid: i32f(f, "pid")?,
                     comm: f.str("comm").unwrap_or(""),
-                    clone_flags: f.u64("clone_flags")?,
+                    // `clone_flags=%lx`: text prints hex without `0x`.
+                    clone_flags: match f.get("clone_flags")? {
+                        crate::Value::Str(s) => u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()?,
+                        v => v.as_u64()?,
+                    },
                 })
             })(),
             "sched_process_exec" => (|| {

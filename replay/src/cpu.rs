@@ -1,0 +1,46 @@
+//! Per-CPU state (SPEC §3.2): current task, loaded mm (cr3), the switch
+//! window, the interrupt context stack where the format has no flags, and
+//! idle time (for "was the CPU busy" questions).
+
+use crate::mm::MmId;
+use crate::switch_window::SwitchWindow;
+
+#[derive(Clone, Debug, Default)]
+pub struct Cpu {
+    /// The pid the tracer last stamped on this CPU (`current`).
+    pub current: i32,
+    pub seen: bool,
+    /// The mm whose page directory cr3 holds (None = not known yet).
+    pub loaded_mm: Option<MmId>,
+    /// The switch in progress (or the last one, when Idle).
+    pub window: SwitchWindow,
+    /// The previous switch window that was open, after it closed.
+    pub last_window: SwitchWindow,
+    /// Hard/soft interrupt nesting rebuilt from irq entry/exit events.
+    pub hardirq_depth: u8,
+    pub softirq_depth: u8,
+    /// Idle accounting: when the idle task (pid 0) was switched in.
+    pub idle_since: Option<u64>,
+    pub idle_ns: u64,
+    /// First and last timestamp seen on the CPU.
+    pub first_ts: u64,
+    pub last_ts: u64,
+}
+
+impl Cpu {
+    /// Total idle time up to `now`.
+    pub fn idle_until(&self, now: u64) -> u64 {
+        self.idle_ns + self.idle_since.map_or(0, |s| now.saturating_sub(s))
+    }
+
+    /// The context stack as rebuilt from events (for formats without flags).
+    pub fn rebuilt_context(&self) -> &'static str {
+        if self.hardirq_depth > 0 {
+            "hardirq"
+        } else if self.softirq_depth > 0 {
+            "softirq"
+        } else {
+            "task"
+        }
+    }
+}

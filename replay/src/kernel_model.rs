@@ -1,0 +1,262 @@
+//! The kernel-era model (SPEC §3.4): which kernel and architecture the replay
+//! assumes, and what that era implies for vmalloc faults and NMI nesting.
+
+use crate::pgd_model::{PgdKind, PgdModel};
+
+/// Architecture variants the page-directory model distinguishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    /// x86_64 with 5-level paging (LA57).
+    X86_64La57,
+    X86_32,
+    X86_32Pae,
+}
+
+impl Arch {
+    /// Parse `--arch` / the trace's UNAME machine. `None` for non-x86 names.
+    pub fn parse(s: &str) -> Option<Arch> {
+        let s = s.trim().to_ascii_lowercase().replace('_', "-");
+        Some(match s.as_str() {
+            "x86-64" | "amd64" | "x64" | "x86-64-4level" => Arch::X86_64,
+            "x86-64-la57" | "x86-64-5level" | "la57" => Arch::X86_64La57,
+            "x86-32" | "x86" | "i386" | "i486" | "i586" | "i686" | "x86-32-nonpae" => Arch::X86_32,
+            "x86-32-pae" | "pae" | "i686-pae" => Arch::X86_32Pae,
+            _ => return None,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::X86_64La57 => "x86_64-la57",
+            Arch::X86_32 => "x86_32",
+            Arch::X86_32Pae => "x86_32-pae",
+        }
+    }
+
+    pub fn is_64(&self) -> bool {
+        matches!(self, Arch::X86_64 | Arch::X86_64La57)
+    }
+}
+
+/// Where the model's kernel version came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelSource {
+    /// `--kernel` / `--arch` on the command line.
+    CommandLine,
+    /// The trace said (trace.dat UNAME option).
+    Trace,
+    /// Nothing said: a current kernel is assumed.
+    Default,
+}
+
+/// A kernel release as `(major, minor, patch)`.
+pub type Version = (u32, u32, u32);
+
+/// Parse `2.6.35`, `6.18.44-1-default`, `5.8.0-rc3+` → `(major, minor, patch)`.
+pub fn parse_version(s: &str) -> Option<Version> {
+    let mut parts = [0u32; 3];
+    let mut n = 0;
+    for p in s.trim().split('.') {
+        if n == 3 {
+            break;
+        }
+        let digits: String = p.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if digits.is_empty() {
+            break;
+        }
+        parts[n] = digits.parse().ok()?;
+        n += 1;
+        if digits.len() != p.len() {
+            break;
+        }
+    }
+    if n < 2 {
+        return None;
+    }
+    Some((parts[0], parts[1], parts[2]))
+}
+
+/// The kernel assumed when neither the trace nor the user says.
+pub const DEFAULT_KERNEL: &str = "6.18";
+
+/// The model the replay runs under.
+#[derive(Clone, Debug)]
+pub struct KernelModel {
+    pub version: Version,
+    pub version_text: String,
+    pub arch: Arch,
+    pub source: ModelSource,
+    /// The kernel the trace says it came from, when it says.
+    pub trace_kernel: Option<String>,
+    /// Replaying under a different kernel than the trace came from.
+    pub what_if: bool,
+    pub pgd: PgdModel,
+    /// Kernel-mode faults on vmalloc addresses lazily sync top-level entries.
+    pub lazy_vmalloc_faults: bool,
+    /// x86_64 before 3.3: a fault's IRET inside an NMI re-enables NMIs and a
+    /// nested NMI corrupts the NMI stack.
+    pub nested_nmi_corrupts_stack: bool,
+    /// `vmalloc_fault` resolves through `current->active_mm` (x86_64 before
+    /// ~4.6) instead of cr3: in a switch window it fills the wrong directory.
+    pub vmalloc_fault_uses_active_mm: bool,
+    /// Notes on what was assumed.
+    pub notes: Vec<String>,
+}
+
+fn at_least(v: Version, major: u32, minor: u32) -> bool {
+    (v.0, v.1) >= (major, minor)
+}
+
+impl KernelModel {
+    /// Choose the model: the command line wins over the trace, the trace over the default.
+    pub fn choose(
+        trace_kernel: Option<&str>,
+        trace_arch: Option<&str>,
+        cli_kernel: Option<&str>,
+        cli_arch: Option<&str>,
+    ) -> KernelModel {
+        let mut notes = Vec::new();
+        let trace_v = trace_kernel.and_then(parse_version);
+        let cli_v = cli_kernel.and_then(|k| {
+            let v = parse_version(k);
+            if v.is_none() {
+                notes.push(format!("--kernel {k:?} is not a kernel version; ignored"));
+            }
+            v
+        });
+        let (version, version_text, source) = match (cli_v, trace_v) {
+            (Some(v), _) => (v, cli_kernel.unwrap().trim().to_string(), ModelSource::CommandLine),
+            (None, Some(v)) => (v, trace_kernel.unwrap().trim().to_string(), ModelSource::Trace),
+            (None, None) => {
+                notes.push(format!(
+                    "kernel version unknown (the trace does not say; use --kernel): assuming a current kernel ({DEFAULT_KERNEL})"
+                ));
+                (parse_version(DEFAULT_KERNEL).unwrap(), DEFAULT_KERNEL.to_string(), ModelSource::Default)
+            }
+        };
+        let arch = match (cli_arch.and_then(Arch::parse), trace_arch) {
+            (Some(a), _) => a,
+            (None, Some(t)) => match Arch::parse(t) {
+                Some(a) => a,
+                None => {
+                    notes.push(format!("trace architecture {t:?} is not x86; the x86_64 model is used"));
+                    Arch::X86_64
+                }
+            },
+            (None, None) => {
+                if cli_arch.is_some() {
+                    notes.push(format!("--arch {:?} not understood; x86_64 assumed", cli_arch.unwrap()));
+                } else {
+                    notes.push("architecture unknown: x86_64 (4-level paging) assumed".into());
+                }
+                Arch::X86_64
+            }
+        };
+        let what_if = match (cli_v, trace_v) {
+            (Some(c), Some(t)) => (c.0, c.1) != (t.0, t.1),
+            _ => false,
+        } || matches!((cli_arch.and_then(Arch::parse), trace_arch.and_then(Arch::parse)), (Some(a), Some(b)) if a != b);
+        if what_if {
+            notes.push(format!(
+                "what-if: the trace came from {} {} but is replayed as {} {}",
+                trace_kernel.unwrap_or("?"),
+                trace_arch.unwrap_or(""),
+                version_text,
+                arch.name()
+            ));
+        }
+        let kind = match arch {
+            Arch::X86_64 => PgdKind::X86_64FourLevel,
+            Arch::X86_64La57 => PgdKind::X86_64FiveLevel,
+            Arch::X86_32 => PgdKind::X86_32,
+            Arch::X86_32Pae => PgdKind::X86_32Pae,
+        };
+        // x86_64 preallocates the vmalloc top-level entries from 5.8 (4-level
+        // since 5.8, 5-level since 5.9): no lazy vmalloc faults after that.
+        let lazy = match arch {
+            Arch::X86_64 => !at_least(version, 5, 8),
+            Arch::X86_64La57 => !at_least(version, 5, 9),
+            Arch::X86_32 | Arch::X86_32Pae => true,
+        };
+        KernelModel {
+            version,
+            version_text,
+            arch,
+            source,
+            trace_kernel: trace_kernel.map(|s| s.to_string()),
+            what_if,
+            pgd: PgdModel::new(kind),
+            lazy_vmalloc_faults: lazy,
+            nested_nmi_corrupts_stack: arch.is_64() && !at_least(version, 3, 3),
+            vmalloc_fault_uses_active_mm: arch.is_64() && !at_least(version, 4, 6),
+            notes,
+        }
+    }
+
+    /// One-line era description, printed in every report.
+    pub fn era(&self) -> &'static str {
+        if self.arch.is_64() {
+            if self.nested_nmi_corrupts_stack {
+                "x86_64 < 3.3: a fault in NMI re-enables NMIs at IRET; a nested NMI corrupts the NMI stack"
+            } else if self.lazy_vmalloc_faults {
+                "x86_64 3.3-5.7: nested NMIs are deferred safely; vmalloc faults in NMI are legal but costly"
+            } else {
+                "x86_64 >= 5.8: vmalloc top-level entries are preallocated; any vmalloc fault is a bug"
+            }
+        } else {
+            "x86_32: vmalloc entries sync lazily through cr3"
+        }
+    }
+
+    pub fn source_name(&self) -> &'static str {
+        match self.source {
+            ModelSource::CommandLine => "command line",
+            ModelSource::Trace => "trace",
+            ModelSource::Default => "default (kernel unknown)",
+        }
+    }
+
+    /// Short human label: `x86_64 2.6.35 (4-level) [what-if]`.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {} ({}){}",
+            self.arch.name(),
+            self.version_text,
+            self.pgd.kind.name(),
+            if self.what_if { " [what-if]" } else { "" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("2.6.35"), Some((2, 6, 35)));
+        assert_eq!(parse_version("6.18.44-1-default"), Some((6, 18, 44)));
+        assert_eq!(parse_version("5.8.0-rc3+"), Some((5, 8, 0)));
+        assert_eq!(parse_version("5.8-rc3"), Some((5, 8, 0)));
+        assert_eq!(parse_version("six"), None);
+    }
+
+    #[test]
+    fn eras() {
+        let m = KernelModel::choose(None, None, Some("2.6.35"), Some("x86_64"));
+        assert!(m.nested_nmi_corrupts_stack && m.lazy_vmalloc_faults && m.vmalloc_fault_uses_active_mm);
+        let m = KernelModel::choose(None, None, Some("4.19"), None);
+        assert!(!m.nested_nmi_corrupts_stack && m.lazy_vmalloc_faults && !m.vmalloc_fault_uses_active_mm);
+        let m = KernelModel::choose(Some("6.18.4"), Some("x86_64"), None, None);
+        assert!(!m.lazy_vmalloc_faults && !m.what_if && m.source == ModelSource::Trace);
+        let m = KernelModel::choose(Some("6.18.4"), Some("x86_64"), Some("2.6.35"), None);
+        assert!(m.what_if && m.lazy_vmalloc_faults);
+        let m = KernelModel::choose(None, None, None, None);
+        assert_eq!(m.source, ModelSource::Default);
+        assert!(!m.notes.is_empty());
+        let m = KernelModel::choose(None, None, Some("6.1"), Some("x86_32-pae"));
+        assert!(m.lazy_vmalloc_faults && !m.nested_nmi_corrupts_stack);
+    }
+}

@@ -1,0 +1,114 @@
+use super::*;
+use crate::testkit::ev;
+use nmitrace_parser::model::Modelled;
+
+fn run(r: &mut Replay, evs: &[testkit::OwnedEvent]) -> Vec<Outcome> {
+    evs.iter()
+        .map(|e| {
+            e.with(|ev| {
+                r.touch(ev);
+                let m = Modelled::from_event(ev);
+                r.apply(ev, &m)
+            })
+        })
+        .collect()
+}
+
+fn model(k: &str) -> KernelModel {
+    KernelModel::choose(None, None, Some(k), Some("x86_64"))
+}
+
+#[test]
+fn reason0_flush_after_switch_opens_window_until_next_runs() {
+    let mut r = Replay::new(model("4.19"));
+    let a = ("bash", 100);
+    let b = ("cc1", 200);
+    run(&mut r, &[ev::flush0(500, 1, ("x", 5)), ev::other(1_000, 0, a), ev::switch(2_000, 0, a, b)]);
+    assert_eq!(r.cpu(0).unwrap().window.phase, Phase::Switched);
+    let o = run(&mut r, &[ev::flush0(3_000, 0, a)]);
+    assert!(matches!(o[0], Outcome::WindowOpened));
+    assert!(r.cpu(0).unwrap().window.is_open());
+    run(&mut r, &[ev::other(4_000, 0, b)]);
+    let c = r.cpu(0).unwrap();
+    assert_eq!(c.window.phase, Phase::Idle);
+    assert_eq!(c.last_window.start_ts, 3_000);
+    assert_eq!(c.last_window.end_ts, Some(4_000));
+    assert_eq!(r.stats.windows, 1);
+}
+
+#[test]
+fn exec_flush_is_not_a_window() {
+    let mut r = Replay::new(model("4.19"));
+    let a = ("sh", 100);
+    let o = run(&mut r, &[ev::other(1_000, 0, a), ev::flush0(2_000, 0, a), ev::exec(3_000, 0, a)]);
+    assert!(matches!(o[1], Outcome::NonSwitchFlush));
+    assert_eq!(r.cpu(0).unwrap().window.phase, Phase::Idle);
+    assert_eq!(r.stats.windows, 0);
+    assert_eq!(r.stats.exec_flushes, 1);
+}
+
+#[test]
+fn kthread_next_writes_no_cr3() {
+    let mut r = Replay::new(model("4.19"));
+    let a = ("bash", 100);
+    let k = ("kworker/0:1", 41);
+    run(&mut r, &[ev::flush0(500, 1, ("x", 5)), ev::other(1_000, 0, a), ev::switch(2_000, 0, a, k), ev::other(3_000, 0, k)]);
+    let c = r.cpu(0).unwrap();
+    assert_eq!(c.window.phase, Phase::Idle);
+    assert_eq!(c.last_window.phase, Phase::Idle);
+    // cr3 still holds bash's mm (lazy TLB).
+    assert_eq!(c.loaded_mm, r.tasks.get(100).unwrap().mm);
+}
+
+#[test]
+fn fallback_window_without_tlb_flush_events() {
+    let mut r = Replay::new(model("4.19"));
+    let a = ("bash", 100);
+    let b = ("cc1", 200);
+    let o = run(&mut r, &[ev::other(1_000, 0, a), ev::switch(2_000, 0, a, b)]);
+    assert!(matches!(o[1], Outcome::WindowOpened));
+    let w = &r.cpu(0).unwrap().window;
+    assert!(w.is_open() && w.fallback);
+}
+
+#[test]
+fn lazy_vmalloc_sync_and_exposure() {
+    let mut r = Replay::new(model("2.6.35"));
+    let a = ("bash", 100);
+    let b = ("perf", 200);
+    let base = 0xffff_c900_0000_0000u64;
+    // b exists before the entry opens; vmalloc grows from entry 0 into entry 1.
+    let o = run(
+        &mut r,
+        &[
+            ev::other(1_000, 1, b),
+            ev::other(1_000, 0, a),
+            ev::vmap(2_000, 0, a, base + 0x1000, 0x2000),
+            ev::vmap(3_000, 0, a, base + (1 << 39), 0x2000),
+        ],
+    );
+    assert!(matches!(o[3], Outcome::EntryOpened(0)));
+    // A fork now copies init_mm: the child has entry 1.
+    run(&mut r, &[ev::newtask(4_000, 0, a, 300, 0x1200011), ev::fork(4_001, 0, a, 300)]);
+    let child_mm = r.tasks.get(300).unwrap().mm.unwrap();
+    assert!(r.mms.get(child_mm).has.contains(1));
+    // Switching to b (created before) loads an mm lacking entry 1.
+    let o = run(&mut r, &[ev::switch(5_000, 0, a, b), ev::flush0(5_100, 0, a)]);
+    assert!(matches!(o[1], Outcome::ExposedLoad { .. }), "{:?}", o[1]);
+    // A kernel fault on entry 1 syncs it into b's mm.
+    let o = run(&mut r, &[ev::other(6_000, 0, b), ev::kfault(7_000, 0, b, base + (1 << 39) + 0x10)]);
+    match o[1] {
+        Outcome::KernelFault(f) => assert!(f.lacked && f.entry == Some(1) && !f.wrong_pgd),
+        ref x => panic!("{x:?}"),
+    }
+    let bm = r.tasks.get(200).unwrap().mm.unwrap();
+    assert!(r.mms.get(bm).has.contains(1));
+}
+
+#[test]
+fn clone_vm_shares_mm() {
+    let mut r = Replay::new(model("4.19"));
+    let a = ("java", 100);
+    run(&mut r, &[ev::other(1, 0, a), ev::newtask(2, 0, a, 101, 0x3d0f00), ev::fork(3, 0, a, 101)]);
+    assert_eq!(r.tasks.get(101).unwrap().mm, r.tasks.get(100).unwrap().mm);
+}
