@@ -73,10 +73,14 @@ impl Input {
             (chained, None, file)
         };
         let mut head = Vec::with_capacity(HEAD_LEN);
-        (&mut rest)
-            .take(HEAD_LEN as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| decompress_error(&name, compression, e))?;
+        if let Err(e) = (&mut rest).take(HEAD_LEN as u64).read_to_end(&mut head) {
+            if head.is_empty() {
+                return Err(decompress_error(&name, compression, e));
+            }
+            // A short stream that breaks early: what was read is still
+            // analysed; the error surfaces (as a warning) where it happened.
+            rest = Box::new(FailingReader(Some(e)));
+        }
         Ok(Input { name, head, rest, compression, plain_file })
     }
 
@@ -123,5 +127,17 @@ pub fn decompress_error(name: &str, compression: Option<&str>, e: io::Error) -> 
             format!("{c} stream is corrupt or truncated ({e}); expected a complete {c} file"),
         ),
         None => Error::io(name, e),
+    }
+}
+
+/// A reader that fails once with a stored error (an error met while reading ahead).
+struct FailingReader(Option<io::Error>);
+
+impl Read for FailingReader {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.take() {
+            Some(e) => Err(e),
+            None => Ok(0),
+        }
     }
 }
