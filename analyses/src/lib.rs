@@ -1,13 +1,34 @@
 //! nmitrace-analyses: replayed events → findings and the report of SPEC §4.
 //!
 //! [`Analyzer`] is a [`Sink`]: feed it a trace's events, then
-//! [`Analyzer::finish`] gives the [`Report`].
+//! [`Analyzer::finish`] gives the [`Report`]. It drives the replay engine
+//! (`nmitrace-replay`) and the analyses:
+//! - [`nmi_latch`]: NMI instances, `default_do_nmi` replay (unknown,
+//!   swallowed, lost, nested NMIs), slow handlers, handler statistics;
+//! - [`vmalloc_fault`]: faults inside NMIs;
+//! - [`cr3_window`]: NMIs inside context-switch windows;
+//! - [`exposure`]: mms lacking vmalloc entries opened during the trace;
+//! - [`periodic`]: periodic NMI sources missing beats;
+//! - [`console`]: the kernel's own console lines as ground truth.
 
+pub mod console;
 pub mod counts;
+pub mod cr3_window;
+pub mod exposure;
+pub mod findings;
+pub mod nmi_latch;
+pub mod periodic;
+pub mod quantile;
 pub mod report;
+pub mod text_report;
+pub mod vmalloc_fault;
 
+use console::{ConsoleLog, ConsoleNmi};
+use nmitrace_parser::model::Modelled;
 use nmitrace_parser::{Event, Notice, ParseStats, Sink, TraceInfo};
+use nmitrace_replay::{event_line, KernelModel, Outcome, Replay};
 pub use report::{Finding, Report};
+use serde_json::json;
 
 /// Options that change what the analyses conclude.
 #[derive(Clone, Debug)]
@@ -32,35 +53,248 @@ pub const DEFAULT_B2B_THRESHOLD_NS: u64 = 2_000;
 
 /// Runs every analysis over one trace.
 pub struct Analyzer {
-    #[allow(dead_code)]
     config: Config,
     counts: counts::EventCounts,
     notices: counts::NoticeLog,
+    replay: Replay,
+    nmi: nmi_latch::NmiLatch,
+    exposure: exposure::Exposure,
+    console: ConsoleLog,
+    findings: findings::Findings,
+    started: bool,
+    /// The trace's kernel/arch, when known before the events.
+    trace_kernel: Option<String>,
+    trace_arch: Option<String>,
 }
 
 impl Analyzer {
     pub fn new(config: Config) -> Analyzer {
-        Analyzer { config, counts: counts::EventCounts::default(), notices: counts::NoticeLog::default() }
+        let model = KernelModel::choose(None, None, config.kernel.as_deref(), config.arch.as_deref());
+        Analyzer {
+            nmi: nmi_latch::NmiLatch::new(config.b2b_threshold_ns),
+            config,
+            counts: counts::EventCounts::default(),
+            notices: counts::NoticeLog::default(),
+            replay: Replay::new(model),
+            exposure: exposure::Exposure::default(),
+            console: ConsoleLog::default(),
+            findings: findings::Findings::default(),
+            started: false,
+            trace_kernel: None,
+            trace_arch: None,
+        }
+    }
+
+    /// An analyzer for a trace whose header was probed (trace.dat UNAME):
+    /// the kernel-era model follows the trace unless `--kernel`/`--arch` say otherwise.
+    pub fn for_trace(config: Config, info: &TraceInfo) -> Analyzer {
+        let mut a = Analyzer::new(config);
+        a.set_trace_info(info);
+        a
+    }
+
+    /// Tell the analyzer what the trace says about itself (before any event).
+    pub fn set_trace_info(&mut self, info: &TraceInfo) {
+        if self.started {
+            return;
+        }
+        self.trace_kernel = info.kernel.clone();
+        self.trace_arch = info.arch.clone();
+        let model = KernelModel::choose(
+            info.kernel.as_deref(),
+            info.arch.as_deref(),
+            self.config.kernel.as_deref(),
+            self.config.arch.as_deref(),
+        );
+        self.replay = Replay::new(model);
+    }
+
+    /// The replay engine (state after the events fed so far).
+    pub fn replay(&self) -> &Replay {
+        &self.replay
+    }
+
+    fn model_json(&self, info: &TraceInfo) -> serde_json::Value {
+        let m = &self.replay.model;
+        let mut notes = m.notes.clone();
+        if self.trace_kernel.is_none() {
+            if let Some(k) = &info.kernel {
+                if m.source != nmitrace_replay::ModelSource::CommandLine {
+                    notes.push(format!("the trace says kernel {k} but it was not known before the replay; the model used {}", m.version_text));
+                }
+            }
+        }
+        let pgd = &m.pgd;
+        let s = &self.replay.stats;
+        json!({
+            "kernel": m.version_text,
+            "arch": m.arch.name(),
+            "source": m.source_name(),
+            "what_if": m.what_if,
+            "trace_kernel": m.trace_kernel.clone().or_else(|| info.kernel.clone()),
+            "label": m.label(),
+            "era": m.era(),
+            "page_directory": pgd.kind.name(),
+            "vmalloc_range": [format!("{:#x}", pgd.vmalloc_start), format!("{:#x}", pgd.vmalloc_end)],
+            "vmalloc_range_from": if pgd.range_from_trace { "alloc_vmap_area vstart/vend" } else { "default" },
+            "vmalloc_entries": pgd.entries(),
+            "lazy_vmalloc_faults": m.lazy_vmalloc_faults,
+            "nested_nmi_corrupts_stack": m.nested_nmi_corrupts_stack,
+            "vmalloc_fault_uses_active_mm": m.vmalloc_fault_uses_active_mm,
+            "b2b_threshold_ns": self.config.b2b_threshold_ns,
+            "switch_windows_from": if self.replay.tlb_flush_seen { "tlb_flush reason 0" } else { "sched_switch (no tlb_flush events: lower confidence)" },
+            "replay": {
+                "context_switches": s.switches,
+                "switch_windows": s.windows,
+                "fallback_windows": s.fallback_windows,
+                "non_switch_cr3_writes": s.exec_flushes,
+                "forks": s.forks,
+                "execs": s.execs,
+                "lazy_vmalloc_syncs": s.lazy_syncs,
+                "vmalloc_entries_opened": self.replay.vmalloc.opened.len(),
+                "b2b_nmis": self.nmi.b2b,
+            },
+            "notes": notes,
+        })
     }
 
     /// Close the analyses and build the report.
-    pub fn finish(self, path: &str, info: &TraceInfo, stats: &ParseStats) -> Report {
+    pub fn finish(mut self, path: &str, info: &TraceInfo, stats: &ParseStats) -> Report {
+        self.nmi.finish(&self.replay, &mut self.findings);
+        self.exposure.finish(&mut self.findings);
+        self.reconcile_console();
         let mut report = Report::new(path, info);
+        report.input.model = self.model_json(info);
         report.events = self.counts.into_block(&self.notices);
         report.parse = report::ParseBlock::new(stats, &self.notices);
+        report.nmis = self.nmi.block();
+        report.findings = self.findings.into_vec();
         report.findings.extend(self.notices.data_loss_findings());
         report.finalize();
         report
+    }
+
+    /// Console lines are ground truth: they confirm or correct the replay.
+    fn reconcile_console(&mut self) {
+        let lines = std::mem::take(&mut self.console.lines);
+        for c in lines {
+            match c {
+                ConsoleNmi::Unknown { ts_ns, cpu, reason, line } => {
+                    // The empty NMI this line reports: the latest on that CPU before the line.
+                    let hit = self
+                        .nmi
+                        .empty_instances
+                        .iter()
+                        .filter(|(c, start, _)| *c == cpu && *start <= ts_ns && ts_ns - *start < 10_000_000_000)
+                        .max_by_key(|(_, start, _)| *start)
+                        .map(|x| x.2);
+                    let reason_s = reason.map(|r| format!("{r:02x}"));
+                    match hit {
+                        Some(i) => {
+                            let f = &mut self.findings.list[i];
+                            if f.kind == "swallowed_nmi" {
+                                f.kind = "unknown_nmi".into();
+                                f.severity = "warning".into();
+                                f.message = format!(
+                                    "NMI on CPU {cpu} that no handler claimed; the replay judged it swallowed (b2b with swallow_nmi) but the kernel printed it as unknown: the b2b threshold does not match this machine's timing (--b2b-threshold-ns)"
+                                );
+                            }
+                            f.details.insert("console_confirmed".into(), true.into());
+                            f.details.insert("reason".into(), reason_s.into());
+                            f.evidence.push(line);
+                            f.confidence = "observed".into();
+                        }
+                        None => {
+                            let mut f = Finding::new("unknown_nmi", "warning", "observed");
+                            f.ts_ns = Some(ts_ns);
+                            f.cpu = Some(cpu);
+                            f.message = format!(
+                                "the kernel reported an unknown NMI on CPU {cpu} (reason {}): no handler claimed it; look for an external source (SERR/IOCHK, BMC, watchdog) or enable the nmi:nmi_handler tracepoint to see the handlers",
+                                reason_s.clone().unwrap_or_else(|| "?".into())
+                            );
+                            f.details.insert("console_confirmed".into(), true.into());
+                            f.details.insert("reason".into(), reason_s.into());
+                            f.evidence.push(line);
+                            self.findings.push(f);
+                        }
+                    }
+                }
+                ConsoleNmi::TooLong { ts_ns, cpu, handler, msecs, line } => {
+                    let want = (msecs * 1e6) as u64;
+                    let hit = self.findings.list.iter().position(|f| {
+                        f.kind == "slow_nmi_handler"
+                            && f.details.get("handler").and_then(|h| h.as_str()) == Some(handler.as_str())
+                            && f.details.get("delta_ns").and_then(|d| d.as_u64()).is_some_and(|d| d.abs_diff(want) < 1_000_000)
+                            && !f.details.contains_key("console_confirmed")
+                    });
+                    match hit {
+                        Some(i) => {
+                            let f = &mut self.findings.list[i];
+                            f.details.insert("console_confirmed".into(), true.into());
+                            f.evidence.push(line);
+                        }
+                        None => {
+                            let mut f = Finding::new("slow_nmi_handler", "warning", "observed");
+                            f.ts_ns = Some(ts_ns);
+                            f.cpu = Some(cpu);
+                            f.message = format!(
+                                "the kernel reported NMI handler {handler} took {msecs:.3} ms (over the 1 ms nmi_longest_ns): NMIs were blocked meanwhile"
+                            );
+                            f.details.insert("handler".into(), handler.into());
+                            f.details.insert("delta_ns".into(), want.into());
+                            f.details.insert("console_confirmed".into(), true.into());
+                            f.evidence.push(line);
+                            self.findings.push(f);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[cold]
+    fn modelled(&mut self, ev: &Event<'_>) {
+        let m = Modelled::from_event(ev);
+        match self.replay.apply(ev, &m) {
+            Outcome::KernelFault(fi) => {
+                if !ev.ctx.known || ev.ctx.nmi {
+                    self.nmi.candidate(ev, fi, &self.replay);
+                }
+            }
+            Outcome::ExposedLoad { mm, lacking } => {
+                self.exposure.on_load(ev, mm, lacking, &self.replay, &mut self.findings);
+            }
+            _ => {}
+        }
+        match m {
+            Modelled::NmiHandler(h) => self.nmi.handler(ev, &h, &self.replay, &mut self.findings),
+            Modelled::Console { msg } => self.console.add(ev.ts_ns, ev.cpu, msg, event_line(ev)),
+            _ => {}
+        }
     }
 }
 
 impl Sink for Analyzer {
     #[inline]
     fn event(&mut self, ev: &Event<'_>) {
+        self.started = true;
         self.counts.add(ev);
+        self.replay.touch(ev);
+        if self.nmi.flagged_pending > 0 && ev.ctx.known && !ev.ctx.nmi {
+            self.nmi.leave_nmi(ev.cpu, &self.replay, &mut self.findings);
+        }
+        // The hot path: user-mode page faults are never in NMI and never sync
+        // kernel entries; the per-CPU touch above is all they need.
+        if ev.name == "page_fault_user" {
+            return;
+        }
+        self.modelled(ev);
     }
 
     fn notice(&mut self, n: &Notice) {
         self.notices.add(n);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,293 @@
+use super::*;
+use nmitrace_replay::testkit::{ev, OwnedEvent};
+
+fn analyze(kernel: &str, evs: &[OwnedEvent]) -> Report {
+    let cfg = Config { kernel: Some(kernel.into()), arch: Some("x86_64".into()), ..Config::default() };
+    let mut a = Analyzer::new(cfg);
+    for e in evs {
+        e.with(|ev| a.event(ev));
+    }
+    a.finish("test", &TraceInfo::default(), &ParseStats::default())
+}
+
+fn kinds(r: &Report) -> Vec<(String, String, String)> {
+    r.findings.iter().map(|f| (f.kind.clone(), f.severity.clone(), f.confidence.clone())).collect()
+}
+
+fn only(r: &Report, kind: &str) -> Vec<Finding> {
+    r.findings.iter().filter(|f| f.kind == kind).cloned().collect()
+}
+
+const A: (&str, i32) = ("bash", 100);
+const B: (&str, i32) = ("cc1", 200);
+const PERF: &str = "perf_event_nmi_handler";
+
+#[test]
+fn nmi_stamped_with_prev_after_reason0_flush_is_observed_mismatch() {
+    let r = analyze(
+        "4.19",
+        &[
+            ev::flush0(100, 1, ("x", 5)),
+            ev::other(1_000, 0, A),
+            ev::switch(10_000, 0, A, B),
+            ev::flush0(11_000, 0, A),
+            ev::nmi(15_000, 0, A, PERF, 2_000, 1),
+            ev::other(20_000, 0, B),
+        ],
+    );
+    let f = only(&r, "cr3_current_mismatch");
+    assert_eq!(f.len(), 1, "{:?}", kinds(&r));
+    assert_eq!(f[0].confidence, "observed");
+    assert_eq!(f[0].severity, "warning");
+    assert_eq!(f[0].details["prev_pid"], 100);
+    assert_eq!(f[0].details["next_pid"], 200);
+    // Evidence: the switch, the flush and the NMI, as printed.
+    assert_eq!(f[0].evidence.len(), 3);
+    assert!(f[0].evidence[1].contains("tlb_flush"));
+    assert!(f[0].evidence[2].contains("nmi_handler"));
+    assert_eq!(r.nmis.instances, 1);
+    assert_eq!(r.nmis.by_handler[PERF].count, 1);
+}
+
+#[test]
+fn nmi_after_next_runs_is_not_a_mismatch() {
+    let r = analyze(
+        "4.19",
+        &[
+            ev::flush0(100, 1, ("x", 5)),
+            ev::other(1_000, 0, A),
+            ev::switch(10_000, 0, A, B),
+            ev::flush0(11_000, 0, A),
+            ev::other(20_000, 0, B),
+            ev::nmi(40_000, 0, B, PERF, 2_000, 1),
+        ],
+    );
+    assert!(only(&r, "cr3_current_mismatch").is_empty(), "{:?}", kinds(&r));
+}
+
+#[test]
+fn nmi_overlapping_window_is_inferred() {
+    // The NMI is stamped with next (it ended after switch_to) but its interval
+    // reaches back into the window.
+    let r = analyze(
+        "4.19",
+        &[
+            ev::flush0(100, 1, ("x", 5)),
+            ev::other(1_000, 0, A),
+            ev::switch(10_000, 0, A, B),
+            ev::flush0(11_000, 0, A),
+            ev::other(12_000, 0, B),
+            ev::nmi(16_000, 0, B, PERF, 5_000, 1),
+        ],
+    );
+    let f = only(&r, "cr3_current_mismatch");
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].confidence, "inferred");
+}
+
+#[test]
+fn exec_time_reason0_flush_is_not_a_window() {
+    let r = analyze(
+        "4.19",
+        &[
+            ev::flush0(100, 1, ("x", 5)),
+            ev::other(1_000, 0, A),
+            ev::flush0(2_000, 0, A),
+            ev::nmi(3_000, 0, A, PERF, 500, 1),
+            ev::exec(4_000, 0, A),
+        ],
+    );
+    assert!(only(&r, "cr3_current_mismatch").is_empty(), "{:?}", kinds(&r));
+    assert_eq!(r.input.model["replay"]["non_switch_cr3_writes"], 2);
+}
+
+#[test]
+fn two_sources_then_swallowed_b2b() {
+    let r = analyze(
+        "4.19",
+        &[
+            ev::other(1_000, 0, A),
+            ev::nmi(100_000, 0, A, PERF, 3_000, 2),
+            // starts 500 ns after the previous ended: b2b.
+            ev::nmi(101_500, 0, A, PERF, 1_000, 0),
+        ],
+    );
+    assert_eq!(kinds(&r), vec![("swallowed_nmi".into(), "info".into(), "observed".into())]);
+    assert_eq!(r.nmis.instances, 2);
+}
+
+#[test]
+fn empty_non_b2b_nmi_is_unknown() {
+    let r = analyze("4.19", &[ev::other(1_000, 0, A), ev::nmi(100_000, 0, A, PERF, 3_000, 1), ev::nmi(500_000, 0, A, PERF, 1_000, 0)]);
+    let k = kinds(&r);
+    assert_eq!(k, vec![("unknown_nmi".into(), "warning".into(), "observed".into())]);
+    assert_eq!(only(&r, "unknown_nmi")[0].details["b2b"], false);
+}
+
+#[test]
+fn empty_b2b_without_swallow_is_unknown() {
+    let r = analyze("4.19", &[ev::nmi(100_000, 0, A, PERF, 3_000, 1), ev::nmi(101_000, 0, A, PERF, 500, 0)]);
+    assert_eq!(only(&r, "unknown_nmi").len(), 1);
+    assert!(only(&r, "swallowed_nmi").is_empty());
+}
+
+#[test]
+fn three_sources_and_swallowed_follower_is_one_lost() {
+    let r = analyze(
+        "4.19",
+        &[ev::nmi(100_000, 0, A, PERF, 3_000, 2), ev::nmi(100_000, 0, A, "nmi_cpu_backtrace_handler", 0, 1), ev::nmi(101_000, 0, A, PERF, 500, 0), ev::nmi(101_100, 0, A, "nmi_cpu_backtrace_handler", 100, 0)],
+    );
+    let lost = only(&r, "lost_nmi");
+    assert_eq!(lost.len(), 1, "{:?}", kinds(&r));
+    assert_eq!(lost[0].details["lost"], 1);
+    assert_eq!(lost[0].details["sources"], 3);
+    assert_eq!(lost[0].confidence, "observed");
+    assert_eq!(only(&r, "swallowed_nmi").len(), 1);
+    assert_eq!(r.nmis.instances, 2);
+}
+
+#[test]
+fn two_sources_no_follower_is_one_lost() {
+    let r = analyze("4.19", &[ev::nmi(100_000, 0, A, PERF, 3_000, 2), ev::nmi(900_000, 0, A, PERF, 3_000, 1)]);
+    let lost = only(&r, "lost_nmi");
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].details["lost"], 1);
+}
+
+#[test]
+fn nested_nmi_after_fault_on_pre_3_3() {
+    let vm = 0xffff_c900_0010_0000u64;
+    let r = analyze(
+        "2.6.35",
+        &[
+            ev::other(1_000, 0, A),
+            // Outer NMI: perf handler starts at 10_000, faults at 12_000 ...
+            ev::kfault(12_000, 0, A, vm),
+            // ... a nested NMI runs 13_000..14_000 ...
+            ev::nmi(14_000, 0, A, PERF, 1_000, 1),
+            // ... and the outer handler returns at 20_000.
+            ev::nmi(20_000, 0, A, PERF, 10_000, 1),
+        ],
+    );
+    let n = only(&r, "nested_nmi");
+    assert_eq!(n.len(), 1, "{:?}", kinds(&r));
+    assert_eq!(n[0].severity, "error");
+    let v = only(&r, "nmi_vmalloc_fault");
+    assert_eq!(v.len(), 1, "{:?}", kinds(&r));
+    assert_eq!(v[0].severity, "error");
+    assert_eq!(v[0].details["nmi_context_from"], "nmi_handler interval");
+}
+
+#[test]
+fn vmalloc_fault_in_nmi_by_flags_and_era() {
+    let vm = 0xffff_c900_0010_0000u64;
+    let evs = [
+        ev::other(1_000, 0, A).ctx(false, false, false),
+        ev::kfault(12_000, 0, A, vm).ctx(true, true, true),
+        ev::nmi(14_000, 0, A, PERF, 5_000, 1).ctx(true, true, true),
+        ev::other(20_000, 0, A).ctx(false, false, false),
+    ];
+    let r = analyze("4.19", &evs);
+    let v = only(&r, "nmi_vmalloc_fault");
+    assert_eq!(v.len(), 1, "{:?}", kinds(&r));
+    assert_eq!(v[0].severity, "warning");
+    assert_eq!(v[0].details["nmi_context_from"], "event flags");
+    let r = analyze("6.1", &evs);
+    assert_eq!(only(&r, "nmi_vmalloc_fault")[0].severity, "error");
+    // A user-address fault in NMI is an nmi_page_fault (info on modern kernels).
+    let evs = [
+        ev::kfault(12_000, 0, A, 0x7fff_0000_1000).ctx(true, true, true),
+        ev::other(20_000, 0, A).ctx(false, false, false),
+    ];
+    let r = analyze("6.1", &evs);
+    assert_eq!(kinds(&r), vec![("nmi_page_fault".into(), "info".into(), "observed".into())]);
+}
+
+#[test]
+fn kernel_fault_outside_nmi_is_no_finding() {
+    let vm = 0xffff_c900_0010_0000u64;
+    let r = analyze("4.19", &[ev::other(1_000, 0, A), ev::kfault(12_000, 0, A, vm), ev::nmi(100_000, 0, A, PERF, 2_000, 1)]);
+    assert!(r.findings.is_empty(), "{:?}", kinds(&r));
+}
+
+#[test]
+fn slow_handler() {
+    let r = analyze("6.1", &[ev::nmi(5_000_000, 0, A, PERF, 2_500_000, 1)]);
+    let s = only(&r, "slow_nmi_handler");
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].details["delta_ns"], 2_500_000);
+    assert_eq!(r.nmis.by_handler[PERF].max_ns, 2_500_000);
+}
+
+#[test]
+fn console_unknown_line_confirms() {
+    let r = analyze(
+        "6.1",
+        &[
+            ev::nmi(100_000, 3, A, PERF, 1_000, 0),
+            ev::console(200_000, 3, A, "Uhhuh. NMI received for unknown reason 3d on CPU 3."),
+            ev::console(300_000, 1, A, "Uhhuh. NMI received for unknown reason 2c on CPU 1."),
+        ],
+    );
+    let u = only(&r, "unknown_nmi");
+    assert_eq!(u.len(), 2, "{:?}", kinds(&r));
+    assert!(u.iter().all(|f| f.details["console_confirmed"] == true));
+}
+
+#[test]
+fn periodic_source_missing_beats_while_busy() {
+    let mut evs = vec![ev::other(0, 0, A)];
+    let period = 1_000_000u64;
+    for i in 1..=12u64 {
+        if i == 8 || i == 9 {
+            continue;
+        }
+        evs.push(ev::nmi(i * period, 0, A, "watchdog_overflow_callback", 2_000, 1));
+    }
+    let r = analyze("6.1", &evs);
+    let l = only(&r, "lost_nmi");
+    assert_eq!(l.len(), 1, "{:?}", kinds(&r));
+    assert_eq!(l[0].confidence, "inferred");
+    assert_eq!(l[0].details["lost"], 2);
+}
+
+#[test]
+fn exposure_on_old_kernel_only() {
+    let base = 0xffff_c900_0000_0000u64;
+    let evs = [
+        ev::flush0(100, 1, ("x", 5)),
+        ev::other(1_000, 1, B),
+        ev::other(1_000, 0, A),
+        ev::vmap(2_000, 0, A, base + 0x1000, 0x2000),
+        ev::vmap(3_000, 0, A, base + (1 << 39), 0x2000),
+        ev::switch(5_000, 0, A, B),
+        ev::flush0(5_100, 0, A),
+        ev::other(6_000, 0, B),
+    ];
+    let r = analyze("2.6.35", &evs);
+    let x = only(&r, "vmalloc_exposure");
+    assert_eq!(x.len(), 1, "{:?}", kinds(&r));
+    assert_eq!(x[0].confidence, "inferred");
+    let r = analyze("6.1", &evs);
+    assert!(r.findings.is_empty());
+}
+
+#[test]
+fn text_report_has_verdict_model_and_evidence() {
+    let r = analyze(
+        "4.19",
+        &[
+            ev::flush0(100, 1, ("x", 5)),
+            ev::other(1_000, 0, A),
+            ev::switch(10_000, 0, A, B),
+            ev::flush0(11_000, 0, A),
+            ev::nmi(15_000, 0, A, PERF, 2_000, 1),
+        ],
+    );
+    let t = r.render_text();
+    assert!(t.lines().nth(1).unwrap().starts_with("verdict: WARNINGS"), "{t}");
+    assert!(t.contains("model: x86_64 4.19"));
+    assert!(t.contains("| ") && t.contains("tlb_flush"));
+    let j = serde_json::to_value(&r).unwrap();
+    assert_eq!(j["input"]["model"]["b2b_threshold_ns"], 2000);
+}

@@ -1,0 +1,121 @@
+//! The human report: verdict first, then the model, the NMIs, and each
+//! finding with the trace lines that prove it.
+
+use crate::report::{severity_rank, Report};
+use std::fmt::Write;
+
+fn wrap(out: &mut String, indent: &str, text: &str, width: usize) {
+    let mut line = String::new();
+    for w in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + w.len() > width {
+            let _ = writeln!(out, "{indent}{line}");
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(w);
+    }
+    if !line.is_empty() {
+        let _ = writeln!(out, "{indent}{line}");
+    }
+}
+
+fn ts(ns: u64) -> String {
+    nmitrace_replay::fmt_ts(ns)
+}
+
+impl Report {
+    /// A readable report: verdict first, the model printed, each finding with
+    /// its evidence lines as the trace printed them.
+    pub fn render_text(&self) -> String {
+        let mut s = String::new();
+        let count = |sev: &str| self.findings.iter().filter(|f| f.severity == sev).count();
+        let (e, w, i) = (count("error"), count("warning"), count("info"));
+        let _ = writeln!(s, "nmitrace: {} ({})", self.input.path, self.input.format);
+        let verdict = if e > 0 {
+            "PROBLEMS FOUND"
+        } else if w > 0 {
+            "WARNINGS"
+        } else {
+            "CLEAN"
+        };
+        let _ = writeln!(s, "verdict: {verdict} — {e} error(s), {w} warning(s), {i} info");
+        if !self.summary.is_empty() {
+            let kinds: Vec<String> = self.summary.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let _ = writeln!(s, "  {}", kinds.join(", "));
+        }
+        let m = &self.input.model;
+        let g = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+        let _ = writeln!(s, "\nmodel: {} (from {})", g("label"), g("source"));
+        if m.get("what_if").and_then(|v| v.as_bool()) == Some(true) {
+            let _ = writeln!(s, "  WHAT-IF: replayed under a different kernel than the trace came from ({})", g("trace_kernel"));
+        }
+        let _ = writeln!(s, "  era: {}", g("era"));
+        if let Some(r) = m.get("vmalloc_range").and_then(|v| v.as_array()) {
+            let _ = writeln!(
+                s,
+                "  vmalloc: {}-{} ({} entries, {})",
+                r.first().and_then(|v| v.as_str()).unwrap_or("?"),
+                r.get(1).and_then(|v| v.as_str()).unwrap_or("?"),
+                m.get("vmalloc_entries").and_then(|v| v.as_u64()).unwrap_or(0),
+                g("vmalloc_range_from")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  switch windows from: {}; b2b threshold: {} ns",
+            g("switch_windows_from"),
+            m.get("b2b_threshold_ns").and_then(|v| v.as_u64()).unwrap_or(0)
+        );
+        if let Some(notes) = m.get("notes").and_then(|v| v.as_array()) {
+            for n in notes {
+                let _ = writeln!(s, "  note: {}", n.as_str().unwrap_or(""));
+            }
+        }
+        let ev = &self.events;
+        let span = match (ev.first_ts_ns, ev.last_ts_ns) {
+            (Some(a), Some(b)) => format!("{} .. {}", ts(a), ts(b)),
+            _ => "-".into(),
+        };
+        let _ = writeln!(s, "\nevents: {} on {} CPUs, {span}", ev.total, ev.by_cpu.len());
+        if ev.lost_event_markers > 0 {
+            let _ = writeln!(s, "  lost: {} events in {} markers", ev.lost_events, ev.lost_event_markers);
+        }
+        if self.parse.unparsed_lines > 0 {
+            let _ = writeln!(s, "  unparsed lines: {}", self.parse.unparsed_lines);
+        }
+        let _ = writeln!(s, "nmis: {} instances", self.nmis.instances);
+        for (h, st) in &self.nmis.by_handler {
+            let _ = writeln!(
+                s,
+                "  {h:<32} count {:>8}  handled {:>8}  p50 {:>9} ns  p99 {:>9} ns  max {:>9} ns",
+                st.count, st.handled, st.p50_ns, st.p99_ns, st.max_ns
+            );
+        }
+        let mut order: Vec<&crate::report::Finding> = self.findings.iter().collect();
+        order.sort_by(|a, b| severity_rank(&b.severity).cmp(&severity_rank(&a.severity)).then(a.ts_ns.cmp(&b.ts_ns)));
+        let _ = writeln!(s, "\nfindings: {}", order.len());
+        for f in order {
+            let mut head = format!("[{}] {} ({})", f.severity.to_uppercase(), f.kind, f.confidence);
+            if let Some(t) = f.ts_ns {
+                let _ = write!(head, " at {}", ts(t));
+            }
+            if let Some(c) = f.cpu {
+                let _ = write!(head, " CPU {c}");
+            }
+            if let Some(p) = f.pid {
+                let _ = write!(head, " {}[{p}]", f.comm.as_deref().unwrap_or(""));
+            }
+            let _ = writeln!(s, "\n{head}");
+            wrap(&mut s, "    ", &f.message, 100);
+            if !f.evidence.is_empty() {
+                let _ = writeln!(s, "    evidence:");
+                for l in &f.evidence {
+                    let _ = writeln!(s, "      | {l}");
+                }
+            }
+        }
+        s
+    }
+}
