@@ -44,6 +44,11 @@ impl EventCounts {
         self.last_ts = Some(self.last_ts.map_or(ev.ts_ns, |t| t.max(ev.ts_ns)));
     }
 
+    /// Was an event with this name seen?
+    pub fn has_name(&self, name: &str) -> bool {
+        self.by_name.contains_key(name) || self.last_name.as_ref().is_some_and(|(n, _)| &**n == name)
+    }
+
     #[cold]
     fn switch_name(&mut self, name: &str) {
         if let Some((n, c)) = self.last_name.take() {

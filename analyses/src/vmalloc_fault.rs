@@ -79,10 +79,12 @@ pub fn report(inst: &Instance, replay: &Replay, out: &mut Findings, in_window: b
             f.details.insert("wrong_pgd".into(), fi.wrong_pgd.into());
         } else {
             let user = fi.address.is_some_and(|a| is_user_address(replay, a));
+            // Before 3.3 any fault in NMI is fatal-prone (IRET re-enables NMIs).
+            // Later, user-address faults from perf callchains are routine.
             let severity = match (user, m.nested_nmi_corrupts_stack) {
+                (_, true) => "error",
                 (true, false) => "info",
-                (true, true) | (false, false) => "warning",
-                (false, true) => "error",
+                (false, false) => "warning",
             };
             f = Finding::new("nmi_page_fault", severity, "observed");
             let what = if user {

@@ -364,6 +364,10 @@ impl Replay {
         // same task; `current` is right, so this is no window. The exec event
         // that follows gives the new mm.
         self.stats.exec_flushes += 1;
+        // A kernel thread or idle task (leave_mm, kthread_unuse_mm) switching to init_mm.
+        if self.tasks.get(ev.pid).is_some_and(|t| t.mm.is_none()) {
+            self.load(cpu, Some(INIT_MM));
+        }
         Outcome::NonSwitchFlush
     }
 

@@ -127,7 +127,7 @@ impl PgdModel {
             return false;
         }
         self.vmalloc_start = vstart;
-        self.vmalloc_end = vend - 1;
+        self.vmalloc_end = vend;
         self.range_from_trace = true;
         true
     }

@@ -1,0 +1,84 @@
+//! Analyze a trace and compare with parse-only time:
+//! `cargo run --release -p nmitrace-analyses --example bench_analyze -- TRACE [--kernel V] [--json|--text] [--threads N]`
+
+use nmitrace_analyses::{Analyzer, Config};
+use nmitrace_parser::{Event, Notice, Sink, Trace};
+use std::time::Instant;
+
+struct Count(u64);
+impl Sink for Count {
+    fn event(&mut self, _ev: &Event<'_>) {
+        self.0 += 1;
+    }
+    fn notice(&mut self, _n: &Notice) {}
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let path = &args[0];
+    let mut cfg = Config::default();
+    let mut out = "";
+    let mut threads = None;
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--kernel" => {
+                cfg.kernel = Some(args[i + 1].clone());
+                i += 1;
+            }
+            "--arch" => {
+                cfg.arch = Some(args[i + 1].clone());
+                i += 1;
+            }
+            "--threads" => {
+                threads = args[i + 1].parse().ok();
+                i += 1;
+            }
+            "--json" => out = "json",
+            "--text" => out = "text",
+            "--bench" => out = "bench",
+            _ => {}
+        }
+        i += 1;
+    }
+    if out == "bench" {
+        for round in 0..3 {
+            let t = Instant::now();
+            let mut tr = Trace::open(path).unwrap();
+            tr.threads = threads;
+            tr.probe().unwrap();
+            let mut c = Count(0);
+            tr.run(&mut c).unwrap();
+            let parse = t.elapsed();
+            let t = Instant::now();
+            let mut tr = Trace::open(path).unwrap();
+            tr.threads = threads;
+            tr.probe().unwrap();
+            let info = tr.info.clone();
+            let mut a = Analyzer::for_trace(cfg.clone(), &info);
+            let stats = tr.run(&mut a).unwrap();
+            let r = a.finish(path, &info, &stats);
+            let full = t.elapsed();
+            eprintln!(
+                "round {round}: {} events: parse-only {:.3}s, parse+replay+analyses {:.3}s (+{:.1} %), findings {}",
+                c.0,
+                parse.as_secs_f64(),
+                full.as_secs_f64(),
+                (full.as_secs_f64() / parse.as_secs_f64() - 1.0) * 100.0,
+                r.findings.len()
+            );
+        }
+        return;
+    }
+    let mut tr = Trace::open(path).unwrap();
+    tr.threads = threads;
+    tr.probe().unwrap();
+    let info = tr.info.clone();
+    let mut a = Analyzer::for_trace(cfg, &info);
+    let stats = tr.run(&mut a).unwrap();
+    let r = a.finish(path, &info, &stats);
+    match out {
+        "json" => println!("{}", serde_json::to_string_pretty(&r).unwrap()),
+        _ => print!("{}", r.render_text()),
+    }
+}
