@@ -42,6 +42,18 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let file = &args[1];
     let count_only = args.iter().any(|a| a == "--count");
+    if args.iter().any(|a| a == "--formats") {
+        // print every embedded event format file, each preceded by `system: S`
+        let bytes = std::fs::read(file).expect("read");
+        let meta = nmitrace_parser::tracedat::read_meta(file, &bytes).expect("meta");
+        for f in &meta.formats {
+            print!("system: {}\n{}", f.system, f.text);
+            if !f.text.ends_with('\n') {
+                println!();
+            }
+        }
+        return;
+    }
     let threads = args.iter().position(|a| a == "--threads").map(|i| args[i + 1].parse().unwrap());
     let t0 = std::time::Instant::now();
     let mut trace = Trace::open(file).expect("open");

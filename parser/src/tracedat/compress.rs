@@ -49,30 +49,26 @@ pub fn decompress_into(c: Compression, dctx: &mut Option<zstd::bulk::Decompresso
     out.clear();
     match c {
         Compression::Zstd => {
-            // A real frame records its content size; trust the claim only
-            // as far as the frame backs it up.
-            let frame = zstd::zstd_safe::get_frame_content_size(data).ok().flatten();
-            if let Some(fs) = frame {
+            // A frame that records its content size must agree with the claim.
+            if let Ok(Some(fs)) = zstd::zstd_safe::get_frame_content_size(data) {
                 if fs != uncomp as u64 {
                     return Err(format!("chunk frame holds {fs} bytes but the header claims {uncomp}"));
                 }
-                if dctx.is_none() {
-                    *dctx = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
-                }
-                out.reserve(uncomp);
-                let n = dctx
-                    .as_mut()
-                    .unwrap()
-                    .decompress_to_buffer(data, out)
-                    .map_err(|e| format!("compressed chunk is corrupt ({e}); expected a valid zstd frame"))?;
-                if n != uncomp {
-                    return Err(format!("chunk decompressed to {n} bytes, expected {uncomp}"));
-                }
-                Ok(())
-            } else {
-                *out = decompress(c, data, uncomp, MAX_CHUNK)?;
-                Ok(())
             }
+            if dctx.is_none() {
+                *dctx = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+            }
+            // The claim is capped (MAX_CHUNK) and page-aligned by trace-cmd.
+            out.reserve(uncomp);
+            let n = dctx
+                .as_mut()
+                .unwrap()
+                .decompress_to_buffer(data, out)
+                .map_err(|e| format!("compressed chunk is corrupt ({e}); expected a valid zstd frame of {uncomp} bytes"))?;
+            if n != uncomp {
+                return Err(format!("chunk decompressed to {n} bytes, expected {uncomp}"));
+            }
+            Ok(())
         }
         _ => {
             *out = decompress(c, data, uncomp, MAX_CHUNK)?;

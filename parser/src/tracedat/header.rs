@@ -51,7 +51,7 @@ impl Endian {
     }
     /// Read an unsigned number of 1, 2, 4 or 8 bytes from the start of `b`
     /// (which the caller has checked is long enough).
-    #[inline]
+    #[inline(always)]
     pub fn read_uint(self, b: &[u8], size: usize) -> u64 {
         match size {
             1 => b[0] as u64,
@@ -152,6 +152,31 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A cheap hasher for pid keys (multiplicative; pids are not hostile input
+/// that could hurt us beyond a slower map).
+#[derive(Clone, Copy, Default)]
+pub struct PidHash;
+pub struct PidHasher(u64);
+impl std::hash::BuildHasher for PidHash {
+    type Hasher = PidHasher;
+    fn build_hasher(&self) -> PidHasher {
+        PidHasher(0)
+    }
+}
+impl std::hash::Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_i32(&mut self, i: i32) {
+        self.0 = (i as u32 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// Where one CPU's ring-buffer pages are in the file.
 #[derive(Clone, Debug)]
 pub struct CpuData {
@@ -184,7 +209,7 @@ pub struct Meta {
     pub formats: Vec<EventFormat>,
     /// common_type → index in `formats`.
     pub by_id: HashMap<u32, usize>,
-    pub cmdlines: HashMap<i32, String>,
+    pub cmdlines: HashMap<i32, String, PidHash>,
     pub uname: Option<String>,
     pub clock: Option<String>,
     pub cpus: u32,
@@ -249,7 +274,7 @@ pub fn parse(name: &str, buf: &[u8]) -> Result<Meta> {
         header_page: HeaderPage::default_for(long_size),
         formats: Vec::new(),
         by_id: HashMap::new(),
-        cmdlines: HashMap::new(),
+        cmdlines: HashMap::default(),
         uname: None,
         clock: None,
         cpus: 0,

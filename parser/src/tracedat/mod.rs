@@ -22,7 +22,7 @@ use crate::{Notice, ParseStats, Sink, TraceInfo};
 use header::Meta;
 use page::RecKind;
 
-pub use writer::{TraceDatWriter, WriterOptions};
+pub use writer::{convert, TraceDatWriter, WriteStats, WriterOptions};
 
 /// Fill `info` from the parsed metadata.
 fn fill_info(meta: &Meta, info: &mut TraceInfo) {
