@@ -1,0 +1,189 @@
+//! Every scenario in `sample-traces/scenarios` gives exactly its expected
+//! findings in all three text formats, and the real traces in
+//! `../shared/traces/real` give no warning/error finding except
+//! `trace_data_loss` (skipped when `../shared` is absent).
+
+use nmitrace_analyses::{Analyzer, Config, Report};
+use nmitrace_parser::Trace;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn analyze(path: &Path, cfg: &Config) -> Report {
+    let mut t = Trace::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    t.probe().unwrap();
+    let info = t.info.clone();
+    let mut a = Analyzer::for_trace(cfg.clone(), &info);
+    let stats = t.run(&mut a).unwrap();
+    a.finish(&path.display().to_string(), &info, &stats)
+}
+
+fn config(args: &[String]) -> Config {
+    let mut c = Config::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--kernel" => c.kernel = it.next().cloned(),
+            "--arch" => c.arch = it.next().cloned(),
+            "--b2b-threshold-ns" => c.b2b_threshold_ns = it.next().unwrap().parse().unwrap(),
+            other => panic!("unknown arg {other}"),
+        }
+    }
+    c
+}
+
+type Key = (String, String, String, Option<u64>);
+
+fn expected(j: &serde_json::Value) -> BTreeMap<Key, u64> {
+    let mut m = BTreeMap::new();
+    for f in j["findings"].as_array().unwrap() {
+        let k = (
+            f["kind"].as_str().unwrap().to_string(),
+            f["severity"].as_str().unwrap().to_string(),
+            f["confidence"].as_str().unwrap().to_string(),
+            f["cpu"].as_u64(),
+        );
+        *m.entry(k).or_default() += f["count"].as_u64().unwrap_or(1);
+    }
+    m
+}
+
+fn actual(r: &Report) -> BTreeMap<Key, u64> {
+    let mut m = BTreeMap::new();
+    for f in &r.findings {
+        *m.entry((f.kind.clone(), f.severity.clone(), f.confidence.clone(), f.cpu.map(u64::from))).or_default() += 1;
+    }
+    m
+}
+
+fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample-traces/scenarios")
+}
+
+#[test]
+fn scenarios_give_exactly_their_expected_findings() {
+    let dir = scenarios_dir();
+    let mut runs = 0;
+    let mut failures = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    for sc in dirs {
+        let mut exps: Vec<PathBuf> = std::fs::read_dir(&sc)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with("expected") && n.ends_with(".json")
+            })
+            .collect();
+        exps.sort();
+        for exp in exps {
+            let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&exp).unwrap()).unwrap();
+            let args: Vec<String> = match &j["args"] {
+                serde_json::Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+                serde_json::Value::String(s) => s.split_whitespace().map(String::from).collect(),
+                _ => Vec::new(),
+            };
+            let cfg = config(&args);
+            let want = expected(&j);
+            for file in ["trace.txt", "report.txt", "perf.txt"] {
+                let p = sc.join(file);
+                if !p.exists() {
+                    failures.push(format!("{}: missing", p.display()));
+                    continue;
+                }
+                let r = analyze(&p, &cfg);
+                runs += 1;
+                let got = actual(&r);
+                if got != want {
+                    let msgs: Vec<String> = r.findings.iter().map(|f| format!("  {} {} {} cpu {:?}: {}", f.kind, f.severity, f.confidence, f.cpu, f.message)).collect();
+                    failures.push(format!(
+                        "{} with {}: expected {:?}\n got {:?}\n{}",
+                        p.display(),
+                        exp.file_name().unwrap().to_string_lossy(),
+                        want,
+                        got,
+                        msgs.join("\n")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(runs > 0, "no scenarios found in {}", dir.display());
+    assert!(failures.is_empty(), "{} of {runs} runs differ:\n{}", failures.len(), failures.join("\n\n"));
+}
+
+/// The same story replayed in three formats gives the same findings in the
+/// same order with the same messages (not just the same multiset).
+#[test]
+fn scenario_formats_agree_on_timestamps() {
+    let dir = scenarios_dir().join("perf-vmalloc-fault-in-switch-window");
+    if !dir.exists() {
+        return;
+    }
+    let cfg = config(&["--kernel".into(), "2.6.35".into(), "--arch".into(), "x86_64".into()]);
+    let reports: Vec<Report> = ["trace.txt", "report.txt", "perf.txt"].iter().map(|f| analyze(&dir.join(f), &cfg)).collect();
+    let key = |r: &Report| r.findings.iter().map(|f| (f.kind.clone(), f.ts_ns, f.cpu, f.pid)).collect::<Vec<_>>();
+    assert_eq!(key(&reports[0]), key(&reports[1]));
+    assert_eq!(key(&reports[0]), key(&reports[2]));
+    for r in &reports {
+        for f in &r.findings {
+            assert!(!f.evidence.is_empty(), "{} has no evidence", f.kind);
+        }
+    }
+}
+
+fn real_traces() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/real");
+    let Ok(rd) = std::fs::read_dir(&root) else { return Vec::new() };
+    let mut v = Vec::new();
+    for d in rd.flatten() {
+        if let Ok(files) = std::fs::read_dir(d.path()) {
+            for f in files.flatten() {
+                v.push(f.path());
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+fn check_real(p: &Path) {
+    let r = analyze(p, &Config::default());
+    let bad: Vec<String> = r
+        .findings
+        .iter()
+        .filter(|f| f.severity_rank() >= 1 && f.kind != "trace_data_loss")
+        .map(|f| format!("{} {}: {}", f.kind, f.severity, f.message))
+        .collect();
+    assert!(bad.is_empty(), "{}: {}", p.display(), bad.join("\n"));
+    // trace_data_loss only where the trace lost events.
+    let losses = r.findings.iter().filter(|f| f.kind == "trace_data_loss").count() as u64;
+    assert_eq!(losses, r.events.lost_event_markers, "{}", p.display());
+}
+
+#[test]
+fn real_traces_give_no_warnings() {
+    let traces = real_traces();
+    if traces.is_empty() {
+        eprintln!("../shared/traces/real absent: skipped");
+        return;
+    }
+    for p in traces {
+        // The 4.1M-event trace is checked in its trace.dat form only (time).
+        if p.to_string_lossy().contains("gcc-large") && !p.to_string_lossy().ends_with("trace.dat") {
+            continue;
+        }
+        check_real(&p);
+    }
+}
+
+/// gcc-large in text form too (slow in debug builds: `cargo test --release -- --ignored`).
+#[test]
+#[ignore]
+fn real_large_text_trace_gives_no_warnings() {
+    for p in real_traces() {
+        if p.to_string_lossy().contains("gcc-large") {
+            check_real(&p);
+        }
+    }
+}
