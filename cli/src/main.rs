@@ -3,6 +3,7 @@
 //! `nmitrace-replay`, findings in `nmitrace-analyses`.
 
 mod analyze;
+mod convert;
 mod events;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,7 @@ Examples:
   nmitrace analyze old-box.txt --kernel 2.6.35 --arch x86_64 --fail-on warning
   cat /sys/kernel/tracing/trace | nmitrace analyze -
   nmitrace events trace.dat --format jsonl | head
+  nmitrace convert trace.txt.gz -o trace.dat
 
 Exit status: 0 fine; 1 a finding at or above --fail-on; 2 bad usage or unreadable input.";
 
@@ -40,6 +42,8 @@ enum Cmd {
     Analyze(analyze::Args),
     /// Print the decoded event stream (one event per line).
     Events(events::Args),
+    /// Write any input as a trace.dat (v7 zstd by default) for trace-cmd and KernelShark.
+    Convert(convert::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Analyze(a) => analyze::run(a),
         Cmd::Events(a) => events::run(a),
+        Cmd::Convert(a) => convert::run(a),
     };
     match res {
         Ok(code) => code,

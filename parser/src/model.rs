@@ -100,6 +100,15 @@ fn i32f(f: &Fields<'_>, n: &str) -> Option<i32> {
     f.i64(n).map(|v| v as i32)
 }
 
+/// A field the kernel prints with `%lx` (hex without `0x`, e.g. task_newtask's
+/// `clone_flags=4100` is CLONE_VFORK|CLONE_VM). Text is hex; binary is a number.
+fn hex_field(f: &Fields<'_>, n: &str) -> Option<u64> {
+    match f.get(n)? {
+        crate::Value::Str(s) => u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok(),
+        v => v.as_u64(),
+    }
+}
+
 /// A pointer printed by `%p` in tracefs text is hashed (`000000006b7a76f4`,
 /// no `0x`): never an address. Real addresses have `0x` (trace-cmd report)
 /// or are numbers (trace.dat).

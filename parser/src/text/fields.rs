@@ -71,6 +71,7 @@ fn special(event: &str, payload: &str) -> bool {
         "sched_wakeup" | "sched_wakeup_new" | "sched_waking" => !payload.contains("comm="),
         "nmi_handler" => payload.contains("delta_ns:"),
         "tlb_flush" => true,
+        "alloc_vmap_area" => payload.starts_with("va_start: "),
         _ => false,
     }
 }
@@ -86,6 +87,7 @@ fn split_special(event: &str, payload: &str) -> Option<Fixed> {
             "sched_switch" => sp.sched_switch_plugin(payload),
             "nmi_handler" => sp.nmi_handler(payload),
             "tlb_flush" => sp.tlb_flush(payload),
+            "alloc_vmap_area" => sp.alloc_vmap_area(payload),
             _ => sp.sched_wakeup_plugin(payload),
         }
     };
@@ -296,6 +298,28 @@ impl Splitter<'_> {
         true
     }
 
+    /// `va_start: 18446683600687333376 size=20480 align=16384 vstart=0x… vend=0x… failed=0`:
+    /// the first field (format name `addr`) is printed `va_start: ` in decimal.
+    fn alloc_vmap_area(&mut self, p: &str) -> bool {
+        let Some(rest) = p.strip_prefix("va_start: ") else { return false };
+        let end = 10 + rest.find(' ').unwrap_or(rest.len());
+        self.push("addr", 10, end);
+        let mut pos = end;
+        for (name, value) in KvIter::new(&p[end..]) {
+            let ns = end + (name.as_ptr() as usize - p[end..].as_ptr() as usize);
+            let vs = end + (value.as_ptr() as usize - p[end..].as_ptr() as usize);
+            if name == "msg" {
+                continue;
+            }
+            if self.out.len < self.out.spans.len() {
+                self.out.spans[self.out.len] = FieldSpan { name: Name::Span(Span::new(ns, ns + name.len())), value: Span::new(vs, vs + value.len()) };
+                self.out.len += 1;
+            }
+            pos = vs + value.len();
+        }
+        pos <= p.len()
+    }
+
     /// tracefs: `pages:0 reason:flush on task switch (0)`;
     /// report: `pages=-1 reason=flush on task switch (0)`. `reason` is the number.
     fn tlb_flush(&mut self, p: &str) -> bool {
@@ -445,6 +469,21 @@ mod tests {
         assert_eq!(
             split("nmi_handler", "perf_event_nmi_handler() delta_ns: 4521 handled: 1"),
             kv(&[("handler", "perf_event_nmi_handler"), ("delta_ns", "4521"), ("handled", "1")])
+        );
+    }
+
+    #[test]
+    fn alloc_vmap_area_va_start() {
+        assert_eq!(
+            split("alloc_vmap_area", "va_start: 18446683600687333376 size=20480 align=16384 vstart=0xffffc90000000000 vend=0xffffe8ffffffffff failed=0"),
+            kv(&[
+                ("addr", "18446683600687333376"),
+                ("size", "20480"),
+                ("align", "16384"),
+                ("vstart", "0xffffc90000000000"),
+                ("vend", "0xffffe8ffffffffff"),
+                ("failed", "0")
+            ])
         );
     }
 
