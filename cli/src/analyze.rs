@@ -64,7 +64,10 @@ pub fn analyze_one(path: &std::path::Path, config: &Config, threads: Option<usiz
     let info = trace.info.clone();
     let name = trace.name.clone();
     let mut analyzer = Analyzer::new(config.clone());
-    let stats = trace.run(&mut analyzer)?;
+    let mut progress = crate::progress::Progress::new(&mut analyzer, &name);
+    let stats = trace.run(&mut progress);
+    progress.done();
+    let stats = stats?;
     Ok(analyzer.finish(&name, &info, &stats))
 }
 

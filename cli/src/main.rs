@@ -5,6 +5,7 @@
 mod analyze;
 mod convert;
 mod events;
+mod progress;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -167,11 +167,7 @@ impl<'a> Modelled<'a> {
                 Some(Modelled::NewTask {
                     pid: i32f(f, "pid")?,
                     comm: f.str("comm").unwrap_or(""),
-                    // `clone_flags=%lx`: text prints hex without `0x`.
-                    clone_flags: match f.get("clone_flags")? {
-                        crate::Value::Str(s) => u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()?,
-                        v => v.as_u64()?,
-                    },
+                    clone_flags: hex_field(f, "clone_flags")?,
                 })
             })(),
             "sched_process_exec" => (|| {
@@ -189,8 +185,13 @@ impl<'a> Modelled<'a> {
             }
             "tlb_flush" => (|| Some(Modelled::TlbFlush { pages: f.i64("pages")?, reason: f.i64("reason")? }))(),
             "alloc_vmap_area" => (|| {
+                // The print format is `va_start: %lu size=...`: text splitters
+                // may hand the first pair over as `va_start` or inside `msg`.
+                let addr = f.u64("addr").or_else(|| f.u64("va_start")).or_else(|| {
+                    f.str("msg")?.trim().strip_prefix("va_start:").and_then(|v| v.trim().parse().ok())
+                })?;
                 Some(Modelled::AllocVmapArea {
-                    addr: f.u64("addr")?,
+                    addr,
                     size: f.u64("size")?,
                     align: f.u64("align").unwrap_or(0),
                     vstart: f.u64("vstart")?,
