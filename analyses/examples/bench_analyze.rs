@@ -37,9 +37,24 @@ fn main() {
             "--json" => out = "json",
             "--text" => out = "text",
             "--bench" => out = "bench",
+            "--dump" => out = "dump",
             _ => {}
         }
         i += 1;
+    }
+    if out == "dump" {
+        struct Dump;
+        impl Sink for Dump {
+            fn event(&mut self, ev: &Event<'_>) {
+                let m = nmitrace_parser::model::Modelled::from_event(ev);
+                let f: Vec<String> = ev.fields.iter().map(|f| format!("{}={:?}", f.name, f.value)).collect();
+                println!("{} {} {} {:?} {:?}", ev.ts_ns, ev.name, f.join(" "), ev.ctx, m);
+            }
+            fn notice(&mut self, _n: &Notice) {}
+        }
+        let tr = Trace::open(path).unwrap();
+        tr.run(&mut Dump).unwrap();
+        return;
     }
     if out == "bench" {
         for round in 0..3 {

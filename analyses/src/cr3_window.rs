@@ -63,8 +63,9 @@ pub fn finding(inst: &Instance, w: &WindowHit, replay: &Replay) -> Finding {
     let faulted = !inst.faults.is_empty();
     let vmalloc_fault = inst.faults.iter().any(|f| f.info.entry.is_some());
     let wrong = inst.faults.iter().any(|f| f.info.wrong_pgd);
-    // A fault inside the NMI makes it worse (SPEC §3.5), in any era.
-    let severity = if faulted { "error" } else { "warning" };
+    // Worse when a fault in the NMI is resolved through current->active_mm
+    // (x86_64 vmalloc_fault before ~4.6): it fills prev's directory, not cr3's.
+    let severity = if wrong || (vmalloc_fault && replay.model.vmalloc_fault_uses_active_mm) { "error" } else { "warning" };
     let confidence = if w.observed { "observed" } else { "inferred" };
     let mut f = inst.base_finding("cr3_current_mismatch", severity, confidence);
     let how = if w.observed {

@@ -62,6 +62,8 @@ pub struct Analyzer {
     console: ConsoleLog,
     findings: findings::Findings,
     started: bool,
+    /// vmalloc_exposure findings dropped because the trace records page faults.
+    exposure_suppressed: u64,
     /// The trace's kernel/arch, when known before the events.
     trace_kernel: Option<String>,
     trace_arch: Option<String>,
@@ -80,6 +82,7 @@ impl Analyzer {
             console: ConsoleLog::default(),
             findings: findings::Findings::default(),
             started: false,
+            exposure_suppressed: 0,
             trace_kernel: None,
             trace_arch: None,
         }
@@ -153,6 +156,7 @@ impl Analyzer {
                 "lazy_vmalloc_syncs": s.lazy_syncs,
                 "vmalloc_entries_opened": self.replay.vmalloc.opened.len(),
                 "b2b_nmis": self.nmi.b2b,
+                "vmalloc_exposures_not_reported": self.exposure_suppressed,
             },
             "notes": notes,
         })
@@ -162,7 +166,22 @@ impl Analyzer {
     pub fn finish(mut self, path: &str, info: &TraceInfo, stats: &ParseStats) -> Report {
         self.nmi.finish(&self.replay, &mut self.findings);
         self.reconcile_console();
-        self.exposure.finish(&mut self.findings);
+        // Exposure is an inference for traces that cannot show the faults:
+        // with page-fault tracepoints recorded, faults are observed instead.
+        let faults_traced = self.counts.has_name("page_fault_kernel") || self.counts.has_name("page_fault_user");
+        if faults_traced {
+            let before = self.findings.list.len();
+            self.findings.list.retain(|f| f.kind != "vmalloc_exposure");
+            self.exposure_suppressed = (before - self.findings.list.len()) as u64;
+        } else {
+            self.exposure.finish(&mut self.findings);
+        }
+        if self.exposure_suppressed > 0 {
+            self.replay.model.notes.push(format!(
+                "{} vmalloc_exposure inference(s) not reported: the trace records page faults, so faults in NMI are observed instead",
+                self.exposure_suppressed
+            ));
+        }
         let mut report = Report::new(path, info);
         report.input.model = self.model_json(info);
         report.events = self.counts.into_block(&self.notices);

@@ -445,7 +445,7 @@ fn lost_check(p: &Finished, follower: Option<&Instance>, out: &mut Findings) {
         return;
     }
     let i = &p.inst;
-    let mut f = i.base_finding("lost_nmi", "warning", "observed");
+    let mut f = i.base_finding("lost_nmi", "info", "observed");
     f.message = format!(
         "NMI on CPU {} serviced {} sources but only {} NMI{} delivered for them: {} NMI edge{} collapsed in the latch (at most one NMI can be pending while one is in service). Handlers poll, so the work was done, but a source that is not polled when a local handler claims the NMI (external NMIs behind nmi_reason_lock) would be missed",
         i.cpu,

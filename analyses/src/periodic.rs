@@ -86,7 +86,7 @@ impl PeriodicBeats {
             return None;
         }
         self.missing_beats += missing;
-        let mut f = Finding::new("lost_nmi", "info", "inferred");
+        let mut f = Finding::new("lost_nmi", "warning", "inferred");
         f.ts_ns = Some(last);
         f.cpu = Some(cpu);
         f.message = format!(

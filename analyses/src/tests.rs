@@ -142,7 +142,7 @@ fn three_sources_and_swallowed_follower_is_one_lost() {
     assert_eq!(lost[0].details["lost"], 1);
     assert_eq!(lost[0].details["sources"], 3);
     assert_eq!(lost[0].confidence, "observed");
-    assert_eq!(lost[0].severity, "warning");
+    assert_eq!(lost[0].severity, "info");
     assert_eq!(only(&r, "swallowed_nmi").len(), 1);
     assert_eq!(r.nmis.instances, 2);
 }
@@ -249,7 +249,7 @@ fn periodic_source_missing_beats_while_busy() {
     let l = only(&r, "lost_nmi");
     assert_eq!(l.len(), 1, "{:?}", kinds(&r));
     assert_eq!(l[0].confidence, "inferred");
-    assert_eq!(l[0].severity, "info");
+    assert_eq!(l[0].severity, "warning");
     assert_eq!(l[0].details["lost"], 2);
 }
 
@@ -272,6 +272,12 @@ fn exposure_on_old_kernel_only() {
     assert_eq!(x[0].confidence, "inferred");
     let r = analyze("6.1", &evs);
     assert!(r.findings.is_empty());
+    // With page faults traced, the exposure is not reported (faults are observed instead).
+    let mut evs = evs.to_vec();
+    evs.push(ev::ufault(7_000, 0, B, 0x400000));
+    let r = analyze("2.6.35", &evs);
+    assert!(r.findings.is_empty(), "{:?}", kinds(&r));
+    assert_eq!(r.input.model["replay"]["vmalloc_exposures_not_reported"], 1);
 }
 
 #[test]

@@ -48,16 +48,21 @@ impl VmallocSpace {
         self.frozen = true;
         let last = pgd.entry(addr.saturating_add(size.saturating_sub(1))).unwrap_or(e);
         let mut opened = None;
+        // vmalloc grows bottom-up from the start; per-cpu chunks top-down
+        // from the end. An entry first seen in the top half (a per-cpu
+        // chunk's), or bottom-up growth past every entry seen, is taken as
+        // opened now (an assumption: the state before the trace is unknown).
+        let top_down = (e as usize) * 2 >= pgd.entries();
         for i in e..=last {
             if !self.seen.contains(i) {
                 let above = self.max_alloc_entry.is_some_and(|m| i > m);
-                if above || percpu_pending {
-                    opened = Some((i, percpu_pending));
+                if above || top_down || percpu_pending {
+                    opened = Some((i, top_down || percpu_pending));
                 }
                 self.seen.insert(i);
             }
         }
-        if !percpu_pending {
+        if !top_down {
             self.max_alloc_entry = Some(self.max_alloc_entry.map_or(last, |m| m.max(last)));
         }
         opened
