@@ -22,7 +22,7 @@ pub fn decompress(c: Compression, data: &[u8], uncomp: usize, max: usize) -> Res
     if uncomp > max {
         return Err(format!("claims {uncomp} uncompressed bytes, more than the {max} accepted"));
     }
-    let mut out = Vec::with_capacity(uncomp.min(data.len().saturating_mul(8).max(4096)).min(uncomp));
+    let mut out = Vec::with_capacity(uncomp.min(data.len().saturating_mul(8).max(4096)));
     let res = match c {
         Compression::None => {
             out.extend_from_slice(&data[..uncomp.min(data.len())]);
@@ -45,6 +45,10 @@ pub fn decompress(c: Compression, data: &[u8], uncomp: usize, max: usize) -> Res
 pub fn decompress_into(c: Compression, dctx: &mut Option<zstd::bulk::Decompressor<'static>>, data: &[u8], uncomp: usize, out: &mut Vec<u8>) -> Result<(), String> {
     if uncomp > MAX_CHUNK {
         return Err(format!("a chunk claims {uncomp} uncompressed bytes, more than the {MAX_CHUNK} accepted"));
+    }
+    // zstd expands at most ~32768x (RLE blocks); a larger claim is a lie
+    if uncomp > data.len().saturating_mul(32768).saturating_add(4096) {
+        return Err(format!("a chunk of {} compressed bytes claims {uncomp} uncompressed bytes, more than it can hold", data.len()));
     }
     out.clear();
     match c {

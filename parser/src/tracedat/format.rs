@@ -209,7 +209,7 @@ fn parse_field(line: &str) -> Option<FieldFormat> {
         _ => (decl, false),
     };
     let head = head.trim_end();
-    let name_start = head.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).map(|i| i + 1).unwrap_or(0);
+    let name_start = head.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).map(|i| i + head[i..].chars().next().map_or(1, char::len_utf8)).unwrap_or(0);
     let name = head[name_start..].to_string();
     if name.is_empty() {
         return None;
