@@ -49,9 +49,9 @@ pub struct Args {
     /// Two NMIs on one CPU this close (end to start, ns) are back-to-back.
     #[arg(long, value_name = "NS", default_value_t = nmitrace_analyses::DEFAULT_B2B_THRESHOLD_NS)]
     pub b2b_threshold_ns: u64,
-    /// Exit 1 when a finding at or above this severity is reported.
-    #[arg(long, value_enum, value_name = "SEVERITY", default_value_t = Severity::Error)]
-    pub fail_on: Severity,
+    /// Exit 1 when a finding at or above this severity is reported (default: exit 0 whatever is found).
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    pub fail_on: Option<Severity>,
     /// Parser threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -97,52 +97,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 if i > 0 {
                     writeln!(out)?;
                 }
-                out.write_all(crate::analyze::render_text(r).as_bytes())?;
+                out.write_all(r.render_text().as_bytes())?;
             }
         }
     }
     out.flush()?;
     let threshold = match args.fail_on {
-        Severity::Info => Some(severity_rank("info")),
-        Severity::Warning => Some(severity_rank("warning")),
-        Severity::Error => Some(severity_rank("error")),
-        Severity::Never => None,
+        Some(Severity::Info) => Some(severity_rank("info")),
+        Some(Severity::Warning) => Some(severity_rank("warning")),
+        Some(Severity::Error) => Some(severity_rank("error")),
+        Some(Severity::Never) | None => None,
     };
     let worst = reports.iter().filter_map(|r| r.max_severity()).max();
     Ok(match (threshold, worst) {
         (Some(t), Some(w)) if w >= t => ExitCode::from(1),
         _ => ExitCode::SUCCESS,
     })
-}
-
-/// Human-readable report (until the analyses crate provides a fuller one).
-pub fn render_text(r: &Report) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let _ = writeln!(s, "nmitrace report: {}", r.input.path);
-    let _ = writeln!(s, "  format: {}{}", r.input.format, r.input.compression.as_deref().map(|c| format!(" ({c})")).unwrap_or_default());
-    let _ = writeln!(s, "  events: {} on {} CPUs", r.events.total, r.events.by_cpu.len());
-    for (n, c) in &r.events.by_name {
-        let _ = writeln!(s, "    {n:<32} {c:>10}");
-    }
-    if r.events.lost_event_markers > 0 {
-        let _ = writeln!(s, "  lost: {} events in {} markers", r.events.lost_events, r.events.lost_event_markers);
-    }
-    if r.parse.unparsed_lines > 0 {
-        let _ = writeln!(s, "  unparsed lines: {}", r.parse.unparsed_lines);
-        for e in &r.parse.unparsed_examples {
-            let _ = writeln!(s, "    {}: {} ({})", e["at"], e["text"], e["reason"]);
-        }
-    }
-    if r.parse.warnings > 0 {
-        let _ = writeln!(s, "  warnings: {}", r.parse.warnings);
-        for e in &r.parse.warning_examples {
-            let _ = writeln!(s, "    {}: {}", e["at"], e["message"]);
-        }
-    }
-    let _ = writeln!(s, "  findings: {}", r.findings.len());
-    for f in &r.findings {
-        let _ = writeln!(s, "    [{}/{}] {}: {}", f.severity, f.confidence, f.kind, f.message);
-    }
-    s
 }

@@ -13,13 +13,16 @@ pub enum EventsFormat {
     Jsonl,
     /// ts_ns,cpu,pid,comm,context,system,name,fields (fields as `k=v` joined by spaces).
     Csv,
+    /// Only the number of events (decodes everything, prints one line: a parse-only run).
+    Count,
 }
 
 #[derive(clap::Args)]
 #[command(after_help = "\
 Examples:
   nmitrace events trace.dat --format jsonl | head
-  nmitrace events trace.txt.gz --format csv > events.csv")]
+  nmitrace events trace.txt.gz --format csv > events.csv
+  nmitrace events trace.dat --format count")]
 pub struct Args {
     /// Trace file (`-` for standard input).
     #[arg(value_name = "TRACE")]
@@ -36,6 +39,7 @@ struct Printer<W: Write> {
     format: EventsFormat,
     err: Option<std::io::Error>,
     line: String,
+    count: u64,
 }
 
 /// Append `s` as a JSON string literal.
@@ -138,12 +142,17 @@ impl<W: Write> Printer<W> {
                 csv_field(l, &fields.join(" "));
                 l.push('\n');
             }
+            EventsFormat::Count => {}
         }
     }
 }
 
 impl<W: Write> Sink for Printer<W> {
     fn event(&mut self, ev: &Event<'_>) {
+        if self.format == EventsFormat::Count {
+            self.count += 1;
+            return;
+        }
         if self.err.is_some() {
             return;
         }
@@ -170,11 +179,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut trace = Trace::open(&args.trace)?;
     trace.threads = args.threads;
     let stdout = std::io::stdout();
-    let mut p = Printer { out: BufWriter::with_capacity(1 << 16, stdout.lock()), format: args.format, err: None, line: String::new() };
+    let mut p = Printer { out: BufWriter::with_capacity(1 << 16, stdout.lock()), format: args.format, err: None, line: String::new(), count: 0 };
     if args.format == EventsFormat::Csv {
         let _ = p.out.write_all(b"ts_ns,cpu,pid,comm,context,system,name,fields\n");
     }
     trace.run(&mut p)?;
+    if args.format == EventsFormat::Count {
+        let _ = writeln!(p.out, "{}", p.count);
+    }
     if let Some(e) = p.err {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             return Ok(ExitCode::SUCCESS);
