@@ -42,6 +42,20 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let file = &args[1];
     let count_only = args.iter().any(|a| a == "--count");
+    if let Some(i) = args.iter().position(|a| a == "--convert") {
+        // convert FILE (any input) to a trace.dat: --convert OUT [v6|none]
+        let out = std::io::BufWriter::new(std::fs::File::create(&args[i + 1]).expect("create"));
+        let mut opts = nmitrace_parser::tracedat::WriterOptions::default();
+        if args.iter().any(|a| a == "v6") {
+            opts.version = 6;
+        }
+        if args.iter().any(|a| a == "none") {
+            opts.compression = nmitrace_parser::tracedat::compress::Compression::None;
+        }
+        let st = nmitrace_parser::tracedat::convert(std::path::Path::new(file), out, opts).expect("convert");
+        eprintln!("{st:?}");
+        return;
+    }
     if args.iter().any(|a| a == "--formats") {
         // print every embedded event format file, each preceded by `system: S`
         let bytes = std::fs::read(file).expect("read");

@@ -63,10 +63,14 @@ fn ev<'a>(ts: u64, cpu: u32, pid: i32, name: &'a str, ctx: Context, fields: &'a 
 /// A synthetic trace: switches, NMIs, page faults on 2 CPUs, gaps that
 /// need time extends, a lost-events marker.
 fn synth(opts: WriterOptions) -> Vec<u8> {
+    synth_n(opts, 3000)
+}
+
+fn synth_n(opts: WriterOptions, n: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let mut w = TraceDatWriter::new(&mut out, opts);
     let mut ts = 1_000_000_000u64;
-    for i in 0..3000u64 {
+    for i in 0..n {
         let cpu = (i % 2) as u32;
         ts += if i % 500 == 0 { 5_000_000_000 } else { 1000 + i };
         let task = Context { known: true, preempt_depth: Some(0), ..Context::UNKNOWN };
@@ -108,7 +112,7 @@ fn synth(opts: WriterOptions) -> Vec<u8> {
     // an event nmitrace has no format for is counted as skipped
     w.event(&ev(ts + 1, 0, 1, "no_such_event", Context::UNKNOWN, &[]));
     let st = w.finish().unwrap();
-    assert_eq!(st.events, 3000);
+    assert_eq!(st.events, n);
     assert_eq!(st.skipped.values().sum::<u64>(), 1);
     out
 }
@@ -204,4 +208,15 @@ fn flipped_bytes_and_hostile_sizes_never_panic() {
         }
     }
     assert!(LARGEST.load(Ordering::Relaxed) < 256 << 20, "largest allocation {}", LARGEST.load(Ordering::Relaxed));
+}
+
+/// Seeds for the cargo-fuzz target (fuzz/fuzz_targets/tracedat.rs).
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/tracedat");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("v7-zstd.dat"), synth_n(WriterOptions::default(), 60)).unwrap();
+    std::fs::write(dir.join("v7-none.dat"), synth_n(WriterOptions { compression: Compression::None, ..Default::default() }, 60)).unwrap();
+    std::fs::write(dir.join("v6.dat"), synth_n(WriterOptions { version: 6, ..Default::default() }, 60)).unwrap();
 }

@@ -95,6 +95,9 @@ pub struct EventFormat {
     pub pid_off: Option<(u32, u32)>,
     /// Original text of the format file.
     pub text: String,
+    /// From the print fmt: (label printed before `=`, field it prints,
+    /// conversion char), e.g. `("pid", "parent_pid", 'd')`.
+    pub labels: Vec<(String, String, char)>,
 }
 
 impl EventFormat {
@@ -126,7 +129,8 @@ impl EventFormat {
         let flags_off = find("common_flags").filter(|f| f.size == 1).map(|f| f.offset);
         let preempt_off = find("common_preempt_count").filter(|f| f.size == 1).map(|f| f.offset);
         let pid_off = find("common_pid").filter(|f| matches!(f.size, 1 | 2 | 4 | 8)).map(|f| (f.offset, f.size));
-        Ok(EventFormat { system: system.to_string(), name, id, fields, common, flags_off, preempt_off, pid_off, text: text.to_string() })
+        let labels = text.find("print fmt:").map(|i| print_labels(&text[i + 10..])).unwrap_or_default();
+        Ok(EventFormat { system: system.to_string(), name, id, fields, common, flags_off, preempt_off, pid_off, text: text.to_string(), labels })
     }
 
     /// Decode every non-common field of `data` (one record) into `out`,
@@ -152,7 +156,8 @@ impl EventFormat {
 #[inline]
 pub fn decode_field<'a>(f: &FieldFormat, e: Endian, data: &'a [u8]) -> Option<Value<'a>> {
     let off = f.offset as usize;
-    let size = f.size as usize;
+    // a flexible array (`char buf[]`, size 0) runs to the end of the record
+    let size = if f.size == 0 && matches!(f.kind, Kind::Str | Kind::Bytes) { data.len().checked_sub(off)? } else { f.size as usize };
     let end = off.checked_add(size)?;
     let raw = data.get(off..end)?;
     Some(match f.kind {
@@ -195,6 +200,84 @@ pub fn c_str(b: &[u8]) -> &str {
         Ok(s) => s,
         Err(e) => std::str::from_utf8(&b[..e.valid_up_to()]).unwrap_or(""),
     }
+}
+
+/// Pair the `label=%x` conversions of a print fmt with the fields their
+/// arguments read (`REC->field`, `__get_str(field)`).
+fn print_labels(pf: &str) -> Vec<(String, String, char)> {
+    let b = pf.as_bytes();
+    let Some(q0) = pf.find('"') else { return Vec::new() };
+    let mut i = q0 + 1;
+    while i < b.len() && b[i] != b'"' {
+        if b[i] == b'\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    let fmt = &pf[q0 + 1..i.min(pf.len())];
+    let args_s = pf.get(i + 1..).unwrap_or("");
+    // conversions: (label, conv)
+    let fb = fmt.as_bytes();
+    let mut convs = Vec::new();
+    let mut j = 0;
+    while j < fb.len() {
+        if fb[j] == b'%' {
+            if fb.get(j + 1) == Some(&b'%') {
+                j += 2;
+                continue;
+            }
+            let mut k = j + 1;
+            while k < fb.len() && !(fb[k].is_ascii_alphabetic() && !matches!(fb[k], b'l' | b'h' | b'z' | b'j' | b't' | b'L' | b'q')) {
+                k += 1;
+            }
+            let conv = fb.get(k).map(|&c| c as char).unwrap_or('?');
+            let label = if j > 0 && fb[j - 1] == b'=' {
+                let e = j - 1;
+                let st = fmt[..e].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(|x| x + 1).unwrap_or(0);
+                Some(fmt[st..e].to_string())
+            } else {
+                None
+            };
+            convs.push((label, conv));
+            // %pS-style extensions
+            j = k + 1;
+            continue;
+        }
+        j += 1;
+    }
+    // top-level comma split of the arguments
+    let mut args = Vec::new();
+    let (mut depth, mut start, mut inq) = (0i32, 0usize, false);
+    let ab = args_s.as_bytes();
+    for (k, &c) in ab.iter().enumerate() {
+        match c {
+            b'"' => inq = !inq,
+            b'(' | b'{' | b'[' if !inq => depth += 1,
+            b')' | b'}' | b']' if !inq => depth -= 1,
+            b',' if !inq && depth == 0 => {
+                args.push(args_s[start..k].trim());
+                start = k + 1;
+            }
+            _ => {}
+        }
+    }
+    args.push(args_s[start..].trim());
+    let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+    let mut out = Vec::new();
+    for (n, (label, conv)) in convs.into_iter().enumerate() {
+        let (Some(label), Some(arg)) = (label, args.get(n)) else { continue };
+        let field = if let Some(p) = arg.find("REC->") {
+            let r = &arg[p + 5..];
+            r[..r.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(r.len())].to_string()
+        } else if let Some(p) = arg.find("__get_str(") {
+            let r = &arg[p + 10..];
+            r[..r.find(')').unwrap_or(r.len())].trim().to_string()
+        } else {
+            continue;
+        };
+        out.push((label, field, conv));
+    }
+    out
 }
 
 fn parse_field(line: &str) -> Option<FieldFormat> {
@@ -270,5 +353,16 @@ mod tests {
         assert_eq!(out[0].value, Value::Str("abc"));
         assert_eq!(out[1].value, Value::Int(-5));
         assert_eq!(out[2].value, Value::Str("hi"));
+    }
+
+    #[test]
+    fn print_fmt_labels() {
+        let l = print_labels(" \"comm=%s pid=%d child_comm=%s child_pid=%d x=%pS\", REC->parent_comm, REC->parent_pid, __get_str(child), REC->child_pid, (void *)REC->ip");
+        assert_eq!(l[0], ("comm".into(), "parent_comm".into(), 's'));
+        assert_eq!(l[1], ("pid".into(), "parent_pid".into(), 'd'));
+        assert_eq!(l[2], ("child_comm".into(), "child".into(), 's'));
+        assert_eq!(l[4], ("x".into(), "ip".into(), 'p'));
+        let l = print_labels(" \"prev_state=%s%s ==> next\", (REC->prev_state & 0xff) ? __print_flags(REC->prev_state, \"|\", { 0x01, \"S\" }) : \"R\", REC->prev_state & 0x100 ? \"+\" : \"\"");
+        assert_eq!(l[0], ("prev_state".into(), "prev_state".into(), 's'));
     }
 }

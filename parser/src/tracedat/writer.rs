@@ -385,21 +385,16 @@ impl<W: Write> TraceDatWriter<W> {
             put(buf, c.offset, c.size, v);
         }
         for fld in &f.fields {
-            let val = ev.fields.get(&fld.name);
+            // by field name, else by the label the print fmt prints it under
+            let label = f.labels.iter().find(|l| l.1 == fld.name);
+            let val = ev.fields.get(&fld.name).or_else(|| label.and_then(|l| ev.fields.get(&l.0)));
+            let hex = label.is_some_and(|l| matches!(l.2, 'x' | 'X' | 'p'));
             match fld.kind {
                 Kind::Num { .. } => {
                     let n = match val {
                         Some(Value::Int(v)) => Some(v as u64),
                         Some(Value::Uint(v)) => Some(v),
-                        Some(Value::Str(s)) => crate::event::parse_int(s).map(|v| v as i64 as u64).or_else(|| {
-                            if fld.name == "prev_state" {
-                                task_state(s)
-                            } else if s.len() == 1 && fld.size == 1 {
-                                Some(s.as_bytes()[0] as u64)
-                            } else {
-                                None
-                            }
-                        }),
+                        Some(Value::Str(s)) => text_number(s, hex, &fld.name),
                         Some(Value::Bytes(_)) | None => None,
                     };
                     match n {
@@ -414,7 +409,15 @@ impl<W: Write> TraceDatWriter<W> {
                         Some(v @ (Value::Int(_) | Value::Uint(_))) if fld.kind == Kind::Str => Some(v.to_string().into_bytes().into()),
                         _ => None,
                     };
-                    if let Some(b) = bytes {
+                    if let (Some(b), 0) = (&bytes, fld.size) {
+                        // flexible array: the data runs to the record's end
+                        let o = fld.offset as usize;
+                        buf.resize(o, 0);
+                        buf.extend_from_slice(b);
+                        if fld.kind == Kind::Str {
+                            buf.push(0);
+                        }
+                    } else if let Some(b) = bytes {
                         let o = fld.offset as usize;
                         let room = (fld.size as usize).saturating_sub(if fld.kind == Kind::Str { 1 } else { 0 });
                         let n = b.len().min(room);
@@ -756,6 +759,31 @@ impl<W: Write> Sink for TraceDatWriter<W> {
     }
 }
 
+/// A number printed as text: decimal, `0x` hex, bare hex when the print
+/// fmt says `%x`/`%p` (hashed pointers), `true`/`false`, task states.
+fn text_number(s: &str, hex: bool, field: &str) -> Option<u64> {
+    let t = s.split_whitespace().next().unwrap_or("").trim_end_matches(',');
+    if let Some(v) = crate::event::parse_int(t) {
+        if !(hex && !t.starts_with("0x") && !t.starts_with('-')) {
+            return Some(v as i64 as u64);
+        }
+    }
+    if hex {
+        if let Ok(v) = u64::from_str_radix(t.trim_start_matches("0x"), 16) {
+            return Some(v);
+        }
+    }
+    match t {
+        "true" => return Some(1),
+        "false" => return Some(0),
+        _ => {}
+    }
+    if field == "prev_state" {
+        return task_state(t);
+    }
+    None
+}
+
 /// `R`, `S`, `D`, `R+`, `S|D`… → the kernel's prev_state number.
 fn task_state(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -790,7 +818,7 @@ fn task_state(s: &str) -> Option<u64> {
 fn split_formats(all: &str) -> Vec<(&str, &str)> {
     let mut v = Vec::new();
     let mut rest = all;
-    while let Some(i) = rest.find("system: ") {
+    while let Some(i) = if rest.starts_with("system: ") { Some(0) } else { rest.find("\nsystem: ").map(|i| i + 1) } {
         let after = &rest[i + 8..];
         let nl = after.find('\n').unwrap_or(after.len());
         let sys = after[..nl].trim();
@@ -838,7 +866,7 @@ mod tests {
     #[test]
     fn builtin_formats_parse() {
         let v = split_formats(BUILTIN);
-        assert!(v.len() > 20);
+        assert_eq!(v.len(), BUILTIN.matches("\nsystem: ").count());
         for (s, t) in v {
             EventFormat::parse(s, t).unwrap_or_else(|e| panic!("{s}: {e}"));
         }
