@@ -63,7 +63,7 @@ pub fn analyze_one(path: &std::path::Path, config: &Config, threads: Option<usiz
     trace.probe()?;
     let info = trace.info.clone();
     let name = trace.name.clone();
-    let mut analyzer = Analyzer::new(config.clone());
+    let mut analyzer = Analyzer::for_trace(config.clone(), &info);
     let mut progress = crate::progress::Progress::new(&mut analyzer, &name);
     let stats = trace.run(&mut progress);
     progress.done();
