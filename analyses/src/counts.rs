@@ -10,11 +10,17 @@ use std::collections::BTreeMap;
 /// (a hostile cpu number must not size an allocation).
 const DENSE_CPUS: usize = 4096;
 
+/// Distinct event names counted in the vector before falling back to a map.
+const NAMES_DENSE: usize = 256;
+
 #[derive(Default)]
 pub struct EventCounts {
     total: u64,
+    /// Names seen, with counts: a short vector searched from the last hit
+    /// (no hashing, no allocation per event).
+    names: Vec<(Box<str>, u64)>,
+    last: usize,
     by_name: AHashMap<Box<str>, u64>,
-    last_name: Option<(Box<str>, u64)>,
     by_cpu: Vec<u64>,
     by_cpu_sparse: BTreeMap<u32, u64>,
     first_ts: Option<u64>,
@@ -25,11 +31,9 @@ impl EventCounts {
     #[inline]
     pub fn add(&mut self, ev: &Event<'_>) {
         self.total += 1;
-        // Runs of the same event are the common case (page faults): count
-        // them without hashing.
-        match &mut self.last_name {
+        match self.names.get_mut(self.last) {
             Some((n, c)) if **n == *ev.name => *c += 1,
-            _ => self.switch_name(ev.name),
+            _ => self.count_name(ev.name),
         }
         let cpu = ev.cpu as usize;
         if cpu < DENSE_CPUS {
@@ -44,21 +48,25 @@ impl EventCounts {
         self.last_ts = Some(self.last_ts.map_or(ev.ts_ns, |t| t.max(ev.ts_ns)));
     }
 
-    /// Was an event with this name seen?
-    pub fn has_name(&self, name: &str) -> bool {
-        self.by_name.contains_key(name) || self.last_name.as_ref().is_some_and(|(n, _)| &**n == name)
+    fn count_name(&mut self, name: &str) {
+        if let Some(i) = self.names.iter().position(|(n, _)| **n == *name) {
+            self.names[i].1 += 1;
+            self.last = i;
+        } else if self.names.len() < NAMES_DENSE {
+            self.names.push((name.into(), 1));
+            self.last = self.names.len() - 1;
+        } else {
+            *self.by_name.entry(name.into()).or_default() += 1;
+        }
     }
 
-    #[cold]
-    fn switch_name(&mut self, name: &str) {
-        if let Some((n, c)) = self.last_name.take() {
-            *self.by_name.entry(n).or_default() += c;
-        }
-        self.last_name = Some((name.into(), 1));
+    /// Was an event with this name seen?
+    pub fn has_name(&self, name: &str) -> bool {
+        self.names.iter().any(|(n, _)| **n == *name) || self.by_name.contains_key(name)
     }
 
     pub fn into_block(mut self, notices: &NoticeLog) -> EventsBlock {
-        if let Some((n, c)) = self.last_name.take() {
+        for (n, c) in self.names.drain(..) {
             *self.by_name.entry(n).or_default() += c;
         }
         let by_name: BTreeMap<String, u64> = self.by_name.into_iter().map(|(k, v)| (k.into(), v)).collect();

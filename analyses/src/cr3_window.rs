@@ -51,8 +51,8 @@ pub fn check(cpu: &Cpu, pid: i32, start: u64, end: u64, tol: u64) -> Option<Wind
     let l = &cpu.last_window;
     if l.overlaps(start, end, tol) && l.end_ts.is_some_and(|e| start < e) {
         let mut h = hit(l, false);
-        if !l.end_line.is_empty() {
-            h.lines.push(l.end_line.clone());
+        if let Some(end) = l.end_line.render() {
+            h.lines.push(end);
         }
         return Some(h);
     }

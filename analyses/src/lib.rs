@@ -21,6 +21,7 @@ pub mod periodic;
 pub mod quantile;
 pub mod report;
 pub mod text_report;
+pub mod timeline;
 pub mod vmalloc_fault;
 
 use console::{ConsoleLog, ConsoleNmi};
@@ -67,6 +68,8 @@ pub struct Analyzer {
     /// The trace's kernel/arch, when known before the events.
     trace_kernel: Option<String>,
     trace_arch: Option<String>,
+    /// Bounded per-CPU history for charts and tables (not in the JSON).
+    timeline: timeline::Timeline,
 }
 
 impl Analyzer {
@@ -85,6 +88,7 @@ impl Analyzer {
             exposure_suppressed: 0,
             trace_kernel: None,
             trace_arch: None,
+            timeline: timeline::Timeline::default(),
         }
     }
 
@@ -190,6 +194,9 @@ impl Analyzer {
         report.findings = self.findings.into_vec();
         report.findings.extend(self.notices.data_loss_findings());
         report.finalize();
+        self.timeline.nmis = std::mem::take(&mut self.nmi.marks);
+        self.timeline.finish(report.events.last_ts_ns, &self.replay);
+        report.timeline = self.timeline;
         report
     }
 
@@ -274,7 +281,9 @@ impl Analyzer {
     #[cold]
     fn modelled(&mut self, ev: &Event<'_>) {
         let m = Modelled::from_event(ev);
-        match self.replay.apply(ev, &m) {
+        let outcome = self.replay.apply(ev, &m);
+        self.timeline.after_apply(ev, &outcome, &self.replay);
+        match outcome {
             Outcome::KernelFault(fi) => {
                 if !ev.ctx.known || ev.ctx.nmi {
                     self.nmi.candidate(ev, fi, &self.replay);
@@ -286,7 +295,10 @@ impl Analyzer {
             _ => {}
         }
         match m {
-            Modelled::NmiHandler(h) => self.nmi.handler(ev, &h, &self.replay, &mut self.findings),
+            Modelled::NmiHandler(h) => {
+                self.timeline.handler_duration(if h.handler.is_empty() { "?" } else { h.handler }, h.delta_ns);
+                self.nmi.handler(ev, &h, &self.replay, &mut self.findings)
+            }
             Modelled::Console { msg } => self.console.add(ev.ts_ns, ev.cpu, msg, event_line(ev)),
             _ => {}
         }

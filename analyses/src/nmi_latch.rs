@@ -117,6 +117,8 @@ pub struct NmiLatch {
     /// Candidates whose flags say NMI, waiting on some CPU.
     pub flagged_pending: usize,
     pub empty_instances: Vec<(u32, u64, usize)>,
+    /// Finished instances for charts and tables (bounded).
+    pub marks: crate::timeline::Decimated<crate::timeline::NmiMark>,
 }
 
 impl NmiLatch {
@@ -131,6 +133,7 @@ impl NmiLatch {
             periodic: PeriodicBeats::default(),
             flagged_pending: 0,
             empty_instances: Vec::new(),
+            marks: Default::default(),
         }
     }
 
@@ -396,6 +399,7 @@ impl NmiLatch {
                 }
             }
         }
+        crate::timeline::mark_nmi(&mut self.marks, &inst);
         let c = self.cpu(cpu);
         c.prev = Some(Finished { nested: inst.nested, inst });
     }

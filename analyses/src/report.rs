@@ -16,6 +16,9 @@ pub struct Report {
     pub summary: BTreeMap<String, u64>,
     /// How the input was read: lines, unparsed lines with examples, warnings.
     pub parse: ParseBlock,
+    /// Bounded history for charts and tables (not part of the JSON contract).
+    #[serde(skip)]
+    pub timeline: crate::timeline::Timeline,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -146,6 +149,7 @@ impl Report {
             findings: Vec::new(),
             summary: BTreeMap::new(),
             parse: ParseBlock::default(),
+            timeline: Default::default(),
         }
     }
 

@@ -168,6 +168,7 @@ fn real_traces_give_no_warnings() {
         eprintln!("../shared/traces/real absent: skipped");
         return;
     }
+    eprintln!("checking {} real traces", traces.len());
     for p in traces {
         // The 4.1M-event trace is checked in its trace.dat form only (time).
         if p.to_string_lossy().contains("gcc-large") && !p.to_string_lossy().ends_with("trace.dat") {

@@ -28,34 +28,143 @@ pub fn write_event_line(ev: &Event<'_>, out: &mut String) {
     }
     let comm = ev.comm.unwrap_or("<...>");
     let _ = write!(out, "{:>16}-{:<7} [{:03}] ", comm, ev.pid, ev.cpu);
-    if ev.ctx.known {
-        let c = &ev.ctx;
-        out.push(if c.irqs_off { 'd' } else { '.' });
-        out.push(if c.nmi && c.hardirq {
-            'Z'
-        } else if c.nmi {
-            'z'
-        } else if c.hardirq && c.softirq {
-            'H'
-        } else if c.hardirq {
-            'h'
-        } else if c.softirq {
-            's'
-        } else {
-            '.'
-        });
-        match c.preempt_depth {
-            Some(d) => {
-                let _ = write!(out, "{d:x} ");
-            }
-            None => out.push_str(". "),
-        }
-    }
+    write_ctx(&ev.ctx, out);
     let _ = write!(out, "{}: {}: ", fmt_ts(ev.ts_ns), ev.name);
     for (i, f) in ev.fields.iter().enumerate() {
         if i > 0 {
             out.push(' ');
         }
         let _ = write!(out, "{}={}", f.name, f.value);
+    }
+}
+
+/// A field value captured without formatting.
+#[derive(Clone, Debug, Default)]
+enum CapVal {
+    #[default]
+    None,
+    I(i64),
+    U(u64),
+    S(String),
+}
+
+/// An event kept for evidence, captured cheaply (a copy of the raw line, or
+/// of the typed fields) and rendered only when a finding needs it. Buffers
+/// are reused from capture to capture.
+#[derive(Clone, Debug, Default)]
+pub struct CapturedLine {
+    set: bool,
+    raw: Option<String>,
+    ts_ns: u64,
+    cpu: u32,
+    pid: i32,
+    comm: String,
+    ctx: nmitrace_parser::Context,
+    name: String,
+    fields: Vec<(String, CapVal)>,
+    nfields: usize,
+}
+
+impl CapturedLine {
+    pub fn clear(&mut self) {
+        self.set = false;
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.set
+    }
+
+    pub fn capture(&mut self, ev: &Event<'_>) {
+        self.set = true;
+        if let Some(raw) = ev.raw {
+            let r = self.raw.get_or_insert_with(String::new);
+            r.clear();
+            r.push_str(raw.trim_end());
+            return;
+        }
+        self.raw = None;
+        self.ts_ns = ev.ts_ns;
+        self.cpu = ev.cpu;
+        self.pid = ev.pid;
+        self.comm.clear();
+        self.comm.push_str(ev.comm.unwrap_or("<...>"));
+        self.ctx = ev.ctx;
+        self.name.clear();
+        self.name.push_str(ev.name);
+        self.nfields = 0;
+        for f in ev.fields.iter() {
+            if self.nfields == self.fields.len() {
+                self.fields.push((String::new(), CapVal::None));
+            }
+            let slot = &mut self.fields[self.nfields];
+            slot.0.clear();
+            slot.0.push_str(f.name);
+            slot.1 = match f.value {
+                nmitrace_parser::Value::Int(v) => CapVal::I(v),
+                nmitrace_parser::Value::Uint(v) => CapVal::U(v),
+                nmitrace_parser::Value::Str(s) => match std::mem::take(&mut slot.1) {
+                    CapVal::S(mut b) => {
+                        b.clear();
+                        b.push_str(s);
+                        CapVal::S(b)
+                    }
+                    _ => CapVal::S(s.to_string()),
+                },
+                nmitrace_parser::Value::Bytes(_) => CapVal::None,
+            };
+            self.nfields += 1;
+        }
+    }
+
+    /// The line as the trace printed it (text) or an equivalent line (binary).
+    pub fn render(&self) -> Option<String> {
+        if !self.set {
+            return None;
+        }
+        if let Some(r) = &self.raw {
+            return Some(r.clone());
+        }
+        let mut out = String::new();
+        let _ = write!(out, "{:>16}-{:<7} [{:03}] ", self.comm, self.pid, self.cpu);
+        write_ctx(&self.ctx, &mut out);
+        let _ = write!(out, "{}: {}: ", fmt_ts(self.ts_ns), self.name);
+        for (i, (n, v)) in self.fields[..self.nfields].iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            let _ = match v {
+                CapVal::None => write!(out, "{n}=?"),
+                CapVal::I(x) => write!(out, "{n}={x}"),
+                CapVal::U(x) => write!(out, "{n}={x}"),
+                CapVal::S(s) => write!(out, "{n}={s}"),
+            };
+        }
+        Some(out)
+    }
+}
+
+fn write_ctx(c: &nmitrace_parser::Context, out: &mut String) {
+    if !c.known {
+        return;
+    }
+    out.push(if c.irqs_off { 'd' } else { '.' });
+    out.push(if c.nmi && c.hardirq {
+        'Z'
+    } else if c.nmi {
+        'z'
+    } else if c.hardirq && c.softirq {
+        'H'
+    } else if c.hardirq {
+        'h'
+    } else if c.softirq {
+        's'
+    } else {
+        '.'
+    });
+    match c.preempt_depth {
+        Some(d) => {
+            let _ = write!(out, "{d:x} ");
+        }
+        None => out.push_str(". "),
     }
 }

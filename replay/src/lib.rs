@@ -15,7 +15,7 @@ pub mod task;
 pub mod vmalloc_space;
 
 pub use cpu::Cpu;
-pub use evidence::{event_line, fmt_ts};
+pub use evidence::{event_line, fmt_ts, CapturedLine};
 pub use kernel_model::{Arch, KernelModel, ModelSource};
 pub use mm::{MmBirth, MmId, MmTable, INIT_MM};
 pub use pgd_model::{EntrySet, PgdKind, PgdModel};
@@ -315,8 +315,7 @@ impl Replay {
         w.end_ts = None;
         w.prev_mm = before;
         w.next_mm = next.mm.or(before);
-        w.switch_line.clear();
-        evidence::write_event_line(ev, &mut w.switch_line);
+        w.switch_line.capture(ev);
         w.flush_line.clear();
         w.end_line.clear();
         w.nmis = 0;
@@ -351,8 +350,7 @@ impl Replay {
             w.fallback = false;
             w.start_ts = ev.ts_ns;
             w.next_mm = Some(mm);
-            w.flush_line.clear();
-            evidence::write_event_line(ev, &mut w.flush_line);
+            w.flush_line.capture(ev);
             self.stats.windows += 1;
             self.load(cpu, Some(mm));
             return match self.exposure(mm) {
@@ -418,8 +416,7 @@ impl Replay {
 fn close_window(c: &mut Cpu, ev: &Event<'_>) {
     if c.window.phase == Phase::Open {
         c.window.end_ts = Some(ev.ts_ns);
-        c.window.end_line.clear();
-        evidence::write_event_line(ev, &mut c.window.end_line);
+        c.window.end_line.capture(ev);
         std::mem::swap(&mut c.window, &mut c.last_window);
     }
     c.window.phase = Phase::Idle;

@@ -139,6 +139,18 @@ impl MmTable {
         m.synced.insert(e);
     }
 
+    /// Live mms (other than `init_mm`) lacking an entry `init_mm` gained
+    /// during the trace: out of sync with `init_mm` until a lazy fault syncs them.
+    pub fn out_of_sync(&self) -> usize {
+        if self.opened.is_empty() {
+            return 0;
+        }
+        let stale = |m: &Mm| !self.opened.minus(&m.has).is_empty();
+        let all = self.mms.iter().skip(1).filter(|m| stale(m)).count();
+        let freed = self.free.iter().filter(|&&f| f != INIT_MM && stale(&self.mms[f as usize])).count();
+        all - freed
+    }
+
     pub fn live(&self) -> usize {
         self.mms.len() - self.free.len()
     }

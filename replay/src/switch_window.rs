@@ -6,6 +6,7 @@
 //! `current = next`, and the first event under next's pid follows. Without
 //! `tlb_flush` events the window starts at `sched_switch` (lower confidence).
 
+use crate::evidence::CapturedLine;
 use crate::mm::MmId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,9 +38,10 @@ pub struct SwitchWindow {
     /// The mm cr3 held before (prev's active_mm) and after.
     pub prev_mm: Option<MmId>,
     pub next_mm: Option<MmId>,
-    pub switch_line: String,
-    pub flush_line: String,
-    pub end_line: String,
+    pub switch_line: CapturedLine,
+    pub flush_line: CapturedLine,
+    /// Next's first event, which closed the window.
+    pub end_line: CapturedLine,
     /// NMI instances that landed in it.
     pub nmis: u32,
 }
@@ -58,9 +60,9 @@ impl Default for SwitchWindow {
             end_ts: None,
             prev_mm: None,
             next_mm: None,
-            switch_line: String::new(),
-            flush_line: String::new(),
-            end_line: String::new(),
+            switch_line: CapturedLine::default(),
+            flush_line: CapturedLine::default(),
+            end_line: CapturedLine::default(),
             nmis: 0,
         }
     }
@@ -83,12 +85,6 @@ impl SwitchWindow {
     }
 
     pub fn evidence(&self) -> Vec<String> {
-        let mut v = Vec::new();
-        for l in [&self.switch_line, &self.flush_line] {
-            if !l.is_empty() {
-                v.push(l.clone());
-            }
-        }
-        v
+        [&self.switch_line, &self.flush_line].iter().filter_map(|l| l.render()).collect()
     }
 }

@@ -112,3 +112,17 @@ fn clone_vm_shares_mm() {
     run(&mut r, &[ev::other(1, 0, a), ev::newtask(2, 0, a, 101, 0x3d0f00), ev::fork(3, 0, a, 101)]);
     assert_eq!(r.tasks.get(101).unwrap().mm, r.tasks.get(100).unwrap().mm);
 }
+
+#[test]
+fn captured_line_renders_binary_events() {
+    let mut e = ev::switch(608_705_844_123, 0, ("uniq", 12910), ("cat", 12908));
+    e.raw = None;
+    let mut c = CapturedLine::default();
+    assert!(c.render().is_none());
+    e.with(|ev| c.capture(ev));
+    let l = c.render().unwrap();
+    assert!(l.contains("uniq-12910") && l.contains("[000]") && l.contains("608.705844123: sched_switch: prev_comm=uniq"), "{l}");
+    let raw = ev::flush0(1_000, 1, ("a", 1));
+    raw.with(|ev| c.capture(ev));
+    assert_eq!(c.render().unwrap(), raw.raw.clone().unwrap());
+}
