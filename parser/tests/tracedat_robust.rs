@@ -220,3 +220,14 @@ fn write_fuzz_seeds() {
     std::fs::write(dir.join("v7-none.dat"), synth_n(WriterOptions { compression: Compression::None, ..Default::default() }, 60)).unwrap();
     std::fs::write(dir.join("v6.dat"), synth_n(WriterOptions { version: 6, ..Default::default() }, 60)).unwrap();
 }
+
+/// Inputs the fuzzer once crashed on (fuzz/fuzz_targets/tracedat.rs).
+#[test]
+fn fuzz_regressions() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tracedat_fuzz");
+    for e in std::fs::read_dir(dir).unwrap() {
+        let b = std::fs::read(e.unwrap().path()).unwrap();
+        let _ = decode(&b);
+        let _ = std::panic::catch_unwind(|| nmitrace_parser::tracedat::read_meta("x", &b)).expect("no panic");
+    }
+}

@@ -133,6 +133,16 @@ impl EventFormat {
         Ok(EventFormat { system: system.to_string(), name, id, fields, common, flags_off, preempt_off, pid_off, text: text.to_string(), labels })
     }
 
+    /// Decode every non-common field of `data` (one record), appending to `out`.
+    #[inline]
+    pub fn decode_into<'a>(&'a self, e: Endian, data: &'a [u8], out: &mut Vec<Field<'a>>) {
+        for f in &self.fields {
+            if let Some(v) = decode_field(f, e, data) {
+                out.push(Field { name: &f.name, value: v });
+            }
+        }
+    }
+
     /// Decode every non-common field of `data` (one record) into `out`,
     /// returning how many were written. Values that do not fit the record
     /// are skipped rather than read out of bounds.
@@ -214,7 +224,7 @@ fn print_labels(pf: &str) -> Vec<(String, String, char)> {
         }
         i += 1;
     }
-    let fmt = &pf[q0 + 1..i.min(pf.len())];
+    let fmt = pf.get(q0 + 1..i.min(pf.len())).unwrap_or("");
     let args_s = pf.get(i + 1..).unwrap_or("");
     // conversions: (label, conv)
     let fb = fmt.as_bytes();
@@ -233,7 +243,7 @@ fn print_labels(pf: &str) -> Vec<(String, String, char)> {
             let conv = fb.get(k).map(|&c| c as char).unwrap_or('?');
             let label = if j > 0 && fb[j - 1] == b'=' {
                 let e = j - 1;
-                let st = fmt[..e].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(|x| x + 1).unwrap_or(0);
+                let st = fmt[..e].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(|x| x + fmt[x..].chars().next().map_or(1, char::len_utf8)).unwrap_or(0);
                 Some(fmt[st..e].to_string())
             } else {
                 None

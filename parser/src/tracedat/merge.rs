@@ -190,7 +190,7 @@ pub struct Item<'b> {
 /// Run the merge: decode `streams` (in parallel when `parallel`), and call
 /// `f` for every record in timestamp order (ties: lower stream index first,
 /// as trace-cmd does) and `w` for every warning.
-pub fn merge<'a>(streams: Vec<CpuStream<'a>>, parallel: bool, f: &mut dyn FnMut(Item<'_>), w: &mut dyn FnMut(u64, String)) {
+pub fn merge<'a, F: FnMut(Item<'_>), G: FnMut(u64, String)>(streams: Vec<CpuStream<'a>>, parallel: bool, f: &mut F, w: &mut G) {
     if parallel && streams.len() > 1 && streams.len() <= 256 {
         std::thread::scope(|scope| {
             let mut heads = Vec::with_capacity(streams.len());
@@ -217,9 +217,9 @@ pub fn merge<'a>(streams: Vec<CpuStream<'a>>, parallel: bool, f: &mut dyn FnMut(
     }
 }
 
-fn run_merge(mut heads: Vec<Head<'_>>, f: &mut dyn FnMut(Item<'_>), w: &mut dyn FnMut(u64, String)) {
+fn run_merge<F: FnMut(Item<'_>), G: FnMut(u64, String)>(mut heads: Vec<Head<'_>>, f: &mut F, w: &mut G) {
     // refill: make sure each head has a current record, drop finished ones
-    fn refill(h: &mut Head<'_>, w: &mut dyn FnMut(u64, String)) -> bool {
+    fn refill<G: FnMut(u64, String)>(h: &mut Head<'_>, w: &mut G) -> bool {
         loop {
             if let Some(b) = &h.batch {
                 if h.idx < b.recs.len() {

@@ -16,7 +16,7 @@ pub mod page;
 pub mod writer;
 
 use crate::error::Result;
-use crate::event::{Context, Event, Field, Fields, Origin, Value};
+use crate::event::{Context, Event, Field, Fields, Origin};
 use crate::input::Input;
 use crate::{Notice, ParseStats, Sink, TraceInfo};
 use header::Meta;
@@ -76,6 +76,13 @@ pub fn run(name: &str, input: Input, sink: &mut dyn Sink, threads: Option<usize>
     run_bytes(name, &bytes, sink, threads)
 }
 
+/// An empty vector of fields with another lifetime, keeping the allocation
+/// (in-place collect of an empty iterator).
+fn recycle<'x, 'y>(mut v: Vec<Field<'x>>) -> Vec<Field<'y>> {
+    v.clear();
+    v.into_iter().map(|_| -> Field<'y> { unreachable!() }).collect()
+}
+
 /// [`run`] over bytes already in memory.
 pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<usize>) -> Result<ParseStats> {
     let meta = header::parse(name, bytes)?;
@@ -103,7 +110,6 @@ pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<
     }
     let instances: Vec<Option<&str>> = meta.buffers.iter().map(|b| if b.name.is_empty() { None } else { Some(b.name.as_str()) }).collect();
     let e = meta.endian;
-    let ls = meta.long_size;
     let ts_offset = meta.ts_offset;
     let tsc = meta.tsc2nsec;
     let parallel = threads.map_or(true, |t| t > 1);
@@ -111,6 +117,8 @@ pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<
     let mut events = 0u64;
     let warnings = std::cell::Cell::new(0u64);
     let cmdlines = &meta.cmdlines;
+    // one field buffer for every event (emptied and re-borrowed each time)
+    let mut store: Vec<Field<'static>> = Vec::with_capacity(64);
     {
         let sink_cell = std::cell::RefCell::new(&mut *sink);
         let mut on_item = |it: merge::Item<'_>| {
@@ -160,15 +168,8 @@ pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<
                 Some(f) => Context::from_common_flags(f, preempt),
                 None => Context::UNKNOWN,
             };
-            let mut small = [Field { name: "", value: Value::Int(0) }; 16];
-            let mut big = Vec::new();
-            let fields: &mut [Field] = if fmt.fields.len() <= small.len() {
-                &mut small
-            } else {
-                big.resize(fmt.fields.len(), Field { name: "", value: Value::Int(0) });
-                &mut big
-            };
-            let n = fmt.decode(e, ls, data, fields);
+            let mut fields: Vec<Field<'_>> = recycle(std::mem::take(&mut store));
+            fmt.decode_into(e, data, &mut fields);
             let comm = match cmdlines.get(&pid) {
                 Some(c) => Some(c.as_str()),
                 None if pid == 0 => Some("<idle>"),
@@ -182,13 +183,14 @@ pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<
                 ctx,
                 system: Some(fmt.system.as_str()),
                 name: fmt.name.as_str(),
-                fields: Fields::List(&fields[..n]),
+                fields: Fields::List(&fields),
                 origin: Origin::Offset(rec.off),
                 instance: instances.get(it.buffer).copied().flatten(),
                 raw: None,
             };
             events += 1;
             sink_cell.borrow_mut().event(&ev);
+            store = recycle(fields);
         };
         let mut on_warn = |off: u64, m: String| {
             warnings.set(warnings.get() + 1);
