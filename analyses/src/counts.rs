@@ -20,6 +20,8 @@ pub struct EventCounts {
     /// (no hashing, no allocation per event).
     names: Vec<(Box<str>, u64)>,
     last: usize,
+    /// Name hash → slot + 1 in `names` (0 = empty).
+    cache: Vec<u16>,
     by_name: AHashMap<Box<str>, u64>,
     by_cpu: Vec<u64>,
     by_cpu_sparse: BTreeMap<u32, u64>,
@@ -32,7 +34,7 @@ impl EventCounts {
     pub fn add(&mut self, ev: &Event<'_>) {
         self.total += 1;
         match self.names.get_mut(self.last) {
-            Some((n, c)) if **n == *ev.name => *c += 1,
+            Some((n, c)) if nmitrace_replay::name_eq(n, ev.name) => *c += 1,
             _ => self.count_name(ev.name),
         }
         let cpu = ev.cpu as usize;
@@ -49,12 +51,29 @@ impl EventCounts {
     }
 
     fn count_name(&mut self, name: &str) {
-        if let Some(i) = self.names.iter().position(|(n, _)| **n == *name) {
+        // A direct-mapped cache (length, first and last byte) finds the
+        // name's slot without a scan when names alternate.
+        let b = name.as_bytes();
+        let h = b.len().wrapping_mul(31).wrapping_add(*b.first().unwrap_or(&0) as usize).wrapping_add((*b.last().unwrap_or(&0) as usize) << 3) & 255;
+        if let Some(&i) = self.cache.get(h) {
+            let i = i as usize;
+            if i > 0 && nmitrace_replay::name_eq(&self.names[i - 1].0, name) {
+                self.names[i - 1].1 += 1;
+                self.last = i - 1;
+                return;
+            }
+        }
+        if self.cache.is_empty() {
+            self.cache = vec![0; 256];
+        }
+        if let Some(i) = self.names.iter().position(|(n, _)| nmitrace_replay::name_eq(n, name)) {
+            self.cache[h] = (i + 1) as u16;
             self.names[i].1 += 1;
             self.last = i;
         } else if self.names.len() < NAMES_DENSE {
             self.names.push((name.into(), 1));
             self.last = self.names.len() - 1;
+            self.cache[h] = self.names.len() as u16;
         } else {
             *self.by_name.entry(name.into()).or_default() += 1;
         }

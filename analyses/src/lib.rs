@@ -316,7 +316,7 @@ impl Sink for Analyzer {
         }
         // The hot path: user-mode page faults are never in NMI and never sync
         // kernel entries; the per-CPU touch above is all they need.
-        if ev.name == "page_fault_user" {
+        if nmitrace_replay::name_eq(ev.name, "page_fault_user") {
             return;
         }
         self.modelled(ev);

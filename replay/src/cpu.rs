@@ -9,7 +9,6 @@ use crate::switch_window::SwitchWindow;
 pub struct Cpu {
     /// The pid the tracer last stamped on this CPU (`current`).
     pub current: i32,
-    pub seen: bool,
     /// The mm whose page directory cr3 holds (None = not known yet).
     pub loaded_mm: Option<MmId>,
     /// The switch in progress (or the last one, when Idle).
@@ -22,9 +21,6 @@ pub struct Cpu {
     /// Idle accounting: when the idle task (pid 0) was switched in.
     pub idle_since: Option<u64>,
     pub idle_ns: u64,
-    /// First and last timestamp seen on the CPU.
-    pub first_ts: u64,
-    pub last_ts: u64,
 }
 
 impl Cpu {

@@ -168,3 +168,19 @@ fn write_ctx(c: &nmitrace_parser::Context, out: &mut String) {
         None => out.push_str(". "),
     }
 }
+
+/// String equality tuned for short event names: lengths first, then two
+/// overlapping 8-byte words for 8..=16-byte names (no memcmp call).
+#[inline(always)]
+pub fn name_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let n = a.len();
+    if (8..=16).contains(&n) {
+        let w = |s: &[u8], i: usize| u64::from_ne_bytes(s[i..i + 8].try_into().unwrap());
+        return w(a, 0) == w(b, 0) && w(a, n - 8) == w(b, n - 8);
+    }
+    a == b
+}

@@ -15,7 +15,7 @@ pub mod task;
 pub mod vmalloc_space;
 
 pub use cpu::Cpu;
-pub use evidence::{event_line, fmt_ts, CapturedLine};
+pub use evidence::{event_line, fmt_ts, name_eq, CapturedLine};
 pub use kernel_model::{Arch, KernelModel, ModelSource};
 pub use mm::{MmBirth, MmId, MmTable, INIT_MM};
 pub use pgd_model::{EntrySet, PgdKind, PgdModel};
@@ -139,11 +139,6 @@ impl Replay {
             close_window(c, ev);
         }
         c.current = ev.pid;
-        if !c.seen {
-            c.seen = true;
-            c.first_ts = ev.ts_ns;
-        }
-        c.last_ts = ev.ts_ns;
     }
 
     /// Apply a modelled event (call [`Replay::touch`] first).

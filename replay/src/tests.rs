@@ -126,3 +126,13 @@ fn captured_line_renders_binary_events() {
     raw.with(|ev| c.capture(ev));
     assert_eq!(c.render().unwrap(), raw.raw.clone().unwrap());
 }
+
+#[test]
+fn name_eq_matches_str_eq() {
+    let names = ["", "a", "tlb_flush", "sched_switch", "page_fault_user", "page_fault_kernel", "page_fault_usex", "xage_fault_user", "nmi_handler"];
+    for a in names {
+        for b in names {
+            assert_eq!(crate::name_eq(a, b), a == b, "{a} {b}");
+        }
+    }
+}
