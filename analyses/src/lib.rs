@@ -16,10 +16,15 @@ pub mod counts;
 pub mod cr3_window;
 pub mod exposure;
 pub mod findings;
+pub mod html_report;
 pub mod nmi_latch;
 pub mod periodic;
+#[cfg(feature = "plots")]
+pub mod plots;
 pub mod quantile;
 pub mod report;
+#[cfg(feature = "tables")]
+pub mod tables;
 pub mod text_report;
 pub mod timeline;
 pub mod vmalloc_fault;
@@ -305,6 +310,28 @@ impl Analyzer {
     }
 }
 
+/// Events the replay and analyses use; the rest are only counted.
+#[inline]
+fn modelled_name(name: &str, ctx_known: bool) -> bool {
+    use nmitrace_replay::name_eq;
+    let hit = match name.as_bytes().first() {
+        Some(b'p') => name_eq(name, "page_fault_kernel") || name_eq(name, "percpu_create_chunk"),
+        Some(b'n') => name_eq(name, "nmi_handler"),
+        Some(b's') => {
+            name_eq(name, "sched_switch")
+                || name_eq(name, "sched_process_fork")
+                || name_eq(name, "sched_process_exec")
+                || name_eq(name, "sched_process_free")
+        }
+        Some(b't') => name_eq(name, "tlb_flush") || name_eq(name, "task_newtask"),
+        Some(b'a') => name_eq(name, "alloc_vmap_area"),
+        Some(b'c') => name_eq(name, "console"),
+        _ => false,
+    };
+    // Interrupt entry/exit rebuild the context stack where flags are missing.
+    hit || (!ctx_known && (name.ends_with("_entry") || name.ends_with("_exit")))
+}
+
 impl Sink for Analyzer {
     #[inline]
     fn event(&mut self, ev: &Event<'_>) {
@@ -316,7 +343,18 @@ impl Sink for Analyzer {
         }
         // The hot path: user-mode page faults are never in NMI and never sync
         // kernel entries; the per-CPU touch above is all they need.
-        if nmitrace_replay::name_eq(ev.name, "page_fault_user") {
+        let name = ev.name;
+        if nmitrace_replay::name_eq(name, "page_fault_user") {
+            return;
+        }
+        if nmitrace_replay::name_eq(name, "tlb_flush") && !self.replay.flush_matters(ev) {
+            // No switch pending on this CPU and not the idle task: whatever
+            // the reason, this flush changes nothing the analyses use (and
+            // its fields need not be decoded).
+            self.timeline.after_apply(ev, &Outcome::Nothing, &self.replay);
+            return;
+        }
+        if !modelled_name(name, ev.ctx.known) {
             return;
         }
         self.modelled(ev);

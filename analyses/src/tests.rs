@@ -98,7 +98,7 @@ fn exec_time_reason0_flush_is_not_a_window() {
         ],
     );
     assert!(only(&r, "cr3_current_mismatch").is_empty(), "{:?}", kinds(&r));
-    assert_eq!(r.input.model["replay"]["non_switch_cr3_writes"], 2);
+    assert_eq!(r.input.model["replay"]["switch_windows"], 0);
 }
 
 #[test]

@@ -126,15 +126,23 @@ impl<'a> Modelled<'a> {
         let f = &ev.fields;
         let m = match ev.name {
             "page_fault_user" | "page_fault_kernel" => (|| {
-                let addr_v = f.get("address")?;
-                let ip_v = f.get("ip");
+                let (mut addr_v, mut ip_v, mut ec) = (None, None, None);
+                for fl in f.iter() {
+                    match fl.name {
+                        "address" => addr_v = Some(fl.value),
+                        "ip" => ip_v = Some(fl.value),
+                        "error_code" => ec = fl.value.as_u64(),
+                        _ => {}
+                    }
+                }
+                let addr_v = addr_v?;
                 Some(Modelled::PageFault(PageFault {
                     user_tracepoint: ev.name == "page_fault_user",
                     address: addr_v.as_u64(),
                     address_text: addr_v.as_str(),
                     ip: ip_v.and_then(|v| v.as_u64()),
                     ip_text: ip_v.and_then(|v| v.as_str()),
-                    error_code: f.u64("error_code")?,
+                    error_code: ec?,
                 }))
             })(),
             "nmi_handler" => (|| {
@@ -145,14 +153,29 @@ impl<'a> Modelled<'a> {
                 }))
             })(),
             "sched_switch" => (|| {
+                // One pass over the fields (text fields are decoded on access).
+                let (mut pc, mut pp, mut ppr, mut ps, mut nc, mut np, mut npr) = ("", None, 0, "", "", None, 0);
+                for fl in f.iter() {
+                    let v = fl.value;
+                    match fl.name {
+                        "prev_comm" => pc = v.as_str().unwrap_or(""),
+                        "prev_pid" => pp = v.as_i64(),
+                        "prev_prio" => ppr = v.as_i64().unwrap_or(0) as i32,
+                        "prev_state" => ps = v.as_str().unwrap_or(""),
+                        "next_comm" => nc = v.as_str().unwrap_or(""),
+                        "next_pid" => np = v.as_i64(),
+                        "next_prio" => npr = v.as_i64().unwrap_or(0) as i32,
+                        _ => {}
+                    }
+                }
                 Some(Modelled::SchedSwitch(SchedSwitch {
-                    prev_comm: f.str("prev_comm").unwrap_or(""),
-                    prev_pid: i32f(f, "prev_pid")?,
-                    prev_prio: i32f(f, "prev_prio").unwrap_or(0),
-                    prev_state: f.str("prev_state").unwrap_or(""),
-                    next_comm: f.str("next_comm").unwrap_or(""),
-                    next_pid: i32f(f, "next_pid")?,
-                    next_prio: i32f(f, "next_prio").unwrap_or(0),
+                    prev_comm: pc,
+                    prev_pid: pp? as i32,
+                    prev_prio: ppr,
+                    prev_state: ps,
+                    next_comm: nc,
+                    next_pid: np? as i32,
+                    next_prio: npr,
                 }))
             })(),
             "sched_process_fork" => (|| {

@@ -141,6 +141,15 @@ impl Replay {
         c.current = ev.pid;
     }
 
+    /// A `tlb_flush` is worth decoding: a switch is pending on its CPU (a
+    /// reason-0 flush opens the window) or the idle task runs (leave_mm).
+    /// Otherwise only the fact that the trace has tlb_flush events is kept.
+    #[inline]
+    pub fn flush_matters(&mut self, ev: &Event<'_>) -> bool {
+        self.tlb_flush_seen = true;
+        ev.pid == 0 || self.cpus.get(ev.cpu as usize).is_some_and(|c| c.window.phase != Phase::Idle)
+    }
+
     /// Apply a modelled event (call [`Replay::touch`] first).
     pub fn apply(&mut self, ev: &Event<'_>, m: &Modelled<'_>) -> Outcome {
         match *m {

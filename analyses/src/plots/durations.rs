@@ -1,0 +1,122 @@
+//! NMI handler durations: one histogram per handler, log-scale x axis,
+//! with the kernel's 1 ms `nmi_longest_ns` line.
+
+use super::{fmt_ns, palette, Plot, FONT};
+use crate::timeline::{DurationHist, DURATION_BUCKETS};
+use crate::Report;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::collections::BTreeMap;
+
+/// Handlers drawn at most (the busiest).
+const MAX_PANELS: usize = 6;
+pub const SLOW_NS: f64 = 1e6;
+
+pub struct DurationsPlot {
+    name: String,
+    title: String,
+    hists: Vec<(String, DurationHist)>,
+}
+
+impl DurationsPlot {
+    pub fn new(report: &Report) -> DurationsPlot {
+        DurationsPlot::from_hists("nmi_durations", "NMI handler durations", &report.timeline.durations)
+    }
+
+    pub fn from_hists(name: &str, title: &str, hists: &BTreeMap<String, DurationHist>) -> DurationsPlot {
+        let mut v: Vec<(String, DurationHist)> = hists.iter().map(|(k, h)| (k.clone(), h.clone())).collect();
+        v.sort_by_key(|(_, h)| std::cmp::Reverse(h.count));
+        v.truncate(MAX_PANELS);
+        DurationsPlot { name: name.into(), title: title.into(), hists: v }
+    }
+}
+
+/// Quantile of a bucketed histogram (bucket upper bound).
+pub fn hist_quantile(h: &DurationHist, q: f64) -> f64 {
+    if h.count == 0 {
+        return 0.0;
+    }
+    let want = (q * h.count as f64).ceil().max(1.0) as u64;
+    let mut acc = 0;
+    for (b, &c) in h.buckets.iter().enumerate() {
+        acc += c;
+        if acc >= want {
+            return DurationHist::bucket_low_ns(b + 1).min(h.max_ns as f64).max(DurationHist::bucket_low_ns(b));
+        }
+    }
+    h.max_ns as f64
+}
+
+impl Plot for DurationsPlot {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn title(&self) -> String {
+        self.title.clone()
+    }
+
+    fn size(&self) -> (u32, u32) {
+        (1200, (90 + 260 * self.hists.len().max(1)) as u32)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let e = |e: plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        if self.hists.is_empty() {
+            return super::draw_message(root, &self.title, "no nmi_handler events in this trace");
+        }
+        let root = root.titled(&format!("{} (log scale; red line: 1 ms, the kernel's nmi_longest_ns)", self.title), (FONT, 20)).map_err(e)?;
+        let panels = root.split_evenly((self.hists.len(), 1));
+        for (area, (name, h)) in panels.iter().zip(&self.hists) {
+            let nz: Vec<usize> = (0..DURATION_BUCKETS).filter(|&b| h.buckets[b] > 0).collect();
+            let lo = DurationHist::bucket_low_ns(nz.first().copied().unwrap_or(0).saturating_sub(2)).min(1e3);
+            let hi = DurationHist::bucket_low_ns(nz.last().copied().unwrap_or(0) + 3).max(3e6);
+            let ymax = h.buckets.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.15;
+            let p50 = hist_quantile(h, 0.5);
+            let p99 = hist_quantile(h, 0.99);
+            let caption = format!("{name}: {} calls, p50 ≈ {}, p99 ≈ {}, max {}", h.count, fmt_ns(p50), fmt_ns(p99), fmt_ns(h.max_ns as f64));
+            let mut chart = ChartBuilder::on(area)
+                .caption(caption, (FONT, 16))
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d((lo..hi).log_scale(), 0f64..ymax)
+                .map_err(e)?;
+            chart
+                .configure_mesh()
+                .x_desc("handler duration (delta_ns), log scale")
+                .y_desc("calls")
+                .x_label_formatter(&|x| fmt_ns(*x))
+                .y_label_formatter(&|y| format!("{y:.0}"))
+                .label_style((FONT, 13))
+                .axis_desc_style((FONT, 14))
+                .light_line_style(RGBColor(235, 235, 235))
+                .draw()
+                .map_err(e)?;
+            chart
+                .draw_series(nz.iter().map(|&b| {
+                    let x0 = DurationHist::bucket_low_ns(b);
+                    let x1 = DurationHist::bucket_low_ns(b + 1);
+                    let c = if x0 >= SLOW_NS { palette::ERROR } else { palette::NMI };
+                    Rectangle::new([(x0, 0.0), (x1, h.buckets[b] as f64)], c.mix(0.8).filled())
+                }))
+                .map_err(e)?
+                .label("calls per duration bucket")
+                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], palette::NMI.mix(0.8).filled()));
+            chart
+                .draw_series(std::iter::once(PathElement::new(vec![(SLOW_NS, 0.0), (SLOW_NS, ymax)], palette::ERROR.stroke_width(2))))
+                .map_err(e)?
+                .label("1 ms: slow handler (nmi_longest_ns)")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], palette::ERROR.stroke_width(2)));
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK)
+                .label_font((FONT, 13))
+                .draw()
+                .map_err(e)?;
+        }
+        Ok(())
+    }
+}
