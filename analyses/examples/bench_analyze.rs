@@ -80,6 +80,47 @@ fn main() {
             best_full = best_full.min(t.elapsed().as_secs_f64());
             nf = r.findings.len();
         }
+        // Time spent inside the sink itself (rdtsc around each call).
+        struct Timed<S: Sink>(S, u64);
+        impl<S: Sink> Sink for Timed<S> {
+            fn event(&mut self, ev: &Event<'_>) {
+                let t = unsafe { core::arch::x86_64::_rdtsc() };
+                self.0.event(ev);
+                self.1 += unsafe { core::arch::x86_64::_rdtsc() } - t;
+            }
+            fn notice(&mut self, n: &Notice) {
+                self.0.notice(n)
+            }
+        }
+        let tsc_per_ns = {
+            let (t0, c0) = (Instant::now(), unsafe { core::arch::x86_64::_rdtsc() });
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            (unsafe { core::arch::x86_64::_rdtsc() } - c0) as f64 / t0.elapsed().as_nanos() as f64
+        };
+        let mut sink_ns = [f64::MAX; 2];
+        for _ in 0..3 {
+            let mut tr = Trace::open(path).unwrap();
+            tr.threads = threads;
+            let mut c = Timed(Count(0), 0);
+            tr.run(&mut c).unwrap();
+            sink_ns[0] = sink_ns[0].min(c.1 as f64 / tsc_per_ns);
+            let mut tr = Trace::open(path).unwrap();
+            tr.threads = threads;
+            tr.probe().unwrap();
+            let info = tr.info.clone();
+            let mut a = Timed(Analyzer::for_trace(cfg.clone(), &info), 0);
+            tr.run(&mut a).unwrap();
+            sink_ns[1] = sink_ns[1].min(a.1 as f64 / tsc_per_ns);
+        }
+        eprintln!(
+            "sink time: counting {:.1} ms ({:.1} ns/event), analyzer {:.1} ms ({:.1} ns/event): analyzer adds {:.1} ms = {:.1} % of parse-only",
+            sink_ns[0] / 1e6,
+            sink_ns[0] / n as f64,
+            sink_ns[1] / 1e6,
+            sink_ns[1] / n as f64,
+            (sink_ns[1] - sink_ns[0]) / 1e6,
+            (sink_ns[1] - sink_ns[0]) / 1e9 / best_parse * 100.0
+        );
         eprintln!(
             "{n} events: parse-only {best_parse:.3}s, parse+replay+analyses {best_full:.3}s (+{:.1} %), findings {nf} (best of 5)",
             (best_full / best_parse - 1.0) * 100.0

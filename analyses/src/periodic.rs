@@ -7,7 +7,10 @@ use nmitrace_replay::{fmt_ts, Cpu};
 /// Intervals remembered per (CPU, handler) to judge regularity.
 const WINDOW: usize = 8;
 /// Regular intervals needed before a gap is judged.
-const MIN_INTERVALS: usize = 4;
+const MIN_INTERVALS: usize = 6;
+/// Gaps longer than this many periods are a stopped source (throttling, the
+/// event disabled), not lost NMIs.
+const MAX_MISSING: u64 = 16;
 
 struct Tracker {
     handler: String,
@@ -77,7 +80,7 @@ impl PeriodicBeats {
         }
         let k = (iv + period / 2) / period;
         let off = iv.abs_diff(k * period);
-        if k < 2 || off * 4 > period {
+        if k < 2 || k > MAX_MISSING + 1 || off * 4 > period {
             return None;
         }
         let missing = k - 1;

@@ -170,21 +170,6 @@ fn real_traces_give_no_warnings() {
     }
     eprintln!("checking {} real traces", traces.len());
     for p in traces {
-        // The 4.1M-event trace is checked in its trace.dat form only (time).
-        if p.to_string_lossy().contains("gcc-large") && !p.to_string_lossy().ends_with("trace.dat") {
-            continue;
-        }
         check_real(&p);
-    }
-}
-
-/// gcc-large in text form too (slow in debug builds: `cargo test --release -- --ignored`).
-#[test]
-#[ignore]
-fn real_large_text_trace_gives_no_warnings() {
-    for p in real_traces() {
-        if p.to_string_lossy().contains("gcc-large") {
-            check_real(&p);
-        }
     }
 }
