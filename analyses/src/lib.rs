@@ -193,6 +193,13 @@ impl Analyzer {
         }
         let mut report = Report::new(path, info);
         report.input.model = self.model_json(info);
+        // What the trace says, else what the replay assumed (the model block says which).
+        if report.input.kernel.is_none() {
+            report.input.kernel = Some(self.replay.model.version_text.clone());
+        }
+        if report.input.arch.is_none() {
+            report.input.arch = Some(self.replay.model.arch.name().to_string());
+        }
         report.events = self.counts.into_block(&self.notices);
         report.parse = report::ParseBlock::new(stats, &self.notices);
         report.nmis = self.nmi.block();
@@ -362,6 +369,12 @@ impl Sink for Analyzer {
 
     fn notice(&mut self, n: &Notice) {
         self.notices.add(n);
+        if let Notice::LostEvents { cpu, .. } = n {
+            // What happened on the CPU meanwhile is unknown: no switch window
+            // or back-to-back judgement spans the gap.
+            self.replay.forget_cpu(*cpu);
+            self.nmi.forget_cpu(*cpu, &self.replay, &mut self.findings);
+        }
     }
 }
 

@@ -404,6 +404,23 @@ impl NmiLatch {
         c.prev = Some(Finished { nested: inst.nested, inst });
     }
 
+    /// The trace lost events on `cpu`: close what is open and do not judge
+    /// the next NMI as back-to-back with the last one.
+    pub fn forget_cpu(&mut self, cpu: u32, replay: &Replay, out: &mut Findings) {
+        if (cpu as usize) >= self.cpus.len() {
+            return;
+        }
+        self.finalize(cpu, replay, out);
+        let c = &mut self.cpus[cpu as usize];
+        if let Some(p) = c.prev.take() {
+            lost_check(&p, None, out);
+        }
+        c.swallow = false;
+        let flagged = c.pending.iter().filter(|p| p.nmi_flag).count();
+        c.pending.clear();
+        self.flagged_pending -= flagged;
+    }
+
     /// End of trace: close every open instance and settle the last ones.
     pub fn finish(&mut self, replay: &Replay, out: &mut Findings) {
         for cpu in 0..self.cpus.len() as u32 {

@@ -299,3 +299,17 @@ fn text_report_has_verdict_model_and_evidence() {
     let j = serde_json::to_value(&r).unwrap();
     assert_eq!(j["input"]["model"]["b2b_threshold_ns"], 2000);
 }
+
+#[test]
+fn lost_events_close_the_window() {
+    let cfg = Config { kernel: Some("4.19".into()), arch: Some("x86_64".into()), ..Config::default() };
+    let mut a = Analyzer::new(cfg);
+    for e in [ev::flush0(100, 1, ("x", 5)), ev::other(1_000, 0, A), ev::switch(10_000, 0, A, B), ev::flush0(11_000, 0, A)] {
+        e.with(|ev| a.event(ev));
+    }
+    a.notice(&Notice::LostEvents { cpu: 0, count: Some(10), ts_ns: Some(50_000), origin: nmitrace_parser::Origin::None });
+    ev::nmi(60_000, 0, A, PERF, 2_000, 1).with(|ev| a.event(ev));
+    let r = a.finish("t", &TraceInfo::default(), &ParseStats::default());
+    assert_eq!(kinds(&r), vec![("trace_data_loss".into(), "warning".into(), "observed".into())]);
+    assert_eq!(r.input.kernel.as_deref(), Some("4.19"));
+}

@@ -141,6 +141,15 @@ impl Replay {
         c.current = ev.pid;
     }
 
+    /// The trace lost events on `cpu`: an open switch window cannot be
+    /// trusted across the gap (next's first event may be among the lost).
+    pub fn forget_cpu(&mut self, cpu: u32) {
+        if let Some(c) = self.cpus.get_mut(cpu as usize) {
+            c.window.phase = Phase::Idle;
+            c.last_window.phase = Phase::Idle;
+        }
+    }
+
     /// A `tlb_flush` is worth decoding: a switch is pending on its CPU (a
     /// reason-0 flush opens the window) or the idle task runs (leave_mm).
     /// Otherwise only the fact that the trace has tlb_flush events is kept.
