@@ -254,8 +254,17 @@ impl NmiLatch {
                 if let Some(o) = self.cpu(ev.cpu).open.as_mut() {
                     o.nested = true;
                 }
-                let inner = self.cpu(ev.cpu).open.clone().unwrap();
-                out.push(nested_finding(&inner, ev, name, start, &line, replay));
+                let tol = self.tol();
+                let c = self.cpu(ev.cpu);
+                let inner = c.open.clone().unwrap();
+                // Faults the outer NMI took before the inner one started (the IRET that let it in).
+                let faults: Vec<String> = c
+                    .pending
+                    .iter()
+                    .filter(|p| p.ts_ns + tol >= start && p.ts_ns <= inner.start + tol)
+                    .map(|p| p.line.clone())
+                    .collect();
+                out.push(nested_finding(&inner, ev, name, start, &line, &faults, replay));
             }
             self.finalize(ev.cpu, replay, out);
             let c = self.cpu(ev.cpu);
@@ -283,7 +292,9 @@ impl NmiLatch {
         let mut i = 0;
         while i < c.pending.len() {
             let p = &c.pending[i];
-            if p.ts_ns <= end + tol && (p.ts_ns >= lo || p.nmi_flag) {
+            // Flagged faults outside this interval wait for the handler whose
+            // interval holds them (an outer NMI), or are reported on their own.
+            if p.ts_ns <= end + tol && p.ts_ns >= lo {
                 let p = c.pending.remove(i);
                 if p.nmi_flag {
                     claimed += 1;
@@ -504,18 +515,27 @@ fn slow_handler(ev: &Event<'_>, name: &str, h: &NmiHandler<'_>, line: &str) -> F
     f
 }
 
-fn nested_finding(inner: &Instance, ev: &Event<'_>, outer_handler: &str, outer_start: u64, line: &str, replay: &Replay) -> Finding {
+fn nested_finding(
+    inner: &Instance,
+    ev: &Event<'_>,
+    outer_handler: &str,
+    outer_start: u64,
+    line: &str,
+    outer_faults: &[String],
+    replay: &Replay,
+) -> Finding {
     let fatal = replay.model.nested_nmi_corrupts_stack;
     let mut f = inner.base_finding("nested_nmi", if fatal { "error" } else { "warning" }, "observed");
     f.ts_ns = Some(inner.start);
-    let after_fault = !inner.faults.is_empty();
+    let after_fault = !outer_faults.is_empty();
+    f.evidence = outer_faults.iter().cloned().chain(inner.lines.iter().cloned()).collect();
     f.message = if fatal {
         format!(
             "NMI nested inside another NMI on CPU {} ({} started at {} and was still running): on x86_64 before 3.3 the {}IRET re-enabled NMIs and the nested NMI reused the NMI stack — stack corruption, usually a triple fault or silent memory damage",
             ev.cpu,
             outer_handler,
             fmt_ts(outer_start),
-            "fault's "
+            if after_fault { "fault's " } else { "" }
         )
     } else {
         format!(

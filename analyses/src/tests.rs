@@ -163,16 +163,18 @@ fn nested_nmi_after_fault_on_pre_3_3() {
         &[
             ev::other(1_000, 0, A),
             // Outer NMI: perf handler starts at 10_000, faults at 12_000 ...
-            ev::kfault(12_000, 0, A, vm),
-            // ... a nested NMI runs 13_000..14_000 ...
-            ev::nmi(14_000, 0, A, PERF, 1_000, 1),
-            // ... and the outer handler returns at 20_000.
-            ev::nmi(20_000, 0, A, PERF, 10_000, 1),
+            ev::kfault(12_345, 0, A, vm),
+            // ... a nested NMI runs 13_501..14_501 ...
+            ev::nmi(14_501, 0, A, PERF, 1_000, 1),
+            // ... and the outer handler returns at 20_001.
+            ev::nmi(20_001, 0, A, PERF, 10_000, 1),
         ],
     );
     let n = only(&r, "nested_nmi");
     assert_eq!(n.len(), 1, "{:?}", kinds(&r));
     assert_eq!(n[0].severity, "error");
+    assert_eq!(n[0].details["after_fault_in_nmi"], true);
+    assert!(n[0].evidence[0].contains("page_fault_kernel"), "{:?}", n[0].evidence);
     let v = only(&r, "nmi_vmalloc_fault");
     assert_eq!(v.len(), 1, "{:?}", kinds(&r));
     assert_eq!(v[0].severity, "error");
