@@ -163,6 +163,59 @@ impl EventFormat {
     }
 }
 
+/// A field value located in a batch buffer, decoded by a worker thread;
+/// the merging thread turns it into a [`Value`] without the format.
+#[derive(Clone, Copy, Debug)]
+pub enum Pre {
+    I(i64),
+    U(u64),
+    S(u32, u32),
+    B(u32, u32),
+}
+
+impl EventFormat {
+    /// Decode the header fields and every field of `data`, the record at
+    /// `base` in its batch buffer, into `rec` and `out`.
+    #[inline]
+    pub fn predecode(&self, e: Endian, data: &[u8], base: u32, rec: &mut super::page::Rec, out: &mut Vec<(u16, Pre)>) {
+        if let Some(f) = self.flags_off.and_then(|o| data.get(o as usize)) {
+            rec.flags = 0x100 | *f as u16;
+        }
+        if let Some(p) = self.preempt_off.and_then(|o| data.get(o as usize)) {
+            rec.preempt = *p;
+            rec.has_preempt = true;
+        }
+        rec.pid = match self.pid_off {
+            Some((o, s)) => data.get(o as usize..(o + s) as usize).map(|b| {
+                let v = e.read_uint(b, s as usize);
+                let sh = 64 - 8 * s;
+                (((v << sh) as i64) >> sh) as i32
+            }),
+            None => None,
+        }
+        .unwrap_or(-1);
+        rec.pre_start = out.len() as u32;
+        for (i, f) in self.fields.iter().enumerate() {
+            let Some(v) = decode_field(f, e, data) else { continue };
+            let rel = |s: &[u8]| (base + (s.as_ptr() as usize - data.as_ptr() as usize) as u32, s.len() as u32);
+            let p = match v {
+                Value::Int(i) => Pre::I(i),
+                Value::Uint(u) => Pre::U(u),
+                Value::Str(s) => {
+                    let (a, b) = rel(s.as_bytes());
+                    Pre::S(a, b)
+                }
+                Value::Bytes(b) => {
+                    let (a, l) = rel(b);
+                    Pre::B(a, l)
+                }
+            };
+            out.push((i as u16, p));
+        }
+        rec.pre_len = out.len() as u32 - rec.pre_start;
+    }
+}
+
 #[inline]
 pub fn decode_field<'a>(f: &FieldFormat, e: Endian, data: &'a [u8]) -> Option<Value<'a>> {
     let off = f.offset as usize;

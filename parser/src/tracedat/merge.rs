@@ -4,7 +4,7 @@
 //! thread. Memory is a few batches per CPU whatever the trace length.
 
 use super::compress::{self, Compression};
-use super::format::HeaderPage;
+use super::format::{EventFormat, HeaderPage, Pre};
 use super::header::{CpuData, Endian};
 use super::page::{decode_page, Rec};
 use std::sync::mpsc;
@@ -24,6 +24,8 @@ pub struct Batch<'a> {
     pub buf: BatchBuf<'a>,
     pub recs: Vec<Rec>,
     pub warnings: Vec<(u64, String)>,
+    /// Pre-decoded fields of the records (see [`Rec::pre_start`]).
+    pub pre: Vec<(u16, Pre)>,
 }
 
 impl Batch<'_> {
@@ -52,10 +54,15 @@ pub struct CpuStream<'a> {
     hp: HeaderPage,
     page_size: usize,
     comp: Compression,
+    /// common_type → format.
+    table: &'a [Option<&'a EventFormat>],
+    /// pid → index of its comm (see [`Rec::comm`]).
+    comms: &'a std::collections::HashMap<i32, u32, super::header::PidHash>,
 }
 
 impl<'a> CpuStream<'a> {
-    pub fn new(file: &'a [u8], d: &CpuData, buffer: usize, endian: Endian, hp: HeaderPage, page_size: u32, compressed: bool, comp: Compression) -> CpuStream<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(file: &'a [u8], d: &CpuData, buffer: usize, endian: Endian, hp: HeaderPage, page_size: u32, compressed: bool, comp: Compression, table: &'a [Option<&'a EventFormat>], comms: &'a std::collections::HashMap<i32, u32, super::header::PidHash>) -> CpuStream<'a> {
         let start = (d.offset.min(file.len() as u64)) as usize;
         // compressed data: the size leaves out the 4-byte chunk count
         let size = if compressed { d.size.saturating_add(4) } else { d.size };
@@ -68,7 +75,37 @@ impl<'a> CpuStream<'a> {
         } else {
             Src::Plain { data, file_off: d.offset, pos: 0 }
         };
-        CpuStream { cpu: d.cpu, buffer, src, endian, hp, page_size: page_size as usize, comp }
+        CpuStream { cpu: d.cpu, buffer, src, endian, hp, page_size: page_size as usize, comp, table, comms }
+    }
+
+    /// Locate each event's format and decode its fields (worker side).
+    fn predecode(&self, b: &mut Batch<'a>) {
+        let e = self.endian;
+        let bytes: &[u8] = match &b.buf {
+            BatchBuf::File(f) => f,
+            BatchBuf::Owned(v) => v,
+        };
+        let mut pre = Vec::with_capacity(b.recs.len() * 4);
+        for r in b.recs.iter_mut() {
+            if r.kind != super::page::RecKind::Event || r.len < 2 {
+                continue;
+            }
+            let data = &bytes[r.start as usize..(r.start + r.len) as usize];
+            r.id = e.u16([data[0], data[1]]) as u32;
+            if let Some(f) = self.table.get(r.id as usize).copied().flatten() {
+                r.known = true;
+                f.predecode(e, data, r.start, r, &mut pre);
+                r.comm = self.comms.get(&r.pid).copied().unwrap_or(u32::MAX);
+            }
+        }
+        b.pre = pre;
+    }
+
+    /// The next batch with its fields decoded.
+    pub fn next_decoded(&mut self) -> Option<Batch<'a>> {
+        let mut b = self.next_batch()?;
+        self.predecode(&mut b);
+        Some(b)
     }
 
     /// The next batch, or `None` at the end (or after an unrecoverable
@@ -98,7 +135,7 @@ impl<'a> CpuStream<'a> {
                 if end >= data.len() {
                     self.src = Src::Done;
                 }
-                Some(Batch { buf: BatchBuf::File(slice), recs, warnings })
+                Some(Batch { buf: BatchBuf::File(slice), recs, warnings, pre: Vec::new() })
             }
             Src::Chunked { data, file_off, pos, left, started, dctx } => {
                 let mut warnings = Vec::new();
@@ -124,18 +161,18 @@ impl<'a> CpuStream<'a> {
                 let (Some(csize), Some(usize_)) = (rd4(*pos), rd4(*pos + 4)) else {
                     let w = (at, format!("CPU {}: compressed chunk header cut off; file truncated, the events before are kept", self.cpu));
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w] });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w], pre: Vec::new() });
                 };
                 let cstart = *pos + 8;
                 let Some(cdata) = cstart.checked_add(csize as usize).and_then(|ce| data.get(cstart..ce)) else {
                     let w = (at, format!("CPU {}: compressed chunk of {csize} bytes runs past the end of the data; file truncated, the events before are kept", self.cpu));
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w] });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w], pre: Vec::new() });
                 };
                 let mut out = Vec::new();
                 if let Err(m) = compress::decompress_into(self.comp, dctx, cdata, usize_ as usize, &mut out) {
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![(at, format!("CPU {}: {m}", self.cpu))] });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![(at, format!("CPU {}: {m}", self.cpu))], pre: Vec::new() });
                 }
                 *pos = cstart + csize as usize;
                 *left -= 1;
@@ -148,7 +185,7 @@ impl<'a> CpuStream<'a> {
                     }
                     p = pe;
                 }
-                Some(Batch { buf: BatchBuf::Owned(out), recs, warnings })
+                Some(Batch { buf: BatchBuf::Owned(out), recs, warnings, pre: Vec::new() })
             }
         }
     }
@@ -164,7 +201,7 @@ pub enum Lane<'a> {
 impl<'a> Lane<'a> {
     fn next(&mut self) -> Option<Batch<'a>> {
         match self {
-            Lane::Local(s) => s.next_batch(),
+            Lane::Local(s) => s.next_decoded(),
             Lane::Remote(rx) => rx.recv().ok(),
         }
     }
@@ -185,6 +222,8 @@ pub struct Item<'b> {
     pub buffer: usize,
     pub rec: Rec,
     pub bytes: &'b [u8],
+    /// This record's pre-decoded fields.
+    pub pre: &'b [(u16, Pre)],
 }
 
 /// Run the merge: decode `streams` (in parallel when `parallel`), and call
@@ -200,7 +239,7 @@ pub fn merge<'a, F: FnMut(Item<'_>), G: FnMut(u64, String)>(streams: Vec<CpuStre
                 std::thread::Builder::new()
                     .name(format!("tracedat-cpu{cpu}"))
                     .spawn_scoped(scope, move || {
-                        while let Some(b) = s.next_batch() {
+                        while let Some(b) = s.next_decoded() {
                             if tx.send(b).is_err() {
                                 break;
                             }
@@ -258,7 +297,8 @@ fn run_merge<F: FnMut(Item<'_>), G: FnMut(u64, String)>(mut heads: Vec<Head<'_>>
         {
             let b = h.batch.as_ref().unwrap();
             let rec = b.recs[h.idx];
-            f(Item { cpu: h.cpu, buffer: h.buffer, rec, bytes: b.bytes() });
+            let pre = b.pre.get(rec.pre_start as usize..(rec.pre_start + rec.pre_len) as usize).unwrap_or(&[]);
+            f(Item { cpu: h.cpu, buffer: h.buffer, rec, bytes: b.bytes(), pre });
             h.idx += 1;
         }
         if !refill(&mut heads[best], w) {

@@ -16,7 +16,8 @@ pub mod page;
 pub mod writer;
 
 use crate::error::Result;
-use crate::event::{Context, Event, Field, Fields, Origin};
+use crate::event::{Context, Event, Field, Fields, Origin, Value};
+use format::Pre;
 use crate::input::Input;
 use crate::{Notice, ParseStats, Sink, TraceInfo};
 use header::Meta;
@@ -91,15 +92,6 @@ pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<
         stats.warnings += 1;
         sink.notice(&Notice::Warning { origin: Origin::Offset(*off), message: m.clone() });
     }
-    let mut streams = Vec::new();
-    for (bi, b) in meta.buffers.iter().enumerate() {
-        if b.latency {
-            continue;
-        }
-        for d in &b.cpus {
-            streams.push(merge::CpuStream::new(bytes, d, bi, meta.endian, meta.header_page, b.page_size, b.compressed, meta.compression));
-        }
-    }
     // common_type → format, as a dense table
     let max_id = meta.formats.iter().map(|f| f.id).filter(|&i| i < 1 << 16).max().unwrap_or(0) as usize;
     let mut table: Vec<Option<&format::EventFormat>> = vec![None; max_id + 1];
@@ -108,15 +100,25 @@ pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<
             table[f.id as usize] = Some(f);
         }
     }
+    // saved cmdlines as a list, looked up by index (the worker finds the index)
+    let comm_list: Vec<&str> = meta.cmdlines.values().map(String::as_str).collect();
+    let comm_idx: std::collections::HashMap<i32, u32, header::PidHash> = meta.cmdlines.keys().enumerate().map(|(i, &p)| (p, i as u32)).collect();
+    let mut streams = Vec::new();
+    for (bi, b) in meta.buffers.iter().enumerate() {
+        if b.latency {
+            continue;
+        }
+        for d in &b.cpus {
+            streams.push(merge::CpuStream::new(bytes, d, bi, meta.endian, meta.header_page, b.page_size, b.compressed, meta.compression, &table, &comm_idx));
+        }
+    }
     let instances: Vec<Option<&str>> = meta.buffers.iter().map(|b| if b.name.is_empty() { None } else { Some(b.name.as_str()) }).collect();
-    let e = meta.endian;
     let ts_offset = meta.ts_offset;
     let tsc = meta.tsc2nsec;
     let parallel = threads.map_or(true, |t| t > 1);
     let mut unknown_ids: Vec<u32> = Vec::new();
     let mut events = 0u64;
     let warnings = std::cell::Cell::new(0u64);
-    let cmdlines = &meta.cmdlines;
     // one field buffer for every event (emptied and re-borrowed each time)
     let mut store: Vec<Field<'static>> = Vec::with_capacity(64);
     {
@@ -137,41 +139,44 @@ pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<
                 });
                 return;
             }
-            let data = &it.bytes[rec.start as usize..(rec.start + rec.len) as usize];
-            if data.len() < 2 {
+            if rec.len < 2 {
                 return;
             }
-            let id = e.u16([data[0], data[1]]) as u32;
-            let Some(fmt) = table.get(id as usize).copied().flatten() else {
-                if unknown_ids.len() < 64 && !unknown_ids.contains(&id) {
-                    unknown_ids.push(id);
-                    warnings.set(warnings.get() + 1);
-                    sink_cell.borrow_mut().notice(&Notice::Warning {
-                        origin: Origin::Offset(rec.off),
-                        message: format!("event type {id} has no format in the file; such events are skipped"),
-                    });
+            let id = rec.id;
+            let fmt = match table.get(id as usize).copied().flatten() {
+                Some(f) if rec.known => f,
+                _ => {
+                    if unknown_ids.len() < 64 && !unknown_ids.contains(&id) {
+                        unknown_ids.push(id);
+                        warnings.set(warnings.get() + 1);
+                        sink_cell.borrow_mut().notice(&Notice::Warning {
+                            origin: Origin::Offset(rec.off),
+                            message: format!("event type {id} has no format in the file; such events are skipped"),
+                        });
+                    }
+                    return;
                 }
-                return;
             };
-            let flags = fmt.flags_off.and_then(|o| data.get(o as usize).copied());
-            let preempt = fmt.preempt_off.and_then(|o| data.get(o as usize).copied());
-            let pid = match fmt.pid_off {
-                Some((o, s)) => data.get(o as usize..(o + s) as usize).map(|b| {
-                    let v = e.read_uint(b, s as usize);
-                    let sh = 64 - 8 * s;
-                    (((v << sh) as i64) >> sh) as i32
-                }),
-                None => None,
-            }
-            .unwrap_or(-1);
-            let ctx = match flags {
-                Some(f) => Context::from_common_flags(f, preempt),
-                None => Context::UNKNOWN,
+            let pid = rec.pid;
+            let ctx = if rec.flags & 0x100 != 0 {
+                Context::from_common_flags(rec.flags as u8, if rec.has_preempt { Some(rec.preempt) } else { None })
+            } else {
+                Context::UNKNOWN
             };
             let mut fields: Vec<Field<'_>> = recycle(std::mem::take(&mut store));
-            fmt.decode_into(e, data, &mut fields);
-            let comm = match cmdlines.get(&pid) {
-                Some(c) => Some(c.as_str()),
+            let bytes = it.bytes;
+            for &(i, p) in it.pre {
+                let Some(ff) = fmt.fields.get(i as usize) else { continue };
+                let value = match p {
+                    Pre::I(v) => Value::Int(v),
+                    Pre::U(v) => Value::Uint(v),
+                    Pre::S(a, l) => Value::Str(bytes.get(a as usize..(a + l) as usize).map(format::c_str).unwrap_or("")),
+                    Pre::B(a, l) => Value::Bytes(bytes.get(a as usize..(a + l) as usize).unwrap_or(&[])),
+                };
+                fields.push(Field { name: &ff.name, value });
+            }
+            let comm = match comm_list.get(rec.comm as usize) {
+                Some(c) => Some(*c),
                 None if pid == 0 => Some("<idle>"),
                 None => None,
             };

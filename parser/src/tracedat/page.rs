@@ -37,6 +37,25 @@ pub struct Rec {
     pub lost: u64,
     /// File offset (the event header for plain data; the chunk for compressed).
     pub off: u64,
+    /// Filled by the decoding worker ([`super::merge`]): the event's
+    /// `common_type`, whether a format was found, pid, flags (bit 8 = known),
+    /// preempt count and its pre-decoded fields in the batch.
+    pub id: u32,
+    pub known: bool,
+    pub pid: i32,
+    pub flags: u16,
+    pub preempt: u8,
+    pub has_preempt: bool,
+    pub pre_start: u32,
+    pub pre_len: u32,
+    /// Index of the task's comm in the saved cmdlines, `u32::MAX` if none.
+    pub comm: u32,
+}
+
+impl Rec {
+    pub fn new(ts: u64, start: u32, len: u32, kind: RecKind, lost: u64, off: u64) -> Rec {
+        Rec { ts, start, len, kind, lost, off, id: 0, known: false, pid: -1, flags: 0, preempt: 0, has_preempt: false, pre_start: 0, pre_len: 0, comm: u32::MAX }
+    }
 }
 
 /// Decode one page. `page` is exactly the page bytes; `buf_off` is the
@@ -70,7 +89,7 @@ pub fn decode_page(page: &[u8], e: Endian, hp: HeaderPage, buf_off: u32, file_of
         } else {
             u64::MAX
         };
-        out.push(Rec { ts, start: 0, len: 0, kind: RecKind::Lost, lost, off: file_off });
+        out.push(Rec::new(ts, 0, 0, RecKind::Lost, lost, file_off));
     }
     let pos_of = |at: usize| if exact { file_off + (dstart + at) as u64 } else { file_off };
     let mut curr = 0usize;
@@ -120,7 +139,7 @@ pub fn decode_page(page: &[u8], e: Endian, hp: HeaderPage, buf_off: u32, file_of
                     warn = Some(format!("event at page byte {} runs past the page's committed data", dstart + curr));
                     break;
                 }
-                out.push(Rec { ts, start: buf_off + (dstart + start) as u32, len: len as u32, kind: RecKind::Event, lost: 0, off: pos_of(curr) });
+                out.push(Rec::new(ts, buf_off + (dstart + start) as u32, len as u32, RecKind::Event, 0, pos_of(curr)));
                 next = start + len;
             }
             _ => {
@@ -131,7 +150,7 @@ pub fn decode_page(page: &[u8], e: Endian, hp: HeaderPage, buf_off: u32, file_of
                     warn = Some(format!("event at page byte {} runs past the page's committed data", dstart + curr));
                     break;
                 }
-                out.push(Rec { ts, start: buf_off + (dstart + start) as u32, len: len as u32, kind: RecKind::Event, lost: 0, off: pos_of(curr) });
+                out.push(Rec::new(ts, buf_off + (dstart + start) as u32, len as u32, RecKind::Event, 0, pos_of(curr)));
                 next = start + len;
             }
         }
