@@ -12,7 +12,7 @@ use nmitrace_parser::{Event, Notice, Sink};
 struct Nothing(u64);
 impl Sink for Nothing {
     fn event(&mut self, ev: &Event<'_>) {
-        self.0 += ev.ts_ns ^ ev.fields.len() as u64;
+        self.0 = self.0.wrapping_add(ev.ts_ns ^ ev.fields.len() as u64);
     }
     fn notice(&mut self, _n: &Notice) {}
 }
