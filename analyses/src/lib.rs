@@ -308,7 +308,7 @@ impl Analyzer {
         }
         match m {
             Modelled::NmiHandler(h) => {
-                self.timeline.handler_duration(if h.handler.is_empty() { "?" } else { h.handler }, h.delta_ns);
+                self.timeline.handler_duration(&nmi_latch::handler_name(&h), h.delta_ns);
                 self.nmi.handler(ev, &h, &self.replay, &mut self.findings)
             }
             Modelled::Console { msg } => self.console.add(ev.ts_ns, ev.cpu, msg, event_line(ev)),

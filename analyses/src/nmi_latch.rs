@@ -221,7 +221,8 @@ impl NmiLatch {
         if ev.ts_ns % 1000 != 0 {
             self.res_ns = 1;
         }
-        let name = if h.handler.is_empty() { "?" } else { h.handler };
+        let name_buf = handler_name(h);
+        let name: &str = &name_buf;
         {
             let acc = self.handler_acc(name);
             acc.count += 1;
@@ -404,7 +405,8 @@ impl NmiLatch {
         if let Some(rc) = replay.cpu(cpu) {
             for (name, _, handled) in &inst.handlers {
                 if *handled > 0 {
-                    if let Some(f) = self.periodic.beat(cpu, name, inst.start, rc) {
+                    let line = inst.handlers.iter().position(|(n, _, _)| n == name).and_then(|i| inst.lines.get(i)).or(inst.lines.first());
+                    if let Some(f) = self.periodic.beat(cpu, name, inst.start, line.map_or("", |l| l.as_str()), rc) {
                         out.push(f);
                     }
                 }
@@ -462,6 +464,18 @@ impl NmiLatch {
             );
         }
         NmisBlock { instances: self.instances, by_handler }
+    }
+}
+
+/// The handler's name: its symbol, or its address when the format gives a
+/// number (trace.dat without symbol resolution), or `?`.
+pub fn handler_name<'a>(h: &NmiHandler<'a>) -> std::borrow::Cow<'a, str> {
+    if !h.handler.is_empty() {
+        std::borrow::Cow::Borrowed(h.handler.strip_suffix("()").unwrap_or(h.handler))
+    } else if let Some(a) = h.handler_addr {
+        std::borrow::Cow::Owned(format!("{a:#x}"))
+    } else {
+        std::borrow::Cow::Borrowed("?")
     }
 }
 

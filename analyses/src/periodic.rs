@@ -14,6 +14,8 @@ const MAX_MISSING: u64 = 16;
 
 struct Tracker {
     handler: String,
+    /// The last beat's evidence line.
+    line: String,
     last: u64,
     idle_at_last: u64,
     intervals: [u64; WINDOW],
@@ -51,7 +53,7 @@ pub struct PeriodicBeats {
 impl PeriodicBeats {
     /// A handler handled something at `ts` on `cpu`. Returns an inferred
     /// `lost_nmi` when beats are missing while the CPU was busy.
-    pub fn beat(&mut self, cpu: u32, handler: &str, ts: u64, rc: &Cpu) -> Option<Finding> {
+    pub fn beat(&mut self, cpu: u32, handler: &str, ts: u64, line: &str, rc: &Cpu) -> Option<Finding> {
         let c = cpu as usize;
         if c >= self.cpus.len() {
             self.cpus.resize_with(c + 1, Vec::new);
@@ -59,9 +61,10 @@ impl PeriodicBeats {
         let list = &mut self.cpus[c];
         let idle_now = rc.idle_until(ts);
         let Some(t) = list.iter_mut().find(|t| t.handler == handler) else {
-            list.push(Tracker { handler: handler.into(), last: ts, idle_at_last: idle_now, intervals: [0; WINDOW], n: 0 });
+            list.push(Tracker { handler: handler.into(), line: line.into(), last: ts, idle_at_last: idle_now, intervals: [0; WINDOW], n: 0 });
             return None;
         };
+        let last_line = std::mem::replace(&mut t.line, line.to_string());
         let iv = ts.saturating_sub(t.last);
         let idle = idle_now.saturating_sub(t.idle_at_last);
         let last = t.last;
@@ -105,6 +108,8 @@ impl PeriodicBeats {
         f.details.insert("gap_ns".into(), iv.into());
         f.details.insert("lost".into(), missing.into());
         f.details.insert("idle_ns".into(), idle.into());
+        f.evidence.push(last_line);
+        f.evidence.push(line.to_string());
         Some(f)
     }
 }

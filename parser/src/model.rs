@@ -38,8 +38,12 @@ impl PageFault<'_> {
 /// One `nmi:nmi_handler` event: a handler returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NmiHandler<'a> {
-    /// Handler symbol (`perf_event_nmi_handler`) or its address as text.
+    /// Handler symbol (`perf_event_nmi_handler`) or its address as text;
+    /// empty when the format gives a number (trace.dat: see `handler_addr`).
     pub handler: &'a str,
+    /// The handler's address when the format gives a number (trace.dat
+    /// without symbol resolution).
+    pub handler_addr: Option<u64>,
     pub delta_ns: u64,
     pub handled: i64,
 }
@@ -148,6 +152,10 @@ impl<'a> Modelled<'a> {
             "nmi_handler" => (|| {
                 Some(Modelled::NmiHandler(NmiHandler {
                     handler: f.str("handler").unwrap_or(""),
+                    handler_addr: match f.get("handler") {
+                        Some(crate::Value::Str(_)) | None => None,
+                        Some(v) => v.as_u64(),
+                    },
                     delta_ns: f.u64("delta_ns")?,
                     handled: f.i64("handled")?,
                 }))
