@@ -231,3 +231,47 @@ fn fuzz_regressions() {
         let _ = std::panic::catch_unwind(|| nmitrace_parser::tracedat::read_meta("x", &b)).expect("no panic");
     }
 }
+
+/// Several buffers (trace-cmd instances): written by the writer, read back
+/// with their instance names, merged by time with the top buffer; and read
+/// by trace-cmd when it is installed.
+#[test]
+fn instances_round_trip() {
+    for opts in [WriterOptions::default(), WriterOptions { compression: Compression::None, ..Default::default() }, WriterOptions { version: 6, ..Default::default() }] {
+        let mut out = Vec::new();
+        let mut w = TraceDatWriter::new(&mut out, opts.clone());
+        let task = Context { known: true, preempt_depth: Some(0), ..Context::UNKNOWN };
+        for i in 0..400u64 {
+            let f = [Field { name: "reason", value: Value::Int((i % 4) as i64) }, Field { name: "pages", value: Value::Int(i as i64) }];
+            let mut e = ev(1000 + i * 10, (i % 2) as u32, 5, "tlb_flush", task, &f);
+            if i % 3 == 0 {
+                e.instance = Some("nmi-inst");
+            }
+            w.event(&e);
+        }
+        w.finish().unwrap();
+        let mut got = Vec::new();
+        struct S<'x>(&'x mut Vec<(u64, Option<String>)>);
+        impl Sink for S<'_> {
+            fn event(&mut self, ev: &Event<'_>) {
+                self.0.push((ev.ts_ns, ev.instance.map(str::to_string)));
+            }
+            fn notice(&mut self, _: &Notice) {}
+        }
+        run_bytes("inst.dat", &out, &mut S(&mut got), None).unwrap();
+        assert_eq!(got.len(), 400, "v{} {:?}", opts.version, opts.compression);
+        assert!(got.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(got.iter().filter(|g| g.1.as_deref() == Some("nmi-inst")).count(), 134);
+        assert!(got.iter().enumerate().all(|(i, g)| (g.1.is_some()) == (i % 3 == 0)));
+        let have_tc = std::process::Command::new("trace-cmd").arg("--help").output().is_ok();
+        if have_tc {
+            let p = std::env::temp_dir().join(format!("nmitrace-inst-{}-{}.dat", std::process::id(), opts.version));
+            std::fs::write(&p, &out).unwrap();
+            let o = std::process::Command::new("trace-cmd").args(["report", "-R", "-t", "-i"]).arg(&p).output().unwrap();
+            let text = String::from_utf8_lossy(&o.stdout);
+            let n = text.lines().filter(|l| l.contains("tlb_flush:")).count();
+            assert_eq!(n, 400, "trace-cmd reads the top buffer and the instance:\n{}", String::from_utf8_lossy(&o.stderr));
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}

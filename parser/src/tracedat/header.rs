@@ -404,8 +404,21 @@ fn parse_v6(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
         let mut ic = Cursor::new(c.name, c.buf, 0, c.endian);
         let r = (|| -> Result<Vec<CpuData>> {
             ic.seek(off, "a buffer instance")?;
-            if ic.buf[ic.pos..].starts_with(b"flyrecord\0") {
-                ic.pos += 10;
+            // as after the CPU count: optional options, then "flyrecord"
+            let mut kind = ic.bytes(10, "\"options\" or \"flyrecord\" of a buffer instance")?;
+            if kind.starts_with(b"options") {
+                loop {
+                    let id = ic.u16("an option id")?;
+                    if id == 0 {
+                        break;
+                    }
+                    let size = ic.u32("an option size")?;
+                    ic.bytes(size as u64, "option data")?;
+                }
+                kind = ic.bytes(10, "\"flyrecord\" of a buffer instance")?;
+            }
+            if !kind.starts_with(b"flyrecord") {
+                return Err(ic.err("expected \"flyrecord\" at a buffer instance"));
             }
             read_v6_cpus(&mut ic, meta, cpus)
         })();

@@ -106,7 +106,9 @@ fn temp_file() -> io::Result<File> {
     Err(io::Error::new(io::ErrorKind::Other, "no temporary file name free"))
 }
 
+/// One CPU of one buffer (a "lane").
 struct CpuBuf {
+    cpu: u32,
     page: Vec<u8>,
     used: usize,
     last_ts: u64,
@@ -124,7 +126,11 @@ pub struct TraceDatWriter<W: Write> {
     formats: Vec<EventFormat>,
     by_sys_name: HashMap<(String, String), usize>,
     by_name: HashMap<String, usize>,
+    /// Lanes: one per (buffer, cpu) that has events.
     cpus: Vec<CpuBuf>,
+    lanes: HashMap<(usize, u32), usize>,
+    /// Buffer names; 0 is the top buffer ("").
+    buf_names: Vec<String>,
     cmdlines: BTreeMap<i32, String>,
     stats: WriteStats,
     error: Option<Error>,
@@ -152,6 +158,8 @@ impl<W: Write> TraceDatWriter<W> {
             by_sys_name: HashMap::new(),
             by_name: HashMap::new(),
             cpus: Vec::new(),
+            lanes: HashMap::new(),
+            buf_names: vec![String::new()],
             cmdlines: BTreeMap::new(),
             stats: WriteStats::default(),
             error: None,
@@ -215,10 +223,16 @@ impl<W: Write> TraceDatWriter<W> {
         }
     }
 
-    fn cpu(&mut self, cpu: u32) -> &mut CpuBuf {
+    /// The lane of `cpu` in buffer `b`, created on first use.
+    fn lane(&mut self, b: usize, cpu: u32) -> u32 {
         let ps = self.opts.page_size as usize;
-        while self.cpus.len() <= cpu as usize {
+        if let Some(&l) = self.lanes.get(&(b, cpu)) {
+            return l as u32;
+        }
+        {
+            self.lanes.insert((b, cpu), self.cpus.len());
             self.cpus.push(CpuBuf {
+                cpu,
                 page: vec![0; ps],
                 used: 0,
                 last_ts: 0,
@@ -229,7 +243,7 @@ impl<W: Write> TraceDatWriter<W> {
                 spool: Spool { file: None, len: 0, chunks: 0 },
             });
         }
-        &mut self.cpus[cpu as usize]
+        (self.cpus.len() - 1) as u32
     }
 
     fn fail(&mut self, e: io::Error) {
@@ -310,7 +324,6 @@ impl<W: Write> TraceDatWriter<W> {
             *self.stats.skipped.entry("(event larger than a page)".into()).or_default() += 1;
             return;
         }
-        self.cpu(cpu);
         {
             let c = &self.cpus[cpu as usize];
             let need_new = c.has_events && (ts < c.last_ts || {
@@ -469,7 +482,7 @@ impl<W: Write> TraceDatWriter<W> {
     }
 
     fn ncpus(&self) -> u32 {
-        self.opts.cpus.unwrap_or(0).max(self.cpus.len() as u32).max(1)
+        self.opts.cpus.unwrap_or(0).max(self.cpus.iter().map(|c| c.cpu + 1).max().unwrap_or(0)).max(1)
     }
 
     fn header_info(&self) -> Vec<u8> {
@@ -536,10 +549,10 @@ impl<W: Write> TraceDatWriter<W> {
     }
 
     /// Per-CPU data sizes as stored (compressed: chunk count + chunks).
-    fn cpu_sizes(&self) -> Vec<u64> {
-        (0..self.ncpus() as usize)
+    fn cpu_sizes(&self, b: usize) -> Vec<u64> {
+        (0..self.ncpus())
             .map(|i| {
-                let len = self.cpus.get(i).map_or(0, |c| c.spool.len);
+                let len = self.lanes.get(&(b, i)).map_or(0, |&l| self.cpus[l].spool.len);
                 if self.opts.compression != Compression::None {
                     4 + len
                 } else {
@@ -549,15 +562,16 @@ impl<W: Write> TraceDatWriter<W> {
             .collect()
     }
 
-    fn copy_cpu(&mut self, i: usize, out: &mut W) -> io::Result<u64> {
+    fn copy_cpu(&mut self, b: usize, cpu: usize, out: &mut W) -> io::Result<u64> {
         let compressed = self.opts.compression != Compression::None;
+        let lane = self.lanes.get(&(b, cpu as u32)).copied();
         let mut n = 0;
         if compressed {
-            let chunks = self.cpus.get(i).map_or(0, |c| c.spool.chunks);
+            let chunks = lane.map_or(0, |l| self.cpus[l].spool.chunks);
             out.write_all(&chunks.to_le_bytes())?;
             n += 4;
         }
-        if let Some(c) = self.cpus.get_mut(i) {
+        if let Some(c) = lane.map(|l| &mut self.cpus[l]) {
             if let Some(bw) = c.spool.file.take() {
                 let mut f = bw.into_inner().map_err(|e| e.into_error())?;
                 f.rewind()?;
@@ -571,12 +585,30 @@ impl<W: Write> TraceDatWriter<W> {
         let ps = self.opts.page_size as u64;
         let align = |x: u64| x.div_ceil(ps) * ps;
         let ncpus = self.ncpus();
-        let sizes = self.cpu_sizes();
+        let nbufs = self.buf_names.len();
+        let sizes: Vec<Vec<u64>> = (0..nbufs).map(|b| self.cpu_sizes(b)).collect();
+        let compressed = self.opts.compression != Compression::None;
         let mut pos: u64 = 0;
         let emit = |out: &mut W, b: &[u8], pos: &mut u64| -> io::Result<()> {
             out.write_all(b)?;
             *pos += b.len() as u64;
             Ok(())
+        };
+        // lay out the CPU data of every buffer from `start`: (offsets per buffer, end)
+        let place = |mut off: u64, per_buffer_head: u64| -> (Vec<u64>, Vec<Vec<u64>>, u64) {
+            let mut heads = Vec::new();
+            let mut offs = Vec::new();
+            for sz in &sizes {
+                heads.push(off);
+                off = align(off + per_buffer_head);
+                let mut o = Vec::new();
+                for s in sz {
+                    o.push(off);
+                    off = align(off + s);
+                }
+                offs.push(o);
+            }
+            (heads, offs, off)
         };
         let mut head = Vec::new();
         head.extend_from_slice(super::header::MAGIC);
@@ -595,44 +627,80 @@ impl<W: Write> TraceDatWriter<W> {
             head.extend_from_slice(&cl);
             head.extend_from_slice(&ncpus.to_le_bytes());
             head.extend_from_slice(b"options  \0");
-            for (id, d) in self.plain_options() {
-                head.extend_from_slice(&id.to_le_bytes());
-                head.extend_from_slice(&(d.len() as u32).to_le_bytes());
-                head.extend_from_slice(&d);
+            let opts_at = head.len();
+            let build_opts = |inst_heads: &[u64]| -> Vec<u8> {
+                let mut o = Vec::new();
+                let mut add = |id: u16, d: &[u8]| {
+                    o.extend_from_slice(&id.to_le_bytes());
+                    o.extend_from_slice(&(d.len() as u32).to_le_bytes());
+                    o.extend_from_slice(d);
+                };
+                for (id, d) in self.plain_options() {
+                    add(id, &d);
+                }
+                // instances: BUFFER option → "flyrecord" + their CPU table
+                for (b, name) in self.buf_names.iter().enumerate().skip(1) {
+                    let mut d = inst_heads.get(b).copied().unwrap_or(0).to_le_bytes().to_vec();
+                    d.extend_from_slice(name.as_bytes());
+                    d.push(0);
+                    add(3, &d);
+                }
+                o.extend_from_slice(&0u16.to_le_bytes());
+                o
+            };
+            let opts_len = build_opts(&vec![0; nbufs]).len() as u64;
+            // top: "flyrecord" + table right after the options; instances: own heads
+            let top_table = opts_at as u64 + opts_len + 10;
+            let table = 16 * ncpus as u64;
+            let (mut heads, mut offs, _) = place(top_table, table);
+            // instances' heads are placed after the top data; recompute with the
+            // instance heads carrying "flyrecord\0" + table
+            let top_end = offs[0].last().map_or(align(top_table + table), |&o| align(o + sizes[0].last().copied().unwrap_or(0)));
+            let mut off = top_end;
+            for b in 1..nbufs {
+                heads[b] = off;
+                off = align(off + 10 + table);
+                for (c, s) in sizes[b].iter().enumerate() {
+                    offs[b][c] = off;
+                    off = align(off + s);
+                }
             }
-            head.extend_from_slice(&0u16.to_le_bytes());
+            head.extend_from_slice(&build_opts(&heads));
             head.extend_from_slice(b"flyrecord\0");
-            let table_end = head.len() as u64 + 16 * ncpus as u64;
-            let mut off = align(table_end);
-            let mut offs = Vec::new();
-            for s in &sizes {
-                offs.push(off);
-                head.extend_from_slice(&off.to_le_bytes());
+            for (o, s) in offs[0].iter().zip(&sizes[0]) {
+                head.extend_from_slice(&o.to_le_bytes());
                 head.extend_from_slice(&s.to_le_bytes());
-                off = align(off + s);
             }
             emit(out, &head, &mut pos)?;
-            for (i, o) in offs.iter().enumerate() {
-                emit(out, &vec![0; (o - pos) as usize], &mut pos)?;
-                pos += self.copy_cpu(i, out)?;
+            for b in 0..nbufs {
+                if b > 0 {
+                    emit(out, &vec![0; (heads[b] - pos) as usize], &mut pos)?;
+                    let mut t = b"flyrecord\0".to_vec();
+                    for (o, s) in offs[b].iter().zip(&sizes[b]) {
+                        t.extend_from_slice(&o.to_le_bytes());
+                        t.extend_from_slice(&s.to_le_bytes());
+                    }
+                    emit(out, &t, &mut pos)?;
+                }
+                for (c, o) in offs[b].clone().iter().enumerate() {
+                    emit(out, &vec![0; (o - pos) as usize], &mut pos)?;
+                    pos += self.copy_cpu(b, c, out)?;
+                }
             }
             return Ok(pos);
         }
         // v7
-        let (cname, cver) = match self.opts.compression {
-            Compression::None => ("none".to_string(), String::new()),
-            _ => ("zstd".to_string(), zstd::zstd_safe::version_string().to_string()),
-        };
+        let (cname, cver) = if compressed { ("zstd".to_string(), zstd::zstd_safe::version_string().to_string()) } else { ("none".to_string(), String::new()) };
         head.extend_from_slice(cname.as_bytes());
         head.push(0);
         head.extend_from_slice(cver.as_bytes());
         head.push(0);
         let opt_ptr_at = head.len();
         head.extend_from_slice(&0u64.to_le_bytes());
-        let section = |id: u16, body: &[u8]| -> Vec<u8> {
+        let section = |id: u16, flags: u16, body: &[u8]| -> Vec<u8> {
             let mut s = Vec::with_capacity(16 + body.len());
             s.extend_from_slice(&id.to_le_bytes());
-            s.extend_from_slice(&0u16.to_le_bytes());
+            s.extend_from_slice(&flags.to_le_bytes());
             s.extend_from_slice(&0u32.to_le_bytes());
             s.extend_from_slice(&(body.len() as u64).to_le_bytes());
             s.extend_from_slice(body);
@@ -654,11 +722,11 @@ impl<W: Write> TraceDatWriter<W> {
         let base = head.len() as u64;
         for (id, b) in &metas {
             sec_offs.push((*id, base + body.len() as u64));
-            body.extend_from_slice(&section(*id, b));
+            body.extend_from_slice(&section(*id, 0, b));
         }
         let opt_off = base + body.len() as u64;
         let clock = self.clock();
-        let build_opts = |fly_off: u64, cpu_offs: &[u64]| -> Vec<u8> {
+        let build_opts = |fly_offs: &[u64], cpu_offs: &[Vec<u64>]| -> Vec<u8> {
             let mut o = Vec::new();
             let mut add = |id: u16, d: &[u8]| {
                 o.extend_from_slice(&id.to_le_bytes());
@@ -671,47 +739,49 @@ impl<W: Write> TraceDatWriter<W> {
             for (id, d) in self.plain_options() {
                 add(id, &d);
             }
-            let mut b = fly_off.to_le_bytes().to_vec();
-            b.push(0); // top buffer name ""
-            b.extend_from_slice(clock.as_bytes());
-            b.push(0);
-            b.extend_from_slice(&self.opts.page_size.to_le_bytes());
-            b.extend_from_slice(&ncpus.to_le_bytes());
-            for (i, off) in cpu_offs.iter().enumerate() {
-                b.extend_from_slice(&(i as u32).to_le_bytes());
-                b.extend_from_slice(&off.to_le_bytes());
-                // trace-cmd records compressed sizes without the 4-byte chunk count
-                let s = sizes[i];
-                let s = if self.opts.compression != Compression::None { s.saturating_sub(4) } else { s };
-                b.extend_from_slice(&s.to_le_bytes());
+            for (bi, name) in self.buf_names.iter().enumerate() {
+                let mut b = fly_offs[bi].to_le_bytes().to_vec();
+                b.extend_from_slice(name.as_bytes());
+                b.push(0);
+                b.extend_from_slice(clock.as_bytes());
+                b.push(0);
+                b.extend_from_slice(&self.opts.page_size.to_le_bytes());
+                b.extend_from_slice(&ncpus.to_le_bytes());
+                for (i, off) in cpu_offs[bi].iter().enumerate() {
+                    b.extend_from_slice(&(i as u32).to_le_bytes());
+                    b.extend_from_slice(&off.to_le_bytes());
+                    // trace-cmd records compressed sizes without the 4-byte chunk count
+                    let s = sizes[bi][i];
+                    let s = if compressed { s.saturating_sub(4) } else { s };
+                    b.extend_from_slice(&s.to_le_bytes());
+                }
+                add(3, &b);
             }
-            add(3, &b);
             add(0, &0u64.to_le_bytes());
             o
         };
-        let opts_len = section(0, &build_opts(0, &vec![0; ncpus as usize])).len() as u64;
-        let fly_off = opt_off + opts_len;
-        let mut off = align(fly_off + 16);
-        let mut cpu_offs = Vec::new();
-        for s in &sizes {
-            cpu_offs.push(off);
-            off = align(off + s);
-        }
-        let end = cpu_offs.last().map_or(off, |&o| o + sizes.last().copied().unwrap_or(0));
+        let zero_offs: Vec<Vec<u64>> = sizes.iter().map(|v| vec![0; v.len()]).collect();
+        let opts_len = section(0, 0, &build_opts(&vec![0; nbufs], &zero_offs)).len() as u64;
+        // each buffer: a flyrecord section header, padding, its CPU data
+        let (fly_heads, cpu_offs, _) = place(opt_off + opts_len, 16);
         head[opt_ptr_at..opt_ptr_at + 8].copy_from_slice(&opt_off.to_le_bytes());
         emit(out, &head, &mut pos)?;
         emit(out, &body, &mut pos)?;
-        emit(out, &section(0, &build_opts(fly_off, &cpu_offs)), &mut pos)?;
-        // flyrecord section header; its size covers the padding and all CPU data
-        let mut fh = Vec::new();
-        fh.extend_from_slice(&3u16.to_le_bytes());
-        fh.extend_from_slice(&(if self.opts.compression != Compression::None { 1u16 } else { 0 }).to_le_bytes());
-        fh.extend_from_slice(&0u32.to_le_bytes());
-        fh.extend_from_slice(&(end - (fly_off + 16)).to_le_bytes());
-        emit(out, &fh, &mut pos)?;
-        for (i, o) in cpu_offs.iter().enumerate() {
-            emit(out, &vec![0; (o - pos) as usize], &mut pos)?;
-            pos += self.copy_cpu(i, out)?;
+        emit(out, &section(0, 0, &build_opts(&fly_heads, &cpu_offs)), &mut pos)?;
+        for b in 0..nbufs {
+            emit(out, &vec![0; (fly_heads[b] - pos) as usize], &mut pos)?;
+            let end = cpu_offs[b].last().map_or(fly_heads[b] + 16, |&o| o + sizes[b].last().copied().unwrap_or(0));
+            // the section size covers the padding and all CPU data
+            let mut fh = Vec::new();
+            fh.extend_from_slice(&3u16.to_le_bytes());
+            fh.extend_from_slice(&(if compressed { 1u16 } else { 0 }).to_le_bytes());
+            fh.extend_from_slice(&0u32.to_le_bytes());
+            fh.extend_from_slice(&(end - (fly_heads[b] + 16)).to_le_bytes());
+            emit(out, &fh, &mut pos)?;
+            for (c, o) in cpu_offs[b].iter().enumerate() {
+                emit(out, &vec![0; (o - pos) as usize], &mut pos)?;
+                pos += self.copy_cpu(b, c, out)?;
+            }
         }
         Ok(pos)
     }
@@ -742,7 +812,18 @@ impl<W: Write> Sink for TraceDatWriter<W> {
             *self.stats.skipped.entry("(cpu number too large)".into()).or_default() += 1;
             return;
         }
-        self.push_record(ev.cpu, ev.ts_ns, n);
+        let b = match ev.instance {
+            None | Some("") => 0,
+            Some(name) => match self.buf_names.iter().position(|n| n == name) {
+                Some(i) => i,
+                None => {
+                    self.buf_names.push(name.to_string());
+                    self.buf_names.len() - 1
+                }
+            },
+        };
+        let lane = self.lane(b, ev.cpu);
+        self.push_record(lane, ev.ts_ns, n);
     }
 
     fn notice(&mut self, n: &Notice) {
@@ -750,9 +831,9 @@ impl<W: Write> Sink for TraceDatWriter<W> {
             if *cpu > 1 << 14 {
                 return;
             }
-            self.cpu(*cpu);
-            self.flush_page(*cpu);
-            let c = &mut self.cpus[*cpu as usize];
+            let lane = self.lane(0, *cpu);
+            self.flush_page(lane);
+            let c = &mut self.cpus[lane as usize];
             c.pending_lost = Some(c.pending_lost.unwrap_or(0) + count.unwrap_or(0));
             self.stats.lost_event_markers += 1;
         }
