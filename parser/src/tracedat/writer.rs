@@ -25,6 +25,54 @@ use std::io::{self, BufWriter, Read, Seek, Write};
 
 const BUILTIN: &str = include_str!("builtin_formats.txt");
 
+thread_local! {
+    /// Byte order of the file being written, set on entry to every writer
+    /// method (the writer runs on its caller's thread).
+    static BIG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Numbers in the file's byte order.
+trait FileEndian {
+    type B;
+    fn fe(self) -> Self::B;
+}
+macro_rules! fe_impl {
+    ($t:ty, $n:expr) => {
+        impl FileEndian for $t {
+            type B = [u8; $n];
+            fn fe(self) -> [u8; $n] {
+                if BIG.with(|b| b.get()) {
+                    self.to_be_bytes()
+                } else {
+                    self.to_le_bytes()
+                }
+            }
+        }
+    };
+}
+fe_impl!(u16, 2);
+fe_impl!(u32, 4);
+fe_impl!(u64, 8);
+
+/// An event header word: 5-bit type_len and 27-bit time delta, laid out
+/// as the kernel's bitfield is on a machine of the file's byte order.
+fn ev_word(type_len: u32, delta: u32) -> u32 {
+    if BIG.with(|b| b.get()) {
+        (type_len << 27) | delta
+    } else {
+        type_len | (delta << 5)
+    }
+}
+
+/// The low `n` bytes of `v` in the file's byte order.
+fn fe_n(v: u64, n: usize) -> Vec<u8> {
+    if BIG.with(|b| b.get()) {
+        v.to_be_bytes()[8 - n..].to_vec()
+    } else {
+        v.to_le_bytes()[..n].to_vec()
+    }
+}
+
 const HEADER_PAGE: &str = "\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n\tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;\n\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n\tfield: char data;\toffset:16;\tsize:4080;\tsigned:0;\n";
 const HEADER_EVENT: &str = "# compressed entry header\n\ttype_len    :    5 bits\n\ttime_delta  :   27 bits\n\tarray       :   32 bits\n\n\tpadding     : type == 29\n\ttime_extend : type == 30\n\ttime_stamp : type == 31\n\tdata max type_len  == 28\n";
 
@@ -50,11 +98,13 @@ pub struct WriterOptions {
     pub clock: Option<String>,
     /// Number of CPUs; default: highest CPU seen + 1.
     pub cpus: Option<u32>,
+    /// Write a big-endian file (as a big-endian machine's trace-cmd would).
+    pub big_endian: bool,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { version: 7, compression: Compression::Zstd, level: 3, page_size: 4096, uname: None, clock: None, cpus: None }
+        WriterOptions { version: 7, compression: Compression::Zstd, level: 3, page_size: 4096, uname: None, clock: None, cpus: None, big_endian: false }
     }
 }
 
@@ -266,10 +316,10 @@ impl<W: Write> TraceDatWriter<W> {
             commit |= MISSING_EVENTS | MISSING_STORED;
             let at = PAGE_HDR + c.used;
             if at + 8 <= ps {
-                c.page[at..at + 8].copy_from_slice(&n.to_le_bytes());
+                c.page[at..at + 8].copy_from_slice(&n.fe());
             }
         }
-        c.page[8..16].copy_from_slice(&commit.to_le_bytes());
+        c.page[8..16].copy_from_slice(&commit.fe());
         let r = if comp == Compression::None {
             c.spool.write(&c.page)
         } else {
@@ -301,8 +351,8 @@ impl<W: Write> TraceDatWriter<W> {
             return;
         }
         let r = self.zctx.as_mut().unwrap().compress(&c.chunk).and_then(|z| {
-            c.spool.write(&(z.len() as u32).to_le_bytes())?;
-            c.spool.write(&(c.chunk.len() as u32).to_le_bytes())?;
+            c.spool.write(&(z.len() as u32).fe())?;
+            c.spool.write(&(c.chunk.len() as u32).fe())?;
             c.spool.write(&z)?;
             c.spool.chunks += 1;
             Ok(())
@@ -337,26 +387,26 @@ impl<W: Write> TraceDatWriter<W> {
         }
         let c = &mut self.cpus[cpu as usize];
         if !c.has_events {
-            c.page[0..8].copy_from_slice(&ts.to_le_bytes());
+            c.page[0..8].copy_from_slice(&ts.fe());
             c.last_ts = ts;
             c.has_events = true;
         }
         let mut delta = ts - c.last_ts;
         let mut at = PAGE_HDR + c.used;
         if delta > TS_MASK {
-            let w = 30u32 | (((delta & TS_MASK) as u32) << 5);
-            c.page[at..at + 4].copy_from_slice(&w.to_le_bytes());
-            c.page[at + 4..at + 8].copy_from_slice(&((delta >> 27) as u32).to_le_bytes());
+            let w = ev_word(30, (delta & TS_MASK) as u32);
+            c.page[at..at + 4].copy_from_slice(&w.fe());
+            c.page[at + 4..at + 8].copy_from_slice(&((delta >> 27) as u32).fe());
             at += 8;
             delta = 0;
         }
         if hdr == 4 {
-            let w = (len / 4) as u32 | ((delta as u32) << 5);
-            c.page[at..at + 4].copy_from_slice(&w.to_le_bytes());
+            let w = ev_word((len / 4) as u32, delta as u32);
+            c.page[at..at + 4].copy_from_slice(&w.fe());
         } else {
-            let w = (delta as u32) << 5;
-            c.page[at..at + 4].copy_from_slice(&w.to_le_bytes());
-            c.page[at + 4..at + 8].copy_from_slice(&((len + 4) as u32).to_le_bytes());
+            let w = ev_word(0, delta as u32);
+            c.page[at..at + 4].copy_from_slice(&w.fe());
+            c.page[at + 4..at + 8].copy_from_slice(&((len + 4) as u32).fe());
         }
         at += hdr;
         c.page[at..at + payload_len].copy_from_slice(&self.scratch[..payload_len]);
@@ -378,7 +428,7 @@ impl<W: Write> TraceDatWriter<W> {
         let put = |buf: &mut Vec<u8>, off: u32, size: u32, v: u64| {
             let (o, s) = (off as usize, size as usize);
             if matches!(s, 1 | 2 | 4 | 8) && o + s <= buf.len() {
-                buf[o..o + s].copy_from_slice(&v.to_le_bytes()[..s]);
+                buf[o..o + s].copy_from_slice(&fe_n(v, s));
             }
         };
         for c in &f.common {
@@ -464,6 +514,7 @@ impl<W: Write> TraceDatWriter<W> {
 
     /// Write the file. Returns what was written.
     pub fn finish(mut self) -> Result<WriteStats> {
+        BIG.with(|b| b.set(self.opts.big_endian));
         for cpu in 0..self.cpus.len() as u32 {
             self.flush_page(cpu);
             if self.opts.compression != Compression::None {
@@ -488,19 +539,19 @@ impl<W: Write> TraceDatWriter<W> {
     fn header_info(&self) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(b"header_page\0");
-        b.extend_from_slice(&(HEADER_PAGE.len() as u64).to_le_bytes());
+        b.extend_from_slice(&(HEADER_PAGE.len() as u64).fe());
         b.extend_from_slice(HEADER_PAGE.as_bytes());
         b.extend_from_slice(b"header_event\0");
-        b.extend_from_slice(&(HEADER_EVENT.len() as u64).to_le_bytes());
+        b.extend_from_slice(&(HEADER_EVENT.len() as u64).fe());
         b.extend_from_slice(HEADER_EVENT.as_bytes());
         b
     }
 
     fn ftrace_formats(&self) -> Vec<u8> {
         let fs: Vec<&EventFormat> = self.formats.iter().filter(|f| f.system == "ftrace").collect();
-        let mut b = (fs.len() as u32).to_le_bytes().to_vec();
+        let mut b = (fs.len() as u32).fe().to_vec();
         for f in fs {
-            b.extend_from_slice(&(f.text.len() as u64).to_le_bytes());
+            b.extend_from_slice(&(f.text.len() as u64).fe());
             b.extend_from_slice(f.text.as_bytes());
         }
         b
@@ -511,13 +562,13 @@ impl<W: Write> TraceDatWriter<W> {
         for f in self.formats.iter().filter(|f| f.system != "ftrace") {
             systems.entry(&f.system).or_default().push(f);
         }
-        let mut b = (systems.len() as u32).to_le_bytes().to_vec();
+        let mut b = (systems.len() as u32).fe().to_vec();
         for (s, fs) in systems {
             b.extend_from_slice(s.as_bytes());
             b.push(0);
-            b.extend_from_slice(&(fs.len() as u32).to_le_bytes());
+            b.extend_from_slice(&(fs.len() as u32).fe());
             for f in fs {
-                b.extend_from_slice(&(f.text.len() as u64).to_le_bytes());
+                b.extend_from_slice(&(f.text.len() as u64).fe());
                 b.extend_from_slice(f.text.as_bytes());
             }
         }
@@ -544,7 +595,7 @@ impl<W: Write> TraceDatWriter<W> {
             v.push((5, format!("{u}\0").into_bytes()));
         }
         v.push((9, format!("nmitrace {}\0", env!("CARGO_PKG_VERSION")).into_bytes()));
-        v.push((8, self.ncpus().to_le_bytes().to_vec()));
+        v.push((8, self.ncpus().fe().to_vec()));
         v
     }
 
@@ -568,7 +619,7 @@ impl<W: Write> TraceDatWriter<W> {
         let mut n = 0;
         if compressed {
             let chunks = lane.map_or(0, |l| self.cpus[l].spool.chunks);
-            out.write_all(&chunks.to_le_bytes())?;
+            out.write_all(&chunks.fe())?;
             n += 4;
         }
         if let Some(c) = lane.map(|l| &mut self.cpus[l]) {
@@ -613,26 +664,26 @@ impl<W: Write> TraceDatWriter<W> {
         let mut head = Vec::new();
         head.extend_from_slice(super::header::MAGIC);
         head.extend_from_slice(if self.opts.version == 7 { b"7\0" } else { b"6\0" });
-        head.push(0); // little endian
+        head.push(self.opts.big_endian as u8); // endianness
         head.push(8); // long size
-        head.extend_from_slice(&self.opts.page_size.to_le_bytes());
+        head.extend_from_slice(&self.opts.page_size.fe());
         if self.opts.version == 6 {
             head.extend_from_slice(&self.header_info());
             head.extend_from_slice(&self.ftrace_formats());
             head.extend_from_slice(&self.event_formats());
-            head.extend_from_slice(&0u32.to_le_bytes()); // kallsyms
-            head.extend_from_slice(&0u32.to_le_bytes()); // printk
+            head.extend_from_slice(&0u32.fe()); // kallsyms
+            head.extend_from_slice(&0u32.fe()); // printk
             let cl = self.cmdlines_text();
-            head.extend_from_slice(&(cl.len() as u64).to_le_bytes());
+            head.extend_from_slice(&(cl.len() as u64).fe());
             head.extend_from_slice(&cl);
-            head.extend_from_slice(&ncpus.to_le_bytes());
+            head.extend_from_slice(&ncpus.fe());
             head.extend_from_slice(b"options  \0");
             let opts_at = head.len();
             let build_opts = |inst_heads: &[u64]| -> Vec<u8> {
                 let mut o = Vec::new();
                 let mut add = |id: u16, d: &[u8]| {
-                    o.extend_from_slice(&id.to_le_bytes());
-                    o.extend_from_slice(&(d.len() as u32).to_le_bytes());
+                    o.extend_from_slice(&id.fe());
+                    o.extend_from_slice(&(d.len() as u32).fe());
                     o.extend_from_slice(d);
                 };
                 for (id, d) in self.plain_options() {
@@ -640,12 +691,12 @@ impl<W: Write> TraceDatWriter<W> {
                 }
                 // instances: BUFFER option → "flyrecord" + their CPU table
                 for (b, name) in self.buf_names.iter().enumerate().skip(1) {
-                    let mut d = inst_heads.get(b).copied().unwrap_or(0).to_le_bytes().to_vec();
+                    let mut d = inst_heads.get(b).copied().unwrap_or(0).fe().to_vec();
                     d.extend_from_slice(name.as_bytes());
                     d.push(0);
                     add(3, &d);
                 }
-                o.extend_from_slice(&0u16.to_le_bytes());
+                o.extend_from_slice(&0u16.fe());
                 o
             };
             let opts_len = build_opts(&vec![0; nbufs]).len() as u64;
@@ -668,8 +719,8 @@ impl<W: Write> TraceDatWriter<W> {
             head.extend_from_slice(&build_opts(&heads));
             head.extend_from_slice(b"flyrecord\0");
             for (o, s) in offs[0].iter().zip(&sizes[0]) {
-                head.extend_from_slice(&o.to_le_bytes());
-                head.extend_from_slice(&s.to_le_bytes());
+                head.extend_from_slice(&o.fe());
+                head.extend_from_slice(&s.fe());
             }
             emit(out, &head, &mut pos)?;
             for b in 0..nbufs {
@@ -677,8 +728,8 @@ impl<W: Write> TraceDatWriter<W> {
                     emit(out, &vec![0; (heads[b] - pos) as usize], &mut pos)?;
                     let mut t = b"flyrecord\0".to_vec();
                     for (o, s) in offs[b].iter().zip(&sizes[b]) {
-                        t.extend_from_slice(&o.to_le_bytes());
-                        t.extend_from_slice(&s.to_le_bytes());
+                        t.extend_from_slice(&o.fe());
+                        t.extend_from_slice(&s.fe());
                     }
                     emit(out, &t, &mut pos)?;
                 }
@@ -696,25 +747,25 @@ impl<W: Write> TraceDatWriter<W> {
         head.extend_from_slice(cver.as_bytes());
         head.push(0);
         let opt_ptr_at = head.len();
-        head.extend_from_slice(&0u64.to_le_bytes());
+        head.extend_from_slice(&0u64.fe());
         let section = |id: u16, flags: u16, body: &[u8]| -> Vec<u8> {
             let mut s = Vec::with_capacity(16 + body.len());
-            s.extend_from_slice(&id.to_le_bytes());
-            s.extend_from_slice(&flags.to_le_bytes());
-            s.extend_from_slice(&0u32.to_le_bytes());
-            s.extend_from_slice(&(body.len() as u64).to_le_bytes());
+            s.extend_from_slice(&id.fe());
+            s.extend_from_slice(&flags.fe());
+            s.extend_from_slice(&0u32.fe());
+            s.extend_from_slice(&(body.len() as u64).fe());
             s.extend_from_slice(body);
             s
         };
         let cl = self.cmdlines_text();
-        let mut clb = (cl.len() as u64).to_le_bytes().to_vec();
+        let mut clb = (cl.len() as u64).fe().to_vec();
         clb.extend_from_slice(&cl);
         let metas: Vec<(u16, Vec<u8>)> = vec![
             (16, self.header_info()),
             (17, self.ftrace_formats()),
             (18, self.event_formats()),
-            (19, 0u32.to_le_bytes().to_vec()),
-            (20, 0u32.to_le_bytes().to_vec()),
+            (19, 0u32.fe().to_vec()),
+            (20, 0u32.fe().to_vec()),
             (21, clb),
         ];
         let mut sec_offs = Vec::new();
@@ -729,42 +780,42 @@ impl<W: Write> TraceDatWriter<W> {
         let build_opts = |fly_offs: &[u64], cpu_offs: &[Vec<u64>]| -> Vec<u8> {
             let mut o = Vec::new();
             let mut add = |id: u16, d: &[u8]| {
-                o.extend_from_slice(&id.to_le_bytes());
-                o.extend_from_slice(&(d.len() as u32).to_le_bytes());
+                o.extend_from_slice(&id.fe());
+                o.extend_from_slice(&(d.len() as u32).fe());
                 o.extend_from_slice(d);
             };
             for (id, off) in &sec_offs {
-                add(*id, &off.to_le_bytes());
+                add(*id, &off.fe());
             }
             for (id, d) in self.plain_options() {
                 add(id, &d);
             }
             for (bi, name) in self.buf_names.iter().enumerate() {
-                let mut b = fly_offs[bi].to_le_bytes().to_vec();
+                let mut b = fly_offs[bi].fe().to_vec();
                 b.extend_from_slice(name.as_bytes());
                 b.push(0);
                 b.extend_from_slice(clock.as_bytes());
                 b.push(0);
-                b.extend_from_slice(&self.opts.page_size.to_le_bytes());
-                b.extend_from_slice(&ncpus.to_le_bytes());
+                b.extend_from_slice(&self.opts.page_size.fe());
+                b.extend_from_slice(&ncpus.fe());
                 for (i, off) in cpu_offs[bi].iter().enumerate() {
-                    b.extend_from_slice(&(i as u32).to_le_bytes());
-                    b.extend_from_slice(&off.to_le_bytes());
+                    b.extend_from_slice(&(i as u32).fe());
+                    b.extend_from_slice(&off.fe());
                     // trace-cmd records compressed sizes without the 4-byte chunk count
                     let s = sizes[bi][i];
                     let s = if compressed { s.saturating_sub(4) } else { s };
-                    b.extend_from_slice(&s.to_le_bytes());
+                    b.extend_from_slice(&s.fe());
                 }
                 add(3, &b);
             }
-            add(0, &0u64.to_le_bytes());
+            add(0, &0u64.fe());
             o
         };
         let zero_offs: Vec<Vec<u64>> = sizes.iter().map(|v| vec![0; v.len()]).collect();
         let opts_len = section(0, 0, &build_opts(&vec![0; nbufs], &zero_offs)).len() as u64;
         // each buffer: a flyrecord section header, padding, its CPU data
         let (fly_heads, cpu_offs, _) = place(opt_off + opts_len, 16);
-        head[opt_ptr_at..opt_ptr_at + 8].copy_from_slice(&opt_off.to_le_bytes());
+        head[opt_ptr_at..opt_ptr_at + 8].copy_from_slice(&opt_off.fe());
         emit(out, &head, &mut pos)?;
         emit(out, &body, &mut pos)?;
         emit(out, &section(0, 0, &build_opts(&fly_heads, &cpu_offs)), &mut pos)?;
@@ -773,10 +824,10 @@ impl<W: Write> TraceDatWriter<W> {
             let end = cpu_offs[b].last().map_or(fly_heads[b] + 16, |&o| o + sizes[b].last().copied().unwrap_or(0));
             // the section size covers the padding and all CPU data
             let mut fh = Vec::new();
-            fh.extend_from_slice(&3u16.to_le_bytes());
-            fh.extend_from_slice(&(if compressed { 1u16 } else { 0 }).to_le_bytes());
-            fh.extend_from_slice(&0u32.to_le_bytes());
-            fh.extend_from_slice(&(end - (fly_heads[b] + 16)).to_le_bytes());
+            fh.extend_from_slice(&3u16.fe());
+            fh.extend_from_slice(&(if compressed { 1u16 } else { 0 }).fe());
+            fh.extend_from_slice(&0u32.fe());
+            fh.extend_from_slice(&(end - (fly_heads[b] + 16)).fe());
             emit(out, &fh, &mut pos)?;
             for (c, o) in cpu_offs[b].iter().enumerate() {
                 emit(out, &vec![0; (o - pos) as usize], &mut pos)?;
@@ -789,6 +840,7 @@ impl<W: Write> TraceDatWriter<W> {
 
 impl<W: Write> Sink for TraceDatWriter<W> {
     fn event(&mut self, ev: &Event<'_>) {
+        BIG.with(|b| b.set(self.opts.big_endian));
         self.started = true;
         if self.error.is_some() {
             return;
@@ -827,6 +879,7 @@ impl<W: Write> Sink for TraceDatWriter<W> {
     }
 
     fn notice(&mut self, n: &Notice) {
+        BIG.with(|b| b.set(self.opts.big_endian));
         if let Notice::LostEvents { cpu, count, .. } = n {
             if *cpu > 1 << 14 {
                 return;
