@@ -190,7 +190,7 @@ fn flipped_bytes_and_hostile_sizes_never_panic() {
         seed
     };
     for (_, b) in variants() {
-        for _ in 0..800 {
+        for _ in 0..400 {
             let mut m = b.clone();
             let n = 1 + rnd() % 4;
             for _ in 0..n {
