@@ -34,7 +34,11 @@ pub fn write_event_line(ev: &Event<'_>, out: &mut String) {
         if i > 0 {
             out.push(' ');
         }
-        let _ = write!(out, "{}={}", f.name, f.value);
+        let _ = match f.value {
+            nmitrace_parser::Value::Uint(v) => write_num(out, f.name, v),
+            nmitrace_parser::Value::Int(v) if v > 0 => write_num(out, f.name, v as u64),
+            v => write!(out, "{}={}", f.name, v),
+        };
     }
 }
 
@@ -134,8 +138,9 @@ impl CapturedLine {
             }
             let _ = match v {
                 CapVal::None => write!(out, "{n}=?"),
+                CapVal::I(x) if *x > 0 => write_num(&mut out, n, *x as u64),
                 CapVal::I(x) => write!(out, "{n}={x}"),
-                CapVal::U(x) => write!(out, "{n}={x}"),
+                CapVal::U(x) => write_num(&mut out, n, *x),
                 CapVal::S(s) => write!(out, "{n}={s}"),
             };
         }
@@ -183,4 +188,13 @@ pub fn name_eq(a: &str, b: &str) -> bool {
         return w(a, 0) == w(b, 0) && w(a, n - 8) == w(b, n - 8);
     }
     a == b
+}
+
+/// Numbers too large to be counts (addresses) print in hex, as trace-cmd does.
+fn write_num(out: &mut String, name: &str, v: u64) -> std::fmt::Result {
+    if v > 0xffff_ffff {
+        write!(out, "{name}={v:#x}")
+    } else {
+        write!(out, "{name}={v}")
+    }
 }
