@@ -117,7 +117,7 @@ impl PgdModel {
         let span = vend - vstart;
         let plausible = match self.kind {
             PgdKind::X86_64FourLevel | PgdKind::X86_64FiveLevel => vstart >= 0xff00_0000_0000_0000 && span >= 1 << 40,
-            _ => vstart >= 0x8000_0000 && span >= 1 << 24,
+            _ => vstart >= 0x8000_0000 && vend <= 0xffff_ffff && span >= 1 << 24,
         };
         if !plausible {
             return false;
