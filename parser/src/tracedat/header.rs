@@ -220,6 +220,10 @@ pub struct Meta {
     pub tsc2nsec: Option<(u32, u32, u64)>,
     pub warnings: Vec<(u64, String)>,
     pub file_len: u64,
+    /// kallsyms and printk formats, kept only by [`parse_full`] (for copying).
+    pub kallsyms: Option<Vec<u8>>,
+    pub printk: Option<Vec<u8>>,
+    keep_extras: bool,
 }
 
 impl Meta {
@@ -244,6 +248,15 @@ impl Meta {
 
 /// Parse the header and metadata of a trace.dat held in `buf`.
 pub fn parse(name: &str, buf: &[u8]) -> Result<Meta> {
+    parse_opts(name, buf, false)
+}
+
+/// [`parse`], also keeping the kallsyms and printk formats.
+pub fn parse_full(name: &str, buf: &[u8]) -> Result<Meta> {
+    parse_opts(name, buf, true)
+}
+
+fn parse_opts(name: &str, buf: &[u8], keep_extras: bool) -> Result<Meta> {
     let mut c = Cursor::new(name, buf, 0, Endian::Little);
     c.expect(MAGIC, "trace.dat magic")?;
     let ver = c.cstr("the file version string")?;
@@ -283,6 +296,9 @@ pub fn parse(name: &str, buf: &[u8]) -> Result<Meta> {
         tsc2nsec: None,
         warnings: Vec::new(),
         file_len: buf.len() as u64,
+        kallsyms: None,
+        printk: None,
+        keep_extras,
     };
     if version == 6 {
         parse_v6(&mut c, &mut meta)?;
@@ -368,9 +384,13 @@ fn parse_v6(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
     parse_ftrace_formats(c, meta)?;
     parse_event_formats(c, meta)?;
     let n = c.u32("the kallsyms size")?;
-    c.bytes(n as u64, "the kallsyms")?;
+    let k = c.bytes(n as u64, "the kallsyms")?;
     let n = c.u32("the printk formats size")?;
-    c.bytes(n as u64, "the printk formats")?;
+    let p = c.bytes(n as u64, "the printk formats")?;
+    if meta.keep_extras {
+        meta.kallsyms = Some(k.to_vec());
+        meta.printk = Some(p.to_vec());
+    }
     parse_cmdlines(c, meta)?;
     let cpus = c.u32("the number of CPUs")?;
     if cpus > MAX_CPUS {
@@ -610,6 +630,24 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
     let off = need(18, "event formats")?;
     let (b, base) = section_body(c, meta, off, 18, "the event formats section")?;
     parse_event_formats(&mut Cursor::new(c.name, &b, base, c.endian), meta)?;
+    if meta.keep_extras {
+        for (id, what) in [(19u16, "the kallsyms section"), (20, "the printk formats section")] {
+            if let Some(&off) = sections.get(&id) {
+                if let Ok((b, base)) = section_body(c, meta, off, id, what) {
+                    let mut sc = Cursor::new(c.name, &b, base, c.endian);
+                    if let Ok(n) = sc.u32("a size") {
+                        if let Ok(d) = sc.bytes(n as u64, what) {
+                            if id == 19 {
+                                meta.kallsyms = Some(d.to_vec());
+                            } else {
+                                meta.printk = Some(d.to_vec());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
     if let Some(&off) = sections.get(&21) {
         let (b, base) = section_body(c, meta, off, 21, "the saved cmdlines section")?;
         parse_cmdlines(&mut Cursor::new(c.name, &b, base, c.endian), meta)?;

@@ -186,6 +186,9 @@ pub struct TraceDatWriter<W: Write> {
     error: Option<Error>,
     started: bool,
     scratch: Vec<u8>,
+    /// kallsyms and printk formats to carry (from a source trace.dat).
+    kallsyms: Vec<u8>,
+    printk: Vec<u8>,
     zctx: Option<zstd::bulk::Compressor<'static>>,
 }
 
@@ -215,6 +218,8 @@ impl<W: Write> TraceDatWriter<W> {
             error: None,
             started: false,
             scratch: Vec::new(),
+            kallsyms: Vec::new(),
+            printk: Vec::new(),
             zctx: None,
         };
         for (sys, text) in split_formats(BUILTIN) {
@@ -259,6 +264,12 @@ impl<W: Write> TraceDatWriter<W> {
             kept.push(f);
         }
         kept.extend(meta.formats.iter().cloned());
+        if let Some(k) = &meta.kallsyms {
+            self.kallsyms = k.clone();
+        }
+        if let Some(p) = &meta.printk {
+            self.printk = p.clone();
+        }
         self.formats = kept;
         self.reindex();
         Ok(())
@@ -671,8 +682,10 @@ impl<W: Write> TraceDatWriter<W> {
             head.extend_from_slice(&self.header_info());
             head.extend_from_slice(&self.ftrace_formats());
             head.extend_from_slice(&self.event_formats());
-            head.extend_from_slice(&0u32.fe()); // kallsyms
-            head.extend_from_slice(&0u32.fe()); // printk
+            head.extend_from_slice(&(self.kallsyms.len() as u32).fe());
+            head.extend_from_slice(&self.kallsyms);
+            head.extend_from_slice(&(self.printk.len() as u32).fe());
+            head.extend_from_slice(&self.printk);
             let cl = self.cmdlines_text();
             head.extend_from_slice(&(cl.len() as u64).fe());
             head.extend_from_slice(&cl);
@@ -764,16 +777,28 @@ impl<W: Write> TraceDatWriter<W> {
             (16, self.header_info()),
             (17, self.ftrace_formats()),
             (18, self.event_formats()),
-            (19, 0u32.fe().to_vec()),
-            (20, 0u32.fe().to_vec()),
+            (19, [&(self.kallsyms.len() as u32).fe()[..], &self.kallsyms].concat()),
+            (20, [&(self.printk.len() as u32).fe()[..], &self.printk].concat()),
             (21, clb),
         ];
         let mut sec_offs = Vec::new();
         let mut body = Vec::new();
         let base = head.len() as u64;
+        let level = self.opts.level;
         for (id, b) in &metas {
             sec_offs.push((*id, base + body.len() as u64));
-            body.extend_from_slice(&section(*id, 0, b));
+            // big metadata (formats, kallsyms) is compressed like trace-cmd does
+            let z = if compressed && b.len() > 4096 { zstd::bulk::compress(b, level).ok() } else { None };
+            match z {
+                Some(z) => {
+                    let mut c = Vec::with_capacity(z.len() + 8);
+                    c.extend_from_slice(&(z.len() as u32).fe());
+                    c.extend_from_slice(&(b.len() as u32).fe());
+                    c.extend_from_slice(&z);
+                    body.extend_from_slice(&section(*id, 1, &c));
+                }
+                None => body.extend_from_slice(&section(*id, 0, b)),
+            }
         }
         let opt_off = base + body.len() as u64;
         let clock = self.clock();
@@ -968,28 +993,38 @@ fn split_formats(all: &str) -> Vec<(&str, &str)> {
 /// a trace.dat source its own format files are used (every event kept),
 /// otherwise the carried formats of the modelled events.
 pub fn convert<W: Write>(path: &std::path::Path, out: W, mut opts: WriterOptions) -> Result<WriteStats> {
-    let mut trace = crate::Trace::open(path)?;
-    let _ = trace.probe();
+    let name = path.display().to_string();
+    let input = crate::Input::open(path)?;
+    let format = crate::detect::detect(&name, input.head())?;
+    if !matches!(format, crate::Format::TraceDat { .. }) {
+        let mut trace = crate::Trace::from_input(name, input)?;
+        let _ = trace.probe();
+        if opts.uname.is_none() {
+            opts.uname = trace.info.kernel.as_ref().map(|k| format!("Linux nmitrace {k} {}", trace.info.arch.clone().unwrap_or_default()));
+        }
+        if opts.clock.is_none() {
+            opts.clock = trace.info.clock.clone();
+        }
+        let mut w = TraceDatWriter::new(out, opts);
+        trace.run(&mut w)?;
+        return w.finish();
+    }
+    // a trace.dat (file or stdin): read it once, keep its formats and cmdlines
+    let bytes = input.into_bytes()?;
+    let meta = super::header::parse_full(&name, &bytes)?;
     if opts.uname.is_none() {
-        opts.uname = trace.info.kernel.as_ref().map(|k| format!("Linux nmitrace {k} {}", trace.info.arch.clone().unwrap_or_default()));
+        opts.uname = meta.uname.clone();
     }
     if opts.clock.is_none() {
-        opts.clock = trace.info.clock.clone();
+        opts.clock = meta.clock.clone();
     }
-    let is_dat = matches!(trace.format(), crate::Format::TraceDat { .. });
     let mut w = TraceDatWriter::new(out, opts);
-    if is_dat {
-        let bytes = crate::Input::open(path)?.into_bytes()?;
-        let meta = super::header::parse(&path.display().to_string(), &bytes)?;
-        if let Some(u) = &meta.uname {
-            w.opts.uname = Some(u.clone());
-        }
-        w.add_formats_from(&meta)?;
-        for (pid, comm) in &meta.cmdlines {
-            w.cmdlines.insert(*pid, comm.clone());
-        }
+    w.add_formats_from(&meta)?;
+    for (pid, comm) in &meta.cmdlines {
+        w.cmdlines.insert(*pid, comm.clone());
     }
-    trace.run(&mut w)?;
+    drop(meta);
+    super::run_bytes(&name, &bytes, &mut w, None)?;
     w.finish()
 }
 
