@@ -38,9 +38,19 @@ fn main() {
             "--text" => out = "text",
             "--bench" => out = "bench",
             "--dump" => out = "dump",
+            "--count" => out = "count",
             _ => {}
         }
         i += 1;
+    }
+    if out == "count" {
+        let mut tr = Trace::open(path).unwrap();
+        tr.threads = threads;
+        tr.probe().unwrap();
+        let mut c = Count(0);
+        tr.run(&mut c).unwrap();
+        println!("{}", c.0);
+        return;
     }
     if out == "dump" {
         struct Dump;
