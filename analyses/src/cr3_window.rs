@@ -21,6 +21,8 @@ pub struct WindowHit {
     pub prev_mm: Option<u32>,
     pub next_mm: Option<u32>,
     pub lines: Vec<String>,
+    /// Next's first event, which closed the window (when it has closed).
+    pub end_line: Option<String>,
 }
 
 fn hit(w: &SwitchWindow, observed: bool) -> WindowHit {
@@ -36,6 +38,7 @@ fn hit(w: &SwitchWindow, observed: bool) -> WindowHit {
         prev_mm: w.prev_mm,
         next_mm: w.next_mm,
         lines: w.evidence(),
+        end_line: None,
     }
 }
 
@@ -51,9 +54,7 @@ pub fn check(cpu: &Cpu, pid: i32, start: u64, end: u64, tol: u64) -> Option<Wind
     let l = &cpu.last_window;
     if l.overlaps(start, end, tol) && l.end_ts.is_some_and(|e| start < e) {
         let mut h = hit(l, false);
-        if let Some(end) = l.end_line.render() {
-            h.lines.push(end);
-        }
+        h.end_line = l.end_line.render();
         return Some(h);
     }
     None
@@ -101,6 +102,7 @@ pub fn finding(inst: &Instance, w: &WindowHit, replay: &Replay) -> Finding {
     f.details.insert("fault_in_nmi".into(), faulted.into());
     let mut ev = w.lines.clone();
     ev.extend(inst.lines.iter().cloned());
+    ev.extend(w.end_line.iter().cloned());
     f.evidence = ev;
     f
 }

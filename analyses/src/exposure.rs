@@ -69,15 +69,17 @@ impl Exposure {
                 "a vmalloc area".to_string()
             };
             f.message = format!(
-                "{comm}[{pid}] runs on CPU {} with {}, which lacks vmalloc top-level entry {e} ({:#x}) opened at {} by {} for {what}: its first touch from this mm is a lazy vmalloc fault, and if an NMI handler touches it first the fault happens in NMI context{}",
+                "{comm}[{pid}] runs on CPU {} with {}, which lacks vmalloc top-level entry {} ({:#x}) opened at {} by {} for {what}: its first touch from this mm is a lazy vmalloc fault, and if an NMI handler touches it first the fault happens in NMI context{}",
                 ev.cpu,
                 m.describe(),
+                replay.model.pgd.table_index(e),
                 opened.base,
                 fmt_ts(opened.ts_ns),
                 opened.how,
                 if replay.model.nested_nmi_corrupts_stack { " (before 3.3: NMI stack corruption)" } else { "" }
             );
             f.details.insert("entry".into(), e.into());
+            f.details.insert("table_index".into(), replay.model.pgd.table_index(e).into());
             f.details.insert("entry_base".into(), format!("{:#x}", opened.base).into());
             f.details.insert("opened_by".into(), opened.how.into());
             f.details.insert("opened_at_ns".into(), opened.ts_ns.into());

@@ -397,7 +397,17 @@ impl NmiLatch {
             }
         }
         if let Some(w) = &inst.window {
-            out.push(cr3_window::finding(&inst, w, replay));
+            let mut w = w.clone();
+            if w.end_ts.is_none() {
+                // The window has closed since: take its end from the replay.
+                if let Some(l) = replay.cpu(cpu).map(|c| &c.last_window) {
+                    if l.start_ts == w.start_ts && l.end_ts.is_some() {
+                        w.end_ts = l.end_ts;
+                        w.end_line = l.end_line.render();
+                    }
+                }
+            }
+            out.push(cr3_window::finding(&inst, &w, replay));
         }
         if !inst.faults.is_empty() {
             vmalloc_fault::report(&inst, replay, out, inst.window.is_some());

@@ -41,10 +41,12 @@ fn nmi_stamped_with_prev_after_reason0_flush_is_observed_mismatch() {
     assert_eq!(f[0].severity, "warning");
     assert_eq!(f[0].details["prev_pid"], 100);
     assert_eq!(f[0].details["next_pid"], 200);
-    // Evidence: the switch, the flush and the NMI, as printed.
-    assert_eq!(f[0].evidence.len(), 3);
+    // Evidence: the switch, the flush, the NMI and next's first event, as printed.
+    assert_eq!(f[0].evidence.len(), 4);
     assert!(f[0].evidence[1].contains("tlb_flush"));
     assert!(f[0].evidence[2].contains("nmi_handler"));
+    assert!(f[0].evidence[3].contains("cc1-200"));
+    assert_eq!(f[0].details["window_end_ns"], 20_000);
     assert_eq!(r.nmis.instances, 1);
     assert_eq!(r.nmis.by_handler[PERF].count, 1);
 }

@@ -68,10 +68,12 @@ pub fn report(inst: &Instance, replay: &Replay, out: &mut Findings, in_window: b
                 "the model believed the entry present (state before the trace is unknown): the fault proves it was missing".to_string()
             };
             f.message = format!(
-                "kernel-mode page fault on vmalloc address {addr} inside an NMI on CPU {}{in_handler}; {lacked}: {why}",
+                "kernel-mode page fault on vmalloc address {addr} (top-level entry {}) inside an NMI on CPU {}{in_handler}; {lacked}: {why}",
+                m.pgd.table_index(e),
                 inst.cpu
             );
             f.details.insert("entry".into(), e.into());
+            f.details.insert("table_index".into(), m.pgd.table_index(e).into());
             f.details.insert("entry_base".into(), format!("{:#x}", m.pgd.entry_base(e)).into());
             f.details.insert("lacked_by_model".into(), fi.lacked.into());
             f.details.insert("cr3_mm".into(), fl.cr3_mm.clone().into());

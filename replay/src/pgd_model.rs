@@ -158,6 +158,18 @@ impl PgdModel {
         (((self.vmalloc_end >> s) - (self.vmalloc_start >> s)) as usize + 1).min(MAX_ENTRIES)
     }
 
+    /// The entry's index in the hardware table, as a kernel developer names
+    /// it (`pgd_index()`; PMD index for PAE): 465 for 0xffffe8ffffe00000.
+    pub fn table_index(&self, i: u16) -> u64 {
+        let base = self.entry_base(i);
+        match self.kind {
+            PgdKind::X86_64FourLevel => (base >> 39) & 511,
+            PgdKind::X86_64FiveLevel => (base >> 48) & 511,
+            PgdKind::X86_32 => (base >> 22) & 1023,
+            PgdKind::X86_32Pae => (base >> 21) & 511,
+        }
+    }
+
     /// First address covered by entry `i`.
     pub fn entry_base(&self, i: u16) -> u64 {
         let s = self.kind.shift();
@@ -177,6 +189,7 @@ mod tests {
         assert_eq!(m.entry(0xffff_e8ff_ffc0_0000), Some(63));
         assert_eq!(m.entry(0xffff_8800_0000_0000), None);
         assert_eq!(m.entry_base(1), 0xffff_c980_0000_0000);
+        assert_eq!(m.table_index(m.entry(0xffff_e8ff_ffe0_0000).unwrap()), 465);
     }
 
     #[test]
