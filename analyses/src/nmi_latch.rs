@@ -177,7 +177,7 @@ impl NmiLatch {
         c.pending.push(cand);
         if let Some(d) = dropped {
             if d.nmi_flag {
-                self.flagged_pending -= 1;
+                self.flagged_pending = self.flagged_pending.saturating_sub(1);
             }
         }
     }
@@ -190,7 +190,7 @@ impl NmiLatch {
             return;
         }
         let flagged: Vec<Candidate> = c.pending.drain(..).filter(|p| p.nmi_flag).collect();
-        self.flagged_pending -= flagged.len();
+        self.flagged_pending = self.flagged_pending.saturating_sub(flagged.len());
         let mut inst = Instance { cpu, ..Default::default() };
         for cand in flagged {
             inst.start = if inst.lines.is_empty() { cand.ts_ns } else { inst.start };
@@ -309,7 +309,7 @@ impl NmiLatch {
                 i += 1;
             }
         }
-        self.flagged_pending -= claimed;
+        self.flagged_pending = self.flagged_pending.saturating_sub(claimed);
         // The switch window: stamped with prev's pid after the reason-0 flush = observed.
         if let Some(rc) = replay.cpu(ev.cpu) {
             let hit = cr3_window::check(rc, ev.pid, start, end, tol);
@@ -441,7 +441,7 @@ impl NmiLatch {
         c.swallow = false;
         let flagged = c.pending.iter().filter(|p| p.nmi_flag).count();
         c.pending.clear();
-        self.flagged_pending -= flagged;
+        self.flagged_pending = self.flagged_pending.saturating_sub(flagged);
     }
 
     /// End of trace: close every open instance and settle the last ones.

@@ -317,3 +317,55 @@ fn lost_events_close_the_window() {
     assert_eq!(kinds(&r), vec![("trace_data_loss".into(), "warning".into(), "observed".into())]);
     assert_eq!(r.input.kernel.as_deref(), Some("4.19"));
 }
+
+/// Random event soups (all modelled kinds, flags on and off, overlapping
+/// NMIs, lost events) never panic and keep the report consistent.
+#[test]
+fn random_event_soup_does_not_panic() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let tasks = [("bash", 100), ("cc1", 200), ("kworker/0:1", 41), ("swapper/0", 0), ("perf", 300)];
+    for kernel in ["2.6.35", "4.4", "6.1"] {
+        let cfg = Config { kernel: Some(kernel.into()), ..Config::default() };
+        let mut a = Analyzer::new(cfg);
+        let mut ts = 1_000u64;
+        for _ in 0..5_000 {
+            ts += rnd(5_000);
+            let cpu = rnd(3) as u32;
+            let who = tasks[rnd(tasks.len() as u64) as usize];
+            let other = tasks[rnd(tasks.len() as u64) as usize];
+            let vm = 0xffff_c900_0000_0000u64 + (rnd(64) << 39) + rnd(1 << 20);
+            let mut e = match rnd(12) {
+                0 => ev::switch(ts, cpu, who, other),
+                1 => ev::flush0(ts, cpu, who),
+                2 | 3 => ev::nmi(ts, cpu, who, ["perf_event_nmi_handler", "nmi_cpu_backtrace_handler"][rnd(2) as usize], rnd(8_000), rnd(3) as i64),
+                4 => ev::kfault(ts, cpu, who, vm),
+                5 => ev::kfault(ts, cpu, who, rnd(1 << 40)),
+                6 => ev::exec(ts, cpu, who),
+                7 => ev::newtask(ts, cpu, who, 1000 + rnd(50) as i32, if rnd(2) == 0 { 0x100 } else { 0x11 }),
+                8 => ev::fork(ts, cpu, who, 1000 + rnd(50) as i32),
+                9 => ev::vmap(ts, cpu, who, vm, 4096 * (1 + rnd(600))),
+                10 => ev::console(ts, cpu, who, "Uhhuh. NMI received for unknown reason 3d on CPU 1."),
+                _ => ev::ufault(ts, cpu, who, 0x400000),
+            };
+            if rnd(2) == 0 {
+                e = e.ctx(rnd(4) == 0, rnd(4) == 0, rnd(2) == 0);
+            }
+            e.with(|ev| a.event(ev));
+            if rnd(500) == 0 {
+                a.notice(&Notice::LostEvents { cpu, count: Some(3), ts_ns: Some(ts), origin: nmitrace_parser::Origin::None });
+            }
+        }
+        let r = a.finish("soup", &TraceInfo::default(), &ParseStats::default());
+        let n: u64 = r.summary.values().sum();
+        assert_eq!(n, r.findings.len() as u64);
+        assert!(r.nmis.instances > 0);
+        let _ = r.render_text();
+        let _ = serde_json::to_string(&r).unwrap();
+    }
+}
