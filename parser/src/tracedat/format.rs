@@ -290,7 +290,7 @@ fn print_labels(pf: &str) -> Vec<(String, String, char)> {
                 continue;
             }
             let mut k = j + 1;
-            while k < fb.len() && !(fb[k].is_ascii_alphabetic() && !matches!(fb[k], b'l' | b'h' | b'z' | b'j' | b't' | b'L' | b'q')) {
+            while k < fb.len() && (!fb[k].is_ascii_alphabetic() || matches!(fb[k], b'l' | b'h' | b'z' | b'j' | b't' | b'L' | b'q')) {
                 k += 1;
             }
             let conv = fb.get(k).map(|&c| c as char).unwrap_or('?');
@@ -371,7 +371,7 @@ fn parse_field(line: &str) -> Option<FieldFormat> {
         None => !(type_.starts_with('u') || type_.contains("unsigned") || type_.ends_with('*') || type_ == "bool"),
     };
     let kind = if dynamic {
-        Kind::Dyn { string: is_char || elem_base == "u8" && false, rel }
+        Kind::Dyn { string: is_char, rel }
     } else if array {
         if is_char {
             Kind::Str

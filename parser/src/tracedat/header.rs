@@ -494,11 +494,9 @@ fn handle_option(c: &Cursor, meta: &mut Meta, id: u16, data: &[u8], instances: &
             }
         }
         // BUFFER
-        3 if !v7 => {
-            if data.len() >= 8 {
-                let off = e.u64(data[..8].try_into().unwrap());
-                instances.push((cstr(&data[8..]), off));
-            }
+        3 if !v7 && data.len() >= 8 => {
+            let off = e.u64(data[..8].try_into().unwrap());
+            instances.push((cstr(&data[8..]), off));
         }
         // TRACECLOCK
         4 => {
@@ -692,7 +690,9 @@ fn parse_buffer_option(e: Endian, data: &[u8], latency: bool) -> Option<(u64, St
     let rest = c.remaining();
     let mut page_size = 0;
     // with page size: 4 + 4 + 20n ; without: 4 + 20n
-    if rest >= 8 && (rest - 8) % 20 == 0 && (rest - 4) % 20 != 0 {
+    #[allow(clippy::manual_is_multiple_of)] // keeps the workspace's rust-version
+    let with_page_size = rest >= 8 && (rest - 8) % 20 == 0 && (rest - 4) % 20 != 0;
+    if with_page_size {
         page_size = c.u32("").ok()?;
     }
     let n = c.u32("").ok()?;

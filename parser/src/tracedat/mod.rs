@@ -115,7 +115,7 @@ pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<
     let instances: Vec<Option<&str>> = meta.buffers.iter().map(|b| if b.name.is_empty() { None } else { Some(b.name.as_str()) }).collect();
     let ts_offset = meta.ts_offset;
     let tsc = meta.tsc2nsec;
-    let parallel = threads.map_or(true, |t| t > 1);
+    let parallel = !matches!(threads, Some(t) if t <= 1);
     let mut unknown_ids: Vec<u32> = Vec::new();
     let mut events = 0u64;
     let warnings = std::cell::Cell::new(0u64);

@@ -153,7 +153,7 @@ fn temp_file() -> io::Result<File> {
             Err(e) => return Err(e),
         }
     }
-    Err(io::Error::new(io::ErrorKind::Other, "no temporary file name free"))
+    Err(io::Error::other("no temporary file name free"))
 }
 
 /// One CPU of one buffer (a "lane").
@@ -445,13 +445,7 @@ impl<W: Write> TraceDatWriter<W> {
         for c in &f.common {
             let v = match c.name.as_str() {
                 "common_type" => f.id as u64,
-                "common_flags" => {
-                    if ev.ctx.known {
-                        ev.ctx.to_common_flags() as u64
-                    } else {
-                        0
-                    }
-                }
+                "common_flags" if ev.ctx.known => ev.ctx.to_common_flags() as u64,
                 "common_preempt_count" => ev.ctx.preempt_depth.unwrap_or(0) as u64,
                 "common_pid" => ev.pid as i64 as u64,
                 _ => 0,

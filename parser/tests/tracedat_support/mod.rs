@@ -60,7 +60,7 @@ pub fn parse_oracle_line(line: &str) -> Option<OracleEvent> {
     let mut i = 0;
     while let Some(open) = line[i..].find(" [").map(|x| x + i) {
         let rest = &line[open + 2..];
-        let Some(close) = rest.find(']') else { return None };
+        let close = rest.find(']')?;
         let cpu_s = &rest[..close];
         if !cpu_s.is_empty() && cpu_s.bytes().all(|c| c.is_ascii_digit()) {
             let after = rest[close + 1..].trim_start();
