@@ -577,6 +577,7 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
         other => return Err(c.err(format!("compression {other:?} is not supported; expected none, zstd or zlib"))),
     };
     let mut next = c.u64("the offset of the first options section")?;
+    let first_opts = next;
     let mut sections: HashMap<u16, u64> = HashMap::new();
     // (offset of the buffer section, name, clock, page size, cpus, latency)
     let mut bufs: Vec<(u64, String, String, u32, Vec<CpuData>, bool)> = Vec::new();
@@ -585,7 +586,16 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
         if !seen.insert(next) || seen.len() > MAX_OPTIONS_SECTIONS {
             return Err(Error::at(c.name, next, "options sections form a loop; expected a chain ending with offset 0"));
         }
-        let (body, base) = section_body(c, meta, next, 0, "an options section")?;
+        let (body, base) = match section_body(c, meta, next, 0, "an options section") {
+            Ok(b) => b,
+            // trace-cmd writes the last options section (with the BUFFER
+            // option) at the end of the file: a cut file loses it
+            Err(e) if next != first_opts => {
+                meta.warnings.push((next, format!("options section unreadable, the file is truncated or corrupt ({}); reading what is left", e.message)));
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         next = 0;
         let mut oc = Cursor::new(c.name, &body, base, c.endian);
         loop {
@@ -650,6 +660,11 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
         let (b, base) = section_body(c, meta, off, 21, "the saved cmdlines section")?;
         parse_cmdlines(&mut Cursor::new(c.name, &b, base, c.endian), meta)?;
     }
+    if bufs.is_empty() && meta.compression != Compression::None {
+        if let Some(b) = recover_buffer(c, meta, first_opts) {
+            bufs.push(b);
+        }
+    }
     for (off, name, clock, page_size, cpus, latency) in bufs {
         if latency {
             meta.warnings.push((off, format!("latency (text) buffer {name:?} is not decoded")));
@@ -674,6 +689,61 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
     // top buffer first
     meta.buffers.sort_by_key(|b| !b.name.is_empty());
     Ok(())
+}
+
+/// A v7 file cut before its BUFFER option: find the top buffer's
+/// flyrecord section (trace-cmd writes it right after the first options
+/// section) and each CPU's chunked data in it (page-aligned streams that
+/// start with a chunk count and a zstd frame).
+#[allow(clippy::type_complexity)]
+fn recover_buffer(c: &mut Cursor, meta: &mut Meta, first_opts: u64) -> Option<(u64, String, String, u32, Vec<CpuData>, bool)> {
+    let opts = read_section_header(c, first_opts, "the first options section").ok()?;
+    let fly = opts.data_off.checked_add(opts.size)?;
+    let s = read_section_header(c, fly, "a flyrecord section").ok()?;
+    if s.id != 3 {
+        return None;
+    }
+    let ps = meta.page_size as u64;
+    let align = |x: u64| x.div_ceil(ps) * ps;
+    let e = c.endian;
+    let buf = c.buf;
+    let rd4 = |o: u64| -> Option<u32> {
+        let o = usize::try_from(o).ok()?;
+        buf.get(o..o + 4).map(|b| e.u32([b[0], b[1], b[2], b[3]]))
+    };
+    let looks_like_stream = |o: u64| -> bool {
+        matches!(rd4(o), Some(n) if n > 0 && n < (1 << 24))
+            && matches!(rd4(o + 12), Some(m) if m == 0xFD2F_B528 || m.swap_bytes() == 0xFD2F_B528)
+    };
+    let ncpus = if meta.cpus > 0 { meta.cpus } else { 1024 };
+    let mut pos = align(s.data_off);
+    let mut cpus = Vec::new();
+    for cpu in 0..ncpus {
+        // the next CPU's data starts at one of the next few pages
+        let start = (0..64).map(|k| pos + k * ps).find(|&o| looks_like_stream(o))?;
+        let n = rd4(start)?;
+        let mut p = start + 4;
+        for _ in 0..n {
+            let (Some(cs), Some(_)) = (rd4(p), rd4(p + 4)) else { break };
+            let q = p + 8 + cs as u64;
+            if q > buf.len() as u64 {
+                p = buf.len() as u64;
+                break;
+            }
+            p = q;
+        }
+        cpus.push(CpuData { cpu, offset: start, size: (p - start).saturating_sub(4) });
+        pos = align(p);
+        if p >= buf.len() as u64 {
+            break;
+        }
+    }
+    meta.warnings.push((
+        fly,
+        format!("the buffer description (at the end of the file) is missing: file truncated; {} CPU data streams located by scanning", cpus.len()),
+    ));
+    let clock = meta.clock.clone().unwrap_or_default();
+    Some((fly, String::new(), clock, meta.page_size, cpus, false))
 }
 
 /// BUFFER / BUFFER_TEXT option data. Newer trace-cmd writes the page size
