@@ -170,7 +170,7 @@ pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<
                 let value = match p {
                     Pre::I(v) => Value::Int(v),
                     Pre::U(v) => Value::Uint(v),
-                    Pre::S(a, l) => Value::Str(bytes.get(a as usize..(a + l) as usize).map(format::c_str).unwrap_or("")),
+                    Pre::S(a, l) => Value::Str(bytes.get(a as usize..(a + l) as usize).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")),
                     Pre::B(a, l) => Value::Bytes(bytes.get(a as usize..(a + l) as usize).unwrap_or(&[])),
                 };
                 fields.push(Field { name: &ff.name, value });
