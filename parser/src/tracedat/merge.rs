@@ -10,9 +10,13 @@ use super::page::{decode_page, Rec};
 use std::sync::mpsc;
 
 /// Pages decoded per batch for uncompressed data.
-const PLAIN_BATCH_PAGES: usize = 64;
-/// Batches in flight per CPU between a worker and the merger.
+const PLAIN_BATCH_PAGES: usize = 16;
+/// Batches in flight per CPU between a worker and the merger (fewer when
+/// there are many CPUs, so memory stays bounded: ~64 batches in all).
 const CHANNEL_DEPTH: usize = 4;
+/// Above this many CPU streams, decode on the merging thread (one batch per
+/// CPU in memory) rather than one thread per CPU.
+const MAX_THREADS: usize = 64;
 
 pub enum BatchBuf<'a> {
     File(&'a [u8]),
@@ -230,11 +234,12 @@ pub struct Item<'b> {
 /// `f` for every record in timestamp order (ties: lower stream index first,
 /// as trace-cmd does) and `w` for every warning.
 pub fn merge<'a, F: FnMut(Item<'_>), G: FnMut(u64, String)>(streams: Vec<CpuStream<'a>>, parallel: bool, f: &mut F, w: &mut G) {
-    if parallel && streams.len() > 1 && streams.len() <= 256 {
+    if parallel && streams.len() > 1 && streams.len() <= MAX_THREADS {
+        let depth = (MAX_THREADS / streams.len()).clamp(1, CHANNEL_DEPTH);
         std::thread::scope(|scope| {
             let mut heads = Vec::with_capacity(streams.len());
             for mut s in streams {
-                let (tx, rx) = mpsc::sync_channel::<Batch<'a>>(CHANNEL_DEPTH);
+                let (tx, rx) = mpsc::sync_channel::<Batch<'a>>(depth);
                 let (cpu, buffer) = (s.cpu, s.buffer);
                 std::thread::Builder::new()
                     .name(format!("tracedat-cpu{cpu}"))
