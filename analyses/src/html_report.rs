@@ -67,11 +67,15 @@ pub fn page(title: &str, subtitle: &str, body: &str) -> String {
 /// A table: header cells and rows of (already escaped) HTML cells; numeric
 /// cells (all digits, dots, commas) are right-aligned.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut o = String::from("<table><thead><tr>");
-    for h in headers {
-        let _ = write!(o, "<th>{}</th>", esc(h));
+    let mut o = String::from("<table>");
+    if headers.iter().any(|h| !h.is_empty()) {
+        o.push_str("<thead><tr>");
+        for h in headers {
+            let _ = write!(o, "<th>{}</th>", esc(h));
+        }
+        o.push_str("</tr></thead>");
     }
-    o.push_str("</tr></thead><tbody>");
+    o.push_str("<tbody>");
     for r in rows {
         o.push_str("<tr>");
         for c in r {

@@ -32,7 +32,8 @@ Examples:
   nmitrace analyze trace.txt.gz --format json
   nmitrace analyze old.txt --kernel 2.6.35 --arch x86_64     # model an old kernel
   nmitrace analyze new.dat --kernel 3.10                      # what-if: replay under another era
-  nmitrace analyze a.dat b.dat --fail-on warning              # gate CI on findings")]
+  nmitrace analyze a.dat b.dat --fail-on warning              # gate CI on findings
+  nmitrace analyze trace.dat --plot plots/ --report report.html --tables tables/")]
 pub struct Args {
     /// Trace files (`-` for standard input).
     #[arg(required = true, value_name = "TRACE")]
@@ -55,6 +56,15 @@ pub struct Args {
     /// Parser threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Write charts into DIR as SVG and PNG: per-CPU timeline, NMI handler durations, mms out of sync.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
+    /// Write a self-contained HTML report: summary, findings with evidence, charts.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+    /// Write Parquet tables into DIR: events.parquet, nmi_instances.parquet, findings.parquet.
+    #[arg(long, value_name = "DIR")]
+    pub tables: Option<PathBuf>,
 }
 
 pub fn analyze_one(path: &std::path::Path, config: &Config, threads: Option<usize>) -> Result<Report> {
@@ -102,6 +112,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
     out.flush()?;
+    let extra = crate::analyze_outputs::Outputs { plot: args.plot.as_deref(), report: args.report.as_deref(), tables: args.tables.as_deref() };
+    if extra.plot.is_some() || extra.report.is_some() || extra.tables.is_some() {
+        crate::analyze_outputs::write(&extra, &reports, args.threads)?;
+    }
     let threshold = match args.fail_on {
         Some(Severity::Info) => Some(severity_rank("info")),
         Some(Severity::Warning) => Some(severity_rank("warning")),

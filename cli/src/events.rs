@@ -15,6 +15,8 @@ pub enum EventsFormat {
     Csv,
     /// Only the number of events (decodes everything, prints one line: a parse-only run).
     Count,
+    /// A Parquet table (needs -o FILE): ts_ns, cpu, pid, comm, context, system, name, fields (JSON).
+    Parquet,
 }
 
 #[derive(clap::Args)]
@@ -22,13 +24,17 @@ pub enum EventsFormat {
 Examples:
   nmitrace events trace.dat --format jsonl | head
   nmitrace events trace.txt.gz --format csv > events.csv
-  nmitrace events trace.dat --format count")]
+  nmitrace events trace.dat --format count
+  nmitrace events trace.dat --format parquet -o events.parquet")]
 pub struct Args {
     /// Trace file (`-` for standard input).
     #[arg(value_name = "TRACE")]
     pub trace: PathBuf,
     #[arg(long, value_enum, default_value_t = EventsFormat::Jsonl)]
     pub format: EventsFormat,
+    /// Output file (required for --format parquet; the text formats go to standard output).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Parser threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -142,7 +148,7 @@ impl<W: Write> Printer<W> {
                 csv_field(l, &fields.join(" "));
                 l.push('\n');
             }
-            EventsFormat::Count => {}
+            EventsFormat::Count | EventsFormat::Parquet => {}
         }
     }
 }
@@ -176,6 +182,26 @@ impl<W: Write> Sink for Printer<W> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    if args.format == EventsFormat::Parquet {
+        let Some(out) = &args.output else {
+            eprintln!("nmitrace: error: --format parquet needs -o FILE (Parquet is binary)");
+            return Ok(ExitCode::from(2));
+        };
+        let mut trace = Trace::open(&args.trace)?;
+        trace.threads = args.threads;
+        let mut w = nmitrace_analyses::tables::EventsWriter::create(out)?;
+        trace.run(&mut w)?;
+        for n in &w.notices {
+            eprintln!("nmitrace: warning: {n}");
+        }
+        let rows = w.finish()?;
+        eprintln!("nmitrace: wrote {rows} events to {}", out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.output.is_some() {
+        eprintln!("nmitrace: error: -o is for --format parquet; text formats go to standard output");
+        return Ok(ExitCode::from(2));
+    }
     let mut trace = Trace::open(&args.trace)?;
     trace.threads = args.threads;
     let stdout = std::io::stdout();

@@ -3,6 +3,8 @@
 //! `nmitrace-replay`, findings in `nmitrace-analyses`.
 
 mod analyze;
+mod analyze_outputs;
+mod batch;
 mod convert;
 mod events;
 mod progress;
@@ -27,8 +29,12 @@ Examples:
   cat /sys/kernel/tracing/trace | nmitrace analyze -
   nmitrace events trace.dat --format jsonl | head
   nmitrace convert trace.txt.gz -o trace.dat
+  nmitrace analyze trace.dat --plot plots/ --report report.html --tables tables/
+  nmitrace events trace.dat --format parquet -o events.parquet
+  nmitrace batch /srv/traces --out today --baseline yesterday
 
-Exit status: 0 fine; 1 a finding at or above --fail-on; 2 bad usage or unreadable input.";
+Exit status: 0 fine; 1 a finding at or above --fail-on (batch: a regression against --baseline);
+2 bad usage or unreadable input.";
 
 #[derive(Parser)]
 #[command(name = "nmitrace", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -45,6 +51,8 @@ enum Cmd {
     Events(events::Args),
     /// Write any input as a trace.dat (v7 zstd by default) for trace-cmd and KernelShark.
     Convert(convert::Args),
+    /// Analyse many traces in parallel: fleet tables, charts, HTML; --baseline gates on regressions.
+    Batch(batch::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +68,7 @@ fn main() -> ExitCode {
         Cmd::Analyze(a) => analyze::run(a),
         Cmd::Events(a) => events::run(a),
         Cmd::Convert(a) => convert::run(a),
+        Cmd::Batch(a) => batch::run(a),
     };
     match res {
         Ok(code) => code,

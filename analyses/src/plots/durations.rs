@@ -87,7 +87,7 @@ impl Plot for DurationsPlot {
                 .x_desc("handler duration (delta_ns), log scale")
                 .y_desc("calls")
                 .x_label_formatter(&|x| fmt_ns(*x))
-                .y_label_formatter(&|y| format!("{y:.0}"))
+                .y_label_formatter(&super::int_label)
                 .label_style((FONT, 13))
                 .axis_desc_style((FONT, 14))
                 .light_line_style(RGBColor(235, 235, 235))

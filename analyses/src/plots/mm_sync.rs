@@ -55,14 +55,19 @@ impl Plot for MmSyncPlot<'_> {
             .configure_mesh()
             .x_desc(format!("time since the first event ({})", ax.unit))
             .y_desc("mms")
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            .y_label_formatter(&super::int_label)
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 15))
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(e)?;
-        let step = |f: &dyn Fn(&crate::timeline::MmSample) -> u32| {
-            let mut pts = Vec::with_capacity(s.len() * 2 + 1);
+        let step = |f: &dyn Fn(&crate::timeline::MmSample) -> u32, from_zero: bool| {
+            let mut pts = Vec::with_capacity(s.len() * 2 + 3);
+            if from_zero {
+                // Nothing is out of sync before the first entry opens.
+                pts.push((0.0, 0.0));
+                pts.push((ax.x(s[0].ts_ns), 0.0));
+            }
             for (i, p) in s.iter().enumerate() {
                 let x = ax.x(p.ts_ns);
                 if i > 0 {
@@ -74,12 +79,12 @@ impl Plot for MmSyncPlot<'_> {
             pts
         };
         chart
-            .draw_series(LineSeries::new(step(&|p| p.live), palette::BASELINE.stroke_width(2)))
+            .draw_series(LineSeries::new(step(&|p| p.live, false), palette::BASELINE.stroke_width(2)))
             .map_err(e)?
             .label("live mms (replay model)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], palette::BASELINE.stroke_width(2)));
         chart
-            .draw_series(LineSeries::new(step(&|p| p.out_of_sync), palette::ERROR.stroke_width(3)))
+            .draw_series(LineSeries::new(step(&|p| p.out_of_sync, true), palette::ERROR.stroke_width(3)))
             .map_err(e)?
             .label("mms lacking a vmalloc entry init_mm has (a lazy vmalloc fault away)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], palette::ERROR.stroke_width(3)));

@@ -112,6 +112,58 @@ pub fn draw_message<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &s
     Ok(())
 }
 
+/// A legend entry's marker.
+#[derive(Clone, Copy, Debug)]
+pub enum Mark {
+    Circle(RGBColor),
+    Triangle(RGBColor),
+    Rect(RGBColor),
+    Cross(RGBColor),
+    Line(RGBColor),
+}
+
+/// Height of a legend strip of `rows` rows.
+pub fn legend_height(rows: u32) -> u32 {
+    12 + 24 * rows
+}
+
+/// A legend drawn as a horizontal strip (below a chart, never over data);
+/// wraps onto further rows.
+pub fn legend_strip<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, items: &[(String, Mark)]) -> Result<(), String> {
+    let e = |e: plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let (w, _) = area.dim_in_pixel();
+    let style = TextStyle::from((FONT, 14).into_font())
+        .color(&BLACK)
+        .pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Left, plotters::style::text_anchor::VPos::Center));
+    let (mut x, mut y) = (80i32, 18i32);
+    for (label, m) in items {
+        let tw = area.estimate_text_size(label, &style).map(|(w, _)| w as i32).unwrap_or(label.len() as i32 * 8);
+        if x + 14 + tw > w as i32 - 10 && x > 80 {
+            x = 80;
+            y += 24;
+        }
+        match *m {
+            Mark::Circle(c) => area.draw(&Circle::new((x, y), 5, c.filled())).map_err(e)?,
+            Mark::Triangle(c) => area.draw(&TriangleMarker::new((x, y), 6, c.filled())).map_err(e)?,
+            Mark::Rect(c) => area.draw(&Rectangle::new([(x - 6, y - 7), (x + 6, y + 7)], c.filled())).map_err(e)?,
+            Mark::Cross(c) => area.draw(&Cross::new((x, y), 6, c.stroke_width(3))).map_err(e)?,
+            Mark::Line(c) => area.draw(&PathElement::new(vec![(x - 9, y), (x + 9, y)], c.stroke_width(3))).map_err(e)?,
+        }
+        area.draw(&Text::new(label.clone(), (x + 14, y), style.clone())).map_err(e)?;
+        x += 14 + tw + 30;
+    }
+    Ok(())
+}
+
+/// Labels only at whole numbers (counts).
+pub fn int_label(y: &f64) -> String {
+    if (y - y.round()).abs() < 1e-9 {
+        format!("{y:.0}")
+    } else {
+        String::new()
+    }
+}
+
 /// Time axis: nanoseconds → a unit that keeps the numbers readable.
 #[derive(Clone, Copy, Debug)]
 pub struct TimeAxis {

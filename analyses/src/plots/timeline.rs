@@ -63,6 +63,11 @@ impl Plot for TimelinePlot<'_> {
         let n = self.cpus.len() as f64;
         let start_s = self.axis.origin_ns as f64 / 1e9;
         let caption = format!("Per-CPU timeline of {} (starts at {start_s:.6} s)", short_path(&self.report.input.path));
+        let (w, h) = root.dim_in_pixel();
+        let _ = w;
+        let (root, legend_area) = root.split_vertically(h - super::legend_height(2));
+        let mut legend: Vec<(String, super::Mark)> = Vec::new();
+        let root = &root;
         let mut chart = ChartBuilder::on(root)
             .caption(caption, (FONT, 20))
             .margin(12)
@@ -107,24 +112,21 @@ impl Plot for TimelinePlot<'_> {
             .draw_series(windows.iter().map(|(w, y)| {
                 let x0 = ax.x(w.start_ns);
                 let x1 = w.end_ns.map(|t| ax.x(t)).unwrap_or(x0);
-                Rectangle::new([(x0, y - 0.42), (x1.max(x0), y - 0.12)], palette::WINDOW.mix(0.55).stroke_width(1))
+                Rectangle::new([(x0, y - 0.42), (x1.max(x0), y - 0.12)], palette::WINDOW.mix(0.4).filled())
             }))
-            .map_err(e)?
-            .label(format!("switch window (cr3 ≠ current), {} in all", tl.windows.seen()))
-            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 3, y + 6)], palette::WINDOW.filled()));
+            .map_err(e)?;
+        legend.push((format!("switch window (cr3 ≠ current), {} in all", tl.windows.seen()), super::Mark::Rect(palette::WINDOW)));
 
         // Kernel-mode faults.
         let faults: Vec<_> = sample(tl.faults.items()).filter_map(|f| self.lane(f.cpu).map(|y| (f, y))).collect();
         chart
             .draw_series(faults.iter().filter(|(f, _)| !f.vmalloc).map(|(f, y)| TriangleMarker::new((ax.x(f.ts_ns), y - 0.27), 5, palette::FAULT.filled())))
-            .map_err(e)?
-            .label("kernel-mode page fault")
-            .legend(|(x, y)| TriangleMarker::new((x, y), 5, palette::FAULT.filled()));
+            .map_err(e)?;
+        legend.push((format!("kernel-mode page fault, {} in all", tl.faults.seen()), super::Mark::Triangle(palette::FAULT)));
         chart
             .draw_series(faults.iter().filter(|(f, _)| f.vmalloc).map(|(f, y)| TriangleMarker::new((ax.x(f.ts_ns), y - 0.27), 7, palette::VMALLOC_FAULT.filled())))
-            .map_err(e)?
-            .label("vmalloc-address fault")
-            .legend(|(x, y)| TriangleMarker::new((x, y), 7, palette::VMALLOC_FAULT.filled()));
+            .map_err(e)?;
+        legend.push(("fault on a vmalloc address".into(), super::Mark::Triangle(palette::VMALLOC_FAULT)));
 
         // NMI instances: their interval as a bar, and a dot at the start.
         let nmis: Vec<_> = sample(tl.nmis.items()).filter_map(|m| self.lane(m.cpu).map(|y| (m, y))).collect();
@@ -133,12 +135,10 @@ impl Plot for TimelinePlot<'_> {
             .map_err(e)?;
         chart
             .draw_series(nmis.iter().map(|(m, y)| Circle::new((ax.x(m.start_ns), *y), 4, palette::NMI.filled())))
-            .map_err(e)?
-            .label(format!("NMI instance, {} in all", tl.nmis.seen()))
-            .legend(|(x, y)| Circle::new((x, y), 4, palette::NMI.filled()));
+            .map_err(e)?;
+        legend.push((format!("NMI instance, {} in all", tl.nmis.seen()), super::Mark::Circle(palette::NMI)));
 
         // Findings: a cross per finding, labelled with its kind.
-        let mut shown_severities = Vec::new();
         for sev in ["error", "warning", "info"] {
             let pts: Vec<(f64, f64)> = self
                 .report
@@ -150,13 +150,11 @@ impl Plot for TimelinePlot<'_> {
             if pts.is_empty() {
                 continue;
             }
-            shown_severities.push(sev);
             let c = palette::severity(sev);
             chart
                 .draw_series(pts.iter().map(|&(x, y)| Cross::new((x, y), 7, c.stroke_width(3))))
-                .map_err(e)?
-                .label(format!("{sev} finding"))
-                .legend(move |(x, y)| Cross::new((x, y), 6, c.stroke_width(3)));
+                .map_err(e)?;
+            legend.push((format!("{sev} finding ({})", pts.len()), super::Mark::Cross(c)));
         }
         // Labels, stacked when they would overlap.
         let px_per_unit = 1050.0 / (self.span * 1.02);
@@ -178,21 +176,15 @@ impl Plot for TimelinePlot<'_> {
             let right = (x + width) > self.span * 1.02;
             level_end[li][level] = if right { x } else { x + width };
             let y = lane + 0.27 + 0.1 * level as f64;
+            let color = palette::severity(&f.severity);
             let style = TextStyle::from((FONT, 13).into_font())
-                .color(&palette::severity(&f.severity))
+                .color(&color)
                 .pos(Pos::new(if right { HPos::Right } else { HPos::Left }, VPos::Bottom));
             chart.draw_series(std::iter::once(Text::new(text, (x, y), style))).map_err(e)?;
             labelled += 1;
         }
 
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(e)?;
+        super::legend_strip(&legend_area, &legend)?;
         Ok(())
     }
 }

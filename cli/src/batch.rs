@@ -1,0 +1,729 @@
+//! `nmitrace batch`: analyse every trace under some files and directories in
+//! parallel, write fleet tables (Parquet), charts and an HTML page, and
+//! compare with an earlier batch (`--baseline`) to gate CI on regressions.
+//!
+//! Significance rule (README "Batches and regressions"):
+//! - finding rate: for each kind, the traces with at least one finding of
+//!   that kind at severity warning or error, out of the traces analysed. It
+//!   regressed when the kind never occurred in the baseline and occurs now,
+//!   or when its rate rose and a one-sided Fisher exact test gives p < 0.05;
+//! - NMI latency: per handler, the fleet p99 of `delta_ns` (from merged
+//!   log-bucket histograms, 10 buckets per decade). It regressed when both
+//!   batches have at least 50 calls and the p99 at least doubled, or went
+//!   over 1 ms from below.
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nmitrace_analyses::html_report::{self, badge, esc, table, Chart};
+use nmitrace_analyses::plots::{self, durations::hist_quantile, fleet, fmt_ns};
+use nmitrace_analyses::tables;
+use nmitrace_analyses::timeline::{DurationHist, DURATION_BUCKETS};
+use nmitrace_analyses::{Analyzer, Config, Finding};
+use nmitrace_parser::{detect, Input, Trace};
+use polars::prelude::{Column, DataFrame, PolarsResult, StringChunked};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Finding kinds of the output contract: always a column in traces.parquet.
+pub const KINDS: &[&str] = &[
+    "nmi_vmalloc_fault",
+    "nmi_page_fault",
+    "vmalloc_exposure",
+    "cr3_current_mismatch",
+    "unknown_nmi",
+    "swallowed_nmi",
+    "lost_nmi",
+    "nested_nmi",
+    "slow_nmi_handler",
+    "trace_data_loss",
+];
+
+/// Significance level of the finding-rate test.
+pub const ALPHA: f64 = 0.05;
+/// Calls of a handler needed in both batches before its p99 is compared.
+pub const MIN_CALLS_P99: u64 = 50;
+/// p99 ratio that counts as a regression.
+pub const P99_RATIO: f64 = 2.0;
+
+/// Files with these extensions are never traces.
+const NOT_TRACES: &[&str] = &[
+    "md", "json", "jsonl", "py", "pyc", "rs", "toml", "lock", "csv", "html", "htm", "parquet", "png", "svg", "jpg", "sh", "yml", "yaml", "gitignore", "pdf",
+];
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Every file under the given paths is detected by content: traces in any supported format
+(compressed or not) are analysed, other files are skipped. Failures are recorded, never fatal.
+
+Writes DIR/traces.parquet (one row per trace), DIR/findings.parquet, DIR/nmi_durations.parquet,
+DIR/report.html and DIR/plots/*.{svg,png}. With --baseline OLD_DIR (an earlier batch's --out)
+it prints what regressed and exits 1 when something did:
+  - a finding kind (warning or error) in traces where the baseline had none of it, or whose
+    share of traces rose with a one-sided Fisher exact test p < 0.05;
+  - an NMI handler's fleet p99 that at least doubled (>= 50 calls in both) or crossed 1 ms.
+
+Examples:
+  nmitrace batch /srv/traces --out fleet-2026-11-21
+  nmitrace batch /srv/traces --out today --baseline fleet-2026-11-21 --jobs 8")]
+pub struct Args {
+    /// Trace files or directories (walked recursively).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// An earlier batch's output directory to compare with (exit 1 on regression).
+    #[arg(long, value_name = "OLD_DIR")]
+    pub baseline: Option<PathBuf>,
+    /// Traces analysed at once (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Parser threads per trace (default: the cores left over, cores / jobs, at least 1).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Kernel release to model for every trace (default: from each trace).
+    #[arg(long, value_name = "VERSION")]
+    pub kernel: Option<String>,
+    /// Architecture / page-directory model for every trace.
+    #[arg(long, value_name = "ARCH", value_parser = ["x86_64", "x86_64-5level", "x86_32", "x86_32-pae"])]
+    pub arch: Option<String>,
+    /// Two NMIs on one CPU this close (end to start, ns) are back-to-back.
+    #[arg(long, value_name = "NS", default_value_t = nmitrace_analyses::DEFAULT_B2B_THRESHOLD_NS)]
+    pub b2b_threshold_ns: u64,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// What one trace gave.
+pub struct TraceResult {
+    pub path: String,
+    pub format: String,
+    pub compression: Option<String>,
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub kernel: Option<String>,
+    pub model: Option<String>,
+    pub events: u64,
+    pub lost_events: u64,
+    pub first_ts_ns: Option<u64>,
+    pub last_ts_ns: Option<u64>,
+    pub nmi_instances: u64,
+    pub nmi_p50_ns: Option<u64>,
+    pub nmi_p99_ns: Option<u64>,
+    pub nmi_max_ns: Option<u64>,
+    pub summary: BTreeMap<String, u64>,
+    pub findings: Vec<Finding>,
+    pub durations: BTreeMap<String, DurationHist>,
+    pub seconds: f64,
+}
+
+impl TraceResult {
+    fn failed(path: String, format: String, err: String, seconds: f64) -> TraceResult {
+        TraceResult {
+            path,
+            format,
+            compression: None,
+            status: "failed",
+            error: Some(err),
+            kernel: None,
+            model: None,
+            events: 0,
+            lost_events: 0,
+            first_ts_ns: None,
+            last_ts_ns: None,
+            nmi_instances: 0,
+            nmi_p50_ns: None,
+            nmi_p99_ns: None,
+            nmi_max_ns: None,
+            summary: BTreeMap::new(),
+            findings: Vec::new(),
+            durations: BTreeMap::new(),
+            seconds,
+        }
+    }
+
+    /// Kinds with at least one warning or error.
+    fn serious_kinds(&self) -> BTreeSet<&str> {
+        self.findings.iter().filter(|f| f.severity_rank() >= 1).map(|f| f.kind.as_str()).collect()
+    }
+}
+
+/// Walk the inputs: every regular file, sorted, deduplicated.
+pub fn walk(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let md = std::fs::metadata(p).with_context(|| format!("{}", p.display()))?;
+        if md.is_dir() {
+            walk_dir(p, &mut out)?;
+        } else {
+            out.push(p.clone());
+        }
+    }
+    let mut seen = BTreeSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    Ok(out)
+}
+
+fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for e in entries {
+        let name = e.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') {
+            continue;
+        }
+        if e.is_dir() {
+            walk_dir(&e, out)?;
+        } else if e.is_file() {
+            out.push(e);
+        }
+    }
+    Ok(())
+}
+
+/// Is this file a trace? `Err(reason)` when it is not (skipped, not failed).
+fn open_trace(path: &Path) -> std::result::Result<Result<Trace>, String> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let ext = name.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
+    if name.contains('.') && NOT_TRACES.contains(&ext.as_str()) {
+        return Err(format!(".{ext} file"));
+    }
+    let input = match Input::open(path) {
+        Ok(i) => i,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    let display = path.display().to_string();
+    if let Err(e) = detect::detect(&display, input.head()) {
+        if !input.head().starts_with(detect::TRACE_DAT_MAGIC) {
+            return Err(format!("not a trace ({e})"));
+        }
+    }
+    Ok(Trace::from_input(display, input).map_err(Into::into))
+}
+
+fn analyze(mut trace: Trace, config: &Config, threads: usize) -> Result<nmitrace_analyses::Report> {
+    trace.threads = Some(threads);
+    trace.probe()?;
+    let info = trace.info.clone();
+    let name = trace.name.clone();
+    let mut analyzer = Analyzer::new(config.clone());
+    let stats = trace.run(&mut analyzer)?;
+    Ok(analyzer.finish(&name, &info, &stats))
+}
+
+fn process(trace: Trace, config: &Config, threads: usize) -> TraceResult {
+    let t0 = Instant::now();
+    let path = trace.name.clone();
+    let format = trace.info.format.map(|f| f.name().to_string()).unwrap_or_default();
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| analyze(trace, config, threads)));
+    let secs = t0.elapsed().as_secs_f64();
+    let r = match res {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return TraceResult::failed(path, format, format!("{e:#}"), secs),
+        Err(p) => {
+            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            return TraceResult::failed(path, format, format!("panic: {msg}"), secs);
+        }
+    };
+    let h = &r.nmis.by_handler;
+    TraceResult {
+        path,
+        format,
+        compression: r.input.compression.clone(),
+        status: "ok",
+        error: None,
+        kernel: r.input.kernel.clone(),
+        model: r.input.model.get("label").and_then(|v| v.as_str()).map(Into::into),
+        events: r.events.total,
+        lost_events: r.events.lost_events,
+        first_ts_ns: r.events.first_ts_ns,
+        last_ts_ns: r.events.last_ts_ns,
+        nmi_instances: r.nmis.instances,
+        nmi_p50_ns: h.values().map(|s| s.p50_ns).max(),
+        nmi_p99_ns: h.values().map(|s| s.p99_ns).max(),
+        nmi_max_ns: h.values().map(|s| s.max_ns).max(),
+        summary: r.summary.clone(),
+        durations: r.timeline.durations.clone(),
+        findings: r.findings,
+        seconds: secs,
+    }
+}
+
+/// The fleet's merged handler-duration histograms.
+pub fn merge_durations(results: &[TraceResult]) -> BTreeMap<String, DurationHist> {
+    let mut m: BTreeMap<String, DurationHist> = BTreeMap::new();
+    for r in results {
+        for (k, h) in &r.durations {
+            let e = m.entry(k.clone()).or_default();
+            for (a, b) in e.buckets.iter_mut().zip(&h.buckets) {
+                *a += b;
+            }
+            e.count += h.count;
+            e.max_ns = e.max_ns.max(h.max_ns);
+        }
+    }
+    m
+}
+
+fn traces_df(results: &[TraceResult]) -> PolarsResult<DataFrame> {
+    let n = results.len();
+    let mut kinds: Vec<String> = KINDS.iter().map(|s| s.to_string()).collect();
+    let extra: BTreeSet<&String> = results.iter().flat_map(|r| r.summary.keys()).filter(|k| !KINDS.contains(&k.as_str())).collect();
+    kinds.extend(extra.into_iter().cloned());
+    let mut cols = vec![
+        Column::new("path".into(), results.iter().map(|r| r.path.as_str()).collect::<Vec<_>>()),
+        Column::new("format".into(), results.iter().map(|r| r.format.as_str()).collect::<Vec<_>>()),
+        Column::new("compression".into(), results.iter().map(|r| r.compression.clone()).collect::<Vec<_>>()),
+        Column::new("status".into(), results.iter().map(|r| r.status).collect::<Vec<_>>()),
+        Column::new("error".into(), results.iter().map(|r| r.error.clone()).collect::<Vec<_>>()),
+        Column::new("kernel".into(), results.iter().map(|r| r.kernel.clone()).collect::<Vec<_>>()),
+        Column::new("model".into(), results.iter().map(|r| r.model.clone()).collect::<Vec<_>>()),
+        Column::new("events".into(), results.iter().map(|r| r.events).collect::<Vec<u64>>()),
+        Column::new("lost_events".into(), results.iter().map(|r| r.lost_events).collect::<Vec<u64>>()),
+        Column::new("first_ts_ns".into(), results.iter().map(|r| r.first_ts_ns).collect::<Vec<_>>()),
+        Column::new("last_ts_ns".into(), results.iter().map(|r| r.last_ts_ns).collect::<Vec<_>>()),
+        Column::new("nmi_instances".into(), results.iter().map(|r| r.nmi_instances).collect::<Vec<u64>>()),
+        Column::new("nmi_p50_ns".into(), results.iter().map(|r| r.nmi_p50_ns).collect::<Vec<_>>()),
+        Column::new("nmi_p99_ns".into(), results.iter().map(|r| r.nmi_p99_ns).collect::<Vec<_>>()),
+        Column::new("nmi_max_ns".into(), results.iter().map(|r| r.nmi_max_ns).collect::<Vec<_>>()),
+        Column::new("findings".into(), results.iter().map(|r| r.findings.len() as u64).collect::<Vec<u64>>()),
+        Column::new("errors".into(), results.iter().map(|r| r.findings.iter().filter(|f| f.severity == "error").count() as u64).collect::<Vec<u64>>()),
+        Column::new("warnings".into(), results.iter().map(|r| r.findings.iter().filter(|f| f.severity == "warning").count() as u64).collect::<Vec<u64>>()),
+    ];
+    for k in &kinds {
+        cols.push(Column::new(k.as_str().into(), results.iter().map(|r| r.summary.get(k).copied().unwrap_or(0)).collect::<Vec<u64>>()));
+    }
+    cols.push(Column::new("seconds".into(), results.iter().map(|r| r.seconds).collect::<Vec<f64>>()));
+    DataFrame::new(n, cols)
+}
+
+fn durations_df(m: &BTreeMap<String, DurationHist>) -> PolarsResult<DataFrame> {
+    let mut handler = Vec::new();
+    let mut bucket = Vec::new();
+    let mut low = Vec::new();
+    let mut count = Vec::new();
+    for (k, h) in m {
+        for (b, &c) in h.buckets.iter().enumerate() {
+            if c > 0 {
+                handler.push(k.as_str());
+                bucket.push(b as u32);
+                low.push(DurationHist::bucket_low_ns(b));
+                count.push(c);
+            }
+        }
+    }
+    let n = handler.len();
+    DataFrame::new(
+        n,
+        vec![
+            Column::new("handler".into(), handler),
+            Column::new("bucket".into(), bucket),
+            Column::new("bucket_low_ns".into(), low),
+            Column::new("count".into(), count),
+        ],
+    )
+}
+
+/// What an earlier batch said (read back from its Parquet files).
+pub struct Baseline {
+    pub dir: PathBuf,
+    pub traces_ok: u64,
+    /// Kind → traces with a warning or error of that kind.
+    pub serious: BTreeMap<String, u64>,
+    pub durations: BTreeMap<String, DurationHist>,
+}
+
+fn str_col<'a>(df: &'a DataFrame, name: &str) -> Result<&'a StringChunked> {
+    Ok(df.column(name)?.str()?)
+}
+
+pub fn read_baseline(dir: &Path) -> Result<Baseline> {
+    let traces = tables::read_parquet(&dir.join("traces.parquet")).with_context(|| format!("baseline {}: traces.parquet", dir.display()))?;
+    let status = str_col(&traces, "status")?;
+    let traces_ok = status.iter().filter(|s| *s == Some("ok")).count() as u64;
+    let findings = tables::read_parquet(&dir.join("findings.parquet")).with_context(|| format!("baseline {}: findings.parquet", dir.display()))?;
+    let (t, k, s) = (str_col(&findings, "trace")?, str_col(&findings, "kind")?, str_col(&findings, "severity")?);
+    let mut pairs = BTreeSet::new();
+    for ((t, k), s) in t.iter().zip(k.iter()).zip(s.iter()) {
+        if let (Some(t), Some(k), Some(s)) = (t, k, s) {
+            if s == "warning" || s == "error" {
+                pairs.insert((t.to_string(), k.to_string()));
+            }
+        }
+    }
+    let mut serious = BTreeMap::new();
+    for (_, k) in pairs {
+        *serious.entry(k).or_insert(0) += 1;
+    }
+    let d = tables::read_parquet(&dir.join("nmi_durations.parquet")).with_context(|| format!("baseline {}: nmi_durations.parquet", dir.display()))?;
+    let h = str_col(&d, "handler")?;
+    let b = d.column("bucket")?.u32()?;
+    let c = d.column("count")?.u64()?;
+    let mut durations: BTreeMap<String, DurationHist> = BTreeMap::new();
+    for ((h, b), c) in h.iter().zip(b.iter()).zip(c.iter()) {
+        if let (Some(h), Some(b), Some(c)) = (h, b, c) {
+            let e = durations.entry(h.to_string()).or_default();
+            let b = (b as usize).min(DURATION_BUCKETS - 1);
+            e.buckets[b] += c;
+            e.count += c;
+            e.max_ns = e.max_ns.max(DurationHist::bucket_low_ns(b + 1) as u64);
+        }
+    }
+    Ok(Baseline { dir: dir.to_path_buf(), traces_ok, serious, durations })
+}
+
+fn ln_fact(n: u64, table: &mut Vec<f64>) -> f64 {
+    while table.len() as u64 <= n {
+        let k = table.len();
+        let prev = table.last().copied().unwrap_or(0.0);
+        table.push(if k == 0 { 0.0 } else { prev + (k as f64).ln() });
+    }
+    table[n as usize]
+}
+
+/// One-sided Fisher exact test: P(X >= a) where X is how many of the `k`
+/// traces with the finding fall in the current batch of `n`, out of `n + m`.
+pub fn fisher_greater(a: u64, n: u64, b: u64, m: u64) -> f64 {
+    let total = n + m;
+    let k = a + b;
+    let mut t = Vec::new();
+    let ln_choose = |x: u64, y: u64, t: &mut Vec<f64>| ln_fact(x, t) - ln_fact(y, t) - ln_fact(x - y, t);
+    let denom = ln_choose(total, k, &mut t);
+    let hi = k.min(n);
+    let mut p = 0.0;
+    for x in a..=hi {
+        if k - x > m {
+            continue;
+        }
+        p += (ln_choose(n, x, &mut t) + ln_choose(m, k - x, &mut t) - denom).exp();
+    }
+    p.min(1.0)
+}
+
+/// A regression found against the baseline.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Regression {
+    pub what: String,
+    pub kind_or_handler: String,
+    pub baseline: String,
+    pub current: String,
+    pub rule: String,
+}
+
+pub struct Comparison {
+    pub rates: Vec<fleet::KindRate>,
+    pub p99: Vec<fleet::P99Row>,
+    pub regressions: Vec<Regression>,
+}
+
+pub fn compare(results: &[TraceResult], fleet_durations: &BTreeMap<String, DurationHist>, base: &Baseline) -> Comparison {
+    let ok: Vec<&TraceResult> = results.iter().filter(|r| r.status == "ok").collect();
+    let n = ok.len() as u64;
+    let mut cur: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &ok {
+        for k in r.serious_kinds() {
+            *cur.entry(k.to_string()).or_insert(0) += 1;
+        }
+    }
+    let kinds: BTreeSet<String> = cur.keys().chain(base.serious.keys()).cloned().collect();
+    let mut rates = Vec::new();
+    let mut regressions = Vec::new();
+    let m = base.traces_ok;
+    for k in kinds {
+        let a = cur.get(&k).copied().unwrap_or(0);
+        let b = base.serious.get(&k).copied().unwrap_or(0);
+        let rate_now = if n > 0 { a as f64 / n as f64 } else { 0.0 };
+        let rate_base = if m > 0 { b as f64 / m as f64 } else { 0.0 };
+        let mut regressed = false;
+        if a > 0 && b == 0 {
+            regressed = true;
+            regressions.push(Regression {
+                what: "finding rate".into(),
+                kind_or_handler: k.clone(),
+                baseline: format!("0 of {m} traces"),
+                current: format!("{a} of {n} traces"),
+                rule: "kind absent from the baseline (warning or error) appears".into(),
+            });
+        } else if a > 0 && rate_now > rate_base {
+            let p = fisher_greater(a, n, b, m);
+            if p < ALPHA {
+                regressed = true;
+                regressions.push(Regression {
+                    what: "finding rate".into(),
+                    kind_or_handler: k.clone(),
+                    baseline: format!("{b} of {m} traces ({:.1}%)", 100.0 * rate_base),
+                    current: format!("{a} of {n} traces ({:.1}%)", 100.0 * rate_now),
+                    rule: format!("one-sided Fisher exact p = {p:.4} < {ALPHA}"),
+                });
+            }
+        }
+        rates.push(fleet::KindRate { kind: k, traces: a, baseline_traces: Some(b), regressed });
+    }
+    let handlers: BTreeSet<&String> = fleet_durations.keys().chain(base.durations.keys()).collect();
+    let mut p99 = Vec::new();
+    for h in handlers {
+        let cur = fleet_durations.get(h).filter(|x| x.count > 0);
+        let old = base.durations.get(h).filter(|x| x.count > 0);
+        let pc = cur.map(|x| hist_quantile(x, 0.99));
+        let pb = old.map(|x| hist_quantile(x, 0.99));
+        let mut regressed = false;
+        if let (Some(c), Some(o), Some(pc), Some(pb)) = (cur, old, pc, pb) {
+            if c.count >= MIN_CALLS_P99 && o.count >= MIN_CALLS_P99 {
+                let doubled = pc >= P99_RATIO * pb;
+                let crossed = pc > plots::durations::SLOW_NS && pb <= plots::durations::SLOW_NS;
+                if doubled || crossed {
+                    regressed = true;
+                    regressions.push(Regression {
+                        what: "NMI latency p99".into(),
+                        kind_or_handler: h.clone(),
+                        baseline: format!("{} ({} calls)", fmt_ns(pb), o.count),
+                        current: format!("{} ({} calls)", fmt_ns(pc), c.count),
+                        rule: if doubled { format!("p99 x{:.1} (>= x{P99_RATIO})", pc / pb) } else { "p99 crossed 1 ms".into() },
+                    });
+                }
+            }
+        }
+        p99.push(fleet::P99Row { handler: h.clone(), p99_ns: pc, baseline_p99_ns: pb, regressed });
+    }
+    Comparison { rates, p99, regressions }
+}
+
+/// Every finding kind's number of traces (any severity).
+fn kind_rates(results: &[TraceResult]) -> Vec<fleet::KindRate> {
+    let mut m: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in results {
+        for k in r.summary.keys() {
+            *m.entry(k.as_str()).or_insert(0) += 1;
+        }
+    }
+    let mut v: Vec<fleet::KindRate> = m.into_iter().map(|(k, n)| fleet::KindRate { kind: k.into(), traces: n, baseline_traces: None, regressed: false }).collect();
+    v.sort_by(|a, b| b.traces.cmp(&a.traces).then(a.kind.cmp(&b.kind)));
+    v
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let files = walk(&args.paths)?;
+    let baseline = match &args.baseline {
+        Some(d) => Some(read_baseline(d)?),
+        None => None,
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
+    let mut skipped: Vec<(String, String)> = Vec::new();
+    let mut work: Vec<(usize, Result<Trace>)> = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        match open_trace(f) {
+            Ok(t) => work.push((i, t)),
+            Err(why) => skipped.push((f.display().to_string(), why)),
+        }
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let jobs = args.jobs.unwrap_or(cores).max(1);
+    // Parser threads per trace: the cores left over by the batch's own parallelism.
+    let threads = args.threads.unwrap_or(cores / jobs).max(1);
+    let config = Config { kernel: args.kernel.clone(), arch: args.arch.clone(), b2b_threshold_ns: args.b2b_threshold_ns };
+    let pb = ProgressBar::new(work.len() as u64);
+    if args.no_progress || !std::io::stderr().is_terminal() {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    } else {
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40.cyan/blue} {pos}/{len} traces  {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
+    let mut results: Vec<(usize, TraceResult)> = pool.install(|| {
+        work.into_par_iter()
+            .map(|(i, t)| {
+                let path = files[i].display().to_string();
+                pb.set_message(path.clone());
+                let r = match t {
+                    Ok(t) => process(t, &config, threads),
+                    Err(e) => TraceResult::failed(path, String::new(), format!("{e:#}"), 0.0),
+                };
+                pb.inc(1);
+                (i, r)
+            })
+            .collect()
+    });
+    pb.finish_and_clear();
+    results.sort_by_key(|(i, _)| *i);
+    let results: Vec<TraceResult> = results.into_iter().map(|(_, r)| r).collect();
+    let elapsed = t0.elapsed().as_secs_f64();
+
+    // Tables.
+    let out = &args.out;
+    tables::write_parquet(&mut traces_df(&results)?, &out.join("traces.parquet"))?;
+    let all_findings = results.iter().flat_map(|r| r.findings.iter().map(move |f| (r.path.as_str(), f)));
+    tables::write_parquet(&mut tables::findings_df(all_findings)?, &out.join("findings.parquet"))?;
+    let fleet_durations = merge_durations(&results);
+    tables::write_parquet(&mut durations_df(&fleet_durations)?, &out.join("nmi_durations.parquet"))?;
+
+    // Charts.
+    let plot_dir = out.join("plots");
+    let ok = results.iter().filter(|r| r.status == "ok").count() as u64;
+    let mut charts = Vec::new();
+    let rates = fleet::FindingRatesPlot {
+        name: "finding_rates".into(),
+        title: format!("Finding kinds across the fleet (traces with at least one, any severity; {ok} traces)"),
+        n_traces: ok,
+        baseline_n: None,
+        rates: kind_rates(&results),
+    };
+    charts.push(plots::render(&rates, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
+    let lat = plots::durations::DurationsPlot::from_hists("fleet_nmi_latency", "NMI handler latency across the fleet", &fleet_durations);
+    charts.push(plots::render(&lat, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
+    let comparison = baseline.as_ref().map(|b| compare(&results, &fleet_durations, b));
+    if let (Some(c), Some(b)) = (&comparison, &baseline) {
+        let reg = fleet::FindingRatesPlot {
+            name: "regression_finding_rates".into(),
+            title: "Finding rates (warning or error) against the baseline".into(),
+            n_traces: ok,
+            baseline_n: Some(b.traces_ok),
+            rates: c.rates.clone(),
+        };
+        charts.insert(0, plots::render(&reg, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
+        charts.insert(1, plots::render(&fleet::P99Plot { rows: c.p99.clone() }, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
+        std::fs::write(out.join("regressions.json"), serde_json::to_string_pretty(&c.regressions)?)?;
+    }
+
+    // HTML.
+    let html = batch_html(&results, &skipped, &charts, comparison.as_ref(), baseline.as_ref(), elapsed, jobs);
+    std::fs::write(out.join("report.html"), html)?;
+
+    // Summary on stdout.
+    let failed: Vec<&TraceResult> = results.iter().filter(|r| r.status != "ok").collect();
+    let events: u64 = results.iter().map(|r| r.events).sum();
+    println!(
+        "{} traces: {} analysed, {} failed; {} other files skipped; {} events in {:.1} s ({} jobs)",
+        results.len(),
+        ok,
+        failed.len(),
+        skipped.len(),
+        events,
+        elapsed,
+        jobs
+    );
+    for f in &failed {
+        println!("  failed: {}: {}", f.path, f.error.as_deref().unwrap_or(""));
+    }
+    let rates = kind_rates(&results);
+    if !rates.is_empty() {
+        let s: Vec<String> = rates.iter().map(|r| format!("{} in {} traces", r.kind, r.traces)).collect();
+        println!("findings: {}", s.join(", "));
+    }
+    println!("wrote {}/{{traces,findings,nmi_durations}}.parquet, report.html, plots/", out.display());
+    let mut code = ExitCode::SUCCESS;
+    if let (Some(c), Some(b)) = (&comparison, &baseline) {
+        if c.regressions.is_empty() {
+            println!("no regression against {}", b.dir.display());
+        } else {
+            println!("REGRESSIONS against {}:", b.dir.display());
+            for r in &c.regressions {
+                println!("  {} {}: {} -> {} ({})", r.what, r.kind_or_handler, r.baseline, r.current, r.rule);
+            }
+            code = ExitCode::from(1);
+        }
+    }
+    if results.is_empty() && skipped.is_empty() {
+        bail!("no files under {}", args.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "));
+    }
+    Ok(code)
+}
+
+fn batch_html(
+    results: &[TraceResult],
+    skipped: &[(String, String)],
+    charts: &[plots::Rendered],
+    cmp: Option<&Comparison>,
+    base: Option<&Baseline>,
+    elapsed: f64,
+    jobs: usize,
+) -> String {
+    let mut b = String::new();
+    let ok = results.iter().filter(|r| r.status == "ok").count();
+    let failed = results.len() - ok;
+    let nf: usize = results.iter().map(|r| r.findings.len()).sum();
+    let _ = write!(
+        b,
+        "<section><h2>Summary</h2><p class=\"verdict\">{} traces: {ok} analysed, {failed} failed, {} other files skipped; {nf} findings; {:.1} s with {jobs} jobs</p>",
+        results.len(),
+        skipped.len(),
+        elapsed
+    );
+    if let (Some(c), Some(base)) = (cmp, base) {
+        if c.regressions.is_empty() {
+            let _ = write!(b, "<p>No regression against <code>{}</code>.</p>", esc(&base.dir.display().to_string()));
+        } else {
+            let _ = write!(b, "<p class=\"regression\">{} regression(s) against <code>{}</code>:</p>", c.regressions.len(), esc(&base.dir.display().to_string()));
+            let rows: Vec<Vec<String>> = c
+                .regressions
+                .iter()
+                .map(|r| vec![esc(&r.what), esc(&r.kind_or_handler), esc(&r.baseline), esc(&r.current), esc(&r.rule)])
+                .collect();
+            b.push_str(&table(&["what", "kind / handler", "baseline", "this batch", "rule"], &rows));
+        }
+    }
+    b.push_str("</section>\n");
+    let chart_list: Vec<Chart> = charts.iter().map(|c| Chart { title: c.title.clone(), svg: c.svg.clone() }).collect();
+    b.push_str(&html_report::charts_html(&chart_list));
+    // Traces.
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            let status = if r.status == "ok" { badge("ok") } else { format!("<span class=\"badge failed\">failed</span> {}", esc(r.error.as_deref().unwrap_or(""))) };
+            let kinds: Vec<String> = r.summary.iter().map(|(k, n)| format!("{}×{n}", esc(k))).collect();
+            vec![
+                esc(&r.path),
+                esc(&r.format),
+                status,
+                r.events.to_string(),
+                r.lost_events.to_string(),
+                r.nmi_instances.to_string(),
+                r.nmi_p99_ns.map(|v| esc(&fmt_ns(v as f64))).unwrap_or_default(),
+                kinds.join(", "),
+            ]
+        })
+        .collect();
+    let _ = write!(
+        b,
+        "<section><h2>Traces</h2>{}</section>\n",
+        table(&["trace", "format", "status", "events", "lost", "NMIs", "NMI p99", "findings"], &rows)
+    );
+    // Findings (warnings and errors first).
+    let mut fs: Vec<(&str, &Finding)> = results.iter().flat_map(|r| r.findings.iter().map(move |f| (r.path.as_str(), f))).collect();
+    fs.sort_by_key(|(_, f)| std::cmp::Reverse(f.severity_rank()));
+    let _ = write!(b, "<section id=\"findings\"><h2>Findings ({})</h2>", fs.len());
+    for (t, f) in fs.iter().take(html_report::MAX_FINDINGS_SHOWN) {
+        b.push_str(&html_report::findings_html(std::slice::from_ref(*f), Some(*t)));
+    }
+    if fs.len() > html_report::MAX_FINDINGS_SHOWN {
+        let _ = write!(b, "<p>{} more in findings.parquet.</p>", fs.len() - html_report::MAX_FINDINGS_SHOWN);
+    }
+    b.push_str("</section>\n");
+    if !skipped.is_empty() {
+        let rows: Vec<Vec<String>> = skipped.iter().map(|(p, w)| vec![esc(p), esc(w)]).collect();
+        let _ = write!(b, "<section><h2>Skipped files</h2><details><summary>{} files</summary>{}</details></section>", skipped.len(), table(&["file", "why"], &rows));
+    }
+    html_report::page("nmitrace batch report", &format!("{} traces", results.len()), &b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fisher_one_sided() {
+        // 5/10 vs 0/10: p = C(10,5)/C(20,5) = 252/15504.
+        let p = fisher_greater(5, 10, 0, 10);
+        assert!((p - 252.0 / 15504.0).abs() < 1e-9, "{p}");
+        assert!((fisher_greater(0, 10, 3, 10) - 1.0).abs() < 1e-9);
+        assert!(fisher_greater(2, 41, 1, 40) > 0.4);
+    }
+}
