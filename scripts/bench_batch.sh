@@ -12,7 +12,7 @@ shared=${1:-../shared/traces}
 work=${BENCH_DIR:-/tmp/nmitrace-bench-batch}
 mkdir -p "$work"
 cargo build --release -q -p nmitrace
-bin=$PWD/target/release/nmitrace
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/nmitrace
 inputs=(sample-traces)
 if [ -d "$shared" ]; then
   inputs+=("$shared/public" "$shared/real/shell-python" "$shared/real/gcc-medium")
