@@ -468,7 +468,9 @@ pub fn compare(results: &[TraceResult], fleet_durations: &BTreeMap<String, Durat
     let handlers: BTreeSet<&String> = fleet_durations.keys().chain(base.durations.keys()).collect();
     let mut p99 = Vec::new();
     for h in handlers {
-        let cur = fleet_durations.get(h).filter(|x| x.count > 0);
+        // Compared at bucket resolution on both sides (the baseline's files keep buckets, not the max).
+        let cur_norm = fleet_durations.get(h).map(bucketed);
+        let cur = cur_norm.as_ref().filter(|x| x.count > 0);
         let old = base.durations.get(h).filter(|x| x.count > 0);
         let pc = cur.map(|x| hist_quantile(x, 0.99));
         let pb = old.map(|x| hist_quantile(x, 0.99));
@@ -492,6 +494,15 @@ pub fn compare(results: &[TraceResult], fleet_durations: &BTreeMap<String, Durat
         p99.push(fleet::P99Row { handler: h.clone(), p99_ns: pc, baseline_p99_ns: pb, regressed });
     }
     Comparison { rates, p99, regressions }
+}
+
+/// The histogram as read back from nmi_durations.parquet: max = top of the highest bucket.
+fn bucketed(h: &DurationHist) -> DurationHist {
+    let mut h = h.clone();
+    if let Some(b) = h.buckets.iter().rposition(|&c| c > 0) {
+        h.max_ns = DurationHist::bucket_low_ns(b + 1) as u64;
+    }
+    h
 }
 
 /// Every finding kind's number of traces (any severity).

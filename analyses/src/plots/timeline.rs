@@ -108,11 +108,13 @@ impl Plot for TimelinePlot<'_> {
         // Switch windows: grey spans/ticks under the lane centre.
         let windows: Vec<_> = sample(tl.windows.items()).filter_map(|w| self.lane(w.cpu).map(|y| (w, y))).collect();
         let ax = self.axis;
+        // At least a pixel wide: a window of a few µs on a long trace is still seen.
+        let min_w = self.span / 1100.0;
         chart
             .draw_series(windows.iter().map(|(w, y)| {
                 let x0 = ax.x(w.start_ns);
                 let x1 = w.end_ns.map(|t| ax.x(t)).unwrap_or(x0);
-                Rectangle::new([(x0, y - 0.42), (x1.max(x0), y - 0.12)], palette::WINDOW.mix(0.4).filled())
+                Rectangle::new([(x0, y - 0.46), (x1.max(x0 + min_w), y - 0.34)], palette::WINDOW.mix(0.5).filled())
             }))
             .map_err(e)?;
         legend.push((format!("switch window (cr3 ≠ current), {} in all", tl.windows.seen()), super::Mark::Rect(palette::WINDOW)));
@@ -120,11 +122,11 @@ impl Plot for TimelinePlot<'_> {
         // Kernel-mode faults.
         let faults: Vec<_> = sample(tl.faults.items()).filter_map(|f| self.lane(f.cpu).map(|y| (f, y))).collect();
         chart
-            .draw_series(faults.iter().filter(|(f, _)| !f.vmalloc).map(|(f, y)| TriangleMarker::new((ax.x(f.ts_ns), y - 0.27), 5, palette::FAULT.filled())))
+            .draw_series(faults.iter().filter(|(f, _)| !f.vmalloc).map(|(f, y)| TriangleMarker::new((ax.x(f.ts_ns), y - 0.2), 5, palette::FAULT.filled())))
             .map_err(e)?;
         legend.push((format!("kernel-mode page fault, {} in all", tl.faults.seen()), super::Mark::Triangle(palette::FAULT)));
         chart
-            .draw_series(faults.iter().filter(|(f, _)| f.vmalloc).map(|(f, y)| TriangleMarker::new((ax.x(f.ts_ns), y - 0.27), 7, palette::VMALLOC_FAULT.filled())))
+            .draw_series(faults.iter().filter(|(f, _)| f.vmalloc).map(|(f, y)| TriangleMarker::new((ax.x(f.ts_ns), y - 0.2), 7, palette::VMALLOC_FAULT.filled())))
             .map_err(e)?;
         legend.push(("fault on a vmalloc address".into(), super::Mark::Triangle(palette::VMALLOC_FAULT)));
 
