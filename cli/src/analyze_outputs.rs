@@ -47,6 +47,9 @@ pub fn write(out: &Outputs<'_>, reports: &[Report], threads: Option<usize>) -> R
             }
             if let Some(f) = out.report {
                 let f = per_trace(f, i, n, path, true);
+                if let Some(parent) = f.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
+                }
                 let charts: Vec<Chart> = charts.into_iter().map(|c| Chart { title: c.title, svg: c.svg }).collect();
                 std::fs::write(&f, html_report::trace_html(r, &charts)).with_context(|| format!("{}", f.display()))?;
                 eprintln!("nmitrace: wrote {}", f.display());
