@@ -518,6 +518,14 @@ fn kind_rates(results: &[TraceResult]) -> Vec<fleet::KindRate> {
     v
 }
 
+/// A line on standard output; a closed pipe (`| head`) is not an error.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let t0 = Instant::now();
     let files = walk(&args.paths)?;
@@ -548,9 +556,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
     }
+    // Largest first, one trace per task: the big traces do not end up last on one worker.
+    work.sort_by_key(|(i, _)| std::cmp::Reverse(std::fs::metadata(&files[*i]).map(|m| m.len()).unwrap_or(0)));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
     let mut results: Vec<(usize, TraceResult)> = pool.install(|| {
         work.into_par_iter()
+            .with_max_len(1)
             .map(|(i, t)| {
                 let path = files[i].display().to_string();
                 pb.set_message(path.clone());
@@ -611,7 +622,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     // Summary on stdout.
     let failed: Vec<&TraceResult> = results.iter().filter(|r| r.status != "ok").collect();
     let events: u64 = results.iter().map(|r| r.events).sum();
-    println!(
+    say!(
         "{} traces: {} analysed, {} failed; {} other files skipped; {} events in {:.1} s ({} jobs)",
         results.len(),
         ok,
@@ -622,22 +633,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
         jobs
     );
     for f in &failed {
-        println!("  failed: {}: {}", f.path, f.error.as_deref().unwrap_or(""));
+        say!("  failed: {}: {}", f.path, f.error.as_deref().unwrap_or(""));
     }
     let rates = kind_rates(&results);
     if !rates.is_empty() {
         let s: Vec<String> = rates.iter().map(|r| format!("{} in {} traces", r.kind, r.traces)).collect();
-        println!("findings: {}", s.join(", "));
+        say!("findings: {}", s.join(", "));
     }
-    println!("wrote {}/{{traces,findings,nmi_durations}}.parquet, report.html, plots/", out.display());
+    say!("wrote {}/{{traces,findings,nmi_durations}}.parquet, report.html, plots/", out.display());
     let mut code = ExitCode::SUCCESS;
     if let (Some(c), Some(b)) = (&comparison, &baseline) {
         if c.regressions.is_empty() {
-            println!("no regression against {}", b.dir.display());
+            say!("no regression against {}", b.dir.display());
         } else {
-            println!("REGRESSIONS against {}:", b.dir.display());
+            say!("REGRESSIONS against {}:", b.dir.display());
             for r in &c.regressions {
-                println!("  {} {}: {} -> {} ({})", r.what, r.kind_or_handler, r.baseline, r.current, r.rule);
+                say!("  {} {}: {} -> {} ({})", r.what, r.kind_or_handler, r.baseline, r.current, r.rule);
             }
             code = ExitCode::from(1);
         }
