@@ -68,16 +68,25 @@ pub struct Args {
 }
 
 pub fn analyze_one(path: &std::path::Path, config: &Config, threads: Option<usize>) -> Result<Report> {
-    let mut trace = Trace::open(path)?;
+    analyze_trace(Trace::open(path)?, config, threads, true)
+}
+
+/// Run the analyses over an opened trace. `progress`: show a progress line
+/// on a terminal (off where the caller draws its own, as `batch` does).
+pub fn analyze_trace(mut trace: Trace, config: &Config, threads: Option<usize>, progress: bool) -> Result<Report> {
     trace.threads = threads;
     trace.probe()?;
     let info = trace.info.clone();
     let name = trace.name.clone();
     let mut analyzer = Analyzer::for_trace(config.clone(), &info);
-    let mut progress = crate::progress::Progress::new(&mut analyzer, &name);
-    let stats = trace.run(&mut progress);
-    progress.done();
-    let stats = stats?;
+    let stats = if progress {
+        let mut p = crate::progress::Progress::new(&mut analyzer, &name);
+        let stats = trace.run(&mut p);
+        p.done();
+        stats
+    } else {
+        trace.run(&mut analyzer)
+    }?;
     Ok(analyzer.finish(&name, &info, &stats))
 }
 

@@ -18,7 +18,7 @@ use nmitrace_analyses::html_report::{self, badge, esc, table, Chart};
 use nmitrace_analyses::plots::{self, durations::hist_quantile, fleet, fmt_ns};
 use nmitrace_analyses::tables;
 use nmitrace_analyses::timeline::{DurationHist, DURATION_BUCKETS};
-use nmitrace_analyses::{Analyzer, Config, Finding};
+use nmitrace_analyses::{Config, Finding};
 use nmitrace_parser::{detect, Input, Trace};
 use polars::prelude::{Column, DataFrame, PolarsResult, StringChunked};
 use rayon::prelude::*;
@@ -207,21 +207,11 @@ fn open_trace(path: &Path) -> std::result::Result<Result<Trace>, String> {
     Ok(Trace::from_input(display, input).map_err(Into::into))
 }
 
-fn analyze(mut trace: Trace, config: &Config, threads: usize) -> Result<nmitrace_analyses::Report> {
-    trace.threads = Some(threads);
-    trace.probe()?;
-    let info = trace.info.clone();
-    let name = trace.name.clone();
-    let mut analyzer = Analyzer::new(config.clone());
-    let stats = trace.run(&mut analyzer)?;
-    Ok(analyzer.finish(&name, &info, &stats))
-}
-
 fn process(trace: Trace, config: &Config, threads: usize) -> TraceResult {
     let t0 = Instant::now();
     let path = trace.name.clone();
     let format = trace.info.format.map(|f| f.name().to_string()).unwrap_or_default();
-    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| analyze(trace, config, threads)));
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::analyze::analyze_trace(trace, config, Some(threads), false)));
     let secs = t0.elapsed().as_secs_f64();
     let r = match res {
         Ok(Ok(r)) => r,
