@@ -74,7 +74,7 @@ pub struct Out<'o> {
 /// Parse one line. `base` is the line's offset in the chunk buffer.
 pub fn parse_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Parsed {
     let line = line.strip_suffix('\r').unwrap_or(line);
-    let t = line.trim_start_matches([' ', '\t']);
+    let t = &line[skip_ws(line.as_bytes(), 0)..];
     let Some(&c0) = t.as_bytes().first() else { return Parsed::Meta };
     match c0 {
         b'#' => {
@@ -244,6 +244,11 @@ fn parse_flags(f: &[u8]) -> Option<Context> {
 
 #[inline]
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    // Trace text is padded with runs of spaces: skip eight at a time.
+    const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+    while i + 8 <= b.len() && u64::from_ne_bytes(b[i..i + 8].try_into().unwrap()) == SPACES {
+        i += 8;
+    }
     while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
         i += 1;
     }
@@ -348,8 +353,12 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
 
     // --- event name: `name:`, `system:name:`, `sys_x(args)`, `sys_x -> ret`, `func <-parent`
     let ns = i;
-    while i < b.len() && !matches!(b[i], b':' | b'(' | b' ' | b'\t') {
-        i += 1;
+    i = match memchr::memchr3(b':', b'(', b' ', &b[i..]) {
+        Some(k) => i + k,
+        None => b.len(),
+    };
+    if let Some(t) = memchr(b'\t', &b[ns..i]) {
+        i = ns + t;
     }
     if i == ns {
         return Err("no event name after the timestamp");
