@@ -3,7 +3,7 @@
 //! The schemas are documented in the README ("Tables").
 
 use crate::{Finding, Report};
-use nmitrace_parser::{Event, Notice, Sink, Value};
+use nmitrace_parser::{Event, Notice, Sink};
 use polars::prelude::*;
 use std::fs::File;
 use std::path::Path;
@@ -108,62 +108,10 @@ impl EventsWriter {
     }
 }
 
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                use std::fmt::Write;
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 /// An event's fields as a JSON object (numbers as numbers, like `events --format jsonl`).
 pub fn fields_json(ev: &Event<'_>) -> String {
-    use std::fmt::Write;
     let mut o = String::with_capacity(64);
-    o.push('{');
-    for (i, f) in ev.fields.iter().enumerate() {
-        if i > 0 {
-            o.push(',');
-        }
-        json_str(&mut o, f.name);
-        o.push(':');
-        match &f.value {
-            Value::Int(v) => {
-                let _ = write!(o, "{v}");
-            }
-            Value::Uint(v) => {
-                let _ = write!(o, "{v}");
-            }
-            Value::Str(s) => match nmitrace_parser::event::parse_int(s) {
-                Some(n) if n >= i64::MIN as i128 && n <= u64::MAX as i128 => {
-                    let _ = write!(o, "{n}");
-                }
-                _ => json_str(&mut o, s),
-            },
-            Value::Bytes(b) => {
-                o.push('[');
-                for (k, x) in b.iter().enumerate() {
-                    if k > 0 {
-                        o.push(',');
-                    }
-                    let _ = write!(o, "{x}");
-                }
-                o.push(']');
-            }
-        }
-    }
-    o.push('}');
+    nmitrace_parser::json::json_fields(&mut o, &ev.fields);
     o
 }
 

@@ -41,15 +41,8 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutFormat::Text)]
     pub format: OutFormat,
-    /// Kernel release to model (e.g. 2.6.35, 5.8). Default: from the trace, else a modern kernel.
-    #[arg(long, value_name = "VERSION")]
-    pub kernel: Option<String>,
-    /// Architecture / page-directory model.
-    #[arg(long, value_name = "ARCH", value_parser = ["x86_64", "x86_64-5level", "x86_32", "x86_32-pae"])]
-    pub arch: Option<String>,
-    /// Two NMIs on one CPU this close (end to start, ns) are back-to-back.
-    #[arg(long, value_name = "NS", default_value_t = nmitrace_analyses::DEFAULT_B2B_THRESHOLD_NS)]
-    pub b2b_threshold_ns: u64,
+    #[command(flatten)]
+    pub model: crate::model_args::ModelArgs,
     /// Exit 1 when a finding at or above this severity is reported (default: exit 0 whatever is found).
     #[arg(long, value_enum, value_name = "SEVERITY")]
     pub fail_on: Option<Severity>,
@@ -91,11 +84,7 @@ pub fn analyze_trace(mut trace: Trace, config: &Config, threads: Option<usize>, 
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let config = Config {
-        kernel: args.kernel.clone(),
-        arch: args.arch.clone(),
-        b2b_threshold_ns: args.b2b_threshold_ns,
-    };
+    let config = args.model.config();
     let mut reports = Vec::new();
     for p in &args.traces {
         reports.push(analyze_one(p, &config, args.threads)?);

@@ -86,15 +86,8 @@ pub struct Args {
     /// Parser threads per trace (default: the cores left over, cores / jobs, at least 1).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Kernel release to model for every trace (default: from each trace).
-    #[arg(long, value_name = "VERSION")]
-    pub kernel: Option<String>,
-    /// Architecture / page-directory model for every trace.
-    #[arg(long, value_name = "ARCH", value_parser = ["x86_64", "x86_64-5level", "x86_32", "x86_32-pae"])]
-    pub arch: Option<String>,
-    /// Two NMIs on one CPU this close (end to start, ns) are back-to-back.
-    #[arg(long, value_name = "NS", default_value_t = nmitrace_analyses::DEFAULT_B2B_THRESHOLD_NS)]
-    pub b2b_threshold_ns: u64,
+    #[command(flatten)]
+    pub model: crate::model_args::ModelArgs,
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
@@ -536,7 +529,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let jobs = args.jobs.unwrap_or(cores).max(1);
     // Parser threads per trace: the cores left over by the batch's own parallelism.
     let threads = args.threads.unwrap_or(cores / jobs).max(1);
-    let config = Config { kernel: args.kernel.clone(), arch: args.arch.clone(), b2b_threshold_ns: args.b2b_threshold_ns };
+    let config = args.model.config();
     let pb = ProgressBar::new(work.len() as u64);
     if args.no_progress || !std::io::stderr().is_terminal() {
         pb.set_draw_target(ProgressDrawTarget::hidden());

@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use clap::ValueEnum;
-use nmitrace_parser::{Event, Notice, Sink, Trace, Value};
+use nmitrace_parser::json::{json_fields, json_str};
+use nmitrace_parser::{Event, Notice, Sink, Trace};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,55 +49,6 @@ struct Printer<W: Write> {
     count: u64,
 }
 
-/// Append `s` as a JSON string literal.
-pub fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                use std::fmt::Write;
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// A value as JSON: numbers as numbers (text that is a whole integer too).
-pub fn json_value(out: &mut String, v: &Value<'_>) {
-    use std::fmt::Write;
-    match v {
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::Uint(u) => {
-            let _ = write!(out, "{u}");
-        }
-        Value::Str(s) => match nmitrace_parser::event::parse_int(s) {
-            Some(n) if n >= i64::MIN as i128 && n <= u64::MAX as i128 => {
-                let _ = write!(out, "{n}");
-            }
-            _ => json_str(out, s),
-        },
-        Value::Bytes(b) => {
-            out.push('[');
-            for (i, x) in b.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                let _ = write!(out, "{x}");
-            }
-            out.push(']');
-        }
-    }
-}
-
 fn csv_field(out: &mut String, s: &str) {
     if s.contains([',', '"', '\n']) {
         out.push('"');
@@ -127,16 +79,9 @@ impl<W: Write> Printer<W> {
                 }
                 l.push_str(",\"name\":");
                 json_str(l, ev.name);
-                l.push_str(",\"fields\":{");
-                for (i, f) in ev.fields.iter().enumerate() {
-                    if i > 0 {
-                        l.push(',');
-                    }
-                    json_str(l, f.name);
-                    l.push(':');
-                    json_value(l, &f.value);
-                }
-                l.push_str("}}\n");
+                l.push_str(",\"fields\":");
+                json_fields(l, &ev.fields);
+                l.push_str("}\n");
             }
             EventsFormat::Csv => {
                 let _ = write!(l, "{},{},{},", ev.ts_ns, ev.cpu, ev.pid);

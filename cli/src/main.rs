@@ -7,6 +7,7 @@ mod analyze_outputs;
 mod batch;
 mod convert;
 mod events;
+mod model_args;
 mod progress;
 
 use clap::{Parser, Subcommand};

@@ -24,6 +24,7 @@ pub mod detect;
 pub mod error;
 pub mod event;
 pub mod input;
+pub mod json;
 pub mod model;
 pub mod text;
 pub mod tracedat;
