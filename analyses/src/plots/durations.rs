@@ -108,14 +108,7 @@ impl Plot for DurationsPlot {
                 .map_err(e)?
                 .label("1 ms: slow handler (nmi_longest_ns)")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], palette::ERROR.stroke_width(2)));
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
-                .label_font((FONT, 13))
-                .draw()
-                .map_err(e)?;
+            super::draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         }
         Ok(())
     }

@@ -133,14 +133,7 @@ impl Plot for FindingRatesPlot {
                 Text::new(format!("{} ({p:.1}%){tag}", r.traces), (p + xmax * 0.01, lane(i) + (y0 + y1) / 2.0), label_style.clone())
             }))
             .map_err(e)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(e)?;
+        super::draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         Ok(())
     }
 }
@@ -241,14 +234,7 @@ impl Plot for P99Plot {
         chart
             .draw_series(std::iter::once(PathElement::new(vec![(1e6, -0.6), (1e6, n as f64 - 0.4)], palette::ERROR.stroke_width(2))))
             .map_err(e)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(e)?;
+        super::draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         Ok(())
     }
 }

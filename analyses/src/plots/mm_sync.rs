@@ -88,14 +88,7 @@ impl Plot for MmSyncPlot<'_> {
             .map_err(e)?
             .label("mms lacking a vmalloc entry init_mm has (a lazy vmalloc fault away)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], palette::ERROR.stroke_width(3)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(e)?;
+        super::draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     }
 }

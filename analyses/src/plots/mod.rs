@@ -23,6 +23,22 @@ use std::sync::Once;
 pub const FONT: &str = "sans-serif";
 
 /// Colours shared by the charts.
+/// The legend box every chart draws: white, framed, 13 px labels, at `pos`.
+pub fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>, pos: SeriesLabelPosition) -> Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(pos)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font((FONT, 13))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 pub mod palette {
     use plotters::style::RGBColor;
     pub const NMI: RGBColor = RGBColor(31, 119, 180);
