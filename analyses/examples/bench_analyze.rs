@@ -39,6 +39,7 @@ fn main() {
             "--bench" => out = "bench",
             "--dump" => out = "dump",
             "--count" => out = "count",
+            "--by-name" => out = "by-name",
             _ => {}
         }
         i += 1;
@@ -50,6 +51,42 @@ fn main() {
         let mut c = Count(0);
         tr.run(&mut c).unwrap();
         println!("{}", c.0);
+        return;
+    }
+    if out == "by-name" {
+        // Analyzer time per event name (rdtsc around each call), best of 3.
+        struct ByName<S: Sink>(S, std::collections::BTreeMap<String, (u64, u64)>);
+        impl<S: Sink> Sink for ByName<S> {
+            fn event(&mut self, ev: &Event<'_>) {
+                let t = unsafe { core::arch::x86_64::_rdtsc() };
+                self.0.event(ev);
+                let d = unsafe { core::arch::x86_64::_rdtsc() } - t;
+                match self.1.get_mut(ev.name) {
+                    Some(e) => {
+                        e.0 += 1;
+                        e.1 += d;
+                    }
+                    None => {
+                        self.1.insert(ev.name.to_string(), (1, d));
+                    }
+                }
+            }
+            fn notice(&mut self, n: &Notice) {
+                self.0.notice(n)
+            }
+        }
+        let mut tr = Trace::open(path).unwrap();
+        tr.threads = threads;
+        tr.probe().unwrap();
+        let info = tr.info.clone();
+        let mut a = ByName(Analyzer::for_trace(cfg.clone(), &info), Default::default());
+        tr.run(&mut a).unwrap();
+        let mut v: Vec<_> = a.1.into_iter().collect();
+        v.sort_by_key(|x| std::cmp::Reverse(x.1 .1));
+        let total: u64 = v.iter().map(|x| x.1 .1).sum();
+        for (name, (n, t)) in v.iter().take(25) {
+            println!("{name:32} {n:>9} events {:>8.1} Mtsc ({:5.1} %) {:>8.1} tsc/event", *t as f64 / 1e6, *t as f64 * 100.0 / total as f64, *t as f64 / *n as f64);
+        }
         return;
     }
     if out == "dump" {

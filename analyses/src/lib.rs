@@ -75,6 +75,8 @@ pub struct Analyzer {
     trace_arch: Option<String>,
     /// Bounded per-CPU history for charts and tables (not in the JSON).
     timeline: timeline::Timeline,
+    /// Kernel symbols (trace.dat kallsyms): handler addresses → names.
+    symbols: Option<std::sync::Arc<nmitrace_parser::tracedat::symbols::Symbols>>,
 }
 
 impl Analyzer {
@@ -94,6 +96,7 @@ impl Analyzer {
             trace_kernel: None,
             trace_arch: None,
             timeline: timeline::Timeline::default(),
+            symbols: None,
         }
     }
 
@@ -307,7 +310,14 @@ impl Analyzer {
             _ => {}
         }
         match m {
-            Modelled::NmiHandler(h) => {
+            Modelled::NmiHandler(mut h) => {
+                // trace.dat gives the handler's address: name it from kallsyms
+                let symbols = self.symbols.clone();
+                if h.handler.is_empty() {
+                    if let Some(name) = h.handler_addr.and_then(|a| symbols.as_deref()?.name(a)) {
+                        h.handler = name;
+                    }
+                }
                 self.timeline.handler_duration(&nmi_latch::handler_name(&h), h.delta_ns);
                 self.nmi.handler(ev, &h, &self.replay, &mut self.findings)
             }
@@ -365,6 +375,10 @@ impl Sink for Analyzer {
             return;
         }
         self.modelled(ev);
+    }
+
+    fn symbols(&mut self, s: &std::sync::Arc<nmitrace_parser::tracedat::symbols::Symbols>) {
+        self.symbols = Some(s.clone());
     }
 
     fn notice(&mut self, n: &Notice) {

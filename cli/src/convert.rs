@@ -19,7 +19,10 @@ pub enum Comp {
 From text, the modelled events (SPEC §2.5: sched, exceptions, nmi, tlb, vmalloc, percpu,
 irq_vectors) are written with the format files nmitrace carries, and their NMI/irq context
 bits set from the source's flags; other events are counted and reported as skipped.
-From a trace.dat, every event is kept with the file's own formats.
+Functions the text names where the format holds an address (nmi_handler's
+`perf_event_nmi_handler()`, a page fault's `ip=__put_user_4`) get made-up addresses listed
+in the file's kallsyms, so nmitrace and `trace-cmd report` print the names again.
+From a trace.dat, every event is kept with the file's own formats and kallsyms.
 
 Examples:
   nmitrace convert trace.txt.gz -o trace.dat

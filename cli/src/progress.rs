@@ -70,4 +70,8 @@ impl Sink for Progress<'_> {
     fn notice(&mut self, n: &Notice) {
         self.inner.notice(n);
     }
+
+    fn symbols(&mut self, s: &std::sync::Arc<nmitrace_parser::tracedat::symbols::Symbols>) {
+        self.inner.symbols(s);
+    }
 }

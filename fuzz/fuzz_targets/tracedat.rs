@@ -13,6 +13,9 @@ struct Nothing(u64);
 impl Sink for Nothing {
     fn event(&mut self, ev: &Event<'_>) {
         self.0 = self.0.wrapping_add(ev.ts_ns ^ ev.fields.len() as u64);
+        for f in ev.fields.iter() {
+            self.0 = self.0.wrapping_add(f.name.len() as u64);
+        }
     }
     fn notice(&mut self, _n: &Notice) {}
 }
@@ -20,5 +23,11 @@ impl Sink for Nothing {
 fuzz_target!(|data: &[u8]| {
     let mut s = Nothing(0);
     let _ = nmitrace_parser::tracedat::run_bytes("fuzz.dat", data, &mut s, Some(1));
-    let _ = nmitrace_parser::tracedat::read_meta("fuzz.dat", data);
+    // every format's field layout, parsed lazily by the reader, and every
+    // field of every event (decoded on access)
+    if let Ok(meta) = nmitrace_parser::tracedat::read_meta("fuzz.dat", data) {
+        for f in &meta.formats {
+            let _ = f.layout();
+        }
+    }
 });

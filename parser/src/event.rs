@@ -186,6 +186,8 @@ pub enum Fields<'a> {
     List(&'a [Field<'a>]),
     /// Text payload split into spans by the text parser; decoded on access.
     Text(crate::text::fields::TextFields<'a>),
+    /// A binary record (trace.dat) and its format; decoded on access.
+    Record(crate::tracedat::format::RecordFields<'a>),
 }
 
 impl<'a> Fields<'a> {
@@ -196,6 +198,7 @@ impl<'a> Fields<'a> {
         match self {
             Fields::List(l) => l.iter().find(|f| f.name == name).map(|f| f.value),
             Fields::Text(t) => t.get(name),
+            Fields::Record(r) => r.get(name),
         }
     }
 
@@ -204,6 +207,7 @@ impl<'a> Fields<'a> {
         match *self {
             Fields::List(l) => FieldIter::List(l.iter()),
             Fields::Text(t) => FieldIter::Text(t.iter()),
+            Fields::Record(r) => FieldIter::Record(r.iter()),
         }
     }
 
@@ -211,6 +215,7 @@ impl<'a> Fields<'a> {
         match self {
             Fields::List(l) => l.len(),
             Fields::Text(t) => t.len(),
+            Fields::Record(r) => r.iter().count(),
         }
     }
 
@@ -235,6 +240,7 @@ impl<'a> Fields<'a> {
 pub enum FieldIter<'a> {
     List(std::slice::Iter<'a, Field<'a>>),
     Text(crate::text::fields::TextFieldIter<'a>),
+    Record(crate::tracedat::format::RecordFieldIter<'a>),
 }
 
 impl<'a> Iterator for FieldIter<'a> {
@@ -243,6 +249,7 @@ impl<'a> Iterator for FieldIter<'a> {
         match self {
             FieldIter::List(i) => i.next().copied(),
             FieldIter::Text(i) => i.next(),
+            FieldIter::Record(i) => i.next(),
         }
     }
 }

@@ -61,6 +61,10 @@ pub enum Notice {
 pub trait Sink {
     fn event(&mut self, ev: &Event<'_>);
     fn notice(&mut self, n: &Notice);
+    /// The trace's kernel symbols, offered (trace.dat with kallsyms) before
+    /// the first event that prints an address as a function
+    /// (`nmi_handler`'s `%ps`), so that the sink can name it.
+    fn symbols(&mut self, _symbols: &std::sync::Arc<tracedat::symbols::Symbols>) {}
 }
 
 /// What a source knows about the trace as a whole.
@@ -101,6 +105,8 @@ pub struct Trace {
     pub info: TraceInfo,
     /// Parallelism for parsing (None = all cores).
     pub threads: Option<usize>,
+    /// trace.dat metadata read by [`Trace::probe`], kept for [`Trace::run`].
+    meta: Option<tracedat::header::Meta>,
 }
 
 impl Trace {
@@ -119,7 +125,7 @@ impl Trace {
             compression: input.compression(),
             ..Default::default()
         };
-        Ok(Trace { name, input, info, threads: None })
+        Ok(Trace { name, input, info, threads: None, meta: None })
     }
 
     pub fn format(&self) -> Format {
@@ -130,16 +136,19 @@ impl Trace {
     /// (kernel version for trace.dat, `cpus=` for text). Cheap.
     pub fn probe(&mut self) -> Result<()> {
         match self.format() {
-            Format::TraceDat { .. } => tracedat::probe(&self.name, &mut self.input, &mut self.info),
+            Format::TraceDat { .. } => {
+                self.meta = tracedat::probe(&self.name, &mut self.input, &mut self.info)?;
+                Ok(())
+            }
             _ => text::probe(&self.name, self.input.head(), &mut self.info),
         }
     }
 
     /// Stream every event into `sink`, in trace order.
     pub fn run(self, sink: &mut dyn Sink) -> Result<ParseStats> {
-        let Trace { name, input, info, threads } = self;
+        let Trace { name, input, info, threads, meta } = self;
         match info.format.expect("format detected at open") {
-            Format::TraceDat { .. } => tracedat::run(&name, input, sink, threads),
+            Format::TraceDat { .. } => tracedat::run(&name, input, meta, sink, threads),
             f => text::run(&name, f, input, sink, threads),
         }
     }

@@ -1,8 +1,11 @@
 //! Evidence lines: an event as the trace printed it, or (trace.dat) an
 //! equivalent line in `trace-cmd report` style.
 
-use nmitrace_parser::Event;
+use nmitrace_parser::tracedat::format::{EventFormat, RecordFields};
+use nmitrace_parser::tracedat::header::Endian;
+use nmitrace_parser::{Event, Fields};
 use std::fmt::Write;
+use std::sync::Arc;
 
 /// Timestamp as seconds (`608.685794` for µs clocks, 9 decimals otherwise).
 pub fn fmt_ts(ns: u64) -> String {
@@ -52,9 +55,10 @@ enum CapVal {
     S(String),
 }
 
-/// An event kept for evidence, captured cheaply (a copy of the raw line, or
-/// of the typed fields) and rendered only when a finding needs it. Buffers
-/// are reused from capture to capture.
+/// An event kept for evidence, captured cheaply (a copy of the raw line, of
+/// a binary record's bytes with its shared format, or of the typed fields)
+/// and rendered only when a finding needs it. Buffers are reused from
+/// capture to capture.
 #[derive(Clone, Debug, Default)]
 pub struct CapturedLine {
     set: bool,
@@ -65,6 +69,9 @@ pub struct CapturedLine {
     comm: String,
     ctx: nmitrace_parser::Context,
     name: String,
+    /// A binary record: its format and bytes, decoded at render time.
+    record: Option<(Arc<EventFormat>, Endian)>,
+    record_data: Vec<u8>,
     fields: Vec<(String, CapVal)>,
     nfields: usize,
 }
@@ -93,6 +100,16 @@ impl CapturedLine {
         self.comm.clear();
         self.comm.push_str(ev.comm.unwrap_or("<...>"));
         self.ctx = ev.ctx;
+        if let Fields::Record(r) = ev.fields {
+            match &self.record {
+                Some((f, _)) if Arc::ptr_eq(f, r.format) => {}
+                _ => self.record = Some((Arc::clone(r.format), r.endian)),
+            }
+            self.record_data.clear();
+            self.record_data.extend_from_slice(r.data);
+            return;
+        }
+        self.record = None;
         self.name.clear();
         self.name.push_str(ev.name);
         self.nfields = 0;
@@ -127,6 +144,23 @@ impl CapturedLine {
         }
         if let Some(r) = &self.raw {
             return Some(r.clone());
+        }
+        if let Some((format, endian)) = &self.record {
+            let fields = RecordFields { format, data: &self.record_data, endian: *endian };
+            let ev = Event {
+                ts_ns: self.ts_ns,
+                cpu: self.cpu,
+                pid: self.pid,
+                comm: Some(&self.comm),
+                ctx: self.ctx,
+                system: Some(&format.system),
+                name: &format.name,
+                fields: Fields::Record(fields),
+                origin: nmitrace_parser::Origin::None,
+                instance: None,
+                raw: None,
+            };
+            return Some(event_line(&ev));
         }
         let mut out = String::new();
         let _ = write!(out, "{:>16}-{:<7} [{:03}] ", self.comm, self.pid, self.cpu);

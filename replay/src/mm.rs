@@ -34,6 +34,8 @@ pub struct Mm {
     refs: u32,
     /// Serial number, so a recycled slot is a different mm in reports.
     pub serial: u64,
+    /// In use (not a recycled slot waiting in the free list).
+    live: bool,
 }
 
 impl Mm {
@@ -54,6 +56,9 @@ pub struct MmTable {
     next_serial: u64,
     /// Entries opened during the trace (mms predating the trace lack them).
     opened: EntrySet,
+    /// Live mms other than `init_mm` lacking an entry of `opened`, kept up
+    /// to date by every change ([`MmTable::out_of_sync`]).
+    stale: usize,
 }
 
 impl Default for MmTable {
@@ -64,8 +69,14 @@ impl Default for MmTable {
 
 impl MmTable {
     pub fn new() -> MmTable {
-        let init = Mm { has: EntrySet::ALL, synced: EntrySet::EMPTY, birth: MmBirth::Init, owner_pid: 0, refs: u32::MAX / 2, serial: 0 };
-        MmTable { mms: vec![init], free: Vec::new(), next_serial: 1, opened: EntrySet::EMPTY }
+        let init = Mm { has: EntrySet::ALL, synced: EntrySet::EMPTY, birth: MmBirth::Init, owner_pid: 0, refs: u32::MAX / 2, serial: 0, live: true };
+        MmTable { mms: vec![init], free: Vec::new(), next_serial: 1, opened: EntrySet::EMPTY, stale: 0 }
+    }
+
+    /// `m` lacks an entry `init_mm` gained during the trace.
+    #[inline]
+    fn is_stale(opened: &EntrySet, m: &Mm) -> bool {
+        !opened.minus(&m.has).is_empty()
     }
 
     /// A new mm (fork, exec, or one first seen in the trace). Its kernel part
@@ -82,8 +93,12 @@ impl MmTable {
             owner_pid,
             refs: 0,
             serial: self.next_serial,
+            live: true,
         };
         self.next_serial += 1;
+        if Self::is_stale(&self.opened, &mm) {
+            self.stale += 1;
+        }
         if let Some(id) = self.free.pop() {
             self.mms[id as usize] = mm;
             id
@@ -98,11 +113,6 @@ impl MmTable {
         &self.mms[id as usize]
     }
 
-    #[inline]
-    pub fn get_mut(&mut self, id: MmId) -> &mut Mm {
-        &mut self.mms[id as usize]
-    }
-
     pub fn grab(&mut self, id: MmId) {
         if id != INIT_MM {
             self.mms[id as usize].refs += 1;
@@ -115,40 +125,52 @@ impl MmTable {
             return;
         }
         let m = &mut self.mms[id as usize];
+        if !m.live {
+            return;
+        }
         m.refs = m.refs.saturating_sub(1);
         if m.refs == 0 {
+            m.live = false;
+            if Self::is_stale(&self.opened, m) {
+                self.stale -= 1;
+            }
             self.free.push(id);
         }
     }
 
     /// A new top-level entry appeared in `init_mm`: every existing mm lacks it.
     pub fn open_entry(&mut self, e: u16) {
+        let before = self.opened;
         self.opened.insert(e);
-        let free = &self.free;
-        for (i, m) in self.mms.iter_mut().enumerate() {
-            if i != INIT_MM as usize && !free.contains(&(i as MmId)) {
-                m.has.remove(e);
+        for m in self.mms.iter_mut().skip(1).filter(|m| m.live) {
+            // lacking `e` now, it is out of sync whatever it was before
+            if !Self::is_stale(&before, m) {
+                self.stale += 1;
             }
+            m.has.remove(e);
         }
     }
 
     /// A lazy fault copied entry `e` into `id`.
     pub fn sync(&mut self, id: MmId, e: u16) {
         let m = &mut self.mms[id as usize];
+        let was = id != INIT_MM && m.live && Self::is_stale(&self.opened, m);
         m.has.insert(e);
         m.synced.insert(e);
+        if was && !Self::is_stale(&self.opened, m) {
+            self.stale -= 1;
+        }
     }
 
     /// Live mms (other than `init_mm`) lacking an entry `init_mm` gained
     /// during the trace: out of sync with `init_mm` until a lazy fault syncs them.
     pub fn out_of_sync(&self) -> usize {
-        if self.opened.is_empty() {
-            return 0;
-        }
-        let stale = |m: &Mm| !self.opened.minus(&m.has).is_empty();
-        let all = self.mms.iter().skip(1).filter(|m| stale(m)).count();
-        let freed = self.free.iter().filter(|&&f| f != INIT_MM && stale(&self.mms[f as usize])).count();
-        all - freed
+        self.stale
+    }
+
+    /// [`MmTable::out_of_sync`] counted from scratch (tests check the kept count against it).
+    pub fn out_of_sync_recount(&self) -> usize {
+        self.mms.iter().skip(1).filter(|m| m.live && Self::is_stale(&self.opened, m)).count()
     }
 
     pub fn live(&self) -> usize {
@@ -175,5 +197,53 @@ mod tests {
         let again = t.create(MmBirth::Exec { ts_ns: 2 }, 12);
         assert_eq!(again, old);
         assert_ne!(t.get(again).serial, 1);
+    }
+
+    #[test]
+    fn kept_out_of_sync_count_matches_a_recount_under_random_changes() {
+        let mut t = MmTable::new();
+        let mut live: Vec<MmId> = Vec::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut opened_any = false;
+        for step in 0..20_000 {
+            match rnd(10) {
+                0..=2 => {
+                    let birth = match rnd(3) {
+                        0 => MmBirth::BeforeTrace,
+                        1 => MmBirth::Fork { ts_ns: step },
+                        _ => MmBirth::Exec { ts_ns: step },
+                    };
+                    let id = t.create(birth, step as i32);
+                    t.grab(id);
+                    live.push(id);
+                }
+                3 | 4 if !live.is_empty() => {
+                    let id = live.swap_remove(rnd(live.len() as u64) as usize);
+                    t.drop_ref(id);
+                    // a second drop of a freed mm changes nothing
+                    if rnd(4) == 0 {
+                        t.drop_ref(id);
+                    }
+                }
+                5 => {
+                    t.open_entry(rnd(8) as u16);
+                    opened_any = true;
+                }
+                _ if !live.is_empty() => {
+                    let id = live[rnd(live.len() as u64) as usize];
+                    t.sync(id, rnd(8) as u16);
+                }
+                _ => {}
+            }
+            assert_eq!(t.out_of_sync(), t.out_of_sync_recount(), "step {step}");
+            assert_eq!(t.live(), live.len() + 1, "step {step}");
+        }
+        assert!(opened_any && t.out_of_sync() > 0);
     }
 }

@@ -81,56 +81,80 @@ pub struct FieldFormat {
     pub kind: Kind,
 }
 
+/// One event format file. Only its name and ID are read when the file is
+/// opened (a trace.dat carries every format of the kernel, thousands, and a
+/// trace uses a few); the field layout is parsed on first use and kept.
+/// The layout's members read as the format's own (`fmt.fields`) through
+/// `Deref`.
 #[derive(Clone, Debug)]
 pub struct EventFormat {
     pub system: String,
     pub name: String,
     pub id: u32,
+    /// Original text of the format file.
+    pub text: String,
+    layout: std::sync::OnceLock<Result<Layout, String>>,
+}
+
+/// The field layout of an event format.
+#[derive(Clone, Debug, Default)]
+pub struct Layout {
     /// Non-common fields in format order.
     pub fields: Vec<FieldFormat>,
-    /// All fields, common ones included (used by the writer).
+    /// The common fields (`common_type`, `common_flags`, …), used by the writer.
     pub common: Vec<FieldFormat>,
     pub flags_off: Option<u32>,
     pub preempt_off: Option<u32>,
     pub pid_off: Option<(u32, u32)>,
-    /// Original text of the format file.
-    pub text: String,
     /// From the print fmt: (label printed before `=`, field it prints,
     /// conversion char), e.g. `("pid", "parent_pid", 'd')`.
     pub labels: Vec<(String, String, char)>,
 }
 
+/// The layout of a format that could not be parsed: no fields.
+static NO_LAYOUT: Layout = Layout { fields: Vec::new(), common: Vec::new(), flags_off: None, preempt_off: None, pid_off: None, labels: Vec::new() };
+
+impl std::ops::Deref for EventFormat {
+    type Target = Layout;
+    fn deref(&self) -> &Layout {
+        self.layout().unwrap_or(&NO_LAYOUT)
+    }
+}
+
 impl EventFormat {
+    /// Parse a format file completely (name, ID and every field line).
     pub fn parse(system: &str, text: &str) -> Result<EventFormat, String> {
+        let f = EventFormat::parse_lazy(system, text)?;
+        f.layout()?;
+        Ok(f)
+    }
+
+    /// Read the name and ID now, the field layout on first use.
+    pub fn parse_lazy(system: &str, text: &str) -> Result<EventFormat, String> {
         let mut name = None;
         let mut id = None;
-        let mut fields = Vec::new();
-        let mut common = Vec::new();
         for line in text.lines() {
             let t = line.trim();
             if let Some(n) = t.strip_prefix("name:") {
                 name = Some(n.trim().to_string());
             } else if let Some(i) = t.strip_prefix("ID:") {
                 id = i.trim().parse::<u32>().ok();
-            } else if t.starts_with("field:") || t.starts_with("field special:") {
-                let f = parse_field(t).ok_or_else(|| format!("field line {t:?}"))?;
-                if f.name.starts_with("common_") {
-                    common.push(f);
-                } else {
-                    fields.push(f);
-                }
-            } else if t.starts_with("print fmt:") {
+            } else if t.starts_with("format:") || t.starts_with("field") || t.starts_with("print fmt:") {
+                break;
+            }
+            if name.is_some() && id.is_some() {
                 break;
             }
         }
         let name = name.ok_or("no name: line")?;
         let id = id.ok_or("no ID: line")?;
-        let find = |n: &str| common.iter().find(|f: &&FieldFormat| f.name == n);
-        let flags_off = find("common_flags").filter(|f| f.size == 1).map(|f| f.offset);
-        let preempt_off = find("common_preempt_count").filter(|f| f.size == 1).map(|f| f.offset);
-        let pid_off = find("common_pid").filter(|f| matches!(f.size, 1 | 2 | 4 | 8)).map(|f| (f.offset, f.size));
-        let labels = text.find("print fmt:").map(|i| print_labels(&text[i + 10..])).unwrap_or_default();
-        Ok(EventFormat { system: system.to_string(), name, id, fields, common, flags_off, preempt_off, pid_off, text: text.to_string(), labels })
+        Ok(EventFormat { system: system.to_string(), name, id, text: text.to_string(), layout: std::sync::OnceLock::new() })
+    }
+
+    /// The field layout, parsed on first call; the reason when a field
+    /// line is not understood.
+    pub fn layout(&self) -> Result<&Layout, &str> {
+        self.layout.get_or_init(|| parse_layout(&self.text)).as_ref().map_err(String::as_str)
     }
 
     /// Decode every non-common field of `data` (one record), appending to `out`.
@@ -163,21 +187,55 @@ impl EventFormat {
     }
 }
 
-/// A field value located in a batch buffer, decoded by a worker thread;
-/// the merging thread turns it into a [`Value`] without the format.
+/// The fields of one binary record, decoded from its format only when read
+/// (most events are counted, never looked into).
 #[derive(Clone, Copy, Debug)]
-pub enum Pre {
-    I(i64),
-    U(u64),
-    S(u32, u32),
-    B(u32, u32),
+pub struct RecordFields<'a> {
+    pub format: &'a std::sync::Arc<EventFormat>,
+    /// The record's payload (common fields first).
+    pub data: &'a [u8],
+    pub endian: Endian,
 }
 
-impl EventFormat {
-    /// Decode the header fields and every field of `data`, the record at
-    /// `base` in its batch buffer, into `rec` and `out`.
+impl<'a> RecordFields<'a> {
+    /// One field by its format name; `None` when absent or outside the record.
     #[inline]
-    pub fn predecode(&self, e: Endian, data: &[u8], base: u32, rec: &mut super::page::Rec, out: &mut Vec<(u16, Pre)>) {
+    pub fn get(&self, name: &str) -> Option<Value<'a>> {
+        let f = self.format.fields.iter().find(|f| f.name == name)?;
+        decode_field(f, self.endian, self.data)
+    }
+
+    /// Every non-common field that fits the record, in format order.
+    pub fn iter(&self) -> RecordFieldIter<'a> {
+        RecordFieldIter { fields: self.format.fields.iter(), data: self.data, endian: self.endian }
+    }
+}
+
+/// Iterator over [`RecordFields`].
+pub struct RecordFieldIter<'a> {
+    fields: std::slice::Iter<'a, FieldFormat>,
+    data: &'a [u8],
+    endian: Endian,
+}
+
+impl<'a> Iterator for RecordFieldIter<'a> {
+    type Item = Field<'a>;
+    fn next(&mut self) -> Option<Field<'a>> {
+        for f in self.fields.by_ref() {
+            if let Some(value) = decode_field(f, self.endian, self.data) {
+                return Some(Field { name: &f.name, value });
+            }
+        }
+        None
+    }
+}
+
+impl Layout {
+    /// Decode the common (header) fields of `data` into `rec`: flags,
+    /// preempt count, pid. The event's own fields are decoded on access
+    /// ([`RecordFields`]).
+    #[inline]
+    pub fn decode_common(&self, e: Endian, data: &[u8], rec: &mut super::page::Rec) {
         if let Some(f) = self.flags_off.and_then(|o| data.get(o as usize)) {
             rec.flags = 0x100 | *f as u16;
         }
@@ -194,26 +252,31 @@ impl EventFormat {
             None => None,
         }
         .unwrap_or(-1);
-        rec.pre_start = out.len() as u32;
-        for (i, f) in self.fields.iter().enumerate() {
-            let Some(v) = decode_field(f, e, data) else { continue };
-            let rel = |s: &[u8]| (base + (s.as_ptr() as usize - data.as_ptr() as usize) as u32, s.len() as u32);
-            let p = match v {
-                Value::Int(i) => Pre::I(i),
-                Value::Uint(u) => Pre::U(u),
-                Value::Str(s) => {
-                    let (a, b) = rel(s.as_bytes());
-                    Pre::S(a, b)
-                }
-                Value::Bytes(b) => {
-                    let (a, l) = rel(b);
-                    Pre::B(a, l)
-                }
-            };
-            out.push((i as u16, p));
-        }
-        rec.pre_len = out.len() as u32 - rec.pre_start;
     }
+}
+
+fn parse_layout(text: &str) -> Result<Layout, String> {
+    let mut fields = Vec::new();
+    let mut common = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("field:") || t.starts_with("field special:") {
+            let f = parse_field(t).ok_or_else(|| format!("field line {t:?}"))?;
+            if f.name.starts_with("common_") {
+                common.push(f);
+            } else {
+                fields.push(f);
+            }
+        } else if t.starts_with("print fmt:") {
+            break;
+        }
+    }
+    let find = |n: &str| common.iter().find(|f: &&FieldFormat| f.name == n);
+    let flags_off = find("common_flags").filter(|f| f.size == 1).map(|f| f.offset);
+    let preempt_off = find("common_preempt_count").filter(|f| f.size == 1).map(|f| f.offset);
+    let pid_off = find("common_pid").filter(|f| matches!(f.size, 1 | 2 | 4 | 8)).map(|f| (f.offset, f.size));
+    let labels = text.find("print fmt:").map(|i| print_labels(&text[i + 10..])).unwrap_or_default();
+    Ok(Layout { fields, common, flags_off, preempt_off, pid_off, labels })
 }
 
 #[inline]

@@ -206,7 +206,8 @@ pub struct Meta {
     pub page_size: u32,
     pub compression: Compression,
     pub header_page: HeaderPage,
-    pub formats: Vec<EventFormat>,
+    /// Shared, so that evidence kept past an event can hold its format.
+    pub formats: Vec<std::sync::Arc<EventFormat>>,
     /// common_type → index in `formats`.
     pub by_id: HashMap<u32, usize>,
     pub cmdlines: HashMap<i32, String, PidHash>,
@@ -222,6 +223,9 @@ pub struct Meta {
     pub file_len: u64,
     /// kallsyms and printk formats, kept only by [`parse_full`] (for copying).
     pub kallsyms: Option<Vec<u8>>,
+    /// Where the kallsyms are: v6 the file offset of their size field, v7
+    /// the offset of their section ([`read_kallsyms`]).
+    pub kallsyms_at: Option<u64>,
     pub printk: Option<Vec<u8>>,
     keep_extras: bool,
 }
@@ -242,7 +246,7 @@ impl Meta {
     }
 
     pub fn format_for(&self, id: u32) -> Option<&EventFormat> {
-        self.by_id.get(&id).map(|&i| &self.formats[i])
+        self.by_id.get(&id).map(|&i| &*self.formats[i])
     }
 }
 
@@ -297,6 +301,7 @@ fn parse_opts(name: &str, buf: &[u8], keep_extras: bool) -> Result<Meta> {
         warnings: Vec::new(),
         file_len: buf.len() as u64,
         kallsyms: None,
+        kallsyms_at: None,
         printk: None,
         keep_extras,
     };
@@ -329,8 +334,8 @@ fn parse_one_format(c: &mut Cursor, meta: &mut Meta, system: &str) -> Result<()>
     let at = c.offset();
     let n = c.u64("an event format file size")?;
     let text = c.bytes(n, "an event format file")?;
-    match EventFormat::parse(system, &String::from_utf8_lossy(text)) {
-        Ok(f) => meta.formats.push(f),
+    match EventFormat::parse_lazy(system, &String::from_utf8_lossy(text)) {
+        Ok(f) => meta.formats.push(std::sync::Arc::new(f)),
         Err(msg) => meta.warnings.push((at, format!("event format in system {system} not understood ({msg}); its events are skipped"))),
     }
     Ok(())
@@ -383,6 +388,7 @@ fn parse_v6(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
     parse_header_info(c, meta)?;
     parse_ftrace_formats(c, meta)?;
     parse_event_formats(c, meta)?;
+    meta.kallsyms_at = Some(c.offset());
     let n = c.u32("the kallsyms size")?;
     let k = c.bytes(n as u64, "the kallsyms")?;
     let n = c.u32("the printk formats size")?;
@@ -567,6 +573,22 @@ fn section_body<'a>(c: &mut Cursor<'a>, meta: &Meta, off: u64, want_id: u16, wha
     }
 }
 
+/// The kallsyms text of the file `buf` that `meta` describes (decompressed
+/// for v7); `None` when the file has none or they cannot be read.
+pub fn read_kallsyms(name: &str, buf: &[u8], meta: &Meta) -> Option<Vec<u8>> {
+    let at = meta.kallsyms_at?;
+    let mut c = Cursor::new(name, buf, 0, meta.endian);
+    if meta.version == 6 {
+        c.seek(at, "the kallsyms").ok()?;
+        let n = c.u32("the kallsyms size").ok()?;
+        return c.bytes(n as u64, "the kallsyms").ok().map(<[u8]>::to_vec);
+    }
+    let (b, base) = section_body(&mut c, meta, at, 19, "the kallsyms section").ok()?;
+    let mut sc = Cursor::new(name, &b, base, meta.endian);
+    let n = sc.u32("the kallsyms size").ok()?;
+    sc.bytes(n as u64, "the kallsyms").ok().map(<[u8]>::to_vec)
+}
+
 fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
     let comp_name = c.cstr("the compression algorithm name")?;
     c.cstr("the compression algorithm version")?;
@@ -638,6 +660,7 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
     let off = need(18, "event formats")?;
     let (b, base) = section_body(c, meta, off, 18, "the event formats section")?;
     parse_event_formats(&mut Cursor::new(c.name, &b, base, c.endian), meta)?;
+    meta.kallsyms_at = sections.get(&19).copied();
     if meta.keep_extras {
         for (id, what) in [(19u16, "the kallsyms section"), (20, "the printk formats section")] {
             if let Some(&off) = sections.get(&id) {

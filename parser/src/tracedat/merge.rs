@@ -4,7 +4,7 @@
 //! thread. Memory is a few batches per CPU whatever the trace length.
 
 use super::compress::{self, Compression};
-use super::format::{EventFormat, HeaderPage, Pre};
+use super::format::{EventFormat, HeaderPage};
 use super::header::{CpuData, Endian};
 use super::page::{decode_page, Rec};
 use std::sync::mpsc;
@@ -28,8 +28,6 @@ pub struct Batch<'a> {
     pub buf: BatchBuf<'a>,
     pub recs: Vec<Rec>,
     pub warnings: Vec<(u64, String)>,
-    /// Pre-decoded fields of the records (see [`Rec::pre_start`]).
-    pub pre: Vec<(u16, Pre)>,
 }
 
 impl Batch<'_> {
@@ -59,14 +57,14 @@ pub struct CpuStream<'a> {
     page_size: usize,
     comp: Compression,
     /// common_type → format.
-    table: &'a [Option<&'a EventFormat>],
+    table: &'a [Option<&'a std::sync::Arc<EventFormat>>],
     /// pid → index of its comm (see [`Rec::comm`]).
     comms: &'a std::collections::HashMap<i32, u32, super::header::PidHash>,
 }
 
 impl<'a> CpuStream<'a> {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(file: &'a [u8], d: &CpuData, buffer: usize, endian: Endian, hp: HeaderPage, page_size: u32, compressed: bool, comp: Compression, table: &'a [Option<&'a EventFormat>], comms: &'a std::collections::HashMap<i32, u32, super::header::PidHash>) -> CpuStream<'a> {
+    pub fn new(file: &'a [u8], d: &CpuData, buffer: usize, endian: Endian, hp: HeaderPage, page_size: u32, compressed: bool, comp: Compression, table: &'a [Option<&'a std::sync::Arc<EventFormat>>], comms: &'a std::collections::HashMap<i32, u32, super::header::PidHash>) -> CpuStream<'a> {
         let start = (d.offset.min(file.len() as u64)) as usize;
         // compressed data: the size leaves out the 4-byte chunk count
         let size = if compressed { d.size.saturating_add(4) } else { d.size };
@@ -82,33 +80,32 @@ impl<'a> CpuStream<'a> {
         CpuStream { cpu: d.cpu, buffer, src, endian, hp, page_size: page_size as usize, comp, table, comms }
     }
 
-    /// Locate each event's format and decode its fields (worker side).
-    fn predecode(&self, b: &mut Batch<'a>) {
+    /// Locate each event's format and decode its common fields (worker side).
+    fn decode_headers(&self, b: &mut Batch<'a>) {
         let e = self.endian;
         let bytes: &[u8] = match &b.buf {
             BatchBuf::File(f) => f,
             BatchBuf::Owned(v) => v,
         };
-        let mut pre = Vec::with_capacity(b.recs.len() * 4);
         for r in b.recs.iter_mut() {
             if r.kind != super::page::RecKind::Event || r.len < 2 {
                 continue;
             }
             let data = &bytes[r.start as usize..(r.start + r.len) as usize];
             r.id = e.u16([data[0], data[1]]) as u32;
-            if let Some(f) = self.table.get(r.id as usize).copied().flatten() {
+            // a format whose field lines are not understood leaves its events unknown
+            if let Some(Ok(layout)) = self.table.get(r.id as usize).copied().flatten().map(|f| f.layout()) {
                 r.known = true;
-                f.predecode(e, data, r.start, r, &mut pre);
+                layout.decode_common(e, data, r);
                 r.comm = self.comms.get(&r.pid).copied().unwrap_or(u32::MAX);
             }
         }
-        b.pre = pre;
     }
 
-    /// The next batch with its fields decoded.
+    /// The next batch with its records' common fields decoded.
     pub fn next_decoded(&mut self) -> Option<Batch<'a>> {
         let mut b = self.next_batch()?;
-        self.predecode(&mut b);
+        self.decode_headers(&mut b);
         Some(b)
     }
 
@@ -139,7 +136,7 @@ impl<'a> CpuStream<'a> {
                 if end >= data.len() {
                     self.src = Src::Done;
                 }
-                Some(Batch { buf: BatchBuf::File(slice), recs, warnings, pre: Vec::new() })
+                Some(Batch { buf: BatchBuf::File(slice), recs, warnings })
             }
             Src::Chunked { data, file_off, pos, left, started, dctx } => {
                 let mut warnings = Vec::new();
@@ -165,18 +162,18 @@ impl<'a> CpuStream<'a> {
                 let (Some(csize), Some(usize_)) = (rd4(*pos), rd4(*pos + 4)) else {
                     let w = (at, format!("CPU {}: compressed chunk header cut off; file truncated, the events before are kept", self.cpu));
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w], pre: Vec::new() });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w] });
                 };
                 let cstart = *pos + 8;
                 let Some(cdata) = cstart.checked_add(csize as usize).and_then(|ce| data.get(cstart..ce)) else {
                     let w = (at, format!("CPU {}: compressed chunk of {csize} bytes runs past the end of the data; file truncated, the events before are kept", self.cpu));
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w], pre: Vec::new() });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w] });
                 };
                 let mut out = Vec::new();
                 if let Err(m) = compress::decompress_into(self.comp, dctx, cdata, usize_ as usize, &mut out) {
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![(at, format!("CPU {}: {m}", self.cpu))], pre: Vec::new() });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![(at, format!("CPU {}: {m}", self.cpu))] });
                 }
                 *pos = cstart + csize as usize;
                 *left -= 1;
@@ -189,7 +186,7 @@ impl<'a> CpuStream<'a> {
                     }
                     p = pe;
                 }
-                Some(Batch { buf: BatchBuf::Owned(out), recs, warnings, pre: Vec::new() })
+                Some(Batch { buf: BatchBuf::Owned(out), recs, warnings })
             }
         }
     }
@@ -226,8 +223,6 @@ pub struct Item<'b> {
     pub buffer: usize,
     pub rec: Rec,
     pub bytes: &'b [u8],
-    /// This record's pre-decoded fields.
-    pub pre: &'b [(u16, Pre)],
 }
 
 /// Run the merge: decode `streams` (in parallel when `parallel`), and call
@@ -288,8 +283,7 @@ fn run_merge<F: FnMut(Item<'_>), G: FnMut(u64, String)>(mut heads: Vec<Head<'_>>
     heads.retain_mut(|h| refill(h, w));
     while !heads.is_empty() {
         // pick the smallest timestamp; ties go to the earlier lane
-        let mut best = 0;
-        let mut best_ts = u64::MAX;
+        let (mut best, mut best_ts) = (0, u64::MAX);
         for (i, h) in heads.iter().enumerate() {
             let ts = h.batch.as_ref().unwrap().recs[h.idx].ts;
             if ts < best_ts {
@@ -297,14 +291,33 @@ fn run_merge<F: FnMut(Item<'_>), G: FnMut(u64, String)>(mut heads: Vec<Head<'_>>
                 best = i;
             }
         }
-        let h = &mut heads[best];
+        // the lane that comes next: its timestamp bounds the run emitted
+        // from the best lane (lanes before `best` win ties, lanes after lose)
+        let mut limit = u64::MAX;
+        let mut limit_inclusive = true;
+        for (i, h) in heads.iter().enumerate() {
+            if i == best {
+                continue;
+            }
+            let ts = h.batch.as_ref().unwrap().recs[h.idx].ts;
+            if ts < limit || (ts == limit && i < best) {
+                limit = ts;
+                limit_inclusive = i > best;
+            }
+        }
         // emit every record of this lane up to the next-best timestamp
-        {
+        let h = &mut heads[best];
+        loop {
             let b = h.batch.as_ref().unwrap();
             let rec = b.recs[h.idx];
-            let pre = b.pre.get(rec.pre_start as usize..(rec.pre_start + rec.pre_len) as usize).unwrap_or(&[]);
-            f(Item { cpu: h.cpu, buffer: h.buffer, rec, bytes: b.bytes(), pre });
+            if rec.ts > limit || (rec.ts == limit && !limit_inclusive) {
+                break;
+            }
+            f(Item { cpu: h.cpu, buffer: h.buffer, rec, bytes: b.bytes() });
             h.idx += 1;
+            if h.idx >= b.recs.len() {
+                break;
+            }
         }
         if !refill(&mut heads[best], w) {
             heads.remove(best);

@@ -13,11 +13,12 @@ pub mod format;
 pub mod header;
 pub mod merge;
 pub mod page;
+pub mod symbols;
 pub mod writer;
 
 use crate::error::Result;
-use crate::event::{Context, Event, Field, Fields, Origin, Value};
-use format::Pre;
+use crate::event::{Context, Event, Fields, Origin};
+use format::RecordFields;
 use crate::input::Input;
 use crate::{Notice, ParseStats, Sink, TraceInfo};
 use header::Meta;
@@ -45,24 +46,25 @@ fn fill_info(meta: &Meta, info: &mut TraceInfo) {
 ///
 /// The metadata usually lies beyond the bytes kept for detection (kallsyms
 /// come first in v6); for a plain file the file is mapped again, for other
-/// inputs only what the detection head holds is used.
-pub fn probe(name: &str, input: &mut Input, info: &mut TraceInfo) -> Result<()> {
+/// inputs only what the detection head holds is used. Returns the metadata
+/// when it was read from the whole file, so that [`run`] need not read it again.
+pub fn probe(name: &str, input: &mut Input, info: &mut TraceInfo) -> Result<Option<Meta>> {
     match header::parse(name, input.head()) {
         Ok(meta) => {
             fill_info(&meta, info);
-            return Ok(());
+            return Ok(None);
         }
         Err(_) if input.compression().is_none() && name != "-" => {}
-        Err(_) => return Ok(()),
+        Err(_) => return Ok(None),
     }
     let path = std::path::Path::new(name);
     if !path.is_file() {
-        return Ok(());
+        return Ok(None);
     }
     let bytes = Input::open(path)?.into_bytes()?;
     let meta = header::parse(name, &bytes)?;
     fill_info(&meta, info);
-    Ok(())
+    Ok(Some(meta))
 }
 
 /// Parse the metadata of a whole trace.dat held in memory (formats,
@@ -72,21 +74,24 @@ pub fn read_meta(name: &str, bytes: &[u8]) -> Result<Meta> {
 }
 
 /// Decode every event and hand it to `sink`, merged by timestamp across CPUs.
-pub fn run(name: &str, input: Input, sink: &mut dyn Sink, threads: Option<usize>) -> Result<ParseStats> {
+/// `meta` is what [`probe`] read from the same file, if anything; it is used
+/// when it describes a file of this length.
+pub fn run(name: &str, input: Input, meta: Option<Meta>, sink: &mut dyn Sink, threads: Option<usize>) -> Result<ParseStats> {
     let bytes = input.into_bytes()?;
-    run_bytes(name, &bytes, sink, threads)
-}
-
-/// An empty vector of fields with another lifetime, keeping the allocation
-/// (in-place collect of an empty iterator).
-fn recycle<'x, 'y>(mut v: Vec<Field<'x>>) -> Vec<Field<'y>> {
-    v.clear();
-    v.into_iter().map(|_| -> Field<'y> { unreachable!() }).collect()
+    let meta = match meta {
+        Some(m) if m.file_len == bytes.len() as u64 => m,
+        _ => header::parse(name, &bytes)?,
+    };
+    run_meta(name, &bytes, &meta, sink, threads)
 }
 
 /// [`run`] over bytes already in memory.
 pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<usize>) -> Result<ParseStats> {
     let meta = header::parse(name, bytes)?;
+    run_meta(name, bytes, &meta, sink, threads)
+}
+
+fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads: Option<usize>) -> Result<ParseStats> {
     let mut stats = ParseStats { bytes: bytes.len() as u64, ..Default::default() };
     for (off, m) in &meta.warnings {
         stats.warnings += 1;
@@ -94,7 +99,7 @@ pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<
     }
     // common_type → format, as a dense table
     let max_id = meta.formats.iter().map(|f| f.id).filter(|&i| i < 1 << 16).max().unwrap_or(0) as usize;
-    let mut table: Vec<Option<&format::EventFormat>> = vec![None; max_id + 1];
+    let mut table: Vec<Option<&std::sync::Arc<format::EventFormat>>> = vec![None; max_id + 1];
     for f in meta.formats.iter().rev() {
         if (f.id as usize) <= max_id {
             table[f.id as usize] = Some(f);
@@ -119,8 +124,9 @@ pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<
     let mut unknown_ids: Vec<u32> = Vec::new();
     let mut events = 0u64;
     let warnings = std::cell::Cell::new(0u64);
-    // one field buffer for every event (emptied and re-borrowed each time)
-    let mut store: Vec<Field<'static>> = Vec::with_capacity(64);
+    let endian = meta.endian;
+    // kallsyms are read when the first nmi_handler event needs its handler named
+    let mut symbols_offered = false;
     {
         let sink_cell = std::cell::RefCell::new(&mut *sink);
         let mut on_item = |it: merge::Item<'_>| {
@@ -149,32 +155,36 @@ pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<
                     if unknown_ids.len() < 64 && !unknown_ids.contains(&id) {
                         unknown_ids.push(id);
                         warnings.set(warnings.get() + 1);
-                        sink_cell.borrow_mut().notice(&Notice::Warning {
-                            origin: Origin::Offset(rec.off),
-                            message: format!("event type {id} has no format in the file; such events are skipped"),
-                        });
+                        let message = match table.get(id as usize).copied().flatten() {
+                            Some(f) => format!(
+                                "event format {}:{} (type {id}) not understood ({}); its events are skipped",
+                                f.system,
+                                f.name,
+                                f.layout().err().unwrap_or("unknown reason")
+                            ),
+                            None => format!("event type {id} has no format in the file; such events are skipped"),
+                        };
+                        sink_cell.borrow_mut().notice(&Notice::Warning { origin: Origin::Offset(rec.off), message });
                     }
                     return;
                 }
             };
+            if !symbols_offered && fmt.name == "nmi_handler" {
+                symbols_offered = true;
+                if let Some(text) = header::read_kallsyms(name, bytes, meta) {
+                    let syms = symbols::Symbols::parse(text);
+                    if !syms.is_empty() {
+                        sink_cell.borrow_mut().symbols(&std::sync::Arc::new(syms));
+                    }
+                }
+            }
             let pid = rec.pid;
             let ctx = if rec.flags & 0x100 != 0 {
                 Context::from_common_flags(rec.flags as u8, if rec.has_preempt { Some(rec.preempt) } else { None })
             } else {
                 Context::UNKNOWN
             };
-            let mut fields: Vec<Field<'_>> = recycle(std::mem::take(&mut store));
-            let bytes = it.bytes;
-            for &(i, p) in it.pre {
-                let Some(ff) = fmt.fields.get(i as usize) else { continue };
-                let value = match p {
-                    Pre::I(v) => Value::Int(v),
-                    Pre::U(v) => Value::Uint(v),
-                    Pre::S(a, l) => Value::Str(bytes.get(a as usize..(a + l) as usize).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")),
-                    Pre::B(a, l) => Value::Bytes(bytes.get(a as usize..(a + l) as usize).unwrap_or(&[])),
-                };
-                fields.push(Field { name: &ff.name, value });
-            }
+            let data = it.bytes.get(rec.start as usize..(rec.start as usize).saturating_add(rec.len as usize)).unwrap_or(&[]);
             let comm = match comm_list.get(rec.comm as usize) {
                 Some(c) => Some(*c),
                 None if pid == 0 => Some("<idle>"),
@@ -188,14 +198,13 @@ pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<
                 ctx,
                 system: Some(fmt.system.as_str()),
                 name: fmt.name.as_str(),
-                fields: Fields::List(&fields),
+                fields: Fields::Record(RecordFields { format: fmt, data, endian }),
                 origin: Origin::Offset(rec.off),
                 instance: instances.get(it.buffer).copied().flatten(),
                 raw: None,
             };
             events += 1;
             sink_cell.borrow_mut().event(&ev);
-            store = recycle(fields);
         };
         let mut on_warn = |off: u64, m: String| {
             warnings.set(warnings.get() + 1);

@@ -38,23 +38,21 @@ pub struct Rec {
     /// File offset (the event header for plain data; the chunk for compressed).
     pub off: u64,
     /// Filled by the decoding worker ([`super::merge`]): the event's
-    /// `common_type`, whether a format was found, pid, flags (bit 8 = known),
-    /// preempt count and its pre-decoded fields in the batch.
+    /// `common_type`, whether a format was found, pid, flags (bit 8 = known)
+    /// and preempt count.
     pub id: u32,
     pub known: bool,
     pub pid: i32,
     pub flags: u16,
     pub preempt: u8,
     pub has_preempt: bool,
-    pub pre_start: u32,
-    pub pre_len: u32,
     /// Index of the task's comm in the saved cmdlines, `u32::MAX` if none.
     pub comm: u32,
 }
 
 impl Rec {
     pub fn new(ts: u64, start: u32, len: u32, kind: RecKind, lost: u64, off: u64) -> Rec {
-        Rec { ts, start, len, kind, lost, off, id: 0, known: false, pid: -1, flags: 0, preempt: 0, has_preempt: false, pre_start: 0, pre_len: 0, comm: u32::MAX }
+        Rec { ts, start, len, kind, lost, off, id: 0, known: false, pid: -1, flags: 0, preempt: 0, has_preempt: false, comm: u32::MAX }
     }
 }
 

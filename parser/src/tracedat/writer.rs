@@ -190,7 +190,16 @@ pub struct TraceDatWriter<W: Write> {
     kallsyms: Vec<u8>,
     printk: Vec<u8>,
     zctx: Option<zstd::bulk::Compressor<'static>>,
+    /// Functions a text trace names where the format holds an address
+    /// (`nmi_handler`'s `handler=perf_event_nmi_handler`): each gets a
+    /// made-up address, listed in the kallsyms written, so that readers
+    /// (nmitrace, trace-cmd report) print the name again.
+    synthetic_symbols: BTreeMap<String, u64>,
 }
+
+/// Where made-up symbol addresses start (the top of the x86_64 kernel
+/// map, above modules), one page apart.
+const SYNTHETIC_SYMBOL_BASE: u64 = 0xffff_ffff_ff00_0000;
 
 impl<W: Write> TraceDatWriter<W> {
     pub fn new(out: W, mut opts: WriterOptions) -> TraceDatWriter<W> {
@@ -221,6 +230,7 @@ impl<W: Write> TraceDatWriter<W> {
             kallsyms: Vec::new(),
             printk: Vec::new(),
             zctx: None,
+            synthetic_symbols: BTreeMap::new(),
         };
         for (sys, text) in split_formats(BUILTIN) {
             let _ = w.add_format(sys, text);
@@ -263,7 +273,7 @@ impl<W: Write> TraceDatWriter<W> {
             }
             kept.push(f);
         }
-        kept.extend(meta.formats.iter().cloned());
+        kept.extend(meta.formats.iter().map(|f| (**f).clone()));
         if let Some(k) = &meta.kallsyms {
             self.kallsyms = k.clone();
         }
@@ -462,7 +472,18 @@ impl<W: Write> TraceDatWriter<W> {
                     let n = match val {
                         Some(Value::Int(v)) => Some(v as u64),
                         Some(Value::Uint(v)) => Some(v),
-                        Some(Value::Str(s)) => text_number(s, hex, &fld.name),
+                        Some(Value::Str(s)) => text_number(s, hex, &fld.name).or_else(|| {
+                            // a pointer printed as a function name (`%ps`)
+                            let sym = s.trim().trim_end_matches("()");
+                            let is_ident = !sym.is_empty() && sym.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'));
+                            let pointer = fld.type_.trim_end().ends_with('*') || label.is_some_and(|l| l.2 == 'p');
+                            if pointer && is_ident && self.synthetic_symbols.len() < 4096 {
+                                let next = SYNTHETIC_SYMBOL_BASE + 0x1000 * self.synthetic_symbols.len() as u64;
+                                Some(*self.synthetic_symbols.entry(sym.to_string()).or_insert(next))
+                            } else {
+                                None
+                            }
+                        }),
                         Some(Value::Bytes(_)) | None => None,
                     };
                     match n {
@@ -529,6 +550,16 @@ impl<W: Write> TraceDatWriter<W> {
         }
         if let Some(e) = self.error.take() {
             return Err(e);
+        }
+        if !self.synthetic_symbols.is_empty() {
+            let mut syms: Vec<(u64, &String)> = self.synthetic_symbols.iter().map(|(n, &a)| (a, n)).collect();
+            syms.sort();
+            if !self.kallsyms.is_empty() && !self.kallsyms.ends_with(b"\n") {
+                self.kallsyms.push(b'\n');
+            }
+            for (a, n) in syms {
+                self.kallsyms.extend_from_slice(format!("{a:016x} t {n}\n").as_bytes());
+            }
         }
         let mut out = self.out.take().expect("finish once");
         let n = self.layout(&mut out).map_err(|e| Error::io("trace.dat writer", e))?;
