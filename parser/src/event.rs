@@ -152,24 +152,65 @@ impl fmt::Display for Value<'_> {
 /// Parse a trace integer: optional sign, decimal or `0x` hex. Returns the
 /// value as i128 so that both u64 and negative i64 fit.
 pub fn parse_int(s: &str) -> Option<i128> {
-    let s = s.trim();
-    let (neg, body) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
+    // hand-rolled: called for every numeric field the analyses read from text
+    let b = s.trim_ascii().as_bytes();
+    let (neg, body) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
     };
-    let v = if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
-        if hex.is_empty() || hex.len() > 16 {
+    let v = if body.len() > 2 && body[0] == b'0' && (body[1] == b'x' || body[1] == b'X') {
+        let hex = &body[2..];
+        if hex.len() > 16 {
             return None;
         }
-        u64::from_str_radix(hex, 16).ok()? as i128
+        let mut v = 0u64;
+        for &c in hex {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return None,
+            };
+            v = (v << 4) | d as u64;
+        }
+        v
     } else {
-        if body.is_empty() || body.len() > 20 || !body.bytes().all(|b| b.is_ascii_digit()) {
+        if body.is_empty() || body.len() > 20 {
             return None;
         }
-        body.parse::<u64>().ok()? as i128
+        let mut v = 0u64;
+        for &c in body {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v.checked_mul(10)?.checked_add((c - b'0') as u64)?;
+        }
+        v
     };
-    Some(if neg { -v } else { v })
+    Some(if neg { -(v as i128) } else { v as i128 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_int;
+
+    #[test]
+    fn parse_int_forms() {
+        assert_eq!(parse_int(" 42 "), Some(42));
+        assert_eq!(parse_int("-1"), Some(-1));
+        assert_eq!(parse_int("+7"), Some(7));
+        assert_eq!(parse_int("0x1f"), Some(31));
+        assert_eq!(parse_int("0XFFFFFFFFFFFFFFFF"), Some(u64::MAX as i128));
+        assert_eq!(parse_int("18446744073709551615"), Some(u64::MAX as i128));
+        assert_eq!(parse_int("18446744073709551616"), None);
+        assert_eq!(parse_int("0x"), None);
+        assert_eq!(parse_int("0x10000000000000000"), None);
+        assert_eq!(parse_int("12a"), None);
+        assert_eq!(parse_int("-"), None);
+        assert_eq!(parse_int(""), None);
+        assert_eq!(parse_int("__put_user_4"), None);
+    }
 }
 
 /// One named field.

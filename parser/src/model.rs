@@ -100,14 +100,32 @@ pub enum IrqKind {
     Soft,
 }
 
+/// The values of `names` in one pass over the fields (text payloads are
+/// split on access: one pass instead of one per name); the first of each.
+fn fields_of<'a, const N: usize>(f: &Fields<'a>, names: [&str; N]) -> [Option<crate::Value<'a>>; N] {
+    let mut out = [None; N];
+    for fl in f.iter() {
+        if let Some(k) = names.iter().position(|n| *n == fl.name) {
+            if out[k].is_none() {
+                out[k] = Some(fl.value);
+            }
+        }
+    }
+    out
+}
+
+fn i32v(v: Option<crate::Value<'_>>) -> Option<i32> {
+    v?.as_i64().map(|v| v as i32)
+}
+
 fn i32f(f: &Fields<'_>, n: &str) -> Option<i32> {
     f.i64(n).map(|v| v as i32)
 }
 
 /// A field the kernel prints with `%lx` (hex without `0x`, e.g. task_newtask's
 /// `clone_flags=4100` is CLONE_VFORK|CLONE_VM). Text is hex; binary is a number.
-fn hex_field(f: &Fields<'_>, n: &str) -> Option<u64> {
-    match f.get(n)? {
+fn hex_value(v: crate::Value<'_>) -> Option<u64> {
+    match v {
         crate::Value::Str(s) => u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok(),
         v => v.as_u64(),
     }
@@ -187,26 +205,21 @@ impl<'a> Modelled<'a> {
                 }))
             })(),
             "sched_process_fork" => (|| {
+                let [pc, c, pp, p, cc, cp] = fields_of(f, ["parent_comm", "comm", "parent_pid", "pid", "child_comm", "child_pid"]);
                 Some(Modelled::Fork {
-                    parent_comm: f.str("parent_comm").or_else(|| f.str("comm")).unwrap_or(""),
-                    parent_pid: i32f(f, "parent_pid").or_else(|| i32f(f, "pid"))?,
-                    child_comm: f.str("child_comm").unwrap_or(""),
-                    child_pid: i32f(f, "child_pid")?,
+                    parent_comm: pc.and_then(|v| v.as_str()).or_else(|| c.and_then(|v| v.as_str())).unwrap_or(""),
+                    parent_pid: i32v(pp).or_else(|| i32v(p))?,
+                    child_comm: cc.and_then(|v| v.as_str()).unwrap_or(""),
+                    child_pid: i32v(cp)?,
                 })
             })(),
             "task_newtask" => (|| {
-                Some(Modelled::NewTask {
-                    pid: i32f(f, "pid")?,
-                    comm: f.str("comm").unwrap_or(""),
-                    clone_flags: hex_field(f, "clone_flags")?,
-                })
+                let [p, c, cf] = fields_of(f, ["pid", "comm", "clone_flags"]);
+                Some(Modelled::NewTask { pid: i32v(p)?, comm: c.and_then(|v| v.as_str()).unwrap_or(""), clone_flags: hex_value(cf?)? })
             })(),
             "sched_process_exec" => (|| {
-                Some(Modelled::Exec {
-                    filename: f.str("filename").unwrap_or(""),
-                    pid: i32f(f, "pid")?,
-                    old_pid: i32f(f, "old_pid").or_else(|| i32f(f, "pid"))?,
-                })
+                let [fl, p, op] = fields_of(f, ["filename", "pid", "old_pid"]);
+                Some(Modelled::Exec { filename: fl.and_then(|v| v.as_str()).unwrap_or(""), pid: i32v(p)?, old_pid: i32v(op).or_else(|| i32v(p))? })
             })(),
             "sched_process_exit" => {
                 i32f(f, "pid").map(|pid| Modelled::Exit { comm: f.str("comm").unwrap_or(""), pid })
@@ -214,7 +227,10 @@ impl<'a> Modelled<'a> {
             "sched_process_free" => {
                 i32f(f, "pid").map(|pid| Modelled::Free { comm: f.str("comm").unwrap_or(""), pid })
             }
-            "tlb_flush" => (|| Some(Modelled::TlbFlush { pages: f.i64("pages")?, reason: f.i64("reason")? }))(),
+            "tlb_flush" => (|| {
+                let [p, r] = fields_of(f, ["pages", "reason"]);
+                Some(Modelled::TlbFlush { pages: p?.as_i64()?, reason: r?.as_i64()? })
+            })(),
             "alloc_vmap_area" => (|| {
                 // The print format is `va_start: %lu size=...`: text splitters
                 // may hand the first pair over as `va_start` or inside `msg`.

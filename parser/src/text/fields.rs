@@ -67,7 +67,8 @@ impl Fixed {
 /// Which splitter a payload needs.
 fn special(event: &str, payload: &str) -> bool {
     match event {
-        "sched_switch" => !payload.contains("prev_comm="),
+        // the plugin format, or the kernel's own (split faster than key=value)
+        "sched_switch" => true,
         "sched_wakeup" | "sched_wakeup_new" | "sched_waking" => !payload.contains("comm="),
         "nmi_handler" => payload.contains("delta_ns:"),
         "tlb_flush" => true,
@@ -84,7 +85,8 @@ fn split_special(event: &str, payload: &str) -> Option<Fixed> {
     let ok = {
         let mut sp = Splitter { out: &mut f };
         match event {
-            "sched_switch" => sp.sched_switch_plugin(payload),
+            "sched_switch" if payload.starts_with("prev_comm=") => sp.sched_switch_fields(payload),
+            "sched_switch" => !payload.contains("prev_comm=") && sp.sched_switch_plugin(payload),
             "nmi_handler" => sp.nmi_handler(payload),
             "tlb_flush" => sp.tlb_flush(payload),
             "alloc_vmap_area" => sp.alloc_vmap_area(payload),
@@ -188,20 +190,22 @@ impl<'a> KvIter<'a> {
     fn next_key(&self, from: usize) -> Option<(usize, usize)> {
         let b = self.p.as_bytes();
         let mut i = from;
-        loop {
-            if i >= b.len() {
-                return None;
-            }
+        while i < b.len() {
             if i == 0 || b[i - 1] == b' ' {
-                if let Some(eq) = key_at(b, i) {
-                    return Some((i, eq));
+                match key_scan(b, i) {
+                    Ok(eq) => return Some((i, eq)),
+                    // not a key: go on from where the scan stopped
+                    Err(j) => i = j,
                 }
             }
-            match memchr::memchr(b' ', &b[i..]) {
-                Some(k) => i += k + 1,
-                None => return None,
+            // past the next space (a plain loop: tokens are short, a
+            // memchr call costs more than it saves here)
+            while i < b.len() && b[i] != b' ' {
+                i += 1;
             }
+            i += 1;
         }
+        None
     }
 }
 
@@ -242,6 +246,53 @@ impl Splitter<'_> {
             self.out.spans[self.out.len] = FieldSpan { name: Name::Static(name), value: Span::new(s, e) };
             self.out.len += 1;
         }
+    }
+
+    /// The kernel's format, `prev_comm=%s prev_pid=%d prev_prio=%d
+    /// prev_state=%s%s ==> next_comm=%s next_pid=%d next_prio=%d`, taken
+    /// apart from the fixed markers (a comm may hold spaces and `=`);
+    /// `prev_state` is the state alone (`R+`), without the arrow.
+    fn sched_switch_fields(&mut self, p: &str) -> bool {
+        // one pass over the spaces: the last of each marker before the
+        // arrow (prev_*), the last after it (next_*); no substring searcher
+        let b = p.as_bytes();
+        let at = |k: usize, m: &[u8]| b.len() > k + m.len() && &b[k + 1..k + 1 + m.len()] == m;
+        let (mut pi, mut pr, mut st, mut arrow, mut npi, mut npr) = (0, 0, 0, 0, 0, 0);
+        for k in memchr::memchr_iter(b' ', b.get(10..).unwrap_or(&[])).map(|k| k + 10) {
+            match b.get(k + 1) {
+                Some(b'p') if arrow == 0 => {
+                    if at(k, b"prev_pid=") {
+                        pi = k;
+                    } else if at(k, b"prev_prio=") {
+                        pr = k;
+                    } else if at(k, b"prev_state=") {
+                        st = k;
+                    }
+                }
+                Some(b'=') if arrow == 0 && st > 0 && at(k, b"==> next_comm=") => arrow = k,
+                Some(b'n') if arrow > 0 => {
+                    if at(k, b"next_pid=") {
+                        npi = k;
+                    } else if at(k, b"next_prio=") {
+                        npr = k;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let rs = arrow + 5;
+        if !(10 <= pi && pi < pr && pr < st && st < arrow && rs + 10 <= npi && npi < npr) {
+            return false;
+        }
+        let t = p.trim_end().len();
+        self.push("prev_comm", 10, pi);
+        self.push("prev_pid", pi + 10, pr);
+        self.push("prev_prio", pr + 11, st);
+        self.push("prev_state", st + 12, arrow);
+        self.push("next_comm", rs + 10, npi);
+        self.push("next_pid", npi + 10, npr);
+        self.push("next_prio", npr + 11, t.max(npr + 11));
+        true
     }
 
     /// `prev_comm:prev_pid [prev_prio] prev_state ==> next_comm:next_pid [next_prio]`
@@ -366,18 +417,37 @@ fn comm_pid_prio(s: &str) -> Option<((usize, usize), (usize, usize), (usize, usi
 /// If a `key=` starts at `i`, the index of the `=`.
 #[inline]
 fn key_at(b: &[u8], i: usize) -> Option<usize> {
+    key_scan(b, i).ok()
+}
+
+/// Bytes a field name may hold: `[A-Za-z0-9_.\[\]]`.
+static KEY_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'[' || b == b']';
+        c += 1;
+    }
+    t
+};
+
+/// Scan the token at `i`: `Ok(index of '=')` when it starts a `key=`,
+/// else `Err(index where the scan stopped)`.
+#[inline]
+fn key_scan(b: &[u8], i: usize) -> Result<usize, usize> {
     let mut j = i;
     while j < b.len() {
         let c = b[j];
         if c == b'=' {
-            return if j > i { Some(j) } else { None };
+            return if j > i { Ok(j) } else { Err(j) };
         }
-        if !(c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'[' || c == b']') {
-            return None;
+        if !KEY_BYTE[c as usize] {
+            return Err(j);
         }
         j += 1;
     }
-    None
+    Err(j)
 }
 
 #[inline]
@@ -428,6 +498,35 @@ mod tests {
         assert_eq!(
             split("bputs", "0xffff0000080feeb8s: equals_event: my_field=1foo=2"),
             kv(&[("msg", "0xffff0000080feeb8s: equals_event:"), ("my_field", "1foo=2")])
+        );
+    }
+
+    #[test]
+    fn sched_switch_kernel_format() {
+        assert_eq!(
+            split("sched_switch", "prev_comm=record-real-tra prev_pid=4584 prev_prio=120 prev_state=D ==> next_comm=swapper/0 next_pid=0 next_prio=120"),
+            kv(&[
+                ("prev_comm", "record-real-tra"),
+                ("prev_pid", "4584"),
+                ("prev_prio", "120"),
+                ("prev_state", "D"),
+                ("next_comm", "swapper/0"),
+                ("next_pid", "0"),
+                ("next_prio", "120")
+            ])
+        );
+        // comms with spaces and '=', a compound state
+        assert_eq!(
+            split("sched_switch", "prev_comm=Web Content prev_pid=2711 prev_prio=120 prev_state=R+ ==> next_comm=a=b c next_pid=41 next_prio=100\n"),
+            kv(&[
+                ("prev_comm", "Web Content"),
+                ("prev_pid", "2711"),
+                ("prev_prio", "120"),
+                ("prev_state", "R+"),
+                ("next_comm", "a=b c"),
+                ("next_pid", "41"),
+                ("next_prio", "100")
+            ])
         );
     }
 
