@@ -312,11 +312,9 @@ impl Analyzer {
         match m {
             Modelled::NmiHandler(mut h) => {
                 // trace.dat gives the handler's address: name it from kallsyms
-                let symbols = self.symbols.clone();
-                if h.handler.is_empty() {
-                    if let Some(name) = h.handler_addr.and_then(|a| symbols.as_deref()?.name(a)) {
-                        h.handler = name;
-                    }
+                let symbols = if h.handler.is_empty() { self.symbols.clone() } else { None };
+                if let Some(name) = h.handler_addr.and_then(|a| symbols.as_deref()?.name(a)) {
+                    h.handler = name;
                 }
                 self.timeline.handler_duration(&nmi_latch::handler_name(&h), h.delta_ns);
                 self.nmi.handler(ev, &h, &self.replay, &mut self.findings)

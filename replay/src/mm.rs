@@ -169,7 +169,8 @@ impl MmTable {
     }
 
     /// [`MmTable::out_of_sync`] counted from scratch (tests check the kept count against it).
-    pub fn out_of_sync_recount(&self) -> usize {
+    #[cfg(test)]
+    fn out_of_sync_recount(&self) -> usize {
         self.mms.iter().skip(1).filter(|m| m.live && Self::is_stale(&self.opened, m)).count()
     }
 

@@ -156,35 +156,6 @@ impl EventFormat {
     pub fn layout(&self) -> Result<&Layout, &str> {
         self.layout.get_or_init(|| parse_layout(&self.text)).as_ref().map_err(String::as_str)
     }
-
-    /// Decode every non-common field of `data` (one record), appending to `out`.
-    #[inline]
-    pub fn decode_into<'a>(&'a self, e: Endian, data: &'a [u8], out: &mut Vec<Field<'a>>) {
-        for f in &self.fields {
-            if let Some(v) = decode_field(f, e, data) {
-                out.push(Field { name: &f.name, value: v });
-            }
-        }
-    }
-
-    /// Decode every non-common field of `data` (one record) into `out`,
-    /// returning how many were written. Values that do not fit the record
-    /// are skipped rather than read out of bounds.
-    #[inline]
-    pub fn decode<'a>(&'a self, e: Endian, long_size: u8, data: &'a [u8], out: &mut [Field<'a>]) -> usize {
-        let _ = long_size;
-        let mut n = 0;
-        for f in &self.fields {
-            if n == out.len() {
-                break;
-            }
-            if let Some(v) = decode_field(f, e, data) {
-                out[n] = Field { name: &f.name, value: v };
-                n += 1;
-            }
-        }
-        n
-    }
 }
 
 /// The fields of one binary record, decoded from its format only when read
@@ -473,12 +444,16 @@ mod tests {
         data[24..28].copy_from_slice(&(-5i32).to_le_bytes());
         data[28..32].copy_from_slice(&((3u32 << 16) | 64).to_le_bytes());
         data[64..67].copy_from_slice(b"hi\0");
-        let mut out = [Field { name: "", value: Value::Int(0) }; 8];
-        let n = f.decode(Endian::Little, 8, &data, &mut out);
-        assert_eq!(n, 4);
+        let format = std::sync::Arc::new(f);
+        let rf = RecordFields { format: &format, data: &data, endian: Endian::Little };
+        let out: Vec<Field> = rf.iter().collect();
+        assert_eq!(out.len(), 4);
         assert_eq!(out[0].value, Value::Str("abc"));
         assert_eq!(out[1].value, Value::Int(-5));
         assert_eq!(out[2].value, Value::Str("hi"));
+        // by name, as the analyses read them
+        assert_eq!(rf.get("name"), Some(Value::Str("hi")));
+        assert_eq!(rf.get("nope"), None);
     }
 
     #[test]

@@ -583,10 +583,16 @@ pub fn read_kallsyms(name: &str, buf: &[u8], meta: &Meta) -> Option<Vec<u8>> {
         let n = c.u32("the kallsyms size").ok()?;
         return c.bytes(n as u64, "the kallsyms").ok().map(<[u8]>::to_vec);
     }
-    let (b, base) = section_body(&mut c, meta, at, 19, "the kallsyms section").ok()?;
-    let mut sc = Cursor::new(name, &b, base, meta.endian);
-    let n = sc.u32("the kallsyms size").ok()?;
-    sc.bytes(n as u64, "the kallsyms").ok().map(<[u8]>::to_vec)
+    sized_section(&mut c, meta, at, 19, "the kallsyms section")
+}
+
+/// The `<u32 size><data>` content of v7 section `id` at `off` (kallsyms,
+/// printk formats); `None` when it cannot be read.
+fn sized_section(c: &mut Cursor, meta: &Meta, off: u64, id: u16, what: &str) -> Option<Vec<u8>> {
+    let (b, base) = section_body(c, meta, off, id, what).ok()?;
+    let mut sc = Cursor::new(c.name, &b, base, c.endian);
+    let n = sc.u32("a size").ok()?;
+    sc.bytes(n as u64, what).ok().map(<[u8]>::to_vec)
 }
 
 fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
@@ -662,22 +668,8 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
     parse_event_formats(&mut Cursor::new(c.name, &b, base, c.endian), meta)?;
     meta.kallsyms_at = sections.get(&19).copied();
     if meta.keep_extras {
-        for (id, what) in [(19u16, "the kallsyms section"), (20, "the printk formats section")] {
-            if let Some(&off) = sections.get(&id) {
-                if let Ok((b, base)) = section_body(c, meta, off, id, what) {
-                    let mut sc = Cursor::new(c.name, &b, base, c.endian);
-                    if let Ok(n) = sc.u32("a size") {
-                        if let Ok(d) = sc.bytes(n as u64, what) {
-                            if id == 19 {
-                                meta.kallsyms = Some(d.to_vec());
-                            } else {
-                                meta.printk = Some(d.to_vec());
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        meta.kallsyms = sections.get(&19).and_then(|&off| sized_section(c, meta, off, 19, "the kallsyms section"));
+        meta.printk = sections.get(&20).and_then(|&off| sized_section(c, meta, off, 20, "the printk formats section"));
     }
     if let Some(&off) = sections.get(&21) {
         let (b, base) = section_body(c, meta, off, 21, "the saved cmdlines section")?;
