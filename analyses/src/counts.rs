@@ -79,6 +79,15 @@ impl EventCounts {
         }
     }
 
+    /// Events seen on `cpu` so far.
+    pub fn cpu_events(&self, cpu: u32) -> u64 {
+        match self.by_cpu.get(cpu as usize) {
+            Some(&n) => n,
+            None if (cpu as usize) < DENSE_CPUS => 0,
+            None => self.by_cpu_sparse.get(&cpu).copied().unwrap_or(0),
+        }
+    }
+
     /// Was an event with this name seen?
     pub fn has_name(&self, name: &str) -> bool {
         self.names.iter().any(|(n, _)| **n == *name) || self.by_name.contains_key(name)
@@ -103,6 +112,7 @@ impl EventCounts {
             last_ts_ns: self.last_ts,
             lost_events: notices.lost_total,
             lost_event_markers: notices.lost.len() as u64,
+            overwritten_events: 0,
         }
     }
 }
@@ -129,6 +139,9 @@ pub struct NoticeLog {
     pub unparsed_examples: Vec<(String, String, String)>,
     pub warnings: u64,
     pub warning_examples: Vec<(String, String)>,
+    /// Losses before a CPU's first event: the overwritten past of a flight recorder.
+    pub overwritten: Vec<Loss>,
+    pub overwritten_total: u64,
 }
 
 /// At most this many loss markers are kept individually; the rest are summed.
@@ -161,6 +174,47 @@ impl NoticeLog {
                 }
             }
         }
+    }
+
+    /// A loss before `cpu`'s first event.
+    pub fn add_overwritten(&mut self, cpu: u32, count: Option<u64>, origin: Origin) {
+        self.overwritten_total += count.unwrap_or(0);
+        if self.overwritten.len() < MAX_LOSSES {
+            self.overwritten.push(Loss { cpu, count, ts_ns: None, origin });
+        }
+    }
+
+    /// One `trace_overwritten` note when the ring buffer overwrote events
+    /// before the trace starts (the header's count, or losses before each
+    /// CPU's first event): the trace is the buffer's last part, not a gap.
+    pub fn overwritten_finding(&self, header: Option<u64>) -> Option<Finding> {
+        let header = header.filter(|&n| n > 0);
+        if header.is_none() && self.overwritten.is_empty() {
+            return None;
+        }
+        let mut f = Finding::new("trace_overwritten", "info", "observed");
+        let per_cpu: Vec<String> = self
+            .overwritten
+            .iter()
+            .map(|l| match l.count {
+                Some(n) => format!("CPU {} {n}", l.cpu),
+                None => format!("CPU {} some", l.cpu),
+            })
+            .collect();
+        let total = header.unwrap_or(0).max(self.overwritten_total);
+        let what = match (header, per_cpu.is_empty()) {
+            (Some(n), _) => format!("{n} older events were overwritten before the trace starts (entries-in-buffer/entries-written)"),
+            (None, false) => format!("older events were overwritten before each CPU's first event ({})", per_cpu.join(", ")),
+            (None, true) => unreachable!(),
+        };
+        f.message = format!(
+            "{what}: the ring buffer ran in overwrite mode (a flight recorder), so the trace is its last part; nothing is missing inside it, but state from before the first event (tasks, mms, a switch in progress) is unknown"
+        );
+        f.details.insert("overwritten".into(), total.into());
+        if let Some(l) = self.overwritten.first() {
+            f.details.insert("at".into(), l.origin.to_string().into());
+        }
+        Some(f)
     }
 
     /// One `trace_data_loss` finding per loss marker.

@@ -17,6 +17,7 @@ pub mod cr3_window;
 pub mod exposure;
 pub mod findings;
 pub mod html_report;
+pub mod nmi_dump;
 pub mod nmi_latch;
 pub mod periodic;
 #[cfg(feature = "plots")]
@@ -168,6 +169,9 @@ impl Analyzer {
                 "lazy_vmalloc_syncs": s.lazy_syncs,
                 "vmalloc_entries_opened": self.replay.vmalloc.opened.len(),
                 "b2b_nmis": self.nmi.b2b,
+                "switch_windows_refuted_by_nmi_dump": self.nmi.refuted_windows,
+                "switch_windows_refuted_by_trace": self.nmi.refuted_by_trace,
+                "switches_contradicted": s.windows_contradicted,
                 "vmalloc_exposures_not_reported": self.exposure_suppressed,
             },
             "notes": notes,
@@ -178,6 +182,15 @@ impl Analyzer {
     pub fn finish(mut self, path: &str, info: &TraceInfo, stats: &ParseStats) -> Report {
         self.nmi.finish(&self.replay, &mut self.findings);
         self.reconcile_console();
+        // Findings the NMI dumps refuted once every dump was read.
+        if !self.nmi.drop_findings.is_empty() {
+            let drop: std::collections::BTreeSet<usize> = self.nmi.drop_findings.iter().copied().collect();
+            let mut i = 0;
+            self.findings.list.retain(|_| {
+                i += 1;
+                !drop.contains(&(i - 1))
+            });
+        }
         // Exposure is an inference for traces that cannot show the faults:
         // with page-fault tracepoints recorded, faults are observed instead.
         let faults_traced = self.counts.has_name("page_fault_kernel") || self.counts.has_name("page_fault_user");
@@ -194,6 +207,12 @@ impl Analyzer {
                 self.exposure_suppressed
             ));
         }
+        if self.replay.stats.windows_contradicted > 0 {
+            self.replay.model.notes.push(format!(
+                "{} context switch(es) never completed in the trace: after sched_switch, prev went on emitting events that cannot happen inside a switch (irqs are off from sched_switch to switch_to) and next never ran; the trace lost events there without a marker, and no switch window is reported for them",
+                self.replay.stats.windows_contradicted
+            ));
+        }
         let mut report = Report::new(path, info);
         report.input.model = self.model_json(info);
         // What the trace says, else what the replay assumed (the model block says which).
@@ -208,6 +227,8 @@ impl Analyzer {
         report.nmis = self.nmi.block();
         report.findings = self.findings.into_vec();
         report.findings.extend(self.notices.data_loss_findings());
+        report.findings.extend(self.notices.overwritten_finding(info.overwritten));
+        report.events.overwritten_events = info.overwritten.unwrap_or(0).max(self.notices.overwritten_total);
         report.finalize();
         self.timeline.nmis = std::mem::take(&mut self.nmi.marks);
         self.timeline.finish(report.events.last_ts_ns, &self.replay);
@@ -300,7 +321,9 @@ impl Analyzer {
         self.timeline.after_apply(ev, &outcome, &self.replay);
         match outcome {
             Outcome::KernelFault(fi) => {
-                if !ev.ctx.known || ev.ctx.nmi {
+                // Before the ftrace NMI flag (4.6) a fault in an NMI prints `h`:
+                // it is placed by the handlers' intervals, like a format without flags.
+                if !ev.ctx.known || ev.ctx.nmi || (ev.ctx.hardirq && !self.replay.model.ftrace_nmi_flag) {
                     self.nmi.candidate(ev, fi, &self.replay);
                 }
             }
@@ -319,7 +342,14 @@ impl Analyzer {
                 self.timeline.handler_duration(&nmi_latch::handler_name(&h), h.delta_ns);
                 self.nmi.handler(ev, &h, &self.replay, &mut self.findings)
             }
-            Modelled::Console { msg } => self.console.add(ev.ts_ns, ev.cpu, msg, event_line(ev)),
+            Modelled::Console { msg } => {
+                // Before the ftrace NMI flag (4.6) an NMI's events print `h`
+                // (nmi_enter adds HARDIRQ_OFFSET): inside a handler's interval
+                // they are NMI context, which the dump's attachment checks.
+                let nmi = !ev.ctx.known || ev.ctx.nmi || (ev.ctx.hardirq && !self.replay.model.ftrace_nmi_flag);
+                self.nmi.dumps.console(ev, msg, nmi, || event_line(ev));
+                self.console.add(ev.ts_ns, ev.cpu, msg, event_line(ev))
+            }
             _ => {}
         }
     }
@@ -353,6 +383,9 @@ impl Sink for Analyzer {
         self.started = true;
         self.counts.add(ev);
         self.replay.touch(ev);
+        if self.nmi.windows_pending > 0 {
+            self.nmi.settle(ev.cpu, &self.replay);
+        }
         if self.nmi.flagged_pending > 0 && ev.ctx.known && !ev.ctx.nmi {
             self.nmi.leave_nmi(ev.cpu, &self.replay, &mut self.findings);
         }
@@ -380,6 +413,14 @@ impl Sink for Analyzer {
     }
 
     fn notice(&mut self, n: &Notice) {
+        if let Notice::LostEvents { cpu, count, origin, .. } = n {
+            if self.counts.cpu_events(*cpu) == 0 {
+                // Lost before the CPU's first event: the ring buffer (overwrite
+                // mode, a flight recorder) overwrote the past; no gap in the trace.
+                self.notices.add_overwritten(*cpu, *count, *origin);
+                return;
+            }
+        }
         self.notices.add(n);
         if let Notice::LostEvents { cpu, .. } = n {
             // What happened on the CPU meanwhile is unknown: no switch window

@@ -8,7 +8,8 @@
 //! lost NMI edges (more sources serviced than NMIs delivered). Overlapping
 //! instances are nested NMIs.
 
-use crate::cr3_window::{self, WindowHit};
+use crate::cr3_window::{self, PgdBook, Verdict, WindowHit};
+use crate::nmi_dump::{DumpCollector, NmiDump};
 use crate::findings::Findings;
 use crate::periodic::PeriodicBeats;
 use crate::quantile::Histogram;
@@ -22,6 +23,8 @@ use std::collections::BTreeMap;
 
 /// The kernel's `nmi_longest_ns` default: a handler slower than this is reported.
 pub const SLOW_HANDLER_NS: u64 = 1_000_000;
+/// What the back-to-back verdicts rest on.
+pub const B2B_FROM: &str = "timing proxy: the NMI started within b2b_threshold_ns of the previous one's end; the kernel tests regs->ip == last_nmi_rip, which the trace does not carry";
 /// Evidence lines kept per instance.
 const MAX_LINES: usize = 8;
 /// Kernel-mode faults kept per CPU while waiting to learn whether they were in an NMI.
@@ -63,6 +66,8 @@ pub struct Instance {
     pub window: Option<WindowHit>,
     /// Another NMI ran inside this one (or this one inside another).
     pub nested: bool,
+    /// The register dump the NMI printed (`nmi_cpu_backtrace`), when traced.
+    pub dump: Option<NmiDump>,
 }
 
 impl Instance {
@@ -84,6 +89,9 @@ impl Instance {
         f.details.insert("nmi_end_ns".into(), self.end.into());
         f.details.insert("handled".into(), self.handled.into());
         f.details.insert("handlers".into(), self.handlers_json());
+        if let Some(d) = &self.dump {
+            dump_details(&mut f, d);
+        }
         f.evidence = self.lines.clone();
         f
     }
@@ -119,6 +127,22 @@ pub struct NmiLatch {
     pub empty_instances: Vec<(u32, u64, usize)>,
     /// Finished instances for charts and tables (bounded).
     pub marks: crate::timeline::Decimated<crate::timeline::NmiMark>,
+    /// NMI register dumps being printed, per CPU.
+    pub dumps: DumpCollector,
+    /// Page directories learned from dumps.
+    pub book: PgdBook,
+    /// Switch-window candidates the NMI's own dump placed outside the window.
+    pub refuted_windows: u64,
+    /// Switch-window findings the dump left undecided: (finding index, dump
+    /// pgd, prev pid, next pid), judged again at the end by what later dumps taught.
+    undecided: Vec<(usize, u64, i32, i32)>,
+    /// Findings to drop at the end (refuted once every dump was read).
+    pub drop_findings: Vec<usize>,
+    /// CPUs whose open NMI met a switch whose end is not known yet.
+    pub windows_pending: usize,
+    /// Window candidates the trace itself refuted: the switch completed with
+    /// no cr3 write, or prev went on running outside any switch.
+    pub refuted_by_trace: u64,
 }
 
 impl NmiLatch {
@@ -134,6 +158,13 @@ impl NmiLatch {
             flagged_pending: 0,
             empty_instances: Vec::new(),
             marks: Default::default(),
+            dumps: DumpCollector::default(),
+            book: PgdBook::default(),
+            refuted_windows: 0,
+            undecided: Vec::new(),
+            drop_findings: Vec::new(),
+            windows_pending: 0,
+            refuted_by_trace: 0,
         }
     }
 
@@ -230,12 +261,18 @@ impl NmiLatch {
             acc.hist.add(h.delta_ns);
         }
         let line = event_line(ev);
-        if h.delta_ns > SLOW_HANDLER_NS {
-            out.push(slow_handler(ev, name, h, &line));
-        }
         let end = ev.ts_ns;
         let start = end.saturating_sub(h.delta_ns);
         let tol = self.tol();
+        // The dump this handler printed (nmi_cpu_backtrace_handler), inside its interval.
+        let dump = self.dumps.take(ev.cpu, start, end, tol);
+        if h.delta_ns >= SLOW_HANDLER_NS {
+            let mut f = slow_handler(ev, name, h, &line);
+            if let Some(d) = &dump {
+                dump_details(&mut f, d);
+            }
+            out.push(f);
+        }
         let thr = self.b2b_threshold_ns.max(tol);
         let c = self.cpu(ev.cpu);
         let mut nested = false;
@@ -283,6 +320,9 @@ impl NmiLatch {
         let inst = c.open.as_mut().unwrap();
         inst.end = inst.end.max(end);
         inst.handled += h.handled.max(0);
+        if dump.is_some() {
+            inst.dump = dump;
+        }
         inst.handlers.push((name.to_string(), h.delta_ns, h.handled));
         if inst.lines.len() < MAX_LINES {
             inst.lines.push(line.clone());
@@ -310,9 +350,9 @@ impl NmiLatch {
             }
         }
         self.flagged_pending = self.flagged_pending.saturating_sub(claimed);
-        // The switch window: stamped with prev's pid after the reason-0 flush = observed.
+        // The switch window, placed by the NMI's own stamp.
         if let Some(rc) = replay.cpu(ev.cpu) {
-            let hit = cr3_window::check(rc, ev.pid, start, end, tol);
+            let hit = cr3_window::check(rc, ev.pid, replay);
             let inst = self.cpu(ev.cpu).open.as_mut().unwrap();
             if let Some(hit) = hit {
                 let better = match &inst.window {
@@ -320,14 +360,64 @@ impl NmiLatch {
                     Some(w) => hit.observed && !w.observed,
                 };
                 if better {
+                    let was_pending = inst.window.as_ref().is_some_and(|w| !w.settled);
                     inst.window = Some(hit);
+                    if !was_pending {
+                        self.windows_pending += 1;
+                    }
                 }
             }
         }
     }
 
+    /// An event went by on `cpu`: if the open NMI met a switch, has that
+    /// switch ended, and how? The kernel decides through the trace: next's
+    /// first event closes it; a switch that completes without the reason-0
+    /// flush wrote no cr3; prev emitting what no switch can emit means the
+    /// switch did not go on as traced.
+    pub fn settle(&mut self, cpu: u32, replay: &Replay) {
+        let Some(rc) = replay.cpu(cpu) else { return };
+        let Some(c) = self.cpus.get_mut(cpu as usize) else { return };
+        let Some(inst) = c.open.as_mut() else { return };
+        let Some(w) = inst.window.as_mut() else { return };
+        if w.settled || (rc.window.phase != nmitrace_replay::Phase::Idle && rc.window.seq == w.seq) {
+            return;
+        }
+        w.settled = true;
+        self.windows_pending = self.windows_pending.saturating_sub(1);
+        let keep = match rc.last_end {
+            Some((seq, end, ts)) if seq == w.seq => match end {
+                nmitrace_replay::WindowEnd::Closed { flushed } => {
+                    if w.before_flush && !flushed && replay.tlb_flush_seen {
+                        false
+                    } else {
+                        w.end_ts = Some(ts);
+                        if rc.last_window.seq == w.seq {
+                            w.end_line = rc.last_window.end_line.render();
+                        }
+                        true
+                    }
+                }
+                nmitrace_replay::WindowEnd::Contradicted => false,
+                nmitrace_replay::WindowEnd::Forgotten => true,
+            },
+            _ => true,
+        };
+        if !keep {
+            inst.window = None;
+            self.refuted_by_trace += 1;
+        }
+    }
+
     /// Close the open instance on `cpu`: replay `default_do_nmi` for it.
     fn finalize(&mut self, cpu: u32, replay: &Replay, out: &mut Findings) {
+        self.settle(cpu, replay);
+        if let Some(w) = self.cpus.get_mut(cpu as usize).and_then(|c| c.open.as_mut()).and_then(|i| i.window.as_mut()) {
+            if !w.settled {
+                w.settled = true;
+                self.windows_pending = self.windows_pending.saturating_sub(1);
+            }
+        }
         let thr = self.b2b_threshold_ns.max(self.tol());
         let tol = self.tol();
         let c = self.cpu(cpu);
@@ -365,21 +455,22 @@ impl NmiLatch {
         if swallowed {
             let mut f = inst.base_finding("swallowed_nmi", "info", "observed");
             f.message = format!(
-                "empty NMI on CPU {cpu} came back-to-back ({} ns after the previous one) with swallow_nmi set (a previous NMI handled more than one source): default_do_nmi swallowed it instead of reporting an unknown NMI — expected, but a real unknown NMI arriving now would be swallowed too",
+                "empty NMI on CPU {cpu} came back-to-back ({} ns after the previous one) with swallow_nmi set (a previous NMI handled more than one source): default_do_nmi swallowed it instead of reporting an unknown NMI — expected, but a real unknown NMI arriving now would be swallowed too (back-to-back judged by timing: the kernel compares the interrupted RIP with the previous NMI's, which the trace does not record)",
                 gap.unwrap_or(0)
             );
             f.details.insert("b2b".into(), true.into());
             f.details.insert("gap_ns".into(), gap.into());
             f.details.insert("b2b_threshold_ns".into(), thr.into());
+            f.details.insert("b2b_from".into(), B2B_FROM.into());
             if let Some(i) = out.push(f) {
                 self.empty_instances.push((cpu, inst.start, i));
             }
         }
         if unknown {
             let why = if !b2b {
-                "it was not back-to-back with a previous NMI".to_string()
+                "it was not back-to-back with a previous NMI (judged by timing: the kernel compares the interrupted RIP with the previous NMI's, which the trace does not record)".to_string()
             } else {
-                "it was back-to-back but swallow_nmi was clear (the previous NMI handled at most one source)".to_string()
+                "it was back-to-back (judged by timing) but swallow_nmi was clear (the previous NMI handled at most one source)".to_string()
             };
             let mut f = inst.base_finding("unknown_nmi", "warning", "observed");
             f.message = format!(
@@ -389,6 +480,7 @@ impl NmiLatch {
             f.details.insert("gap_ns".into(), gap.into());
             f.details.insert("swallow_nmi".into(), swallow_now.into());
             f.details.insert("b2b_threshold_ns".into(), thr.into());
+            f.details.insert("b2b_from".into(), B2B_FROM.into());
             if let Some(i) = out.push(f) {
                 self.empty_instances.push((cpu, inst.start, i));
             }
@@ -396,18 +488,35 @@ impl NmiLatch {
                 self.empty_instances.remove(0);
             }
         }
-        if let Some(w) = &inst.window {
-            let mut w = w.clone();
-            if w.end_ts.is_none() {
-                // The window has closed since: take its end from the replay.
-                if let Some(l) = replay.cpu(cpu).map(|c| &c.last_window) {
-                    if l.start_ts == w.start_ts && l.end_ts.is_some() {
-                        w.end_ts = l.end_ts;
-                        w.end_line = l.end_line.render();
-                    }
+        let mut inst = inst;
+        if let Some(d) = &inst.dump {
+            let kthread = d.pid.and_then(|p| replay.tasks.get(p)).is_some_and(|t| t.mm.is_none());
+            self.book.learn(d, kthread);
+        }
+        let verdict = match (&inst.window, &inst.dump) {
+            (Some(w), Some(d)) => Some(cr3_window::judge(d, w, &self.book)),
+            _ => None,
+        };
+        if let Some(Verdict::Refutes(_)) = verdict {
+            // The kernel's own dump places the NMI outside the window.
+            self.refuted_windows += 1;
+            inst.window = None;
+        }
+        if inst.window.is_none() {
+            if let Some(d) = &inst.dump {
+                if let Some(via) = cr3_window::adopt_mm_reverse_window(d) {
+                    out.push(cr3_window::reverse_finding(&inst, d, via, replay));
                 }
             }
-            out.push(cr3_window::finding(&inst, &w, replay));
+        }
+        if let Some(w) = &inst.window {
+            let w = w.clone();
+            let idx = out.push(cr3_window::finding(&inst, &w, replay, verdict.as_ref()));
+            if let (Some(i), Some(Verdict::Undecided(_)), Some(pgd)) = (idx, &verdict, inst.dump.as_ref().and_then(|d| d.pgd())) {
+                if self.undecided.len() < 10_000 {
+                    self.undecided.push((i, pgd, w.prev_pid, w.next_pid));
+                }
+            }
         }
         if !inst.faults.is_empty() {
             vmalloc_fault::report(&inst, replay, out, inst.window.is_some());
@@ -434,6 +543,7 @@ impl NmiLatch {
             return;
         }
         self.finalize(cpu, replay, out);
+        self.dumps.forget_cpu(cpu);
         let c = &mut self.cpus[cpu as usize];
         if let Some(p) = c.prev.take() {
             lost_check(&p, None, out);
@@ -446,6 +556,22 @@ impl NmiLatch {
 
     /// End of trace: close every open instance and settle the last ones.
     pub fn finish(&mut self, replay: &Replay, out: &mut Findings) {
+        self.finish_cpus(replay, out);
+        // Windows the dump left undecided, judged by every page directory learned since.
+        for (i, pgd, prev, next) in std::mem::take(&mut self.undecided) {
+            let Some(f) = out.list.get_mut(i) else { continue };
+            if self.book.get(next) == Some(pgd) {
+                let why = format!("NMI backtrace: CR3 {pgd:#x} is next [{next}]'s page directory (learned from its later dumps) while current is prev");
+                f.confidence = "observed".into();
+                f.details.insert("confirmed_by".into(), why.into());
+            } else if self.book.get(prev) == Some(pgd) {
+                self.refuted_windows += 1;
+                self.drop_findings.push(i);
+            }
+        }
+    }
+
+    fn finish_cpus(&mut self, replay: &Replay, out: &mut Findings) {
         for cpu in 0..self.cpus.len() as u32 {
             self.finalize(cpu, replay, out);
             let c = &mut self.cpus[cpu as usize];
@@ -492,33 +618,66 @@ pub fn handler_name<'a>(h: &NmiHandler<'a>) -> std::borrow::Cow<'a, str> {
 /// Observed lost NMIs: an instance serviced more sources than NMIs were
 /// delivered for them (itself, plus its empty b2b follower if any).
 fn lost_check(p: &Finished, follower: Option<&Instance>, out: &mut Findings) {
-    if p.nested || p.inst.handled <= 1 {
+    if p.nested {
         return;
     }
+    // NMI edges are counted per source: a handler that claimed work had at
+    // least one edge raised for it. `handled` is not edges: one Intel PMI
+    // services every overflowed counter at once (x86_pmu_handle_irq returns
+    // their number), and AMD's perf handler also claims NMIs that arrive in
+    // its window after a PMI (amd_pmu_adjust_nmi_window).
+    let i = &p.inst;
+    let claimed: Vec<&str> = i.handlers.iter().filter(|(_, _, h)| *h > 0).map(|(n, _, _)| n.as_str()).collect();
+    let sources = claimed.len() as i64;
     let delivered = 1 + follower.is_some() as i64;
-    let lost = p.inst.handled - delivered;
+    let lost = sources - delivered;
     if lost <= 0 {
         return;
     }
-    let i = &p.inst;
+    let amd = i.handlers.iter().any(|(n, _, _)| n.contains("ibs") || n.starts_with("amd_"));
     let mut f = i.base_finding("lost_nmi", "info", "observed");
     f.message = format!(
-        "NMI on CPU {} serviced {} sources but only {} NMI{} delivered for them: {} NMI edge{} collapsed in the latch (at most one NMI can be pending while one is in service). Handlers poll, so the work was done, but a source that is not polled when a local handler claims the NMI (external NMIs behind nmi_reason_lock) would be missed",
+        "NMI on CPU {} serviced {} sources ({}) but only {} NMI{} delivered for them: {} NMI edge{} collapsed in the latch (at most one NMI can be pending while one is in service). Handlers poll, so the work was done, but a source that is not polled when a local handler claims the NMI (external NMIs behind nmi_reason_lock) would be missed. Counted: handlers that claimed work, one edge each ({})",
         i.cpu,
-        i.handled,
+        sources,
+        claimed.join(", "),
         delivered,
         if delivered == 1 { " was" } else { "s were" },
         lost,
-        if lost == 1 { "" } else { "s" }
+        if lost == 1 { "" } else { "s" },
+        if amd {
+            "AMD: perf's handled count can include NMIs claimed in its post-PMI window, so it is not an edge count"
+        } else {
+            "Intel: one PMI services every overflowed counter, so perf's handled count is not an edge count"
+        }
     );
     f.details.insert("lost".into(), lost.into());
-    f.details.insert("sources".into(), i.handled.into());
+    f.details.insert("sources".into(), sources.into());
+    f.details.insert("handled".into(), i.handled.into());
     f.details.insert("delivered".into(), delivered.into());
+    f.details.insert("counted".into(), "sources: handlers with handled > 0, one NMI edge each".into());
+    f.details.insert("vendor".into(), if amd { "amd" } else { "intel or unknown" }.into());
     if let Some(fo) = follower {
         f.details.insert("b2b_follower_ns".into(), fo.start.into());
         f.evidence.extend(fo.lines.iter().cloned());
     }
     out.push(f);
+}
+
+/// What the NMI's register dump says about the interrupted context.
+fn dump_details(f: &mut Finding, d: &NmiDump) {
+    if let Some(r) = &d.rip {
+        f.details.insert("interrupted_rip".into(), r.clone().into());
+    }
+    if let Some(p) = d.pid {
+        f.details.insert("interrupted_pid".into(), p.into());
+    }
+    if let Some(c) = d.cr3 {
+        f.details.insert("interrupted_cr3".into(), format!("{c:#x}").into());
+    }
+    if d.user_mode {
+        f.details.insert("interrupted_user_mode".into(), true.into());
+    }
 }
 
 fn slow_handler(ev: &Event<'_>, name: &str, h: &NmiHandler<'_>, line: &str) -> Finding {

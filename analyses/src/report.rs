@@ -43,6 +43,8 @@ pub struct EventsBlock {
     pub lost_events: u64,
     /// Number of loss markers.
     pub lost_event_markers: u64,
+    /// Events overwritten before the trace starts (overwrite mode): not a gap.
+    pub overwritten_events: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -52,8 +52,10 @@ pub fn report(inst: &Instance, replay: &Replay, out: &mut Findings, in_window: b
         let in_handler = if handlers.is_empty() { String::new() } else { format!(" (handler {})", handlers.join(", ")) };
         let mut f;
         if let Some(e) = fi.entry {
-            let (severity, why) = if !m.lazy_vmalloc_faults {
-                ("error", "this kernel preallocates the vmalloc top-level entries (x86_64 >= 5.8), so a vmalloc fault means the address was not mapped at all: a use-after-vfree or a bad pointer reached from NMI context".to_string())
+            let (severity, why) = if !m.lazy_vmalloc_faults && m.vmalloc_fault_handled {
+                ("warning", "this kernel syncs vmalloc mappings eagerly, but x86_32 kept vmalloc_fault (5.9, 5.8.y) for the race between a new mapping and its sync: rare, legal, and costly inside an NMI".to_string())
+            } else if !m.lazy_vmalloc_faults {
+                ("error", "this kernel syncs vmalloc mappings eagerly (5.8 removed vmalloc faulting), so a vmalloc fault means the address was not mapped at all: a use-after-vfree or a bad pointer reached from NMI context".to_string())
             } else if m.nested_nmi_corrupts_stack {
                 ("error", "before 3.3 the fault's IRET re-enables NMIs while the NMI is still running: a nested NMI corrupts the NMI stack (seed 000: perf's vmalloc'd per-cpu buffers). Map the memory before NMIs can touch it (vmalloc_sync_all) or avoid vmalloc memory in NMI handlers".to_string())
             } else if fi.wrong_pgd {
@@ -81,16 +83,22 @@ pub fn report(inst: &Instance, replay: &Replay, out: &mut Findings, in_window: b
             f.details.insert("wrong_pgd".into(), fi.wrong_pgd.into());
         } else {
             let user = fi.address.is_some_and(|a| is_user_address(replay, a));
+            // A protection or reserved-bit fault on a vmalloc address is no
+            // lazy sync (vmalloc_fault is tried only without PF_PROT|PF_USER|PF_RSVD).
+            let bad_vmalloc = fi.in_vmalloc && !user;
             // Before 3.3 any fault in NMI is fatal-prone (IRET re-enables NMIs).
             // Later, user-address faults from perf callchains are routine.
             let severity = match (user, m.nested_nmi_corrupts_stack) {
                 (_, true) => "error",
+                _ if bad_vmalloc => "error",
                 (true, false) => "info",
                 (false, false) => "warning",
             };
             f = Finding::new("nmi_page_fault", severity, "observed");
             let what = if user {
                 "a user address (perf user callchain / copy_from_user_nmi)"
+            } else if bad_vmalloc {
+                "a vmalloc address with a protection or reserved-bit error (not a lazy sync: vmalloc_fault handles only not-present kernel faults; a write to read-only vmalloc memory or a corrupt page table)"
             } else {
                 "a kernel address outside vmalloc"
             };

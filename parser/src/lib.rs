@@ -81,6 +81,10 @@ pub struct TraceInfo {
     pub cpus: Option<u32>,
     /// Clock, when known (`local`, `x86-tsc`, `counter`…).
     pub clock: Option<String>,
+    /// Events the ring buffer overwrote before the trace starts (overwrite
+    /// mode, a flight recorder), when the header says: tracefs
+    /// `# entries-in-buffer/entries-written: A/B` gives B − A.
+    pub overwritten: Option<u64>,
 }
 
 /// Counters a source reports when it is done.

@@ -11,10 +11,15 @@ pub struct Cpu {
     pub current: i32,
     /// The mm whose page directory cr3 holds (None = not known yet).
     pub loaded_mm: Option<MmId>,
+    /// `current->active_mm`: the current task's mm, or the mm a kernel thread
+    /// borrowed (lazy TLB). `leave_mm` changes cr3 but not this.
+    pub active_mm: Option<MmId>,
     /// The switch in progress (or the last one, when Idle).
     pub window: SwitchWindow,
     /// The previous switch window that was open, after it closed.
     pub last_window: SwitchWindow,
+    /// How the last switch ended: its `seq`, the end, and when.
+    pub last_end: Option<(u64, crate::switch_window::WindowEnd, u64)>,
     /// Hard/soft interrupt nesting rebuilt from irq entry/exit events.
     pub hardirq_depth: u8,
     pub softirq_depth: u8,

@@ -98,9 +98,16 @@ pub struct KernelModel {
     /// x86_64 before 3.3: a fault's IRET inside an NMI re-enables NMIs and a
     /// nested NMI corrupts the NMI stack.
     pub nested_nmi_corrupts_stack: bool,
-    /// `vmalloc_fault` resolves through `current->active_mm` (x86_64 before
-    /// ~4.6) instead of cr3: in a switch window it fills the wrong directory.
+    /// `vmalloc_fault` resolves through `current->active_mm` (x86_64 up to
+    /// 4.7) instead of cr3: in a switch window it fills the wrong directory.
     pub vmalloc_fault_uses_active_mm: bool,
+    /// A kernel-mode fault on a vmalloc address is handled by `vmalloc_fault()`
+    /// (not a bug): everywhere lazy syncs happen, and on x86_32 from 5.9
+    /// (5.8.y) where it came back for a race with the eager sync.
+    pub vmalloc_fault_handled: bool,
+    /// ftrace records NMI context (`TRACE_FLAG_NMI`, printed `Z`/`z`, from
+    /// 4.6); before, an NMI's events print `h` (nmi_enter adds HARDIRQ_OFFSET).
+    pub ftrace_nmi_flag: bool,
     /// Notes on what was assumed.
     pub notes: Vec<String>,
 }
@@ -173,13 +180,32 @@ impl KernelModel {
             Arch::X86_32 => PgdKind::X86_32,
             Arch::X86_32Pae => PgdKind::X86_32Pae,
         };
-        // x86_64 preallocates the vmalloc top-level entries from 5.8 (4-level
-        // since 5.8, 5-level since 5.9): no lazy vmalloc faults after that.
+        // 5.8 moved every x86 to eager sync (ARCH_PAGE_TABLE_SYNC_MASK,
+        // arch_sync_kernel_mappings; "x86/mm: remove vmalloc faulting",
+        // 7f0a002b5a21): x86_64 4- and 5-level alike. x86_32 got
+        // vmalloc_fault back in 5.9 (and 5.8.y) for a race, not for laziness.
+        // PAE with a shared kernel PMD (SHARED_KERNEL_PMD: no PTI, not Xen PV)
+        // shares the kernel's vmalloc PMDs in every pgd: nothing to sync.
         let lazy = match arch {
-            Arch::X86_64 => !at_least(version, 5, 8),
-            Arch::X86_64La57 => !at_least(version, 5, 9),
-            Arch::X86_32 | Arch::X86_32Pae => true,
+            Arch::X86_64 | Arch::X86_64La57 | Arch::X86_32 => !at_least(version, 5, 8),
+            Arch::X86_32Pae => false,
         };
+        // 5.8.0–5.8.7 had no vmalloc_fault at all; 5.8.8 (the backport of
+        // 4819e15f740e) brought it back, by the 5.8.18 source for x86_64 too.
+        let v58_fixed = version.0 == 5 && version.1 == 8 && version.2 >= 8;
+        let handled = match arch {
+            Arch::X86_64 | Arch::X86_64La57 => lazy || v58_fixed,
+            Arch::X86_32 => lazy || v58_fixed || at_least(version, 5, 9),
+            // A shared kernel PMD maps every vmalloc page in every pgd at once:
+            // a not-present fault means the address is not mapped.
+            Arch::X86_32Pae => false,
+        };
+        if arch == Arch::X86_32Pae {
+            notes.push(
+                "x86_32 PAE: a shared kernel PMD (SHARED_KERNEL_PMD, no PTI, not Xen PV) is assumed, so vmalloc entries never sync lazily"
+                    .into(),
+            );
+        }
         KernelModel {
             version,
             version_text,
@@ -190,7 +216,9 @@ impl KernelModel {
             pgd: PgdModel::new(kind),
             lazy_vmalloc_faults: lazy,
             nested_nmi_corrupts_stack: arch.is_64() && !at_least(version, 3, 3),
-            vmalloc_fault_uses_active_mm: arch.is_64() && !at_least(version, 4, 6),
+            vmalloc_fault_uses_active_mm: arch.is_64() && !at_least(version, 4, 8),
+            vmalloc_fault_handled: handled,
+            ftrace_nmi_flag: at_least(version, 4, 6),
             notes,
         }
     }
@@ -200,13 +228,19 @@ impl KernelModel {
         if self.arch.is_64() {
             if self.nested_nmi_corrupts_stack {
                 "x86_64 < 3.3: a fault in NMI re-enables NMIs at IRET; a nested NMI corrupts the NMI stack"
+            } else if self.vmalloc_fault_uses_active_mm {
+                "x86_64 3.3-4.7: nested NMIs are deferred safely; vmalloc faults in NMI are legal but costly and resolve through current->active_mm"
             } else if self.lazy_vmalloc_faults {
-                "x86_64 3.3-5.7: nested NMIs are deferred safely; vmalloc faults in NMI are legal but costly"
+                "x86_64 4.8-5.7: nested NMIs are deferred safely; vmalloc faults in NMI are legal but costly and resolve through cr3"
             } else {
-                "x86_64 >= 5.8: vmalloc top-level entries are preallocated; any vmalloc fault is a bug"
+                "x86_64 >= 5.8: vmalloc mappings are synced eagerly; any vmalloc fault is a bug"
             }
+        } else if self.arch == Arch::X86_32Pae {
+            "x86_32 PAE: the kernel PMD is shared, so vmalloc entries never sync lazily"
+        } else if self.lazy_vmalloc_faults {
+            "x86_32 < 5.8: vmalloc entries (4 MiB each) sync lazily through cr3"
         } else {
-            "x86_32: vmalloc entries sync lazily through cr3"
+            "x86_32 >= 5.8: vmalloc mappings are synced eagerly; vmalloc_fault remains (5.9, 5.8.y) only for a race"
         }
     }
 
@@ -256,7 +290,25 @@ mod tests {
         let m = KernelModel::choose(None, None, None, None);
         assert_eq!(m.source, ModelSource::Default);
         assert!(!m.notes.is_empty());
-        let m = KernelModel::choose(None, None, Some("6.1"), Some("x86_32-pae"));
-        assert!(m.lazy_vmalloc_faults && !m.nested_nmi_corrupts_stack);
+        // PAE with a shared kernel PMD never syncs lazily (pgd_ctor clones the
+        // kernel PGD entries, which all point at the one kernel PMD page).
+        let m = KernelModel::choose(None, None, Some("4.4"), Some("x86_32-pae"));
+        assert!(!m.lazy_vmalloc_faults && !m.vmalloc_fault_handled && !m.nested_nmi_corrupts_stack);
+        // vmalloc_fault via current->active_mm up to 4.7 (4.7.4 fault.c:442), via cr3 from 4.8.
+        assert!(KernelModel::choose(None, None, Some("4.7.4"), Some("x86_64")).vmalloc_fault_uses_active_mm);
+        assert!(!KernelModel::choose(None, None, Some("4.8"), Some("x86_64")).vmalloc_fault_uses_active_mm);
+        // 5.8 removed vmalloc faulting for every x86, 5-level included.
+        for a in ["x86_64", "x86_64-la57", "x86_32"] {
+            let m = KernelModel::choose(None, None, Some("5.8"), Some(a));
+            assert!(!m.lazy_vmalloc_faults && !m.vmalloc_fault_handled, "{a}");
+            assert!(KernelModel::choose(None, None, Some("5.7"), Some(a)).lazy_vmalloc_faults, "{a}");
+        }
+        // x86_32 got vmalloc_fault back for a race in 5.9 (4819e15f740e) and 5.8.8.
+        let m = KernelModel::choose(None, None, Some("5.9"), Some("x86_32"));
+        assert!(!m.lazy_vmalloc_faults && m.vmalloc_fault_handled);
+        assert!(!KernelModel::choose(None, None, Some("5.9"), Some("x86_64")).vmalloc_fault_handled);
+        // The ftrace NMI flag (TRACE_FLAG_NMI) from 4.6.
+        assert!(!KernelModel::choose(None, None, Some("4.5"), None).ftrace_nmi_flag);
+        assert!(KernelModel::choose(None, None, Some("4.6"), None).ftrace_nmi_flag);
     }
 }

@@ -19,7 +19,7 @@ pub use evidence::{event_line, fmt_ts, name_eq, CapturedLine};
 pub use kernel_model::{Arch, KernelModel, ModelSource};
 pub use mm::{MmBirth, MmId, MmTable, INIT_MM};
 pub use pgd_model::{EntrySet, PgdKind, PgdModel};
-pub use switch_window::{Phase, SwitchWindow};
+pub use switch_window::{Phase, SwitchWindow, WindowEnd};
 pub use task::TaskTable;
 pub use vmalloc_space::{OpenedEntry, VmallocSpace};
 
@@ -47,6 +47,8 @@ pub struct FaultInfo {
     pub wrong_pgd: bool,
     /// A switch window was open on the CPU (cr3 ≠ current).
     pub in_window: bool,
+    /// The address is in the vmalloc range (whether or not the fault can be a sync).
+    pub in_vmalloc: bool,
 }
 
 impl FaultInfo {
@@ -81,6 +83,9 @@ pub struct ReplayStats {
     pub lazy_syncs: u64,
     pub forks: u64,
     pub execs: u64,
+    /// Switches whose prev went on emitting events no switch can emit: the
+    /// trace lost the rest of the switch.
+    pub windows_contradicted: u64,
 }
 
 pub struct Replay {
@@ -134,9 +139,17 @@ impl Replay {
     /// switch window at next's first event. A few ns; no hashing.
     #[inline]
     pub fn touch(&mut self, ev: &Event<'_>) {
-        let Some(c) = self.cpu_slot(ev.cpu) else { return };
-        if c.window.phase != Phase::Idle && ev.pid == c.window.next_pid {
-            close_window(c, ev);
+        let nmi_flag = self.model.ftrace_nmi_flag;
+        let Some(mut c) = self.cpu_slot(ev.cpu) else { return };
+        if c.window.phase != Phase::Idle {
+            if ev.pid == c.window.next_pid {
+                let flushed = c.window.phase == Phase::Open;
+                close_window(c, ev, WindowEnd::Closed { flushed });
+            } else if ev.pid == c.window.prev_pid && !SwitchWindow::may_run_inside(ev, nmi_flag) {
+                close_window(c, ev, WindowEnd::Contradicted);
+                self.stats.windows_contradicted += 1;
+                c = &mut self.cpus[ev.cpu as usize];
+            }
         }
         c.current = ev.pid;
     }
@@ -145,6 +158,9 @@ impl Replay {
     /// trusted across the gap (next's first event may be among the lost).
     pub fn forget_cpu(&mut self, cpu: u32) {
         if let Some(c) = self.cpus.get_mut(cpu as usize) {
+            if c.window.phase != Phase::Idle {
+                c.last_end = Some((c.window.seq, WindowEnd::Forgotten, c.window.switch_ts));
+            }
             c.window.phase = Phase::Idle;
             c.last_window.phase = Phase::Idle;
         }
@@ -194,6 +210,9 @@ impl Replay {
                 // exec_mmap → activate_mm already wrote cr3 (the reason-0 flush
                 // just before); the CPU now runs the new mm.
                 self.load(ev.cpu, Some(new));
+                if let Some(c) = self.cpu_slot(ev.cpu) {
+                    c.active_mm = Some(new);
+                }
                 self.exposure(new)
             }
             Modelled::Free { pid, .. } => {
@@ -297,10 +316,15 @@ impl Replay {
         self.stats.switches += 1;
         let ts = ev.ts_ns;
         // Make sure cr3 is known before the switch (prev's mm, or lazily borrowed).
-        let before = self.cr3_of(ev.cpu, s.prev_pid, Some(s.prev_comm));
+        let loaded = self.cr3_of(ev.cpu, s.prev_pid, Some(s.prev_comm));
+        // What switch_mm compares against: prev->active_mm (a kernel thread's
+        // borrowed mm, even after leave_mm moved cr3 to init_mm).
+        let before = self.cpu(ev.cpu).and_then(|c| c.active_mm).or(loaded);
         let next = self.tasks.get_or_insert(s.next_pid, Some(s.next_comm), &mut self.mms).clone();
         let fallback_open = !self.tlb_flush_seen && next.mm.is_some() && next.mm != before;
         let Some(c) = self.cpu_slot(ev.cpu) else { return Outcome::Nothing };
+        // context_switch: a kernel thread next borrows prev->active_mm.
+        c.active_mm = next.mm.or(before);
         // Idle accounting.
         if s.prev_pid == 0 {
             if let Some(since) = c.idle_since.take() {
@@ -311,10 +335,12 @@ impl Replay {
             c.idle_since = Some(ts);
         }
         if c.window.phase != Phase::Idle {
-            // The previous switch never saw next run (lost events, or next = prev's switch).
-            close_window(c, ev);
+            // The previous switch never saw next run (touch() saw prev switch
+            // again, or another task: lost events).
+            close_window(c, ev, WindowEnd::Contradicted);
         }
         let w = &mut c.window;
+        w.seq += 1;
         w.phase = Phase::Switched;
         w.fallback = false;
         w.prev_pid = s.prev_pid;
@@ -358,6 +384,7 @@ impl Replay {
             let next_pid = c.window.next_pid;
             let mm = self.tasks.make_user(next_pid, &mut self.mms);
             let c = self.cpu_slot(cpu).unwrap();
+            c.active_mm = Some(mm);
             let w = &mut c.window;
             w.phase = Phase::Open;
             w.fallback = false;
@@ -386,7 +413,12 @@ impl Replay {
         if pf.user_tracepoint || !pf.kernel_mode() {
             return Outcome::Nothing;
         }
-        let entry = pf.address.and_then(|a| self.model.pgd.entry(a));
+        let vmalloc_entry = pf.address.and_then(|a| self.model.pgd.entry(a));
+        // vmalloc_fault() is tried only for not-present kernel faults:
+        // `!(error_code & (X86_PF_RSVD | X86_PF_USER | X86_PF_PROT))`
+        // (arch/x86/mm/fault.c, do_kern_addr_fault / __do_page_fault).
+        let syncable = pf.error_code & (PageFault::PROTECTION | PageFault::RESERVED) == 0;
+        let entry = vmalloc_entry.filter(|_| syncable);
         let in_window = self.cpu(ev.cpu).is_some_and(|c| c.window.is_open());
         let mut info = FaultInfo {
             address: pf.address,
@@ -397,6 +429,7 @@ impl Replay {
             synced_into: None,
             wrong_pgd: false,
             in_window,
+            in_vmalloc: vmalloc_entry.is_some(),
         };
         let Some(e) = entry else { return Outcome::KernelFault(info) };
         let cr3 = self.cr3_of(ev.cpu, ev.pid, ev.comm);
@@ -426,11 +459,15 @@ impl Replay {
 }
 
 #[inline]
-fn close_window(c: &mut Cpu, ev: &Event<'_>) {
-    if c.window.phase == Phase::Open {
+fn close_window(c: &mut Cpu, ev: &Event<'_>, how: WindowEnd) {
+    c.last_end = Some((c.window.seq, how, ev.ts_ns));
+    let seq = c.window.seq;
+    if c.window.phase == Phase::Open && how != WindowEnd::Contradicted {
         c.window.end_ts = Some(ev.ts_ns);
         c.window.end_line.capture(ev);
         std::mem::swap(&mut c.window, &mut c.last_window);
+        // The buffers swapped: the counter stays with the CPU.
+        c.window.seq = seq;
     }
     c.window.phase = Phase::Idle;
 }

@@ -19,6 +19,20 @@ pub enum Phase {
     Open,
 }
 
+/// How a switch on a CPU ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowEnd {
+    /// Next's first event: `current` became next. `flushed`: the reason-0
+    /// flush (the cr3 write) came before it.
+    Closed { flushed: bool },
+    /// prev went on emitting events no code inside the switch can emit
+    /// (irqs are off from `sched_switch` to `switch_to`): the trace lost the
+    /// rest of this switch, or the switch did not happen as traced.
+    Contradicted,
+    /// Lost events on the CPU: the end is unknown.
+    Forgotten,
+}
+
 /// One switch on one CPU, from `sched_switch` to next's first event.
 /// String buffers are reused from switch to switch (no allocation per switch).
 #[derive(Clone, Debug)]
@@ -44,6 +58,8 @@ pub struct SwitchWindow {
     pub end_line: CapturedLine,
     /// NMI instances that landed in it.
     pub nmis: u32,
+    /// Counts the switches on this CPU: identifies this one.
+    pub seq: u64,
 }
 
 impl Default for SwitchWindow {
@@ -64,6 +80,7 @@ impl Default for SwitchWindow {
             flush_line: CapturedLine::default(),
             end_line: CapturedLine::default(),
             nmis: 0,
+            seq: 0,
         }
     }
 }
@@ -82,6 +99,23 @@ impl SwitchWindow {
         }
         let w_end = self.end_ts.unwrap_or(u64::MAX);
         start <= w_end.saturating_add(tolerance) && end.saturating_add(tolerance) >= self.start_ts && start < w_end
+    }
+
+    /// Can this event, stamped with prev's pid, happen while the switch is
+    /// pending? From `sched_switch` to `switch_to` irqs are off and `current`
+    /// is prev: only NMI (and MCE/#DB) context and the switch's own reason-0
+    /// `tlb_flush` can emit events there. `nmi_flag_traced`: the kernel's
+    /// ftrace has the NMI flag (4.6+); before, NMI events print `h`.
+    pub fn may_run_inside(ev: &nmitrace_parser::Event<'_>, nmi_flag_traced: bool) -> bool {
+        let name = ev.name;
+        if name == "tlb_flush" {
+            return true;
+        }
+        if ev.ctx.known {
+            return ev.ctx.nmi || (!nmi_flag_traced && ev.ctx.hardirq);
+        }
+        // No flags: the events an NMI handler can emit.
+        matches!(name, "nmi_handler" | "console" | "page_fault_kernel" | "bprint" | "bputs" | "print" | "mce_record")
     }
 
     pub fn evidence(&self) -> Vec<String> {

@@ -387,10 +387,13 @@ def sc_unknown(rng, A):
 
 
 def sc_lost(rng, A):
-    # CPU 0 (uniq-12910): one NMI services three sources (two PMU counters
-    # overflowed: perf handled 2; IBS handled 1), the one latched edge comes
-    # back-to-back and is swallowed.  3 sources, 2 NMIs delivered: 1 lost.
-    nb = plain_nmi(rng, A, 0, 608705150, {"perf_event_nmi_handler": 2, "perf_ibs_nmi_handler": 1})
+    # CPU 0 (uniq-12910): one NMI services three sources (a PMU counter
+    # overflow, an all-CPU backtrace IPI, an IBS sample: each handler
+    # handled 1), the one latched edge comes back-to-back and is swallowed.
+    # 3 sources, 2 NMIs delivered: 1 lost.  (Sources, not `handled`: one PMI
+    # that services two counters reports handled 2 for one edge.)
+    nb = plain_nmi(rng, A, 0, 608705150, {"perf_event_nmi_handler": 1, "nmi_cpu_backtrace_handler": 1,
+                                          "perf_ibs_nmi_handler": 1})
     nb2 = NmiBuilder(rng, A, 0, nb.cursor + 250, nb.pid, nb.comm, nb.flags)
     for h in AMD_HANDLERS:
         nb2.handler(h, 0, dur(rng, h))
@@ -540,10 +543,11 @@ def nmi_instances(evs):
             cur = insts[-1] if insts else None
             if cur and h not in cur["handlers"] and 0 <= start - cur["end"] < B2B_NS:
                 cur["handlers"].append(h); cur["end"] = end; cur["handled"] += hd
+                cur["sources"] += hd > 0
                 cur["max"] = max(cur["max"], end - start)
             else:
                 insts.append({"start": start, "end": end, "handlers": [h],
-                              "handled": hd, "max": end - start})
+                              "handled": hd, "sources": int(hd > 0), "max": end - start})
         out[cpu] = insts
     return out
 
@@ -575,7 +579,8 @@ def reference_findings(evs, period_us=None):
                     nxt = insts[k + 1] if k + 1 < len(insts) else None
                     delivered = 1 + (1 if nxt and 0 <= nxt["start"] - i["end"] < B2B_NS
                                      and nxt["handled"] == 0 else 0)
-                    for _ in range(i["handled"] - delivered):
+                    # one edge per source that claimed work, not per `handled`
+                    for _ in range(i["sources"] - delivered):
                         found.append(("lost_nmi", "observed", cpu))
             prev = i if not prev or i["end"] > prev["end"] else prev
         if period_us:
@@ -705,9 +710,10 @@ def main():
     # 4 ------------------------------------------------------------------
     inj = sc_lost(rng, A)
     exp = {
-        "description": "Seed 004, AMD x86_64 6.18: on CPU 0 one NMI services three sources (two "
-                       "PMU counters overflowed: perf_event_nmi_handler handled: 2; "
-                       "perf_ibs_nmi_handler handled: 1), the single latched edge arrives "
+        "description": "Seed 004, AMD x86_64 6.18: on CPU 0 one NMI services three sources (a "
+                       "PMU counter overflow, an all-CPU backtrace IPI and an IBS sample: "
+                       "perf_event_nmi_handler, nmi_cpu_backtrace_handler and "
+                       "perf_ibs_nmi_handler each handled: 1), the single latched edge arrives "
                        "back-to-back and is swallowed; an ordinary PMI on CPU 1.",
         "args": k618,
         "findings": [
@@ -715,9 +721,11 @@ def main():
               "handled 3 > 1 sets swallow_nmi; the follower starts < 2000 ns after the "
               "instance ended and is empty: swallowed."),
             F("lost_nmi", "info", "observed", 0, 1,
-              "3 sources serviced, 2 NMIs delivered (the instance and its b2b follower): "
-              "one edge collapsed in the latch (SPEC 3.6). Every source was serviced by "
-              "polling, so nothing was left undone: info (a measure of NMI pressure)."),
+              "3 sources serviced (3 handlers claimed work: one edge each; handled is not "
+              "an edge count, one PMI services every overflowed counter), 2 NMIs delivered "
+              "(the instance and its b2b follower): one edge collapsed in the latch "
+              "(SPEC 3.6). Every source was serviced by polling, so nothing was left "
+              "undone: info (a measure of NMI pressure)."),
         ],
     }
     write_scenario(args.out, "lost-nmis", A, inj, exp)

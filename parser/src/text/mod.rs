@@ -414,7 +414,9 @@ pub fn detect_text(name: &str, head: &[u8]) -> Result<Format> {
     })
 }
 
-/// Header facts from the first bytes: `cpus=N` (report), `#P:N` (tracefs).
+/// Header facts from the first bytes: `cpus=N` (report), `#P:N` (tracefs),
+/// and tracefs's `# entries-in-buffer/entries-written: A/B   #P:N`
+/// (kernel/trace/trace.c `print_event_info`): B − A events were overwritten.
 pub fn probe(_name: &str, head: &[u8], info: &mut TraceInfo) -> Result<()> {
     let text = String::from_utf8_lossy(&head[..head.len().min(8192)]);
     for l in text.lines().take(40) {
@@ -423,6 +425,14 @@ pub fn probe(_name: &str, head: &[u8], info: &mut TraceInfo) -> Result<()> {
             info.cpus = n.trim().parse().ok();
         } else if let Some(p) = t.find("#P:") {
             info.cpus = t[p + 3..].trim().parse().ok();
+        }
+        if let Some(p) = t.find("entries-in-buffer/entries-written:") {
+            let nums = t[p + "entries-in-buffer/entries-written:".len()..].split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = nums.split_once('/') {
+                if let (Ok(a), Ok(b)) = (a.parse::<u64>(), b.parse::<u64>()) {
+                    info.overwritten = Some(b.saturating_sub(a));
+                }
+            }
         }
     }
     Ok(())
