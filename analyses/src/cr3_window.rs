@@ -294,6 +294,7 @@ pub fn reverse_finding(inst: &Instance, d: &NmiDump, via: &str, replay: &Replay)
     f.details.insert("window_from".into(), format!("{via}: active_mm set before the cr3 write").into());
     f.details.insert("reverse".into(), true.into());
     f.details.insert("confirmed_by".into(), why.into());
+    f.evidence = d.lines.iter().cloned().chain(inst.lines.iter().cloned()).collect();
     f
 }
 
@@ -380,7 +381,7 @@ pub fn finding(inst: &Instance, w: &WindowHit, replay: &Replay, verdict: Option<
         )
     };
     let how = match verdict {
-        Some(Verdict::Confirms(why)) => format!("{how}; the kernel's own dump confirms it: {why}"),
+        Some(Verdict::Confirms(_)) => format!("{how}; the NMI's own register dump confirms it"),
         Some(Verdict::Undecided(why)) => format!("{how}; {why}"),
         _ => how,
     };
@@ -428,8 +429,15 @@ pub fn finding(inst: &Instance, w: &WindowHit, replay: &Replay, verdict: Option<
     if let Some(Verdict::Confirms(why)) = verdict {
         f.details.insert("confirmed_by".into(), why.clone().into());
     }
-    let mut ev = w.lines.clone();
+    // In trace order: the switch, its flush (after the NMI when the NMI came
+    // before it), the NMI's dump and handler lines, next's first event.
+    let split = if w.before_flush { w.lines.len().min(1) } else { w.lines.len() };
+    let mut ev = w.lines[..split].to_vec();
+    if let Some(d) = &inst.dump {
+        ev.extend(d.lines.iter().cloned());
+    }
     ev.extend(inst.lines.iter().cloned());
+    ev.extend(w.lines[split..].iter().cloned());
     ev.extend(w.end_line.iter().cloned());
     f.evidence = ev;
     f

@@ -141,6 +141,12 @@ pub fn findings_html(findings: &[crate::Finding], trace: Option<&str>) -> String
             meta.push(format!("{}[{p}]", esc(f.comm.as_deref().unwrap_or(""))));
         }
         let _ = write!(o, "<div class=\"meta\">{}</div><div class=\"msg\">{}</div>", meta.join(" · "), esc(&f.message));
+        if let Some(at) = f.interrupted_at() {
+            let _ = write!(o, "<div class=\"msg\"><b>interrupted at</b> <code>{}</code></div>", esc(&at));
+        }
+        if let Some(c) = f.details.get("confirmed_by").and_then(|v| v.as_str()) {
+            let _ = write!(o, "<div class=\"msg\"><b>confirmed by</b> {}</div>", esc(c));
+        }
         if !f.evidence.is_empty() {
             let _ = write!(o, "<pre class=\"evidence\">{}</pre>", esc(&f.evidence.join("\n")));
         }

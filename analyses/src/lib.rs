@@ -283,12 +283,25 @@ impl Analyzer {
                 }
                 ConsoleNmi::TooLong { ts_ns, cpu, handler, msecs, line } => {
                     let want = (msecs * 1e6) as u64;
-                    let hit = self.findings.list.iter().position(|f| {
-                        f.kind == "slow_nmi_handler"
-                            && f.details.get("handler").and_then(|h| h.as_str()) == Some(handler.as_str())
-                            && f.details.get("delta_ns").and_then(|d| d.as_u64()).is_some_and(|d| d.abs_diff(want) < 1_000_000)
-                            && !f.details.contains_key("console_confirmed")
-                    });
+                    // 5.6–5.9 (and the 4.19.y/5.4.y backports of 248ed51048c4
+                    // before f94c91f7ba3b) printed the previous maximum, not
+                    // this duration: there only the handler identifies the call.
+                    let v = self.replay.model.version;
+                    let value_printed = !((v.0, v.1) >= (5, 6) && (v.0, v.1) < (5, 10));
+                    let hit = self
+                        .findings
+                        .list
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| {
+                            f.kind == "slow_nmi_handler"
+                                && f.details.get("handler").and_then(|h| h.as_str()) == Some(handler.as_str())
+                                && (!value_printed || f.details.get("delta_ns").and_then(|d| d.as_u64()).is_some_and(|d| d.abs_diff(want) < 1_000_000))
+                                && f.ts_ns.is_some_and(|t| t <= ts_ns)
+                                && !f.details.contains_key("console_confirmed")
+                        })
+                        .max_by_key(|(_, f)| f.ts_ns)
+                        .map(|(i, _)| i);
                     match hit {
                         Some(i) => {
                             let f = &mut self.findings.list[i];
@@ -310,8 +323,71 @@ impl Analyzer {
                         }
                     }
                 }
+                ConsoleNmi::VmallocWarn { ts_ns, cpu, line } => {
+                    let hit = self.latest_fault_finding(cpu, ts_ns, &["nmi_vmalloc_fault"]);
+                    let why = format!("the kernel's WARN_ON_ONCE(in_nmi()) in vmalloc_fault: {line}");
+                    match hit {
+                        Some(i) => {
+                            let f = &mut self.findings.list[i];
+                            f.details.insert("confirmed_by".into(), why.into());
+                            f.evidence.push(line);
+                        }
+                        None => {
+                            let m = &self.replay.model;
+                            let sev = if m.nested_nmi_corrupts_stack || !m.vmalloc_fault_handled { "error" } else { "warning" };
+                            let mut f = Finding::new("nmi_vmalloc_fault", sev, "observed");
+                            f.ts_ns = Some(ts_ns);
+                            f.cpu = Some(cpu);
+                            f.message = format!(
+                                "the kernel warned that vmalloc_fault ran in NMI context on CPU {cpu} (WARN_ON_ONCE(in_nmi()), x86_64 2.6.37-5.1, x86_32 2.6.37-4.18): a lazy vmalloc sync inside an NMI; the trace has no page-fault event for it (record exceptions:page_fault_kernel to see the address). It warns once per boot: later ones are silent"
+                            );
+                            f.details.insert("confirmed_by".into(), why.into());
+                            f.evidence.push(line);
+                            self.findings.push(f);
+                        }
+                    }
+                }
+                ConsoleNmi::Oops { ts_ns, cpu, nmi, address, line } => {
+                    let hit = self.latest_fault_finding(cpu, ts_ns, &["nmi_vmalloc_fault", "nmi_page_fault"]);
+                    let why = format!("the kernel oopsed on the fault: {line}");
+                    match hit {
+                        Some(i) => {
+                            let f = &mut self.findings.list[i];
+                            f.severity = "error".into();
+                            f.details.insert("confirmed_by".into(), why.into());
+                            f.evidence.push(line);
+                        }
+                        None if nmi => {
+                            let mut f = Finding::new("nmi_page_fault", "error", "observed");
+                            f.ts_ns = Some(ts_ns);
+                            f.cpu = Some(cpu);
+                            let addr = address.map(|a| format!("{a:#x}")).unwrap_or_else(|| "?".into());
+                            f.message = format!(
+                                "the kernel oopsed on a page fault at {addr} in NMI context on CPU {cpu}: an unhandled fault inside an NMI (the trace has no page-fault event for it)"
+                            );
+                            f.details.insert("address".into(), addr.into());
+                            f.details.insert("confirmed_by".into(), why.into());
+                            f.evidence.push(line);
+                            self.findings.push(f);
+                        }
+                        None => {}
+                    }
+                }
             }
         }
+    }
+
+    /// The latest fault-in-NMI finding of `kinds` on `cpu` at most 10 ms before `ts_ns`.
+    fn latest_fault_finding(&self, cpu: u32, ts_ns: u64, kinds: &[&str]) -> Option<usize> {
+        self.findings
+            .list
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                kinds.contains(&f.kind.as_str()) && f.cpu == Some(cpu) && f.ts_ns.is_some_and(|t| t <= ts_ns && ts_ns - t < 10_000_000) && !f.details.contains_key("confirmed_by")
+            })
+            .max_by_key(|(_, f)| f.ts_ns)
+            .map(|(i, _)| i)
     }
 
     #[cold]
@@ -348,7 +424,9 @@ impl Analyzer {
                 // they are NMI context, which the dump's attachment checks.
                 let nmi = !ev.ctx.known || ev.ctx.nmi || (ev.ctx.hardirq && !self.replay.model.ftrace_nmi_flag);
                 self.nmi.dumps.console(ev, msg, nmi, || event_line(ev));
-                self.console.add(ev.ts_ns, ev.cpu, msg, event_line(ev))
+                // An oops counts as in NMI only where the flags say so.
+                let known_nmi = ev.ctx.known && nmi;
+                self.console.add(ev.ts_ns, ev.cpu, known_nmi, msg, event_line(ev))
             }
             _ => {}
         }

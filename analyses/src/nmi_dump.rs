@@ -16,7 +16,7 @@ use nmitrace_parser::Event;
 /// Frames of the call trace kept per dump.
 const MAX_FRAMES: usize = 48;
 /// Console lines kept per dump as evidence.
-const MAX_LINES: usize = 6;
+const MAX_LINES: usize = 12;
 
 /// Page-directory address bits of a CR3 value: the PCID (bits 0–11) and
 /// the PTI user/kernel pair bit (bit 12, `PTI_USER_PGTABLE_BIT`) dropped.
@@ -89,11 +89,14 @@ impl NmiDump {
     /// Feed one console message of this dump.
     fn add(&mut self, ts_ns: u64, msg: &str, line: String) {
         self.end_ns = ts_ns;
-        if self.lines.len() < MAX_LINES {
-            self.lines.push(line);
-        }
         let m = msg.trim_end();
         let t = m.trim_start();
+        // Evidence: the head (CPU/PID, RIP, Code), the CR3 line, and the
+        // first frames of the call trace.
+        let keep = self.lines.len() < 4 || t.contains("CR3: ") || t.starts_with("Call Trace:") || (self.in_call_trace && !t.starts_with('<'));
+        if keep && self.lines.len() < MAX_LINES {
+            self.lines.push(line);
+        }
         if self.pid.is_none() {
             if let Some(p) = t.find("PID: ") {
                 let rest = &t[p + 5..];

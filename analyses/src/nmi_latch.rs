@@ -35,6 +35,8 @@ struct HandlerAcc {
     count: u64,
     handled: u64,
     hist: Histogram,
+    /// The kernel's per-handler `max_duration` (nmi_check_duration).
+    max_duration: u64,
 }
 
 /// A kernel-mode fault that may have happened inside an NMI.
@@ -254,12 +256,20 @@ impl NmiLatch {
         }
         let name_buf = handler_name(h);
         let name: &str = &name_buf;
-        {
+        // The kernel prints "took too long" only for a new per-handler
+        // maximum at or over nmi_longest_ns (3.15+: `if (duration <
+        // nmi_longest_ns || duration < action->max_duration) return;`).
+        let prints_too_long = {
             let acc = self.handler_acc(name);
             acc.count += 1;
             acc.handled += h.handled.max(0) as u64;
             acc.hist.add(h.delta_ns);
-        }
+            let new_max = h.delta_ns >= SLOW_HANDLER_NS && h.delta_ns >= acc.max_duration;
+            if new_max {
+                acc.max_duration = h.delta_ns;
+            }
+            new_max
+        };
         let line = event_line(ev);
         let end = ev.ts_ns;
         let start = end.saturating_sub(h.delta_ns);
@@ -268,6 +278,7 @@ impl NmiLatch {
         let dump = self.dumps.take(ev.cpu, start, end, tol);
         if h.delta_ns >= SLOW_HANDLER_NS {
             let mut f = slow_handler(ev, name, h, &line);
+            f.details.insert("kernel_prints_too_long".into(), prints_too_long.into());
             if let Some(d) = &dump {
                 dump_details(&mut f, d);
             }
@@ -394,6 +405,8 @@ impl NmiLatch {
                         w.end_ts = Some(ts);
                         if rc.last_window.seq == w.seq {
                             w.end_line = rc.last_window.end_line.render();
+                            // The reason-0 flush may have come after the NMI.
+                            w.lines = rc.last_window.evidence();
                         }
                         true
                     }
@@ -665,7 +678,7 @@ fn lost_check(p: &Finished, follower: Option<&Instance>, out: &mut Findings) {
 }
 
 /// What the NMI's register dump says about the interrupted context.
-fn dump_details(f: &mut Finding, d: &NmiDump) {
+pub(crate) fn dump_details(f: &mut Finding, d: &NmiDump) {
     if let Some(r) = &d.rip {
         f.details.insert("interrupted_rip".into(), r.clone().into());
     }

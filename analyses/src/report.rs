@@ -120,6 +120,22 @@ impl Finding {
         }
     }
 
+    /// Where the NMI's own register dump says the CPU was: `RIP …, CR3 …, PID …`.
+    pub fn interrupted_at(&self) -> Option<String> {
+        let rip = self.details.get("interrupted_rip")?.as_str()?;
+        let mut s = format!("RIP {rip}");
+        if let Some(c) = self.details.get("interrupted_cr3").and_then(|v| v.as_str()) {
+            s.push_str(&format!(", CR3 {c}"));
+        }
+        if let Some(p) = self.details.get("interrupted_pid").and_then(|v| v.as_i64()) {
+            s.push_str(&format!(", current PID {p}"));
+        }
+        if self.details.get("interrupted_user_mode").and_then(|v| v.as_bool()) == Some(true) {
+            s.push_str(" (user mode)");
+        }
+        Some(s)
+    }
+
     /// Severity rank: info 0, warning 1, error 2.
     pub fn severity_rank(&self) -> u8 {
         severity_rank(&self.severity)

@@ -109,6 +109,12 @@ impl Report {
             }
             let _ = writeln!(s, "\n{head}");
             wrap(&mut s, "    ", &f.message, 100);
+            if let Some(at) = f.interrupted_at() {
+                let _ = writeln!(s, "    interrupted at: {at}");
+            }
+            if let Some(c) = f.details.get("confirmed_by").and_then(|v| v.as_str()) {
+                wrap(&mut s, "    ", &format!("confirmed by: {c}"), 100);
+            }
             if !f.evidence.is_empty() {
                 let _ = writeln!(s, "    evidence:");
                 for l in &f.evidence {

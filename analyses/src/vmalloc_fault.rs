@@ -123,6 +123,9 @@ pub fn report(inst: &Instance, replay: &Replay, out: &mut Findings, in_window: b
             f.details.insert("nmi_start_ns".into(), inst.start.into());
             f.details.insert("handlers".into(), handlers.into());
         }
+        if let Some(d) = &inst.dump {
+            crate::nmi_latch::dump_details(&mut f, d);
+        }
         f.evidence.push(fl.line.clone());
         for l in &inst.lines {
             if *l != fl.line && f.evidence.len() < 8 {

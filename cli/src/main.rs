@@ -23,7 +23,7 @@ Inputs are detected from their content: raw tracefs text (/sys/kernel/tracing/tr
 gzip or zstd compressed. `-` reads standard input.
 
 Examples:
-  trace-cmd record -e nmi -e exceptions -e sched -e tlb -e vmalloc -e percpu sleep 10
+  trace-cmd record -e nmi -e exceptions -e sched -e tlb -e vmalloc -e percpu -e printk:console sleep 10
   nmitrace analyze trace.dat
   nmitrace analyze trace.txt.gz --format json > report.json
   nmitrace analyze old-box.txt --kernel 2.6.35 --arch x86_64 --fail-on warning

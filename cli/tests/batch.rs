@@ -90,7 +90,13 @@ fn fleet_batch_then_baseline_reports_exactly_the_injected_regression() {
     for k in ["nmi_vmalloc_fault", "cr3_current_mismatch", "unknown_nmi", "swallowed_nmi", "slow_nmi_handler", "nested_nmi"] {
         assert!(kinds.contains(k), "{k} missing from {kinds:?}");
     }
-    assert!(!kinds.contains("nmi_page_fault"));
+    // Real faults in NMI context are in the fleet (../shared/traces/real-nmi/io:
+    // nmi_cpu_backtrace's copy_from_user_nmi reading the interrupted user code),
+    // at info: the kernel fixes them up. None at warning or above.
+    let sev = strings(&findings, "severity");
+    let kind_col = strings(&findings, "kind");
+    let bad_faults: Vec<_> = kind_col.iter().zip(&sev).filter(|(k, s)| k.as_deref() == Some("nmi_page_fault") && s.as_deref() != Some("info")).collect();
+    assert!(bad_faults.is_empty(), "{bad_faults:?}");
     let sum: u64 = traces.column("findings").unwrap().u64().unwrap().iter().map(|v| v.unwrap()).sum();
     assert_eq!(sum as usize, findings.height());
     for f in ["report.html", "nmi_durations.parquet", "plots/finding_rates.png", "plots/fleet_nmi_latency.svg"] {
