@@ -7,8 +7,9 @@ use std::time::Instant;
 
 struct Count(u64);
 impl Sink for Count {
-    fn event(&mut self, _ev: &Event<'_>) {
+    fn event(&mut self, _ev: &Event<'_>) -> nmitrace_parser::Flow {
         self.0 += 1;
+        nmitrace_parser::CONTINUE
     }
     fn notice(&mut self, _n: &Notice) {}
 }
@@ -57,9 +58,9 @@ fn main() {
         // Analyzer time per event name (rdtsc around each call), best of 3.
         struct ByName<S: Sink>(S, std::collections::BTreeMap<String, (u64, u64)>);
         impl<S: Sink> Sink for ByName<S> {
-            fn event(&mut self, ev: &Event<'_>) {
+            fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
                 let t = unsafe { core::arch::x86_64::_rdtsc() };
-                self.0.event(ev);
+                let flow = self.0.event(ev);
                 let d = unsafe { core::arch::x86_64::_rdtsc() } - t;
                 match self.1.get_mut(ev.name) {
                     Some(e) => {
@@ -70,6 +71,7 @@ fn main() {
                         self.1.insert(ev.name.to_string(), (1, d));
                     }
                 }
+                flow
             }
             fn notice(&mut self, n: &Notice) {
                 self.0.notice(n)
@@ -92,10 +94,11 @@ fn main() {
     if out == "dump" {
         struct Dump;
         impl Sink for Dump {
-            fn event(&mut self, ev: &Event<'_>) {
+            fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
                 let m = nmitrace_parser::model::Modelled::from_event(ev);
                 let f: Vec<String> = ev.fields.iter().map(|f| format!("{}={:?}", f.name, f.value)).collect();
                 println!("{} {} {} {:?} {:?}", ev.ts_ns, ev.name, f.join(" "), ev.ctx, m);
+                nmitrace_parser::CONTINUE
             }
             fn notice(&mut self, _n: &Notice) {}
         }
@@ -130,10 +133,11 @@ fn main() {
         // Time spent inside the sink itself (rdtsc around each call).
         struct Timed<S: Sink>(S, u64);
         impl<S: Sink> Sink for Timed<S> {
-            fn event(&mut self, ev: &Event<'_>) {
+            fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
                 let t = unsafe { core::arch::x86_64::_rdtsc() };
-                self.0.event(ev);
+                let flow = self.0.event(ev);
                 self.1 += unsafe { core::arch::x86_64::_rdtsc() } - t;
+                flow
             }
             fn notice(&mut self, n: &Notice) {
                 self.0.notice(n)

@@ -457,7 +457,7 @@ fn modelled_name(name: &str, ctx_known: bool) -> bool {
 
 impl Sink for Analyzer {
     #[inline]
-    fn event(&mut self, ev: &Event<'_>) {
+    fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
         self.started = true;
         self.counts.add(ev);
         self.replay.touch(ev);
@@ -471,19 +471,20 @@ impl Sink for Analyzer {
         // kernel entries; the per-CPU touch above is all they need.
         let name = ev.name;
         if nmitrace_replay::name_eq(name, "page_fault_user") {
-            return;
+            return nmitrace_parser::CONTINUE;
         }
         if nmitrace_replay::name_eq(name, "tlb_flush") && !self.replay.flush_matters(ev) {
             // No switch pending on this CPU and not the idle task: whatever
             // the reason, this flush changes nothing the analyses use (and
             // its fields need not be decoded).
             self.timeline.after_apply(ev, &Outcome::Nothing, &self.replay);
-            return;
+            return nmitrace_parser::CONTINUE;
         }
         if !modelled_name(name, ev.ctx.known) {
-            return;
+            return nmitrace_parser::CONTINUE;
         }
         self.modelled(ev);
+        nmitrace_parser::CONTINUE
     }
 
     fn symbols(&mut self, s: &std::sync::Arc<nmitrace_parser::tracedat::symbols::Symbols>) {

@@ -116,7 +116,7 @@ pub fn fields_json(ev: &Event<'_>) -> String {
 }
 
 impl Sink for EventsWriter {
-    fn event(&mut self, ev: &Event<'_>) {
+    fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
         self.rows += 1;
         self.ts.push(ev.ts_ns);
         self.cpu.push(ev.cpu);
@@ -129,6 +129,7 @@ impl Sink for EventsWriter {
         if self.ts.len() >= EVENTS_BATCH {
             self.flush();
         }
+        nmitrace_parser::CONTINUE
     }
 
     fn notice(&mut self, n: &Notice) {

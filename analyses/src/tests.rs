@@ -5,7 +5,9 @@ fn analyze(kernel: &str, evs: &[OwnedEvent]) -> Report {
     let cfg = Config { kernel: Some(kernel.into()), arch: Some("x86_64".into()), ..Config::default() };
     let mut a = Analyzer::new(cfg);
     for e in evs {
-        e.with(|ev| a.event(ev));
+        e.with(|ev| {
+            let _ = a.event(ev);
+        });
     }
     a.finish("test", &TraceInfo::default(), &ParseStats::default())
 }
@@ -366,10 +368,14 @@ fn lost_events_close_the_window() {
     let cfg = Config { kernel: Some("4.19".into()), arch: Some("x86_64".into()), ..Config::default() };
     let mut a = Analyzer::new(cfg);
     for e in [ev::flush0(100, 1, ("x", 5)), ev::other(1_000, 0, A), ev::switch(10_000, 0, A, B), ev::flush0(11_000, 0, A)] {
-        e.with(|ev| a.event(ev));
+        e.with(|ev| {
+            let _ = a.event(ev);
+        });
     }
     a.notice(&Notice::LostEvents { cpu: 0, count: Some(10), ts_ns: Some(50_000), origin: nmitrace_parser::Origin::None });
-    ev::nmi(60_000, 0, A, PERF, 2_000, 1).with(|ev| a.event(ev));
+    ev::nmi(60_000, 0, A, PERF, 2_000, 1).with(|ev| {
+        let _ = a.event(ev);
+    });
     let r = a.finish("t", &TraceInfo::default(), &ParseStats::default());
     assert_eq!(kinds(&r), vec![("trace_data_loss".into(), "warning".into(), "observed".into())]);
     assert_eq!(r.input.kernel.as_deref(), Some("4.19"));
@@ -413,7 +419,9 @@ fn random_event_soup_does_not_panic() {
             if rnd(2) == 0 {
                 e = e.ctx(rnd(4) == 0, rnd(4) == 0, rnd(2) == 0);
             }
-            e.with(|ev| a.event(ev));
+            e.with(|ev| {
+            let _ = a.event(ev);
+        });
             if rnd(500) == 0 {
                 a.notice(&Notice::LostEvents { cpu, count: Some(3), ts_ns: Some(ts), origin: nmitrace_parser::Origin::None });
             }

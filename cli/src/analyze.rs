@@ -61,25 +61,26 @@ pub struct Args {
 }
 
 pub fn analyze_one(path: &std::path::Path, config: &Config, threads: Option<usize>) -> Result<Report> {
-    analyze_trace(Trace::open(path)?, config, threads, true)
+    analyze_trace(Trace::open(path)?, config, threads, true, None)
 }
 
 /// Run the analyses over an opened trace. `progress`: show a progress line
-/// on a terminal (off where the caller draws its own, as `batch` does).
-pub fn analyze_trace(mut trace: Trace, config: &Config, threads: Option<usize>, progress: bool) -> Result<Report> {
+/// on a terminal (off where the caller draws its own, as `batch` does);
+/// `deadline`: give up then (an error saying so).
+pub fn analyze_trace(mut trace: Trace, config: &Config, threads: Option<usize>, progress: bool, deadline: Option<std::time::Instant>) -> Result<Report> {
+    let t0 = std::time::Instant::now();
     trace.threads = threads;
     trace.probe()?;
     let info = trace.info.clone();
     let name = trace.name.clone();
     let mut analyzer = Analyzer::for_trace(config.clone(), &info);
-    let stats = if progress {
-        let mut p = crate::progress::Progress::new(&mut analyzer, &name);
-        let stats = trace.run(&mut p);
-        p.done();
-        stats
-    } else {
-        trace.run(&mut analyzer)
-    }?;
+    let mut p = crate::progress::Progress::new(&mut analyzer, &name, progress, deadline);
+    let stats = trace.run(&mut p);
+    p.done();
+    if p.timed_out {
+        anyhow::bail!("{name}: gave up after {:.1} s (--timeout); the trace was not analysed to its end", t0.elapsed().as_secs_f64());
+    }
+    let stats = stats?;
     Ok(analyzer.finish(&name, &info, &stats))
 }
 

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use nmitrace_analyses::html_report::{self, Chart};
 use nmitrace_analyses::{plots, tables, Report};
+use crate::atomic::Staged;
 use nmitrace_parser::Trace;
 use std::path::{Path, PathBuf};
 
@@ -35,28 +36,68 @@ fn per_trace(base: &Path, i: usize, n: usize, trace: &str, is_file: bool) -> Pat
     }
 }
 
+/// Write every output into staging areas, then move them all into place
+/// (see [`crate::atomic`]): a failure leaves the previous outputs intact.
 pub fn write(out: &Outputs<'_>, reports: &[Report], threads: Option<usize>) -> Result<()> {
+    let plot = out.plot.map(Staged::dir).transpose()?;
+    let tables = out.tables.map(Staged::dir).transpose()?;
+    // --report FILE: one file per trace, staged together in the file's directory.
+    let report = out.report.map(|f| Staged::dir(&parent_dir(f))).transpose()?;
+    let said = write_staged(out, reports, threads, plot.as_ref(), report.as_ref(), tables.as_ref())?;
+    for s in [plot, report, tables].into_iter().flatten() {
+        s.commit()?;
+    }
+    for line in said {
+        eprintln!("nmitrace: wrote {line}");
+    }
+    Ok(())
+}
+
+fn parent_dir(f: &Path) -> PathBuf {
+    match f.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The same path under the staging area of its target.
+fn staged(s: &Staged, target_root: &Path, p: &Path) -> PathBuf {
+    s.path().join(p.strip_prefix(target_root).unwrap_or(p))
+}
+
+fn write_staged(
+    out: &Outputs<'_>,
+    reports: &[Report],
+    threads: Option<usize>,
+    plot: Option<&Staged>,
+    report: Option<&Staged>,
+    tables: Option<&Staged>,
+) -> Result<Vec<String>> {
     let n = reports.len();
+    let mut said = Vec::new();
     for (i, r) in reports.iter().enumerate() {
         let path = &r.input.path;
         if out.plot.is_some() || out.report.is_some() {
-            let dir = out.plot.map(|d| per_trace(d, i, n, path, false));
+            let target = out.plot.map(|d| per_trace(d, i, n, path, false));
+            let dir = match (&target, plot, out.plot) {
+                (Some(t), Some(s), Some(root)) => Some(staged(s, root, t)),
+                _ => None,
+            };
             let charts = plots::trace_charts(r, dir.as_deref()).map_err(anyhow::Error::msg).with_context(|| format!("charts of {path}"))?;
-            if let Some(d) = &dir {
-                eprintln!("nmitrace: wrote {}/{{timeline,nmi_durations,mm_out_of_sync}}.{{svg,png}}", d.display());
+            if let Some(d) = &target {
+                said.push(format!("{}", d.join("{timeline,nmi_durations,mm_out_of_sync}.{svg,png}").display()));
             }
-            if let Some(f) = out.report {
+            if let (Some(f), Some(s)) = (out.report, report) {
                 let f = per_trace(f, i, n, path, true);
-                if let Some(parent) = f.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
-                }
+                let staged_f = staged(s, &parent_dir(out.report.unwrap()), &f);
                 let charts: Vec<Chart> = charts.into_iter().map(|c| Chart { title: c.title, svg: c.svg }).collect();
-                std::fs::write(&f, html_report::trace_html(r, &charts)).with_context(|| format!("{}", f.display()))?;
-                eprintln!("nmitrace: wrote {}", f.display());
+                std::fs::write(&staged_f, html_report::trace_html(r, &charts)).with_context(|| format!("{}", f.display()))?;
+                said.push(f.display().to_string());
             }
         }
-        if let Some(d) = out.tables {
-            let d = per_trace(d, i, n, path, false);
+        if let (Some(root), Some(s)) = (out.tables, tables) {
+            let target = per_trace(root, i, n, path, false);
+            let d = staged(s, root, &target);
             tables::write_report_tables(r, &d).with_context(|| format!("tables of {path} in {}", d.display()))?;
             // The events table: a second pass over the trace, streamed in row groups.
             let rows = if path == "-" || path == "<stdin>" {
@@ -77,10 +118,10 @@ pub fn write(out: &Outputs<'_>, reports: &[Report], threads: Option<usize>) -> R
                 );
             }
             match rows {
-                Some(_) => eprintln!("nmitrace: wrote {}/{{events,nmi_instances,findings}}.parquet", d.display()),
-                None => eprintln!("nmitrace: wrote {}/{{nmi_instances,findings}}.parquet (standard input cannot be read twice: no events table)", d.display()),
+                Some(_) => said.push(format!("{}", target.join("{events,nmi_instances,findings}.parquet").display())),
+                None => said.push(format!("{} (standard input cannot be read twice: no events table)", target.join("{nmi_instances,findings}.parquet").display())),
             }
         }
     }
-    Ok(())
+    Ok(said)
 }

@@ -91,6 +91,16 @@ pub struct Args {
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Give up on a trace after this many seconds (it gets a failed row; the batch goes on).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout: Option<f64>,
+}
+
+fn parse_timeout(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }
 
 /// What one trace gave.
@@ -147,37 +157,73 @@ impl TraceResult {
     }
 }
 
-/// Walk the inputs: every regular file, sorted, deduplicated.
-pub fn walk(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        let md = std::fs::metadata(p).with_context(|| format!("{}", p.display()))?;
-        if md.is_dir() {
-            walk_dir(p, &mut out)?;
-        } else {
-            out.push(p.clone());
-        }
-    }
-    let mut seen = BTreeSet::new();
-    out.retain(|p| seen.insert(p.clone()));
-    Ok(out)
+/// What the walk found: the files to look at, in order, and what it
+/// passed over with the reason (not a regular file, unreadable, seen already).
+#[derive(Default)]
+pub struct Walk {
+    pub files: Vec<PathBuf>,
+    pub skipped: Vec<(String, String)>,
 }
 
-fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    entries.sort();
-    for e in entries {
-        let name = e.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with('.') {
-            continue;
+/// Walk the inputs: each regular file once (by device and inode, so hard
+/// links, symlinks to files seen and symlink loops count once), sorted per
+/// directory; FIFOs, sockets and devices are listed as skipped, never opened
+/// (a FIFO would block the batch); hidden entries are not walked.
+pub fn walk(paths: &[PathBuf]) -> Result<Walk> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut w = Walk::default();
+    let mut seen_files: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let mut seen_dirs: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let kind = |md: &std::fs::Metadata| -> &'static str {
+        let t = md.file_type();
+        if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_block_device() || t.is_char_device() {
+            "a device"
+        } else {
+            "not a regular file"
         }
-        if e.is_dir() {
-            walk_dir(&e, out)?;
-        } else if e.is_file() {
-            out.push(e);
+    };
+    let mut stack: Vec<PathBuf> = paths.iter().rev().cloned().collect();
+    while let Some(p) = stack.pop() {
+        // Follows symlinks: a link to a trace is analysed (once, by inode).
+        let md = match std::fs::metadata(&p) {
+            Ok(m) => m,
+            Err(e) if paths.contains(&p) => return Err(e).with_context(|| format!("{}", p.display())),
+            Err(e) => {
+                w.skipped.push((p.display().to_string(), format!("unreadable: {e}")));
+                continue;
+            }
+        };
+        let id = (md.dev(), md.ino());
+        if md.is_dir() {
+            if !seen_dirs.insert(id) {
+                w.skipped.push((p.display().to_string(), "directory seen already (a symlink loop or a second link)".into()));
+                continue;
+            }
+            let rd = match std::fs::read_dir(&p) {
+                Ok(rd) => rd,
+                Err(e) => {
+                    w.skipped.push((p.display().to_string(), format!("unreadable directory: {e}")));
+                    continue;
+                }
+            };
+            let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|e| !e.file_name().and_then(|n| n.to_str()).unwrap_or("").starts_with('.')).collect();
+            entries.sort();
+            stack.extend(entries.into_iter().rev());
+        } else if md.is_file() {
+            if seen_files.insert(id) {
+                w.files.push(p);
+            } else {
+                w.skipped.push((p.display().to_string(), "the same file as one listed before (a link)".into()));
+            }
+        } else if seen_files.insert(id) {
+            w.skipped.push((p.display().to_string(), kind(&md).into()));
         }
     }
-    Ok(())
+    Ok(w)
 }
 
 /// Is this file a trace? `Err(reason)` when it is not (skipped, not failed).
@@ -200,11 +246,12 @@ fn open_trace(path: &Path) -> std::result::Result<Result<Trace>, String> {
     Ok(Trace::from_input(display, input).map_err(Into::into))
 }
 
-fn process(trace: Trace, config: &Config, threads: usize) -> TraceResult {
+fn process(trace: Trace, config: &Config, threads: usize, timeout: Option<std::time::Duration>) -> TraceResult {
     let t0 = Instant::now();
     let path = trace.name.clone();
     let format = trace.info.format.map(|f| f.name().to_string()).unwrap_or_default();
-    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::analyze::analyze_trace(trace, config, Some(threads), false)));
+    let deadline = timeout.map(|t| t0 + t);
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::analyze::analyze_trace(trace, config, Some(threads), false, deadline)));
     let secs = t0.elapsed().as_secs_f64();
     let r = match res {
         Ok(Ok(r)) => r,
@@ -511,26 +558,21 @@ macro_rules! say {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let t0 = Instant::now();
-    let files = walk(&args.paths)?;
+    let Walk { files, skipped: mut walk_skipped } = walk(&args.paths)?;
     let baseline = match &args.baseline {
         Some(d) => Some(read_baseline(d)?),
         None => None,
     };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
-    let mut skipped: Vec<(String, String)> = Vec::new();
-    let mut work: Vec<(usize, Result<Trace>)> = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        match open_trace(f) {
-            Ok(t) => work.push((i, t)),
-            Err(why) => skipped.push((f.display().to_string(), why)),
-        }
-    }
+    // Everything is written into a staging area and moved into --out at the
+    // end: a failed or killed batch leaves the previous output as it was.
+    let staged = crate::atomic::Staged::dir(&args.out)?;
+    let timeout = args.timeout.map(std::time::Duration::from_secs_f64);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let jobs = args.jobs.unwrap_or(cores).max(1);
     // Parser threads per trace: the cores left over by the batch's own parallelism.
     let threads = args.threads.unwrap_or(cores / jobs).max(1);
     let config = args.model.config();
-    let pb = ProgressBar::new(work.len() as u64);
+    let pb = ProgressBar::new(files.len() as u64);
     if args.no_progress || !std::io::stderr().is_terminal() {
         pb.set_draw_target(ProgressDrawTarget::hidden());
     } else {
@@ -539,18 +581,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
     }
-    // Largest first, one trace per task: the big traces do not end up last on one worker.
-    work.sort_by_key(|(i, _)| std::cmp::Reverse(std::fs::metadata(&files[*i]).map(|m| m.len()).unwrap_or(0)));
+    // Largest first, one trace per task: the big traces do not end up last on
+    // one worker. Each file is opened by its worker (not all at once).
+    let mut work: Vec<usize> = (0..files.len()).collect();
+    work.sort_by_key(|&i| std::cmp::Reverse(std::fs::metadata(&files[i]).map(|m| m.len()).unwrap_or(0)));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
-    let mut results: Vec<(usize, TraceResult)> = pool.install(|| {
+    let mut done: Vec<(usize, std::result::Result<TraceResult, String>)> = pool.install(|| {
         work.into_par_iter()
             .with_max_len(1)
-            .map(|(i, t)| {
+            .map(|i| {
                 let path = files[i].display().to_string();
                 pb.set_message(path.clone());
-                let r = match t {
-                    Ok(t) => process(t, &config, threads),
-                    Err(e) => TraceResult::failed(path, String::new(), format!("{e:#}"), 0.0),
+                let r = match open_trace(&files[i]) {
+                    Ok(Ok(t)) => Ok(process(t, &config, threads, timeout)),
+                    Ok(Err(e)) => Ok(TraceResult::failed(path, String::new(), format!("{e:#}"), 0.0)),
+                    Err(why) => Err(why),
                 };
                 pb.inc(1);
                 (i, r)
@@ -558,16 +603,30 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .collect()
     });
     pb.finish_and_clear();
-    results.sort_by_key(|(i, _)| *i);
-    let results: Vec<TraceResult> = results.into_iter().map(|(_, r)| r).collect();
+    done.sort_by_key(|(i, _)| *i);
+    let mut results: Vec<TraceResult> = Vec::new();
+    let mut skipped: Vec<(String, String)> = Vec::new();
+    for (i, r) in done {
+        match r {
+            Ok(r) => results.push(r),
+            Err(why) => skipped.push((files[i].display().to_string(), why)),
+        }
+    }
+    let walk_notes = walk_skipped.clone();
+    skipped.append(&mut walk_skipped);
     let elapsed = t0.elapsed().as_secs_f64();
 
-    // Tables.
-    let out = &args.out;
-    tables::write_parquet(&mut traces_df(&results)?, &out.join("traces.parquet"))?;
+    let write = write_outputs(&staged.path(), &results, &skipped, baseline.as_ref(), elapsed, jobs);
+    let comparison = write.with_context(|| format!("{}: cannot write the batch output", args.out.display()))?;
+    summarize(&args, staged, &results, &skipped, &walk_notes, comparison.as_ref(), baseline.as_ref(), elapsed, jobs)
+}
+
+/// Tables, charts and the page, into the staging directory `out`.
+fn write_outputs(out: &Path, results: &[TraceResult], skipped: &[(String, String)], baseline: Option<&Baseline>, elapsed: f64, jobs: usize) -> Result<Option<Comparison>> {
+    tables::write_parquet(&mut traces_df(results)?, &out.join("traces.parquet"))?;
     let all_findings = results.iter().flat_map(|r| r.findings.iter().map(move |f| (r.path.as_str(), f)));
     tables::write_parquet(&mut tables::findings_df(all_findings)?, &out.join("findings.parquet"))?;
-    let fleet_durations = merge_durations(&results);
+    let fleet_durations = merge_durations(results);
     tables::write_parquet(&mut durations_df(&fleet_durations)?, &out.join("nmi_durations.parquet"))?;
 
     // Charts.
@@ -579,13 +638,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         title: format!("Finding kinds across the fleet (traces with at least one, any severity; {ok} traces)"),
         n_traces: ok,
         baseline_n: None,
-        rates: kind_rates(&results),
+        rates: kind_rates(results),
     };
     charts.push(plots::render(&rates, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
     let lat = plots::durations::DurationsPlot::from_hists("fleet_nmi_latency", "NMI handler latency across the fleet", &fleet_durations);
     charts.push(plots::render(&lat, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
-    let comparison = baseline.as_ref().map(|b| compare(&results, &fleet_durations, b));
-    if let (Some(c), Some(b)) = (&comparison, &baseline) {
+    let comparison = baseline.map(|b| compare(results, &fleet_durations, b));
+    if let (Some(c), Some(b)) = (&comparison, baseline) {
         let reg = fleet::FindingRatesPlot {
             name: "regression_finding_rates".into(),
             title: "Finding rates (warning or error) against the baseline".into(),
@@ -599,33 +658,56 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 
     // HTML.
-    let html = batch_html(&results, &skipped, &charts, comparison.as_ref(), baseline.as_ref(), elapsed, jobs);
+    let html = batch_html(results, skipped, &charts, comparison.as_ref(), baseline, elapsed, jobs);
     std::fs::write(out.join("report.html"), html)?;
+    Ok(comparison)
+}
 
+/// Move the outputs into place and say what was done; the exit status.
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    args: &Args,
+    staged: crate::atomic::Staged,
+    results: &[TraceResult],
+    skipped: &[(String, String)],
+    walk_notes: &[(String, String)],
+    comparison: Option<&Comparison>,
+    baseline: Option<&Baseline>,
+    elapsed: f64,
+    jobs: usize,
+) -> Result<ExitCode> {
+    let ok = results.iter().filter(|r| r.status == "ok").count() as u64;
+    staged.commit()?;
     // Summary on stdout.
     let failed: Vec<&TraceResult> = results.iter().filter(|r| r.status != "ok").collect();
     let events: u64 = results.iter().map(|r| r.events).sum();
     say!(
-        "{} traces: {} analysed, {} failed; {} other files skipped; {} events in {:.1} s ({} jobs)",
+        "{} trace{}: {} analysed, {} failed; {} other file{} skipped; {} events in {:.1} s ({} job{})",
         results.len(),
+        if results.len() == 1 { "" } else { "s" },
         ok,
         failed.len(),
         skipped.len(),
+        if skipped.len() == 1 { "" } else { "s" },
         events,
         elapsed,
-        jobs
+        jobs,
+        if jobs == 1 { "" } else { "s" }
     );
     for f in &failed {
         say!("  failed: {}: {}", f.path, f.error.as_deref().unwrap_or(""));
     }
-    let rates = kind_rates(&results);
+    for (p, why) in walk_notes {
+        say!("  skipped: {p}: {why}");
+    }
+    let rates = kind_rates(results);
     if !rates.is_empty() {
         let s: Vec<String> = rates.iter().map(|r| format!("{} in {} traces", r.kind, r.traces)).collect();
         say!("findings: {}", s.join(", "));
     }
-    say!("wrote {}/{{traces,findings,nmi_durations}}.parquet, report.html, plots/", out.display());
+    say!("wrote {}", args.out.join("{traces,findings,nmi_durations}.parquet, report.html, plots/").display());
     let mut code = ExitCode::SUCCESS;
-    if let (Some(c), Some(b)) = (&comparison, &baseline) {
+    if let (Some(c), Some(b)) = (comparison, baseline) {
         if c.regressions.is_empty() {
             say!("no regression against {}", b.dir.display());
         } else {

@@ -52,14 +52,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
         compression: if args.file_version == 6 || args.compression == Comp::None { Compression::None } else { Compression::Zstd },
         ..Default::default()
     };
-    let out = std::fs::File::create(&args.output).with_context(|| format!("{}: cannot create", args.output.display()))?;
-    let stats = match convert(&args.input, std::io::BufWriter::new(out), opts) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_file(&args.output);
-            return Err(e.into());
+    // Written under a staging name and moved into place when complete: a
+    // failure leaves any previous file as it was.
+    let staged = crate::atomic::Staged::file(&args.output)?;
+    let out = std::fs::File::create(staged.path()).with_context(|| format!("{}: cannot create", args.output.display()))?;
+    let stats = convert(&args.input, std::io::BufWriter::new(out), opts).map_err(|e| {
+        // A failure to write names the output; one to read names the input already.
+        let write = e.path == "trace.dat writer";
+        let e = anyhow::Error::from(e);
+        if write {
+            e.context(format!("{}: cannot write", args.output.display()))
+        } else {
+            e
         }
-    };
+    })?;
+    staged.commit()?;
     eprintln!("nmitrace: wrote {} events to {} ({} bytes)", stats.events, args.output.display(), stats.bytes);
     let skipped: u64 = stats.skipped.values().sum();
     if skipped > 0 {

@@ -1,6 +1,6 @@
 //! `nmitrace events`: the decoded event stream as JSON lines or CSV.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::ValueEnum;
 use nmitrace_parser::json::{json_fields, json_str};
 use nmitrace_parser::{Event, Notice, Sink, Trace};
@@ -99,18 +99,19 @@ impl<W: Write> Printer<W> {
 }
 
 impl<W: Write> Sink for Printer<W> {
-    fn event(&mut self, ev: &Event<'_>) {
+    fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
         if self.format == EventsFormat::Count {
             self.count += 1;
-            return;
-        }
-        if self.err.is_some() {
-            return;
+            return nmitrace_parser::CONTINUE;
         }
         self.format_event(ev);
         if let Err(e) = self.out.write_all(self.line.as_bytes()) {
+            // A closed pipe (`| head`) or a full disk: nothing more can be
+            // written, so stop decoding.
             self.err = Some(e);
+            return nmitrace_parser::STOP;
         }
+        nmitrace_parser::CONTINUE
     }
 
     fn notice(&mut self, n: &Notice) {
@@ -134,12 +135,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         };
         let mut trace = Trace::open(&args.trace)?;
         trace.threads = args.threads;
-        let mut w = nmitrace_analyses::tables::EventsWriter::create(out)?;
+        let staged = crate::atomic::Staged::file(out)?;
+        let cannot = || format!("{}: cannot write", out.display());
+        let mut w = nmitrace_analyses::tables::EventsWriter::create(&staged.path()).with_context(cannot)?;
         trace.run(&mut w)?;
         for n in &w.notices {
             eprintln!("nmitrace: warning: {n}");
         }
-        let rows = w.finish()?;
+        let rows = w.finish().with_context(cannot)?;
+        staged.commit()?;
         eprintln!("nmitrace: wrote {rows} events to {}", out.display());
         return Ok(ExitCode::SUCCESS);
     }

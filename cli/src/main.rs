@@ -4,6 +4,7 @@
 
 mod analyze;
 mod analyze_outputs;
+mod atomic;
 mod batch;
 mod convert;
 mod events;
@@ -56,7 +57,26 @@ enum Cmd {
     Batch(batch::Args),
 }
 
+/// Exit status of an internal error: a bug in nmitrace (EX_SOFTWARE).
+pub const EXIT_INTERNAL: u8 = 70;
+
+/// Where and why the last panic happened (the hook keeps it quiet: the
+/// command reports it once, as an internal error).
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        if let Ok(mut g) = LAST_PANIC.lock() {
+            *g = Some(format!("{msg}{at}"));
+        }
+    }));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -65,17 +85,23 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let res = match cli.cmd {
+    let res = std::panic::catch_unwind(|| match cli.cmd {
         Cmd::Analyze(a) => analyze::run(a),
         Cmd::Events(a) => events::run(a),
         Cmd::Convert(a) => convert::run(a),
         Cmd::Batch(a) => batch::run(a),
-    };
+    });
     match res {
-        Ok(code) => code,
-        Err(e) => {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
             eprintln!("nmitrace: error: {e:#}");
-            ExitCode::from(2)
+            let internal = e.chain().any(|c| c.downcast_ref::<nmitrace_parser::Error>().is_some_and(|p| p.internal));
+            ExitCode::from(if internal { EXIT_INTERNAL } else { 2 })
+        }
+        Err(_) => {
+            let why = LAST_PANIC.lock().ok().and_then(|g| g.clone()).unwrap_or_default();
+            eprintln!("nmitrace: internal error: {why}; this is a bug in nmitrace: please report it with the input");
+            ExitCode::from(EXIT_INTERNAL)
         }
     }
 }

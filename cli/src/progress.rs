@@ -1,6 +1,7 @@
 //! Progress on long runs: a line on standard error, refreshed twice a
 //! second, only when standard error is a terminal and the run has lasted
-//! more than a second. Wraps the real sink; costs one counter per event.
+//! more than a second; and a deadline (`batch --timeout`) that stops the
+//! reading. Wraps the real sink; costs one counter per event.
 
 use nmitrace_parser::{Event, Notice, Sink};
 use std::io::{IsTerminal, Write};
@@ -14,19 +15,25 @@ pub struct Progress<'s> {
     last: Instant,
     events: u64,
     shown: bool,
+    deadline: Option<Instant>,
+    /// The deadline passed and the reading was stopped.
+    pub timed_out: bool,
 }
 
 impl<'s> Progress<'s> {
-    pub fn new(inner: &'s mut dyn Sink, label: &str) -> Progress<'s> {
+    /// `show`: draw the progress line (on a terminal); `deadline`: stop reading then.
+    pub fn new(inner: &'s mut dyn Sink, label: &str, show: bool, deadline: Option<Instant>) -> Progress<'s> {
         let now = Instant::now();
         Progress {
             inner,
             label: label.to_string(),
-            enabled: std::io::stderr().is_terminal(),
+            enabled: show && std::io::stderr().is_terminal(),
             start: now,
             last: now,
             events: 0,
             shown: false,
+            deadline,
+            timed_out: false,
         }
     }
 
@@ -59,12 +66,18 @@ impl<'s> Progress<'s> {
 
 impl Sink for Progress<'_> {
     #[inline]
-    fn event(&mut self, ev: &Event<'_>) {
+    fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
         self.events += 1;
-        if self.enabled && self.events & 0xffff == 0 {
-            self.tick();
+        if self.events & 0xfff == 0 {
+            if self.enabled && self.events & 0xffff == 0 {
+                self.tick();
+            }
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                self.timed_out = true;
+                return nmitrace_parser::STOP;
+            }
         }
-        self.inner.event(ev);
+        self.inner.event(ev)
     }
 
     fn notice(&mut self, n: &Notice) {

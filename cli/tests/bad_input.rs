@@ -242,3 +242,154 @@ fn mutated_lines_never_panic() {
         assert!(matches!(o.status.code(), Some(0) | Some(1)), "{}", stderr(&o));
     }
 }
+
+/// An exit status a user may get: 0, 1 or 2 (never a panic, 101, or a signal).
+fn assert_clean_exit(o: &Output, what: &str) {
+    assert_no_panic(o);
+    let e = stderr(o);
+    assert!(!e.contains("internal error"), "{what}: {e}");
+    assert!(matches!(o.status.code(), Some(0..=2)), "{what}: status {:?} (a signal if None): {e}", o.status.code());
+}
+
+/// Inputs that once panicked, whole-process: a blank comm before the PID
+/// (the line grammar sliced past its end, during detection) and a v6
+/// trace.dat whose `header_page` puts `data` at offset 8, right after the
+/// 8-byte commit field, cut 12 bytes into CPU 1's page (the page decoder
+/// read past the page, in a decoder thread).
+#[test]
+fn inputs_that_once_panicked_exit_cleanly() {
+    let d = tempfile::tempdir().unwrap();
+    let blank = write_tmp(&d, "blank-comm.txt", b" 5 [000] 5.000000: x: y\n");
+    let o = nmitrace(&["analyze", &blank]);
+    assert_clean_exit(&o, "blank comm");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("blank-comm.txt: line 1") && stderr(&o).contains("no task name before the PID"), "{}", stderr(&o));
+    let dat = repo().join("fuzz/regressions/tracedat/v6-data-offset-8-page-cut-at-12.dat");
+    for cmd in ["analyze", "events"] {
+        let o = nmitrace(&[cmd, dat.to_str().unwrap()]);
+        assert_clean_exit(&o, cmd);
+    }
+    let o = nmitrace(&["analyze", "--format", "json", dat.to_str().unwrap()]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let w = doc["parse"]["warning_examples"].to_string();
+    assert!(w.contains("shorter than its 16-byte header"), "the cut page is a warning naming the offset: {w}");
+}
+
+/// Line mutations of real traces in each text format, through the whole
+/// binary (the in-process test does 1,000 per format): clean exits only.
+#[test]
+fn mutated_real_traces_exit_cleanly_in_every_format() {
+    let d = tempfile::tempdir().unwrap();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for (k, f) in ["shell-python.trace.txt.gz", "shell-python.report.txt.gz", "shell-python.perf-script.txt.gz", "nmi-switch-window-before-flush.trace.txt.gz"].iter().enumerate() {
+        let base = read_decompressed(&repo().join("sample-traces/real").join(f));
+        let mut lines: Vec<Vec<u8>> = base.split(|&c| c == b'\n').take(600).map(|l| l.to_vec()).collect();
+        for _ in 0..400 {
+            let i = (next() % lines.len() as u64) as usize;
+            let l = &mut lines[i];
+            let p = (next() % (l.len() as u64 + 1)) as usize;
+            match next() % 4 {
+                0 => l.truncate(p),
+                1 => {
+                    let e = (p + 1 + (next() % 5) as usize).min(l.len());
+                    l.drain(p..e);
+                }
+                _ => l.insert(p, b"-[]:.=Z( "[(next() % 9) as usize]),
+            }
+        }
+        let p = write_tmp(&d, &format!("m{k}.txt"), &lines.join(&b'\n'));
+        for cmd in [vec!["analyze", "--format", "json", &p], vec!["events", &p], vec!["convert", &p, "-o"]] {
+            let mut cmd = cmd;
+            let out = d.path().join(format!("m{k}.dat"));
+            if cmd[0] == "convert" {
+                cmd.push(out.to_str().unwrap());
+            }
+            let o = nmitrace(&cmd);
+            assert_clean_exit(&o, &format!("{cmd:?} on {f}"));
+        }
+    }
+}
+
+/// A batch walk a fleet can trust: a symlink back to an ancestor, a second
+/// hard link and a FIFO (in the tree and given as a path) — each file once,
+/// the FIFO skipped and listed, never opened (it would block).
+#[test]
+fn batch_walks_each_file_once_and_never_opens_a_fifo() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    std::fs::create_dir_all(tree.join("a/b")).unwrap();
+    let trace = tree.join("a/t.txt.gz");
+    std::fs::copy(repo().join("sample-traces/real/shell-python.trace.txt.gz"), &trace).unwrap();
+    std::os::unix::fs::symlink(&tree, tree.join("a/b/loop")).unwrap();
+    std::fs::hard_link(&trace, tree.join("a/b/again.txt.gz")).unwrap();
+    let fifo = tree.join("fifo");
+    let st = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success());
+    let out = d.path().join("out");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nmitrace"))
+        .args(["batch", tree.to_str().unwrap(), fifo.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-progress"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("batch blocked");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_clean_exit(&o, "batch");
+    let so = String::from_utf8_lossy(&o.stdout);
+    assert!(so.starts_with("1 trace: 1 analysed"), "{so}");
+    assert!(so.contains("fifo: a FIFO"), "{so}");
+    assert!(so.contains("loop: directory seen already"), "{so}");
+    assert!(so.contains("the same file as one listed before"), "{so}");
+    assert_eq!(so.matches("a FIFO").count(), 1, "the FIFO listed once: {so}");
+}
+
+/// `--timeout`: a trace that takes longer gets a failed row saying so; the
+/// batch goes on and exits 0.
+#[test]
+fn batch_timeout_fails_the_slow_trace_only() {
+    let d = tempfile::tempdir().unwrap();
+    let big = write_tmp(&d, "big.txt", many_lines().repeat(40).as_bytes());
+    let small = repo().join("sample-traces/real/shell-python.trace.txt.gz");
+    let out = d.path().join("out");
+    let o = nmitrace(&["batch", &big, small.to_str().unwrap(), "--out", out.to_str().unwrap(), "--timeout", "0.000001", "--jobs", "1"]);
+    assert_clean_exit(&o, "batch --timeout");
+    assert_eq!(o.status.code(), Some(0));
+    let so = String::from_utf8_lossy(&o.stdout);
+    assert!(so.contains("failed: ") && so.contains("gave up after") && so.contains("--timeout"), "{so}");
+    let o = nmitrace(&["batch", &big, "--out", out.to_str().unwrap(), "--timeout", "-3"]);
+    assert_eq!(o.status.code(), Some(2), "a negative timeout is bad usage");
+}
+
+/// `events BIG | head -1` returns at once: the closed pipe stops the reader
+/// (quietly, exit 0), it does not decode the rest.
+#[test]
+fn a_closed_pipe_stops_the_reading_quietly() {
+    let d = tempfile::tempdir().unwrap();
+    let big = write_tmp(&d, "big.txt", many_lines().repeat(200).as_bytes());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nmitrace"))
+        .args(["events", &big])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    let mut so = child.stdout.take().unwrap();
+    std::io::Read::read_exact(&mut so, &mut first).unwrap();
+    drop(so);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "quiet: {}", stderr(&o));
+}

@@ -10,8 +10,9 @@ use std::path::Path;
 
 struct Count(u64);
 impl Sink for Count {
-    fn event(&mut self, e: &Event<'_>) {
+    fn event(&mut self, e: &Event<'_>) -> nmitrace_parser::Flow {
         self.0 += e.ts_ns & 1;
+        nmitrace_parser::CONTINUE
     }
     fn notice(&mut self, _n: &Notice) {}
 }

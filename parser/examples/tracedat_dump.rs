@@ -15,10 +15,10 @@ struct Print<W: Write> {
 }
 
 impl<W: Write> Sink for Print<W> {
-    fn event(&mut self, ev: &Event<'_>) {
+    fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
         self.n += 1;
         if self.count_only {
-            return;
+            return nmitrace_parser::CONTINUE;
         }
         let _ = write!(self.out, "{} {} {} {}", ev.ts_ns, ev.cpu, ev.pid, ev.name);
         for f in ev.fields.iter() {
@@ -28,6 +28,7 @@ impl<W: Write> Sink for Print<W> {
             };
         }
         let _ = writeln!(self.out);
+        nmitrace_parser::CONTINUE
     }
     fn notice(&mut self, n: &Notice) {
         self.notices += 1;

@@ -14,15 +14,25 @@ pub struct Error {
     pub origin: Origin,
     pub message: String,
     pub io: Option<std::io::Error>,
+    /// A bug in nmitrace (a caught panic), not a problem of the input.
+    pub internal: bool,
 }
 
 impl Error {
     pub fn new(path: &str, origin: Origin, message: impl Into<String>) -> Error {
-        Error { path: path.to_string(), origin, message: message.into(), io: None }
+        Error { path: path.to_string(), origin, message: message.into(), io: None, internal: false }
     }
 
     pub fn io(path: &str, err: std::io::Error) -> Error {
-        Error { path: path.to_string(), origin: Origin::None, message: err.to_string(), io: Some(err) }
+        Error { path: path.to_string(), origin: Origin::None, message: err.to_string(), io: Some(err), internal: false }
+    }
+
+    /// A panic caught while reading `path` at `origin`: a bug to report.
+    pub fn internal(path: &str, origin: Origin, what: &str, panic: &str) -> Error {
+        Error {
+            internal: true,
+            ..Error::new(path, origin, format!("internal error while {what} ({panic}); this is a bug in nmitrace: please report it with the input"))
+        }
     }
 
     /// An error at a byte offset of a binary file.
@@ -40,8 +50,6 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.io.as_ref().map(|e| e as _)
-    }
-}
+/// The I/O error's text is the message already: no `source()`, so that a
+/// chain printer (`{:#}`) says it once.
+impl std::error::Error for Error {}

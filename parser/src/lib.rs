@@ -11,7 +11,7 @@
 //! use nmitrace_parser::{Trace, Sink, Event, Notice};
 //! struct Count(u64);
 //! impl Sink for Count {
-//!     fn event(&mut self, _ev: &Event<'_>) { self.0 += 1 }
+//!     fn event(&mut self, _ev: &Event<'_>) -> nmitrace_parser::Flow { self.0 += 1; nmitrace_parser::CONTINUE }
 //!     fn notice(&mut self, _n: &Notice) {}
 //! }
 //! let trace = Trace::open("trace.dat").unwrap();
@@ -57,9 +57,21 @@ pub enum Notice {
     Warning { origin: Origin, message: String },
 }
 
-/// Receives a trace's events in order.
+/// What a [`Sink`] says after each event: go on reading, or stop.
+pub type Flow = std::ops::ControlFlow<()>;
+
+/// Go on reading.
+pub const CONTINUE: Flow = std::ops::ControlFlow::Continue(());
+
+/// Stop reading: the consumer has what it needs, or cannot take more (a
+/// closed pipe). The reader returns at once, `Ok`, with [`ParseStats::stopped`].
+pub const STOP: Flow = std::ops::ControlFlow::Break(());
+
+/// Receives a trace's events in order (ripgrep's `Sink` is the model: each
+/// call may stop the search).
 pub trait Sink {
-    fn event(&mut self, ev: &Event<'_>);
+    /// One event. Return [`STOP`] to end the reading here.
+    fn event(&mut self, ev: &Event<'_>) -> Flow;
     fn notice(&mut self, n: &Notice);
     /// The trace's kernel symbols, offered (trace.dat with kallsyms) before
     /// the first event that prints an address as a function
@@ -100,6 +112,8 @@ pub struct ParseStats {
     /// Comment and metadata lines (`#…`, `cpus=`, markers).
     pub metadata_lines: u64,
     pub warnings: u64,
+    /// The sink stopped the reading before the end of the input.
+    pub stopped: bool,
 }
 
 /// An opened trace, format detected, ready to stream.

@@ -25,7 +25,7 @@ struct Collect {
 }
 
 impl Sink for Collect {
-    fn event(&mut self, e: &Event<'_>) {
+    fn event(&mut self, e: &Event<'_>) -> nmitrace_parser::Flow {
         self.evs.push(Ev {
             ts: e.ts_ns,
             cpu: e.cpu,
@@ -40,6 +40,7 @@ impl Sink for Collect {
             instance: e.instance.map(String::from),
             line: e.origin,
         });
+        nmitrace_parser::CONTINUE
     }
     fn notice(&mut self, n: &Notice) {
         self.notices.push(n.clone());

@@ -38,7 +38,7 @@ struct Count {
     names: Vec<(u64, u32, String, u8, Vec<String>)>,
 }
 impl Sink for Count {
-    fn event(&mut self, ev: &Event<'_>) {
+    fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
         self.events += 1;
         if ev.ctx.nmi {
             self.nmi += 1;
@@ -46,6 +46,7 @@ impl Sink for Count {
         if self.names.len() < 100_000 {
             self.names.push((ev.ts_ns, ev.cpu, ev.name.to_string(), ev.ctx.to_common_flags(), ev.fields.iter().map(|f| format!("{}={}", f.name, f.value)).collect()));
         }
+        nmitrace_parser::CONTINUE
     }
     fn notice(&mut self, n: &Notice) {
         match n {
@@ -86,7 +87,7 @@ fn synth_n(opts: WriterOptions, n: u64) -> Vec<u8> {
                     Field { name: "next_pid", value: Value::Int(0) },
                     Field { name: "next_prio", value: Value::Int(120) },
                 ];
-                w.event(&ev(ts, cpu, 100 + i as i32, "sched_switch", task, &f));
+                let _ = w.event(&ev(ts, cpu, 100 + i as i32, "sched_switch", task, &f));
             }
             1 => {
                 let f = [
@@ -94,7 +95,7 @@ fn synth_n(opts: WriterOptions, n: u64) -> Vec<u8> {
                     Field { name: "delta_ns", value: Value::Int(1234) },
                     Field { name: "handled", value: Value::Int(1) },
                 ];
-                w.event(&ev(ts, cpu, 7, "nmi_handler", nmi, &f));
+                let _ = w.event(&ev(ts, cpu, 7, "nmi_handler", nmi, &f));
             }
             _ => {
                 let f = [
@@ -102,7 +103,7 @@ fn synth_n(opts: WriterOptions, n: u64) -> Vec<u8> {
                     Field { name: "ip", value: Value::Uint(0xffffffff81234567) },
                     Field { name: "error_code", value: Value::Uint(2) },
                 ];
-                w.event(&ev(ts, cpu, 7, "page_fault_kernel", task, &f));
+                let _ = w.event(&ev(ts, cpu, 7, "page_fault_kernel", task, &f));
             }
         }
         if i == 1500 {
@@ -110,7 +111,7 @@ fn synth_n(opts: WriterOptions, n: u64) -> Vec<u8> {
         }
     }
     // an event nmitrace has no format for is counted as skipped
-    w.event(&ev(ts + 1, 0, 1, "no_such_event", Context::UNKNOWN, &[]));
+    let _ = w.event(&ev(ts + 1, 0, 1, "no_such_event", Context::UNKNOWN, &[]));
     let st = w.finish().unwrap();
     assert_eq!(st.events, n);
     assert_eq!(st.skipped.values().sum::<u64>(), 1);
@@ -216,14 +217,15 @@ fn flipped_bytes_and_hostile_sizes_never_panic() {
 #[test]
 #[ignore]
 fn write_fuzz_seeds() {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/tracedat");
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/tracedat");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("v7-zstd.dat"), synth_n(WriterOptions::default(), 60)).unwrap();
     std::fs::write(dir.join("v7-none.dat"), synth_n(WriterOptions { compression: Compression::None, ..Default::default() }, 60)).unwrap();
     std::fs::write(dir.join("v6.dat"), synth_n(WriterOptions { version: 6, ..Default::default() }, 60)).unwrap();
 }
 
-/// Inputs the fuzzer once crashed on (fuzz/fuzz_targets/tracedat.rs).
+/// Inputs the fuzzer once crashed on (fuzz/fuzz_targets/tracedat.rs; the
+/// whole-pipeline replay of every fuzz regression is analyses/tests/fuzz_replay.rs).
 #[test]
 fn fuzz_regressions() {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tracedat_fuzz");
@@ -249,14 +251,15 @@ fn instances_round_trip() {
             if i % 3 == 0 {
                 e.instance = Some("nmi-inst");
             }
-            w.event(&e);
+            let _ = w.event(&e);
         }
         w.finish().unwrap();
         let mut got = Vec::new();
         struct S<'x>(&'x mut Vec<(u64, Option<String>)>);
         impl Sink for S<'_> {
-            fn event(&mut self, ev: &Event<'_>) {
+            fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
                 self.0.push((ev.ts_ns, ev.instance.map(str::to_string)));
+                nmitrace_parser::CONTINUE
             }
             fn notice(&mut self, _: &Notice) {}
         }

@@ -356,12 +356,15 @@ impl Splitter<'_> {
         let end = 10 + rest.find(' ').unwrap_or(rest.len());
         self.push("addr", 10, end);
         let mut pos = end;
+        let base = p.as_ptr() as usize;
+        // Where a piece the splitter returned lies in `p` (None for a piece
+        // that is not a slice of it, e.g. an empty value).
+        let at = |s: &str| (s.as_ptr() as usize).checked_sub(base).filter(|&o| o + s.len() <= p.len());
         for (name, value) in KvIter::new(&p[end..]) {
-            let ns = end + (name.as_ptr() as usize - p[end..].as_ptr() as usize);
-            let vs = end + (value.as_ptr() as usize - p[end..].as_ptr() as usize);
             if name == "msg" {
                 continue;
             }
+            let (Some(ns), Some(vs)) = (at(name), at(value)) else { continue };
             if self.out.len < self.out.spans.len() {
                 self.out.spans[self.out.len] = FieldSpan { name: Name::Span(Span::new(ns, ns + name.len())), value: Span::new(vs, vs + value.len()) };
                 self.out.len += 1;

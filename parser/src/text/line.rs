@@ -315,6 +315,11 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
     while ce > cs && (b[ce - 1] == b' ' || b[ce - 1] == b'\t') {
         ce -= 1;
     }
+    if cs >= ce {
+        // ` 5 [000] …`: only blanks before the PID (the kernel always prints
+        // a comm, `<...>` when it does not know it).
+        return Err("no task name before the PID");
+    }
     if pid > i32::MAX as i64 {
         pid = -1;
     }

@@ -43,7 +43,14 @@ struct Chunk {
     lossy: bool,
     /// A read error after this chunk: reported once its events are delivered.
     read_error: Option<String>,
+    /// Parsing the chunk panicked (a bug): the message.
+    panic: Option<String>,
     last: bool,
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panic".into())
 }
 
 #[derive(Debug)]
@@ -170,13 +177,19 @@ pub fn run(name: &str, format: Format, input: Input, sink: &mut dyn Sink, thread
     let mut stats = ParseStats::default();
     let perf = format == Format::PerfScript;
 
+    let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<()> {
+        let free_tx = free_tx;
         let pool = pool.as_ref();
+        let stop = &stop;
         scope.spawn(move || {
             let mut carry = head;
             let mut eof = false;
             let mut seq = 0;
             while let Ok(mut c) = free_rx.recv() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 c.seq = seq;
                 seq += 1;
                 c.read_error = None;
@@ -197,8 +210,14 @@ pub fn run(name: &str, format: Format, input: Input, sink: &mut dyn Sink, thread
                 let last = c.last;
                 let tx = done_tx.clone();
                 let job = move || {
+                    c.panic = None;
                     if !c.text.is_empty() {
-                        parse_chunk(&mut c);
+                        // A bug in the line grammar must not abort the process
+                        // (a panic in a rayon job does): it becomes an error.
+                        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_chunk(&mut c))) {
+                            c.panic = Some(panic_message(&p));
+                            c.items.clear();
+                        }
                     } else {
                         c.items.clear();
                         c.lines = 0;
@@ -230,7 +249,16 @@ pub fn run(name: &str, format: Format, input: Input, sink: &mut dyn Sink, thread
                 }
             };
             next += 1;
-            deliver(&c, line_base, perf, sink, &mut stats);
+            if let Some(msg) = &c.panic {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(Error::internal(name, Origin::Line(line_base + 1), "parsing the lines from here", msg));
+            }
+            if deliver(&c, line_base, perf, sink, &mut stats).is_break() {
+                // The reader thread sees the flag (or the free list closing) and ends.
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                stats.stopped = true;
+                return Ok(());
+            }
             line_base += c.lines;
             stats.bytes += c.text.len() as u64;
             if let Some(msg) = &c.read_error {
@@ -251,7 +279,7 @@ pub fn run(name: &str, format: Format, input: Input, sink: &mut dyn Sink, thread
     Ok(stats)
 }
 
-fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &mut ParseStats) {
+fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &mut ParseStats) -> crate::Flow {
     let text = c.text.as_str();
     let extra = c.extra.as_str();
     stats.lines += c.lines;
@@ -292,7 +320,9 @@ fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &m
                     raw: Some(r.line.get(text, extra)),
                 };
                 stats.events += 1;
-                sink.event(&ev);
+                if sink.event(&ev).is_break() {
+                    return crate::STOP;
+                }
             }
             Item::Lost { cpu, count, line_no } => sink.notice(&Notice::LostEvents {
                 cpu: *cpu,
@@ -321,6 +351,7 @@ fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &m
             Item::Meta => stats.metadata_lines += 1,
         }
     }
+    crate::CONTINUE
 }
 
 fn truncate(s: &str, max: usize) -> String {

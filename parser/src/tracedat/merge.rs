@@ -196,16 +196,48 @@ impl<'a> CpuStream<'a> {
 /// worker thread's channel.
 pub enum Lane<'a> {
     Local(CpuStream<'a>),
-    Remote(mpsc::Receiver<Batch<'a>>),
+    Remote(mpsc::Receiver<Result<Batch<'a>, (u64, String)>>),
 }
 
 impl<'a> Lane<'a> {
-    fn next(&mut self) -> Option<Batch<'a>> {
+    fn next(&mut self) -> Option<Result<Batch<'a>, (u64, String)>> {
         match self {
-            Lane::Local(s) => s.next_decoded(),
+            Lane::Local(s) => s.next_decoded_caught(),
             Lane::Remote(rx) => rx.recv().ok(),
         }
     }
+}
+
+impl<'a> CpuStream<'a> {
+    /// [`CpuStream::next_decoded`], with a panic (a decoder bug) turned into
+    /// an error at the stream's position; the stream ends there.
+    fn next_decoded_caught(&mut self) -> Option<Result<Batch<'a>, (u64, String)>> {
+        let at = self.position();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.next_decoded())) {
+            Ok(b) => b.map(Ok),
+            Err(p) => {
+                self.src = Src::Done;
+                Some(Err((at, crate::text::panic_message(&p))))
+            }
+        }
+    }
+
+    /// The file offset the stream will read next.
+    fn position(&self) -> u64 {
+        match &self.src {
+            Src::Plain { file_off, pos, .. } | Src::Chunked { file_off, pos, .. } => *file_off + *pos as u64,
+            Src::Done => 0,
+        }
+    }
+}
+
+/// How a merge ended.
+#[derive(Default)]
+pub struct MergeEnd {
+    /// The consumer said stop.
+    pub stopped: bool,
+    /// A decoder panicked (a bug): where and why.
+    pub panic: Option<(u64, String)>,
 }
 
 /// Merge state for one lane.
@@ -228,18 +260,19 @@ pub struct Item<'b> {
 /// Run the merge: decode `streams` (in parallel when `parallel`), and call
 /// `f` for every record in timestamp order (ties: lower stream index first,
 /// as trace-cmd does) and `w` for every warning.
-pub fn merge<'a, F: FnMut(Item<'_>), G: FnMut(u64, String)>(streams: Vec<CpuStream<'a>>, parallel: bool, f: &mut F, w: &mut G) {
+pub fn merge<'a, F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(streams: Vec<CpuStream<'a>>, parallel: bool, f: &mut F, w: &mut G) -> MergeEnd {
     if parallel && streams.len() > 1 && streams.len() <= MAX_THREADS {
         let depth = (MAX_THREADS / streams.len()).clamp(1, CHANNEL_DEPTH);
         std::thread::scope(|scope| {
             let mut heads = Vec::with_capacity(streams.len());
             for mut s in streams {
-                let (tx, rx) = mpsc::sync_channel::<Batch<'a>>(depth);
+                let (tx, rx) = mpsc::sync_channel::<Result<Batch<'a>, (u64, String)>>(depth);
                 let (cpu, buffer) = (s.cpu, s.buffer);
                 std::thread::Builder::new()
                     .name(format!("tracedat-cpu{cpu}"))
                     .spawn_scoped(scope, move || {
-                        while let Some(b) = s.next_decoded() {
+                        // A closed channel (the merger stopped or failed) ends the worker.
+                        while let Some(b) = s.next_decoded_caught() {
                             if tx.send(b).is_err() {
                                 break;
                             }
@@ -248,17 +281,18 @@ pub fn merge<'a, F: FnMut(Item<'_>), G: FnMut(u64, String)>(streams: Vec<CpuStre
                     .expect("spawn decoder thread");
                 heads.push(Head { lane: Lane::Remote(rx), cpu, buffer, batch: None, idx: 0 });
             }
-            run_merge(heads, f, w);
-        });
+            run_merge(heads, f, w)
+        })
     } else {
         let heads = streams.into_iter().map(|s| Head { cpu: s.cpu, buffer: s.buffer, lane: Lane::Local(s), batch: None, idx: 0 }).collect();
-        run_merge(heads, f, w);
+        run_merge(heads, f, w)
     }
 }
 
-fn run_merge<F: FnMut(Item<'_>), G: FnMut(u64, String)>(mut heads: Vec<Head<'_>>, f: &mut F, w: &mut G) {
+fn run_merge<F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(mut heads: Vec<Head<'_>>, f: &mut F, w: &mut G) -> MergeEnd {
+    let mut end = MergeEnd::default();
     // refill: make sure each head has a current record, drop finished ones
-    fn refill<G: FnMut(u64, String)>(h: &mut Head<'_>, w: &mut G) -> bool {
+    fn refill<G: FnMut(u64, String)>(h: &mut Head<'_>, w: &mut G, end: &mut MergeEnd) -> bool {
         loop {
             if let Some(b) = &h.batch {
                 if h.idx < b.recs.len() {
@@ -266,12 +300,17 @@ fn run_merge<F: FnMut(Item<'_>), G: FnMut(u64, String)>(mut heads: Vec<Head<'_>>
                 }
             }
             match h.lane.next() {
-                Some(mut b) => {
+                Some(Ok(mut b)) => {
                     for (o, m) in b.warnings.drain(..) {
                         w(o, m);
                     }
                     h.batch = Some(b);
                     h.idx = 0;
+                }
+                Some(Err(p)) => {
+                    end.panic.get_or_insert(p);
+                    h.batch = None;
+                    return false;
                 }
                 None => {
                     h.batch = None;
@@ -280,8 +319,8 @@ fn run_merge<F: FnMut(Item<'_>), G: FnMut(u64, String)>(mut heads: Vec<Head<'_>>
             }
         }
     }
-    heads.retain_mut(|h| refill(h, w));
-    while !heads.is_empty() {
+    heads.retain_mut(|h| refill(h, w, &mut end));
+    while !heads.is_empty() && end.panic.is_none() {
         // pick the smallest timestamp; ties go to the earlier lane
         let (mut best, mut best_ts) = (0, u64::MAX);
         for (i, h) in heads.iter().enumerate() {
@@ -313,14 +352,18 @@ fn run_merge<F: FnMut(Item<'_>), G: FnMut(u64, String)>(mut heads: Vec<Head<'_>>
             if rec.ts > limit || (rec.ts == limit && !limit_inclusive) {
                 break;
             }
-            f(Item { cpu: h.cpu, buffer: h.buffer, rec, bytes: b.bytes() });
+            if f(Item { cpu: h.cpu, buffer: h.buffer, rec, bytes: b.bytes() }).is_break() {
+                end.stopped = true;
+                return end;
+            }
             h.idx += 1;
             if h.idx >= b.recs.len() {
                 break;
             }
         }
-        if !refill(&mut heads[best], w) {
+        if !refill(&mut heads[best], w, &mut end) {
             heads.remove(best);
         }
     }
+    end
 }

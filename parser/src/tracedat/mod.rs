@@ -143,10 +143,10 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
                     ts_ns: Some(ts),
                     origin: Origin::Offset(rec.off),
                 });
-                return;
+                return crate::CONTINUE;
             }
             if rec.len < 2 {
-                return;
+                return crate::CONTINUE;
             }
             let id = rec.id;
             let fmt = match table.get(id as usize).copied().flatten() {
@@ -166,7 +166,7 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
                         };
                         sink_cell.borrow_mut().notice(&Notice::Warning { origin: Origin::Offset(rec.off), message });
                     }
-                    return;
+                    return crate::CONTINUE;
                 }
             };
             if !symbols_offered && fmt.name == "nmi_handler" {
@@ -204,13 +204,17 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
                 raw: None,
             };
             events += 1;
-            sink_cell.borrow_mut().event(&ev);
+            sink_cell.borrow_mut().event(&ev)
         };
         let mut on_warn = |off: u64, m: String| {
             warnings.set(warnings.get() + 1);
             sink_cell.borrow_mut().notice(&Notice::Warning { origin: Origin::Offset(off), message: m });
         };
-        merge::merge(streams, parallel, &mut on_item, &mut on_warn);
+        let end = merge::merge(streams, parallel, &mut on_item, &mut on_warn);
+        stats.stopped = end.stopped;
+        if let Some((off, msg)) = end.panic {
+            return Err(crate::Error::internal(name, Origin::Offset(off), "decoding the records from here", &msg));
+        }
     }
     stats.events = events;
     stats.warnings += warnings.get();

@@ -63,8 +63,12 @@ impl Rec {
 /// problem are kept).
 pub fn decode_page(page: &[u8], e: Endian, hp: HeaderPage, buf_off: u32, file_off: u64, exact: bool, out: &mut Vec<Rec>) -> Option<String> {
     let dstart = hp.data_offset as usize;
-    if page.len() < dstart {
-        return Some(format!("page of {} bytes is shorter than its {dstart}-byte header", page.len()));
+    // The header is the 8-byte timestamp and the commit word, whatever
+    // `header_page` says the data offset is (a file may claim `data offset:8`
+    // right after an 8-byte commit field).
+    let header = dstart.max(8 + hp.commit_size as usize);
+    if page.len() < header {
+        return Some(format!("page of {} bytes is shorter than its {header}-byte header", page.len()));
     }
     let mut ts = e.read_uint(page, 8);
     let flags = e.read_uint(&page[8..], hp.commit_size as usize);

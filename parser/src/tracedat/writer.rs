@@ -889,11 +889,12 @@ impl<W: Write> TraceDatWriter<W> {
 }
 
 impl<W: Write> Sink for TraceDatWriter<W> {
-    fn event(&mut self, ev: &Event<'_>) {
+    fn event(&mut self, ev: &Event<'_>) -> crate::Flow {
         BIG.with(|b| b.set(self.opts.big_endian));
         self.started = true;
         if self.error.is_some() {
-            return;
+            // The output failed (a full disk): stop reading; finish() reports it.
+            return crate::STOP;
         }
         let fi = match ev.system {
             Some(s) => self.by_sys_name.get(&(s.to_string(), ev.name.to_string())).copied(),
@@ -902,7 +903,7 @@ impl<W: Write> Sink for TraceDatWriter<W> {
         .or_else(|| self.by_name.get(ev.name).copied());
         let Some(fi) = fi else {
             *self.stats.skipped.entry(format!("{}:{}", ev.system.unwrap_or("?"), ev.name)).or_default() += 1;
-            return;
+            return crate::CONTINUE;
         };
         if let Some(c) = ev.comm {
             if ev.pid > 0 && !c.starts_with('<') && !self.cmdlines.contains_key(&ev.pid) {
@@ -912,7 +913,7 @@ impl<W: Write> Sink for TraceDatWriter<W> {
         let n = self.encode(fi, ev);
         if ev.cpu > 1 << 14 {
             *self.stats.skipped.entry("(cpu number too large)".into()).or_default() += 1;
-            return;
+            return crate::CONTINUE;
         }
         let b = match ev.instance {
             None | Some("") => 0,
@@ -926,6 +927,7 @@ impl<W: Write> Sink for TraceDatWriter<W> {
         };
         let lane = self.lane(b, ev.cpu);
         self.push_record(lane, ev.ts_ns, n);
+        crate::CONTINUE
     }
 
     fn notice(&mut self, n: &Notice) {

@@ -122,7 +122,7 @@ pub struct Collect {
 }
 
 impl Sink for Collect {
-    fn event(&mut self, ev: &Event<'_>) {
+    fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
         self.events.push(Mine {
             ts_ns: ev.ts_ns,
             cpu: ev.cpu,
@@ -145,6 +145,7 @@ impl Sink for Collect {
                 })
                 .collect(),
         });
+        nmitrace_parser::CONTINUE
     }
     fn notice(&mut self, n: &Notice) {
         self.notices.push(n.clone());
