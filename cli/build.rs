@@ -1,10 +1,15 @@
 //! `cfg(shared_traces)` when `../shared/traces` is beside the repository,
 //! `cfg(root)` when the tests run as root (they may mount a small tmpfs to
-//! fill a disk): tests that need them run, and report themselves as ignored
-//! otherwise.
+//! fill a disk), `cfg(chromium)` when a headless browser is installed: tests
+//! that need them run, and report themselves as ignored otherwise.
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(shared_traces)");
     println!("cargo::rustc-check-cfg=cfg(root)");
+    println!("cargo::rustc-check-cfg=cfg(chromium)");
+    let has = |b: &str| std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success());
+    if ["chromium", "chromium-browser", "google-chrome"].iter().any(|b| has(b)) {
+        println!("cargo::rustc-cfg=chromium");
+    }
     let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces");
     println!("cargo::rerun-if-changed={}", shared.display());
     if shared.is_dir() {

@@ -27,12 +27,22 @@ pub struct EventCounts {
     by_cpu_sparse: BTreeMap<u32, u64>,
     first_ts: Option<u64>,
     last_ts: Option<u64>,
+    /// Events the flags put in NMI context.
+    pub nmi_context_events: u64,
+    /// The format carries context flags (some event had them).
+    pub flags_known: bool,
 }
 
 impl EventCounts {
     #[inline]
     pub fn add(&mut self, ev: &Event<'_>) {
         self.total += 1;
+        if ev.ctx.known {
+            self.flags_known = true;
+            if ev.ctx.nmi {
+                self.nmi_context_events += 1;
+            }
+        }
         match self.names.get_mut(self.last) {
             Some((n, c)) if nmitrace_replay::name_eq(n, ev.name) => *c += 1,
             _ => self.count_name(ev.name),

@@ -124,8 +124,13 @@ fn fmt_dur(ns: u64) -> String {
 
 /// The findings of a report as cards with their evidence lines.
 pub fn findings_html(findings: &[crate::Finding], trace: Option<&str>) -> String {
+    findings_with_zooms(findings, trace, &[])
+}
+
+/// The cards, each with its zoomed chart (`zooms`: finding index → chart) beside it.
+pub fn findings_with_zooms(findings: &[crate::Finding], trace: Option<&str>, zooms: &[(usize, Chart)]) -> String {
     let mut o = String::new();
-    for f in findings.iter().take(MAX_FINDINGS_SHOWN) {
+    for (i, f) in findings.iter().enumerate().take(MAX_FINDINGS_SHOWN) {
         let _ = write!(o, "<div class=\"finding sev-{}\"><h3>{} {} <span class=\"meta\">({})</span></h3>", esc(&f.severity), badge(&f.severity), esc(&f.kind), esc(&f.confidence));
         let mut meta = Vec::new();
         if let Some(t) = trace {
@@ -147,6 +152,9 @@ pub fn findings_html(findings: &[crate::Finding], trace: Option<&str>) -> String
         if let Some(c) = f.details.get("confirmed_by").and_then(|v| v.as_str()) {
             let _ = write!(o, "<div class=\"msg\"><b>confirmed by</b> {}</div>", esc(c));
         }
+        if let Some((_, z)) = zooms.iter().find(|(k, _)| *k == i) {
+            let _ = write!(o, "<figure class=\"zoom\"><figcaption>{}</figcaption>{}</figure>", esc(&z.title), z.svg);
+        }
         if !f.evidence.is_empty() {
             let _ = write!(o, "<pre class=\"evidence\">{}</pre>", esc(&f.evidence.join("\n")));
         }
@@ -164,6 +172,11 @@ pub fn findings_html(findings: &[crate::Finding], trace: Option<&str>) -> String
 
 /// The report of one trace as a self-contained page.
 pub fn trace_html(r: &Report, charts: &[Chart]) -> String {
+    trace_html_zoomed(r, charts, &[])
+}
+
+/// The page, with each zoomed finding's chart in its card.
+pub fn trace_html_zoomed(r: &Report, charts: &[Chart], zooms: &[(usize, Chart)]) -> String {
     let mut b = String::new();
     // Verdict.
     let worst = r.findings.iter().map(|f| severity_rank(&f.severity)).max();
@@ -178,16 +191,24 @@ pub fn trace_html(r: &Report, charts: &[Chart]) -> String {
         Some(1) => "warning",
         _ => "ok",
     };
-    let _ = write!(b, "<section><h2>Summary</h2><p class=\"verdict\"><span class=\"badge {sev}\">{sev}</span> {}</p>", esc(&verdict));
+    let _ = write!(
+        b,
+        "<section><h2>Summary</h2><p class=\"verdict\"><span class=\"badge {sev}\">{sev}</span> <b>{}</b> — {}</p>",
+        esc(&r.coverage.verdict),
+        esc(&verdict)
+    );
     let model = r.input.model.get("label").and_then(|v| v.as_str()).unwrap_or("");
+    let g = |k: &str| r.input.model.get(k).and_then(|v| v.as_str()).unwrap_or("?");
+    let model = format!("{model} (kernel from {}, arch from {})", g("source"), g("arch_source"));
     let span = match (r.events.first_ts_ns, r.events.last_ts_ns) {
         (Some(a), Some(z)) => format!("{} s → {} s ({})", fmt_ts(a), fmt_ts(z), fmt_dur(z.saturating_sub(a))),
         _ => "-".into(),
     };
     let rows = vec![
         vec!["format".into(), esc(&r.input.format)],
-        vec!["kernel (trace)".into(), esc(r.input.kernel.as_deref().unwrap_or("unknown"))],
-        vec!["model".into(), esc(model)],
+        vec!["kernel (trace)".into(), esc(r.input.kernel.as_deref().unwrap_or("not in the trace"))],
+        vec!["arch (trace)".into(), esc(r.input.arch.as_deref().unwrap_or("not in the trace"))],
+        vec!["model".into(), esc(&model)],
         vec!["events".into(), r.events.total.to_string()],
         vec!["time span".into(), esc(&span)],
         vec!["CPUs".into(), r.events.by_cpu.len().to_string()],
@@ -196,6 +217,28 @@ pub fn trace_html(r: &Report, charts: &[Chart]) -> String {
         vec!["unparsed lines".into(), r.parse.unparsed_lines.to_string()],
     ];
     b.push_str(&table(&["", ""], &rows));
+    if let Some(a) = r.input.model.get("assumptions").and_then(|v| v.as_array()) {
+        b.push_str("<h2 style=\"margin-top:14px\">Assumptions</h2>");
+        let rows: Vec<Vec<String>> = a
+            .iter()
+            .map(|x| {
+                let v = match &x["value"] {
+                    serde_json::Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                };
+                vec![esc(x["what"].as_str().unwrap_or("")), esc(&v), esc(x["source"].as_str().unwrap_or(""))]
+            })
+            .collect();
+        b.push_str(&table(&["what", "value", "from"], &rows));
+    }
+    if !r.coverage.checks.is_empty() {
+        b.push_str("<h2 style=\"margin-top:14px\">What could be checked</h2>");
+        let rows: Vec<Vec<String>> = r.coverage.checks.iter().map(|c| vec![esc(c.analysis), esc(c.status), esc(&c.why)]).collect();
+        b.push_str(&table(&["analysis", "status", "why"], &rows));
+        if let Some(rec) = &r.coverage.record {
+            let _ = write!(b, "<p>To check the rest, record: <code>{}</code></p>", esc(rec));
+        }
+    }
     if !r.summary.is_empty() {
         b.push_str("<h2 style=\"margin-top:14px\">Findings by kind</h2>");
         let rows: Vec<Vec<String>> = r
@@ -224,7 +267,7 @@ pub fn trace_html(r: &Report, charts: &[Chart]) -> String {
     if r.findings.is_empty() {
         b.push_str("<p>No findings.</p>");
     }
-    b.push_str(&findings_html(&r.findings, None));
+    b.push_str(&findings_with_zooms(&r.findings, None, zooms));
     b.push_str("</section>\n");
     b.push_str(&charts_html(charts));
     // Model notes and parse warnings.

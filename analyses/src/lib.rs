@@ -13,6 +13,7 @@
 
 pub mod console;
 pub mod counts;
+pub mod coverage;
 pub mod cr3_window;
 pub mod exposure;
 pub mod findings;
@@ -78,6 +79,10 @@ pub struct Analyzer {
     timeline: timeline::Timeline,
     /// Kernel symbols (trace.dat kallsyms): handler addresses → names.
     symbols: Option<std::sync::Arc<nmitrace_parser::tracedat::symbols::Symbols>>,
+    /// The trace is not x86's: counts only.
+    foreign: bool,
+    /// Console lines about NMIs (evidence of NMIs without nmi_handler events).
+    console_nmi_lines: u64,
 }
 
 impl Analyzer {
@@ -98,6 +103,8 @@ impl Analyzer {
             trace_arch: None,
             timeline: timeline::Timeline::default(),
             symbols: None,
+            foreign: false,
+            console_nmi_lines: 0,
         }
     }
 
@@ -122,6 +129,7 @@ impl Analyzer {
             self.config.kernel.as_deref(),
             self.config.arch.as_deref(),
         );
+        self.foreign = model.foreign_arch.is_some();
         self.replay = Replay::new(model);
     }
 
@@ -142,10 +150,24 @@ impl Analyzer {
         }
         let pgd = &m.pgd;
         let s = &self.replay.stats;
+        let vr_source = if pgd.range_from_trace { "trace" } else { "default" };
+        let b2b_source = if self.config.b2b_threshold_ns == DEFAULT_B2B_THRESHOLD_NS { "default" } else { "command line" };
+        let assumptions = json!([
+            {"what": "kernel", "value": m.version_text, "source": m.source.name()},
+            {"what": "arch", "value": m.foreign_arch.clone().unwrap_or_else(|| m.arch.name().to_string()), "source": match (m.arch_source, info.arch_from) {
+                (nmitrace_replay::ModelSource::Trace, Some(from)) => format!("trace: {from}"),
+                (s, _) => s.name().to_string(),
+            }},
+            {"what": "vmalloc_range", "value": format!("{:#x}-{:#x}", pgd.vmalloc_start, pgd.vmalloc_end), "source": vr_source},
+            {"what": "b2b_threshold_ns", "value": self.config.b2b_threshold_ns, "source": b2b_source},
+        ]);
         json!({
             "kernel": m.version_text,
             "arch": m.arch.name(),
             "source": m.source_name(),
+            "arch_source": m.arch_source.name(),
+            "foreign_arch": m.foreign_arch,
+            "assumptions": assumptions,
             "what_if": m.what_if,
             "trace_kernel": m.trace_kernel.clone().or_else(|| info.kernel.clone()),
             "label": m.label(),
@@ -215,13 +237,23 @@ impl Analyzer {
         }
         let mut report = Report::new(path, info);
         report.input.model = self.model_json(info);
-        // What the trace says, else what the replay assumed (the model block says which).
-        if report.input.kernel.is_none() {
-            report.input.kernel = Some(self.replay.model.version_text.clone());
-        }
-        if report.input.arch.is_none() {
-            report.input.arch = Some(self.replay.model.arch.name().to_string());
-        }
+        // `input.kernel`/`arch`: what the trace says, null when it does not;
+        // the model block says what was assumed and from where.
+        let seen_base = coverage::Seen {
+            nmi_handlers: self.counts.has_name("nmi_handler"),
+            nmi_evidence: self.counts.nmi_context_events > 0 || self.console_nmi_lines > 0,
+            page_faults: self.counts.has_name("page_fault_kernel") || self.counts.has_name("page_fault_user"),
+            flags_known: self.counts.flags_known,
+            sched_switch: self.counts.has_name("sched_switch"),
+            tlb_flush: self.replay.tlb_flush_seen || self.counts.has_name("tlb_flush"),
+            vmalloc_events: self.counts.has_name("alloc_vmap_area") || self.counts.has_name("percpu_create_chunk"),
+            lazy_kernel: self.replay.model.lazy_vmalloc_faults,
+            lost_markers: 0,
+            lost_events: 0,
+            foreign_arch: None,
+            errors: 0,
+            warnings: 0,
+        };
         report.events = self.counts.into_block(&self.notices);
         report.parse = report::ParseBlock::new(stats, &self.notices);
         report.nmis = self.nmi.block();
@@ -230,6 +262,14 @@ impl Analyzer {
         report.findings.extend(self.notices.overwritten_finding(info.overwritten));
         report.events.overwritten_events = info.overwritten.unwrap_or(0).max(self.notices.overwritten_total);
         report.finalize();
+        report.coverage = coverage::assess(&coverage::Seen {
+            lost_markers: report.events.lost_event_markers,
+            lost_events: report.events.lost_events,
+            foreign_arch: self.replay.model.foreign_arch.as_deref(),
+            errors: report.findings.iter().filter(|f| f.severity == "error").count(),
+            warnings: report.findings.iter().filter(|f| f.severity == "warning").count(),
+            ..seen_base
+        });
         self.timeline.nmis = std::mem::take(&mut self.nmi.marks);
         self.timeline.finish(report.events.last_ts_ns, &self.replay);
         report.timeline = self.timeline;
@@ -419,6 +459,9 @@ impl Analyzer {
                 self.nmi.handler(ev, &h, &self.replay, &mut self.findings)
             }
             Modelled::Console { msg } => {
+                if msg.contains("NMI") {
+                    self.console_nmi_lines += 1;
+                }
                 // Before the ftrace NMI flag (4.6) an NMI's events print `h`
                 // (nmi_enter adds HARDIRQ_OFFSET): inside a handler's interval
                 // they are NMI context, which the dump's attachment checks.
@@ -460,6 +503,10 @@ impl Sink for Analyzer {
     fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
         self.started = true;
         self.counts.add(ev);
+        if self.foreign {
+            // A non-x86 trace: the x86 NMI model does not apply; counts only.
+            return nmitrace_parser::CONTINUE;
+        }
         self.replay.touch(ev);
         if self.nmi.windows_pending > 0 {
             self.nmi.settle(ev.cpu, &self.replay);

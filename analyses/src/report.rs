@@ -16,6 +16,8 @@ pub struct Report {
     pub summary: BTreeMap<String, u64>,
     /// How the input was read: lines, unparsed lines with examples, warnings.
     pub parse: ParseBlock,
+    /// What could be checked, and the verdict.
+    pub coverage: crate::coverage::Coverage,
     /// Bounded history for charts and tables (not part of the JSON contract).
     #[serde(skip)]
     pub timeline: crate::timeline::Timeline,
@@ -167,6 +169,7 @@ impl Report {
             findings: Vec::new(),
             summary: BTreeMap::new(),
             parse: ParseBlock::default(),
+            coverage: Default::default(),
             timeline: Default::default(),
         }
     }

@@ -378,7 +378,10 @@ fn lost_events_close_the_window() {
     });
     let r = a.finish("t", &TraceInfo::default(), &ParseStats::default());
     assert_eq!(kinds(&r), vec![("trace_data_loss".into(), "warning".into(), "observed".into())]);
-    assert_eq!(r.input.kernel.as_deref(), Some("4.19"));
+    // input.kernel is what the trace says (nothing); the model says what was used, and why
+    assert_eq!(r.input.kernel, None);
+    assert_eq!(r.input.model["kernel"], "4.19");
+    assert_eq!(r.input.model["source"], "command line");
 }
 
 /// Random event soups (all modelled kinds, flags on and off, overlapping

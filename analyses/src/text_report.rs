@@ -33,21 +33,38 @@ impl Report {
         let count = |sev: &str| self.findings.iter().filter(|f| f.severity == sev).count();
         let (e, w, i) = (count("error"), count("warning"), count("info"));
         let _ = writeln!(s, "nmitrace: {} ({})", self.input.path, self.input.format);
-        let verdict = if e > 0 {
-            "PROBLEMS FOUND"
-        } else if w > 0 {
-            "WARNINGS"
-        } else {
-            "CLEAN"
-        };
+        let verdict = if self.coverage.verdict.is_empty() { "?" } else { self.coverage.verdict.as_str() };
         let _ = writeln!(s, "verdict: {verdict} — {e} error(s), {w} warning(s), {i} info");
         if !self.summary.is_empty() {
             let kinds: Vec<String> = self.summary.iter().map(|(k, n)| format!("{k} {n}")).collect();
             let _ = writeln!(s, "  {}", kinds.join(", "));
         }
+        let uncovered: Vec<&crate::coverage::Check> = self.coverage.checks.iter().filter(|c| c.status != "checked").collect();
+        if !uncovered.is_empty() {
+            let _ = writeln!(s, "\ncoverage:");
+            for c in &uncovered {
+                wrap(&mut s, "  ", &format!("{}: {} ({})", c.analysis, c.status, c.why), 100);
+            }
+            if let Some(r) = &self.coverage.record {
+                wrap(&mut s, "  ", &format!("record: {r}"), 100);
+            }
+        }
         let m = &self.input.model;
         let g = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
-        let _ = writeln!(s, "\nmodel: {} (from {})", g("label"), g("source"));
+        let _ = writeln!(s, "\nmodel: {} (kernel from {}, arch from {})", g("label"), g("source"), g("arch_source"));
+        if let Some(a) = m.get("assumptions").and_then(|v| v.as_array()) {
+            let parts: Vec<String> = a
+                .iter()
+                .map(|x| {
+                    let v = match &x["value"] {
+                        serde_json::Value::String(s) => s.clone(),
+                        v => v.to_string(),
+                    };
+                    format!("{} {} ({})", x["what"].as_str().unwrap_or("?"), v, x["source"].as_str().unwrap_or("?"))
+                })
+                .collect();
+            wrap(&mut s, "  ", &format!("assumed: {}", parts.join(", ")), 100);
+        }
         if m.get("what_if").and_then(|v| v.as_bool()) == Some(true) {
             let _ = writeln!(s, "  WHAT-IF: replayed under a different kernel than the trace came from ({})", g("trace_kernel"));
         }
@@ -84,6 +101,17 @@ impl Report {
         }
         if self.parse.unparsed_lines > 0 {
             let _ = writeln!(s, "  unparsed lines: {}", self.parse.unparsed_lines);
+            for x in &self.parse.unparsed_examples {
+                let g = |k: &str| x.get(k).map(|v| v.as_str()).unwrap_or("");
+                let _ = writeln!(s, "    {}: {} ({})", g("at"), g("text"), g("reason"));
+            }
+        }
+        if self.parse.warnings > 0 {
+            let _ = writeln!(s, "  warnings: {}", self.parse.warnings);
+            for x in &self.parse.warning_examples {
+                let g = |k: &str| x.get(k).map(|v| v.as_str()).unwrap_or("");
+                wrap(&mut s, "    ", &format!("{}: {}", g("at"), g("message")), 100);
+            }
         }
         let _ = writeln!(s, "nmis: {} instances", self.nmis.instances);
         for (h, st) in &self.nmis.by_handler {

@@ -84,14 +84,21 @@ fn write_staged(
                 _ => None,
             };
             let charts = plots::trace_charts(r, dir.as_deref()).map_err(anyhow::Error::msg).with_context(|| format!("charts of {path}"))?;
+            // The zoomed findings: a second pass over the trace for their events.
+            let zooms = plots::zoom::collect(path, r, threads).map_err(anyhow::Error::msg).with_context(|| format!("zoomed charts of {path}"))?;
+            let zoomed = plots::zoom_charts(&zooms, dir.as_deref()).map_err(anyhow::Error::msg).with_context(|| format!("zoomed charts of {path}"))?;
             if let Some(d) = &target {
                 said.push(format!("{}", d.join("{timeline,nmi_durations,mm_out_of_sync}.{svg,png}").display()));
+                if !zoomed.is_empty() {
+                    said.push(format!("{} ({} zoomed findings)", d.join("zoom-*.{svg,png}").display(), zoomed.len()));
+                }
             }
             if let (Some(f), Some(s)) = (out.report, report) {
                 let f = per_trace(f, i, n, path, true);
                 let staged_f = staged(s, &parent_dir(out.report.unwrap()), &f);
                 let charts: Vec<Chart> = charts.into_iter().map(|c| Chart { title: c.title, svg: c.svg }).collect();
-                std::fs::write(&staged_f, html_report::trace_html(r, &charts)).with_context(|| format!("{}", f.display()))?;
+                let zoomed: Vec<(usize, Chart)> = zoomed.into_iter().map(|(k, c)| (k, Chart { title: c.title, svg: c.svg })).collect();
+                std::fs::write(&staged_f, html_report::trace_html_zoomed(r, &charts, &zoomed)).with_context(|| format!("{}", f.display()))?;
                 said.push(f.display().to_string());
             }
         }

@@ -112,6 +112,10 @@ pub struct TraceResult {
     pub error: Option<String>,
     pub kernel: Option<String>,
     pub model: Option<String>,
+    pub kernel_source: Option<String>,
+    pub arch: Option<String>,
+    pub arch_source: Option<String>,
+    pub verdict: Option<String>,
     pub events: u64,
     pub lost_events: u64,
     pub first_ts_ns: Option<u64>,
@@ -136,6 +140,10 @@ impl TraceResult {
             error: Some(err),
             kernel: None,
             model: None,
+            kernel_source: None,
+            arch: None,
+            arch_source: None,
+            verdict: None,
             events: 0,
             lost_events: 0,
             first_ts_ns: None,
@@ -226,6 +234,17 @@ pub fn walk(paths: &[PathBuf]) -> Result<Walk> {
     Ok(w)
 }
 
+/// The end of a path that fits `max` characters (`…/dir/file.dat`): the
+/// progress line shows which file, not which mount point.
+fn tail(p: &str, max: usize) -> String {
+    let n = p.chars().count();
+    if n <= max {
+        return p.to_string();
+    }
+    let skip = n - (max - 1);
+    format!("…{}", p.chars().skip(skip).collect::<String>())
+}
+
 /// Is this file a trace? `Err(reason)` when it is not (skipped, not failed).
 fn open_trace(path: &Path) -> std::result::Result<Result<Trace>, String> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -270,6 +289,10 @@ fn process(trace: Trace, config: &Config, threads: usize, timeout: Option<std::t
         error: None,
         kernel: r.input.kernel.clone(),
         model: r.input.model.get("label").and_then(|v| v.as_str()).map(Into::into),
+        kernel_source: r.input.model.get("source").and_then(|v| v.as_str()).map(Into::into),
+        arch: r.input.arch.clone(),
+        arch_source: r.input.model.get("arch_source").and_then(|v| v.as_str()).map(Into::into),
+        verdict: Some(r.coverage.verdict.clone()),
         events: r.events.total,
         lost_events: r.events.lost_events,
         first_ts_ns: r.events.first_ts_ns,
@@ -314,6 +337,10 @@ fn traces_df(results: &[TraceResult]) -> PolarsResult<DataFrame> {
         Column::new("error".into(), results.iter().map(|r| r.error.clone()).collect::<Vec<_>>()),
         Column::new("kernel".into(), results.iter().map(|r| r.kernel.clone()).collect::<Vec<_>>()),
         Column::new("model".into(), results.iter().map(|r| r.model.clone()).collect::<Vec<_>>()),
+        Column::new("kernel_source".into(), results.iter().map(|r| r.kernel_source.clone()).collect::<Vec<_>>()),
+        Column::new("arch".into(), results.iter().map(|r| r.arch.clone()).collect::<Vec<_>>()),
+        Column::new("arch_source".into(), results.iter().map(|r| r.arch_source.clone()).collect::<Vec<_>>()),
+        Column::new("verdict".into(), results.iter().map(|r| r.verdict.clone()).collect::<Vec<_>>()),
         Column::new("events".into(), results.iter().map(|r| r.events).collect::<Vec<u64>>()),
         Column::new("lost_events".into(), results.iter().map(|r| r.lost_events).collect::<Vec<u64>>()),
         Column::new("first_ts_ns".into(), results.iter().map(|r| r.first_ts_ns).collect::<Vec<_>>()),
@@ -514,8 +541,8 @@ pub fn compare(results: &[TraceResult], fleet_durations: &BTreeMap<String, Durat
                     regressions.push(Regression {
                         what: "NMI latency p99".into(),
                         kind_or_handler: h.clone(),
-                        baseline: format!("{} ({} calls)", fmt_ns(pb), o.count),
-                        current: format!("{} ({} calls)", fmt_ns(pc), c.count),
+                        baseline: format!("{} ({} call{})", fmt_ns(pb), o.count, if o.count == 1 { "" } else { "s" }),
+                        current: format!("{} ({} call{})", fmt_ns(pc), c.count, if c.count == 1 { "" } else { "s" }),
                         rule: if doubled { format!("p99 x{:.1} (>= x{P99_RATIO})", pc / pb) } else { "p99 crossed 1 ms".into() },
                     });
                 }
@@ -577,7 +604,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         pb.set_draw_target(ProgressDrawTarget::hidden());
     } else {
         pb.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40.cyan/blue} {pos}/{len} traces  {wide_msg}")
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:24.cyan/blue} {pos}/{len} traces  {wide_msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
     }
@@ -591,7 +618,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .with_max_len(1)
             .map(|i| {
                 let path = files[i].display().to_string();
-                pb.set_message(path.clone());
+                pb.set_message(tail(&path, 40));
                 let r = match open_trace(&files[i]) {
                     Ok(Ok(t)) => Ok(process(t, &config, threads, timeout)),
                     Ok(Err(e)) => Ok(TraceResult::failed(path, String::new(), format!("{e:#}"), 0.0)),

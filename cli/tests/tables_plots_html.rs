@@ -203,6 +203,7 @@ pub fn render_in_chromium(html: &Path, shot: &Path) -> Option<String> {
 }
 
 #[test]
+#[cfg_attr(not(chromium), ignore = "chromium is absent (scripts/setup.sh installs it)")]
 fn html_report_renders_with_findings_and_charts() {
     let t = repo().join(SCENARIO);
     let dir = tempfile::tempdir().unwrap();
@@ -211,11 +212,40 @@ fn html_report_renders_with_findings_and_charts() {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let text = std::fs::read_to_string(&html).unwrap();
     assert!(!text.contains("<script") && !text.contains("<link") && !text.contains("src=\"http"), "self-contained");
-    assert_eq!(text.matches("<svg").count(), 3, "three inline charts");
+    assert_eq!(text.matches("<svg").count(), 5, "three inline charts and a zoom for each of the two findings");
+    assert_eq!(text.matches("<figure class=\"zoom\">").count(), 2);
     assert!(text.contains("page_fault_kernel: address=0xffffe8ffffe03a40"), "evidence lines");
     let Some(dom) = render_in_chromium(&html, &dir.path().join("shot.png")) else { return };
     for want in ["nmi_vmalloc_fault", "cr3_current_mismatch", "Findings (2)", "perf_event_nmi_handler", "Per-CPU timeline"] {
         assert!(dom.contains(want), "rendered DOM lacks {want}");
     }
     assert!(dom.matches("<svg").count() >= 3);
+}
+
+/// A real NMI in a switch window: the finding's card holds a zoomed chart of
+/// its CPU (the switch, the NMI's handler interval, the flush after it,
+/// next's first event, the window drawn from its bounds), in the page and as
+/// `--plot` files.
+#[test]
+#[cfg_attr(not(chromium), ignore = "chromium is absent (scripts/setup.sh installs it)")]
+fn html_report_shows_a_zoomed_finding_chart() {
+    let t = repo().join("sample-traces/real/nmi-switch-window-before-flush.trace.txt.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("report.html");
+    let plots = dir.path().join("plots");
+    let o = nmitrace(&["analyze", t.to_str().unwrap(), "--report", html.to_str().unwrap(), "--plot", plots.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["zoom-1-cr3_current_mismatch.svg", "zoom-1-cr3_current_mismatch.png"] {
+        assert!(plots.join(f).is_file(), "{f}");
+    }
+    let svg = std::fs::read_to_string(plots.join("zoom-1-cr3_current_mismatch.svg")).unwrap();
+    for want in ["sched_switch 15781→15783", "nmi_handler nmi_cpu_backtrace_handler", "tlb_flush flush r0", "switch window", "µs from the finding"] {
+        assert!(svg.contains(want), "the zoom lacks {want}");
+    }
+    let text = std::fs::read_to_string(&html).unwrap();
+    let card = text.find("<figure class=\"zoom\">").expect("a zoom in the page");
+    assert!(text[..card].rfind("cr3_current_mismatch").is_some(), "inside the finding's card");
+    let Some(dom) = render_in_chromium(&html, &dir.path().join("shot.png")) else { return };
+    assert!(dom.contains("cr3_current_mismatch on CPU 1"), "the zoom's caption is rendered");
+    assert!(dom.contains("interrupted at"), "the interrupted RIP is shown");
 }

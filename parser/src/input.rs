@@ -48,7 +48,7 @@ impl Input {
         }
         let meta = std::fs::metadata(path).map_err(|e| Error::io(&name, e))?;
         if meta.is_dir() {
-            return Err(Error::new(&name, crate::Origin::None, "is a directory, expected a trace file"));
+            return Err(Error::new(&name, crate::Origin::None, "is a directory, expected a trace file (to analyse every trace under it: nmitrace batch DIR --out OUT_DIR)"));
         }
         let file = File::open(path).map_err(|e| Error::io(&name, e))?;
         let dup = file.try_clone().map_err(|e| Error::io(&name, e))?;

@@ -87,8 +87,12 @@ pub struct TraceInfo {
     pub compression: Option<&'static str>,
     /// Kernel release, e.g. `6.18.44` (trace.dat UNAME option).
     pub kernel: Option<String>,
-    /// Machine, e.g. `x86_64` (trace.dat UNAME option).
+    /// Machine, e.g. `x86_64` (trace.dat UNAME option, or guessed from the
+    /// trace: see `arch_from`).
     pub arch: Option<String>,
+    /// How `arch` was learnt from the trace (`trace.dat UNAME`, `trace.dat
+    /// kallsyms`, `event names`…).
+    pub arch_from: Option<&'static str>,
     /// Number of CPUs, when the header says (`cpus=N`, `#P:N`).
     pub cpus: Option<u32>,
     /// Clock, when known (`local`, `x86-tsc`, `counter`…).

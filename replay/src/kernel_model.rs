@@ -51,6 +51,28 @@ pub enum ModelSource {
     Default,
 }
 
+impl ModelSource {
+    /// How outputs label an assumption's source.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelSource::CommandLine => "command line",
+            ModelSource::Trace => "trace",
+            ModelSource::Default => "default",
+        }
+    }
+}
+
+/// The accepted forms of `--kernel`, for usage errors.
+pub const KERNEL_FORMS: &str = "a kernel release: MAJOR.MINOR[.PATCH][-suffix], e.g. 2.6.35, 5.8, 6.18.44-1-default";
+
+/// Check a `--kernel` value.
+pub fn check_kernel(s: &str) -> Result<(), String> {
+    match parse_version(s) {
+        Some(_) => Ok(()),
+        None => Err(format!("{s:?} is not {KERNEL_FORMS}")),
+    }
+}
+
 /// A kernel release as `(major, minor, patch)`.
 pub type Version = (u32, u32, u32);
 
@@ -87,7 +109,13 @@ pub struct KernelModel {
     pub version: Version,
     pub version_text: String,
     pub arch: Arch,
+    /// Where the kernel version came from.
     pub source: ModelSource,
+    /// Where the architecture came from.
+    pub arch_source: ModelSource,
+    /// The trace is from a non-x86 machine (`aarch64`, `arm`…) and no
+    /// `--arch` was given: the x86 NMI model does not apply.
+    pub foreign_arch: Option<String>,
     /// The kernel the trace says it came from, when it says.
     pub trace_kernel: Option<String>,
     /// Replaying under a different kernel than the trace came from.
@@ -143,22 +171,22 @@ impl KernelModel {
                 (parse_version(DEFAULT_KERNEL).unwrap(), DEFAULT_KERNEL.to_string(), ModelSource::Default)
             }
         };
-        let arch = match (cli_arch.and_then(Arch::parse), trace_arch) {
-            (Some(a), _) => a,
+        let mut foreign_arch = None;
+        let (arch, arch_source) = match (cli_arch.and_then(Arch::parse), trace_arch) {
+            (Some(a), _) => (a, ModelSource::CommandLine),
             (None, Some(t)) => match Arch::parse(t) {
-                Some(a) => a,
+                Some(a) => (a, ModelSource::Trace),
                 None => {
-                    notes.push(format!("trace architecture {t:?} is not x86; the x86_64 model is used"));
-                    Arch::X86_64
+                    notes.push(format!(
+                        "the trace comes from a {t} machine: nmitrace's NMI model is x86's (the nmi_handler tracepoint, default_do_nmi, page directories), so only event counts and the time span are reported"
+                    ));
+                    foreign_arch = Some(t.to_string());
+                    (Arch::X86_64, ModelSource::Trace)
                 }
             },
             (None, None) => {
-                if cli_arch.is_some() {
-                    notes.push(format!("--arch {:?} not understood; x86_64 assumed", cli_arch.unwrap()));
-                } else {
-                    notes.push("architecture unknown: x86_64 (4-level paging) assumed".into());
-                }
-                Arch::X86_64
+                notes.push("architecture unknown (the trace does not say; use --arch): x86_64 (4-level paging) assumed".into());
+                (Arch::X86_64, ModelSource::Default)
             }
         };
         let what_if = match (cli_v, trace_v) {
@@ -211,6 +239,8 @@ impl KernelModel {
             version_text,
             arch,
             source,
+            arch_source,
+            foreign_arch,
             trace_kernel: trace_kernel.map(|s| s.to_string()),
             what_if,
             pgd: PgdModel::new(kind),
@@ -245,11 +275,7 @@ impl KernelModel {
     }
 
     pub fn source_name(&self) -> &'static str {
-        match self.source {
-            ModelSource::CommandLine => "command line",
-            ModelSource::Trace => "trace",
-            ModelSource::Default => "default (kernel unknown)",
-        }
+        self.source.name()
     }
 
     /// Short human label: `x86_64 2.6.35 (4-level) [what-if]`.

@@ -3,7 +3,7 @@
 
 usage: postprocess.py OUTDIR [--target NAME]
 For every OUTDIR/capture-NNN/ and OUTDIR/record/ holding trace.txt (+ trace.dat):
-  report.txt   trace-cmd report of trace.dat (host trace-cmd)
+  report.txt   trace-cmd report of trace.dat (host trace-cmd; report.txt.zst when over 50 MiB)
   nmt.json     /work/eval/nmt TRACE (nmitrace analysis JSON), when that exists
 and for the whole run:
   truth.json   /work/shared/tools/label-real-nmis.py OUTDIR (captures only)
@@ -12,7 +12,7 @@ and for the whole run:
                /proc/vmallocinfo on x86_64), NMIs seen, nmitrace findings
   PROVENANCE.md
 """
-import collections, datetime, glob, json, os, re, subprocess, sys
+import collections, glob, json, os, re, shutil, subprocess, sys
 
 LINE = re.compile(r'^\s*(?P<comm>.+)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+(?P<flags>\S{4,5})\s+'
                   r'(?P<ts>\d+\.\d+):\s+(?P<name>\w+):\s?(?P<payload>.*)$')
@@ -119,6 +119,9 @@ def main():
             s['report_rc'] = r.returncode
             if r.returncode:
                 s['report_error'] = r.stderr.strip()[-300:]
+            rep = os.path.join(d, 'report.txt')
+            if os.path.getsize(rep) > 50 << 20 and shutil.which('zstd'):   # derived and big: keep it compressed
+                subprocess.run(['nice', '-n', '19', 'zstd', '-q', '-f', '--rm', rep, '-o', rep + '.zst'])
         s.update(count(t, vr))
         s['nmitrace'] = nmt(dat if os.path.exists(dat) and os.path.getsize(dat) else t, d)
         tot.update(s['by_name'])

@@ -74,7 +74,7 @@ impl Plot for DurationsPlot {
             let ymax = h.buckets.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.15;
             let p50 = hist_quantile(h, 0.5);
             let p99 = hist_quantile(h, 0.99);
-            let caption = format!("{name}: {} calls, p50 ≈ {}, p99 ≈ {}, max {}", h.count, fmt_ns(p50), fmt_ns(p99), fmt_ns(h.max_ns as f64));
+            let caption = format!("{name}: {} call{}, p50 ≈ {}, p99 ≈ {}, max {}", h.count, if h.count == 1 { "" } else { "s" }, fmt_ns(p50), fmt_ns(p99), fmt_ns(h.max_ns as f64));
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, (FONT, 16))
                 .margin(10)

@@ -71,6 +71,18 @@ impl Plot for FindingRatesPlot {
                 String::new()
             }
         };
+        // the legend in a strip below the bars, never over them or their labels
+        let (_, h) = root.dim_in_pixel();
+        let (root, legend_area) = root.split_vertically(h - super::legend_height(1));
+        let root = &root;
+        let mut items = Vec::new();
+        if let Some(bn) = self.baseline_n {
+            items.push((format!("baseline ({bn} traces)"), super::Mark::Rect(palette::BASELINE)));
+        }
+        items.push((format!("this batch ({} traces)", self.n_traces), super::Mark::Rect(palette::CURRENT)));
+        if self.rates.iter().any(|r| r.regressed) {
+            items.push(("regressed".to_string(), super::Mark::Rect(palette::ERROR)));
+        }
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, (FONT, 20))
             .margin(12)
@@ -133,8 +145,7 @@ impl Plot for FindingRatesPlot {
                 Text::new(format!("{} ({p:.1}%){tag}", r.traces), (p + xmax * 0.01, lane(i) + (y0 + y1) / 2.0), label_style.clone())
             }))
             .map_err(e)?;
-        super::draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
-        Ok(())
+        super::legend_strip(&legend_area, &items)
     }
 }
 
@@ -182,6 +193,15 @@ impl Plot for P99Plot {
                 String::new()
             }
         };
+        let (_, h) = root.dim_in_pixel();
+        let (root, legend_area) = root.split_vertically(h - super::legend_height(1));
+        let root = &root;
+        let items = vec![
+            ("baseline p99".to_string(), super::Mark::Rect(palette::BASELINE)),
+            ("this batch p99".to_string(), super::Mark::Rect(palette::CURRENT)),
+            ("regressed".to_string(), super::Mark::Rect(palette::ERROR)),
+            ("1 ms (nmi_longest_ns)".to_string(), super::Mark::Line(palette::ERROR)),
+        ];
         let mut chart = ChartBuilder::on(root)
             .caption(format!("{} (log scale; red line: 1 ms)", self.title()), (FONT, 20))
             .margin(12)
@@ -234,7 +254,6 @@ impl Plot for P99Plot {
         chart
             .draw_series(std::iter::once(PathElement::new(vec![(1e6, -0.6), (1e6, n as f64 - 0.4)], palette::ERROR.stroke_width(2))))
             .map_err(e)?;
-        super::draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
-        Ok(())
+        super::legend_strip(&legend_area, &items)
     }
 }

@@ -7,12 +7,14 @@
 //! - [`durations`]: NMI handler duration histograms (log scale, 1 ms line);
 //! - [`mm_sync`]: mms out of sync with `init_mm` over time;
 //! - [`fleet`]: batch charts (finding rates, NMI latency across traces,
-//!   baseline regressions).
+//!   baseline regressions);
+//! - [`zoom`]: a few microseconds to milliseconds of one CPU around a finding.
 
 pub mod durations;
 pub mod fleet;
 pub mod mm_sync;
 pub mod timeline;
+pub mod zoom;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -225,4 +227,9 @@ pub fn trace_charts(report: &crate::Report, dir: Option<&Path>) -> Result<Vec<Re
         render(&durations::DurationsPlot::new(report), dir)?,
         render(&mm_sync::MmSyncPlot::new(report), dir)?,
     ])
+}
+
+/// The zoomed charts of one trace, each with the index of its finding.
+pub fn zoom_charts(zooms: &[zoom::Zoom], dir: Option<&Path>) -> Result<Vec<(usize, Rendered)>, String> {
+    zooms.iter().enumerate().map(|(n, z)| Ok((z.finding, render(&zoom::ZoomPlot::new(z, n), dir)?))).collect()
 }

@@ -5,6 +5,7 @@
 //! Splitting records spans into the chunk buffer; values stay text and are
 //! parsed on access ([`crate::Value::as_i64`]).
 
+use super::hex_fields;
 use crate::event::{Field, Value};
 
 /// A byte range of the chunk buffer. Ranges with [`Span::EXTRA`] set point
@@ -47,7 +48,7 @@ pub struct FieldSpan {
 #[derive(Clone, Copy, Debug)]
 pub enum TextFields<'a> {
     /// Spans computed while parsing (syscall and function-tracer lines).
-    Spans { buf: &'a str, extra: &'a str, spans: &'a [FieldSpan] },
+    Spans { event: &'a str, buf: &'a str, extra: &'a str, spans: &'a [FieldSpan] },
     /// The payload of event `event`, split only when a field is read.
     Payload { event: &'a str, payload: &'a str },
 }
@@ -99,10 +100,10 @@ fn split_special(event: &str, payload: &str) -> Option<Fixed> {
 impl<'a> TextFields<'a> {
     pub fn get(&self, name: &str) -> Option<Value<'a>> {
         match *self {
-            TextFields::Spans { buf, extra, spans } => spans
+            TextFields::Spans { event, buf, extra, spans } => spans
                 .iter()
                 .find(|f| name_of(f, buf, extra) == name)
-                .map(|f| Value::Str(f.value.get(buf, extra))),
+                .map(|f| hex_fields::value(event, name, f.value.get(buf, extra))),
             TextFields::Payload { event, payload } => {
                 if let Some(f) = split_special(event, payload) {
                     return f.spans[..f.len]
@@ -110,7 +111,7 @@ impl<'a> TextFields<'a> {
                         .find(|x| name_of(x, payload, "") == name)
                         .map(|x| Value::Str(x.value.get(payload, "")));
                 }
-                KvIter::new(payload).find(|(n, _)| *n == name).map(|(_, v)| Value::Str(v))
+                KvIter::new(payload).find(|(n, _)| *n == name).map(|(_, v)| hex_fields::value(event, name, v))
             }
         }
     }
@@ -125,10 +126,10 @@ impl<'a> TextFields<'a> {
 
     pub fn iter(&self) -> TextFieldIter<'a> {
         match *self {
-            TextFields::Spans { buf, extra, spans } => TextFieldIter::Spans { buf, extra, spans, i: 0 },
+            TextFields::Spans { event, buf, extra, spans } => TextFieldIter::Spans { event, buf, extra, spans, i: 0 },
             TextFields::Payload { event, payload } => match split_special(event, payload) {
                 Some(f) => TextFieldIter::Fixed { payload, f, i: 0 },
-                None => TextFieldIter::Kv(KvIter::new(payload)),
+                None => TextFieldIter::Kv(event, KvIter::new(payload)),
             },
         }
     }
@@ -143,19 +144,20 @@ fn name_of<'a>(f: &FieldSpan, buf: &'a str, extra: &'a str) -> &'a str {
 }
 
 pub enum TextFieldIter<'a> {
-    Spans { buf: &'a str, extra: &'a str, spans: &'a [FieldSpan], i: usize },
+    Spans { event: &'a str, buf: &'a str, extra: &'a str, spans: &'a [FieldSpan], i: usize },
     Fixed { payload: &'a str, f: Fixed, i: usize },
-    Kv(KvIter<'a>),
+    Kv(&'a str, KvIter<'a>),
 }
 
 impl<'a> Iterator for TextFieldIter<'a> {
     type Item = Field<'a>;
     fn next(&mut self) -> Option<Field<'a>> {
         match self {
-            TextFieldIter::Spans { buf, extra, spans, i } => {
+            TextFieldIter::Spans { event, buf, extra, spans, i } => {
                 let s = spans.get(*i)?;
                 *i += 1;
-                Some(Field { name: name_of(s, buf, extra), value: Value::Str(s.value.get(buf, extra)) })
+                let name = name_of(s, buf, extra);
+                Some(Field { name, value: hex_fields::value(event, name, s.value.get(buf, extra)) })
             }
             TextFieldIter::Fixed { payload, f, i } => {
                 if *i >= f.len {
@@ -165,7 +167,7 @@ impl<'a> Iterator for TextFieldIter<'a> {
                 *i += 1;
                 Some(Field { name: name_of(&s, payload, ""), value: Value::Str(s.value.get(payload, "")) })
             }
-            TextFieldIter::Kv(k) => k.next().map(|(name, v)| Field { name, value: Value::Str(v) }),
+            TextFieldIter::Kv(event, k) => k.next().map(|(name, v)| Field { name, value: hex_fields::value(event, name, v) }),
         }
     }
 }

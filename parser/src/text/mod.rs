@@ -7,6 +7,7 @@
 //! `IN_FLIGHT × CHUNK_BYTES` whatever the trace length.
 
 pub mod fields;
+pub mod hex_fields;
 pub mod line;
 
 use crate::detect::Format;
@@ -312,7 +313,7 @@ fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &m
                     system: if r.system.len == 0 { None } else { Some(r.system.get(text, extra)) },
                     name: r.name.get(text, extra),
                     fields: Fields::Text(match r.fields {
-                        Some((s, n)) => TextFields::Spans { buf: text, extra, spans: &c.fields[s as usize..(s + n) as usize] },
+                        Some((s, n)) => TextFields::Spans { event: r.name.get(text, extra), buf: text, extra, spans: &c.fields[s as usize..(s + n) as usize] },
                         None => TextFields::Payload { event: r.name.get(text, extra), payload: r.payload.get(text, extra) },
                     }),
                     origin: Origin::Line(line_base + r.line_no as u64 + 1),
@@ -463,6 +464,31 @@ pub fn probe(_name: &str, head: &[u8], info: &mut TraceInfo) -> Result<()> {
                 if let (Ok(a), Ok(b)) = (a.parse::<u64>(), b.parse::<u64>()) {
                     info.overwritten = Some(b.saturating_sub(a));
                 }
+            }
+        }
+    }
+    // The architecture, from tracepoints only one architecture has: x86's
+    // irq_vectors and exceptions, the ipi_raise/ipi_entry of arm and arm64.
+    if info.arch.is_none() {
+        let all = String::from_utf8_lossy(head);
+        for l in all.lines() {
+            let t = l.trim();
+            // x86's exceptions tracepoint; its addresses tell 64 from 32 bits
+            if let Some(p) = t.find(": page_fault_").and_then(|p| t[p..].find("address=0x").map(|q| p + q + 10)) {
+                let digits = t[p..].bytes().take_while(|b| b.is_ascii_hexdigit()).count();
+                let (a, from) = if digits > 8 {
+                    ("x86_64", "event names and addresses: x86's exceptions tracepoint, 64-bit addresses")
+                } else {
+                    ("i686", "event names and addresses: x86's exceptions tracepoint, 32-bit addresses")
+                };
+                info.arch = Some(a.into());
+                info.arch_from = Some(from);
+                break;
+            }
+            if t.contains(": ipi_raise:") || t.contains(": ipi_entry:") || t.contains("ipi:ipi_raise:") {
+                info.arch = Some("arm64".into());
+                info.arch_from = Some("event names: ipi_raise/ipi_entry (arm, arm64)");
+                break;
             }
         }
     }

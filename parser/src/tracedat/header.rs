@@ -245,6 +245,32 @@ impl Meta {
         }
     }
 
+    /// The machine, when UNAME is missing (v6 files have no options): from
+    /// the event systems the kernel had (`irq_vectors`, `x86_fpu`,
+    /// `exceptions`, `nmi` exist only on x86), else from kallsyms markers
+    /// (`el0_svc` arm64, `vector_swi` arm, `entry_SYSCALL_64` x86_64,
+    /// `entry_INT80_32` x86_32).
+    pub fn arch_guess(&self, name: &str, buf: &[u8]) -> Option<(&'static str, &'static str)> {
+        const X86_SYSTEMS: &[&str] = &["irq_vectors", "x86_fpu", "exceptions", "nmi"];
+        if self.formats.iter().any(|f| X86_SYSTEMS.contains(&f.system.as_str())) {
+            let a = if self.long_size == 4 { "i686" } else { "x86_64" };
+            return Some((a, "trace.dat event formats (x86-only tracepoint systems)"));
+        }
+        let syms = read_kallsyms(name, buf, self)?;
+        const MARKS: &[(&str, &str)] = &[
+            (" el0_svc\n", "aarch64"),
+            (" __arm64_sys_read\n", "aarch64"),
+            (" entry_SYSCALL_64\n", "x86_64"),
+            (" entry_INT80_32\n", "i686"),
+            (" vector_swi\n", "arm"),
+            (" handle_exception\n", "riscv64"),
+        ];
+        MARKS
+            .iter()
+            .find(|(m, _)| memchr::memmem::find(&syms, m.as_bytes()).is_some())
+            .map(|(_, a)| (*a, "trace.dat kallsyms"))
+    }
+
     pub fn format_for(&self, id: u32) -> Option<&EventFormat> {
         self.by_id.get(&id).map(|&i| &*self.formats[i])
     }

@@ -26,13 +26,23 @@ use page::RecKind;
 
 pub use writer::{convert, TraceDatWriter, WriteStats, WriterOptions};
 
-/// Fill `info` from the parsed metadata.
-fn fill_info(meta: &Meta, info: &mut TraceInfo) {
+/// The event formats nmitrace carries (Linux 6.18 x86_64 format files): for
+/// the writer, and for reading the print formats of text traces.
+pub const BUILTIN_FORMATS: &str = include_str!("builtin_formats.txt");
+
+/// Fill `info` from the parsed metadata (`buf`: the bytes it was read from).
+fn fill_info(meta: &Meta, info: &mut TraceInfo, name: &str, buf: &[u8]) {
     if info.kernel.is_none() {
         info.kernel = meta.kernel();
     }
     if info.arch.is_none() {
-        info.arch = meta.arch();
+        if let Some(a) = meta.arch() {
+            info.arch = Some(a);
+            info.arch_from = Some("trace.dat UNAME");
+        } else if let Some((a, from)) = meta.arch_guess(name, buf) {
+            info.arch = Some(a.to_string());
+            info.arch_from = Some(from);
+        }
     }
     if meta.cpus > 0 {
         info.cpus = Some(meta.cpus);
@@ -51,7 +61,7 @@ fn fill_info(meta: &Meta, info: &mut TraceInfo) {
 pub fn probe(name: &str, input: &mut Input, info: &mut TraceInfo) -> Result<Option<Meta>> {
     match header::parse(name, input.head()) {
         Ok(meta) => {
-            fill_info(&meta, info);
+            fill_info(&meta, info, name, input.head());
             return Ok(None);
         }
         Err(_) if input.compression().is_none() && name != "-" => {}
@@ -63,7 +73,7 @@ pub fn probe(name: &str, input: &mut Input, info: &mut TraceInfo) -> Result<Opti
     }
     let bytes = Input::open(path)?.into_bytes()?;
     let meta = header::parse(name, &bytes)?;
-    fill_info(&meta, info);
+    fill_info(&meta, info, name, &bytes);
     Ok(Some(meta))
 }
 

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, Write};
 
-const BUILTIN: &str = include_str!("builtin_formats.txt");
+const BUILTIN: &str = super::BUILTIN_FORMATS;
 
 thread_local! {
     /// Byte order of the file being written, set on entry to every writer
