@@ -90,7 +90,7 @@ fn write_staged(
             if let Some(d) = &target {
                 said.push(format!("{}", d.join("{timeline,nmi_durations,mm_out_of_sync}.{svg,png}").display()));
                 if !zoomed.is_empty() {
-                    said.push(format!("{} ({} zoomed findings)", d.join("zoom-*.{svg,png}").display(), zoomed.len()));
+                    said.push(format!("{} ({} zoomed finding{})", d.join("zoom-*.{svg,png}").display(), zoomed.len(), if zoomed.len() == 1 { "" } else { "s" }));
                 }
             }
             if let (Some(f), Some(s)) = (out.report, report) {
