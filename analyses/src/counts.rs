@@ -1,7 +1,8 @@
 //! The `events` block: counts by name and CPU, time span, and what the
 //! input said it lost or could not parse.
 
-use crate::report::{EventsBlock, Finding};
+use crate::finding::{Confidence, Details, Finding, Kind, Severity};
+use crate::report::{EventsBlock, ParseBlock};
 use ahash::AHashMap;
 use nmitrace_parser::{Event, Notice, Origin};
 use std::collections::BTreeMap;
@@ -202,7 +203,9 @@ impl NoticeLog {
         if header.is_none() && self.overwritten.is_empty() {
             return None;
         }
-        let mut f = Finding::new("trace_overwritten", "info", "observed");
+        let total = header.unwrap_or(0).max(self.overwritten_total);
+        let at = self.overwritten.first().map(|l| l.origin.to_string());
+        let mut f = Finding::new(Kind::TraceOverwritten, Severity::Info, Confidence::Observed, Details::Overwritten { overwritten: total, at });
         let per_cpu: Vec<String> = self
             .overwritten
             .iter()
@@ -211,7 +214,6 @@ impl NoticeLog {
                 None => format!("CPU {} some", l.cpu),
             })
             .collect();
-        let total = header.unwrap_or(0).max(self.overwritten_total);
         let what = match (header, per_cpu.is_empty()) {
             (Some(n), _) => format!("{n} older events were overwritten before the trace starts (entries-in-buffer/entries-written)"),
             (None, false) => format!("older events were overwritten before each CPU's first event ({})", per_cpu.join(", ")),
@@ -220,10 +222,6 @@ impl NoticeLog {
         f.message = format!(
             "{what}: the ring buffer ran in overwrite mode (a flight recorder), so the trace is its last part; nothing is missing inside it, but state from before the first event (tasks, mms, a switch in progress) is unknown"
         );
-        f.details.insert("overwritten".into(), total.into());
-        if let Some(l) = self.overwritten.first() {
-            f.details.insert("at".into(), l.origin.to_string().into());
-        }
         Some(f)
     }
 
@@ -236,17 +234,39 @@ impl NoticeLog {
                     Some(n) => format!("{n} events"),
                     None => "an unknown number of events".to_string(),
                 };
-                let mut f = Finding::new("trace_data_loss", "warning", "observed");
+                let mut f = Finding::new(
+                    Kind::TraceDataLoss,
+                    Severity::Warning,
+                    Confidence::Observed,
+                    Details::DataLoss { lost: l.count, at: l.origin.to_string() },
+                );
                 f.ts_ns = l.ts_ns;
                 f.cpu = Some(l.cpu);
                 f.message = format!(
                     "CPU {} lost {what} ({}): the ring buffer overflowed; findings near this point may be incomplete (record with a larger buffer, trace-cmd record -b)",
                     l.cpu, l.origin
                 );
-                f.details.insert("lost".into(), l.count.map_or(serde_json::Value::Null, |n| n.into()));
-                f.details.insert("at".into(), l.origin.to_string().into());
                 f
             })
             .collect()
+    }
+}
+
+impl NoticeLog {
+    /// The report's `parse` block: the reader's counts and this log's examples.
+    pub fn parse_block(&self, stats: &nmitrace_parser::ParseStats) -> ParseBlock {
+        let notices = self;
+        let ex = |pairs: &[(&str, &String)]| pairs.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect();
+        ParseBlock {
+            lines: stats.lines,
+            unparsed_lines: notices.unparsed,
+            unparsed_examples: notices
+                .unparsed_examples
+                .iter()
+                .map(|(at, text, why)| ex(&[("at", at), ("text", text), ("reason", why)]))
+                .collect(),
+            warnings: notices.warnings,
+            warning_examples: notices.warning_examples.iter().map(|(at, m)| ex(&[("at", at), ("message", m)])).collect(),
+        }
     }
 }

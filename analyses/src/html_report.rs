@@ -2,7 +2,7 @@
 //! findings with their evidence lines, NMI statistics, and the charts as
 //! inline SVG. No scripts, no external resources.
 
-use crate::report::severity_rank;
+use crate::finding::Severity;
 use crate::Report;
 use std::fmt::Write;
 
@@ -131,7 +131,7 @@ pub fn findings_html(findings: &[crate::Finding], trace: Option<&str>) -> String
 pub fn findings_with_zooms(findings: &[crate::Finding], trace: Option<&str>, zooms: &[(usize, Chart)]) -> String {
     let mut o = String::new();
     for (i, f) in findings.iter().enumerate().take(MAX_FINDINGS_SHOWN) {
-        let _ = write!(o, "<div class=\"finding sev-{}\"><h3>{} {} <span class=\"meta\">({})</span></h3>", esc(&f.severity), badge(&f.severity), esc(&f.kind), esc(&f.confidence));
+        let _ = write!(o, "<div class=\"finding sev-{}\"><h3>{} {} <span class=\"meta\">({})</span></h3>", f.severity, badge(f.severity.as_str()), f.kind, f.confidence);
         let mut meta = Vec::new();
         if let Some(t) = trace {
             meta.push(format!("trace {}", esc(t)));
@@ -149,7 +149,7 @@ pub fn findings_with_zooms(findings: &[crate::Finding], trace: Option<&str>, zoo
         if let Some(at) = f.interrupted_at() {
             let _ = write!(o, "<div class=\"msg\"><b>interrupted at</b> <code>{}</code></div>", esc(&at));
         }
-        if let Some(c) = f.details.get("confirmed_by").and_then(|v| v.as_str()) {
+        if let Some(c) = f.details.confirmed_by() {
             let _ = write!(o, "<div class=\"msg\"><b>confirmed by</b> {}</div>", esc(c));
         }
         if let Some((_, z)) = zooms.iter().find(|(k, _)| *k == i) {
@@ -158,8 +158,8 @@ pub fn findings_with_zooms(findings: &[crate::Finding], trace: Option<&str>, zoo
         if !f.evidence.is_empty() {
             let _ = write!(o, "<pre class=\"evidence\">{}</pre>", esc(&f.evidence.join("\n")));
         }
-        if !f.details.is_empty() {
-            let d = serde_json::to_string_pretty(&f.details).unwrap_or_default();
+        let d = serde_json::to_string_pretty(&f.details).unwrap_or_default();
+        if d != "{}" {
             let _ = write!(o, "<details><summary>details</summary><pre>{}</pre></details>", esc(&d));
         }
         o.push_str("</div>\n");
@@ -179,16 +179,16 @@ pub fn trace_html(r: &Report, charts: &[Chart]) -> String {
 pub fn trace_html_zoomed(r: &Report, charts: &[Chart], zooms: &[(usize, Chart)]) -> String {
     let mut b = String::new();
     // Verdict.
-    let worst = r.findings.iter().map(|f| severity_rank(&f.severity)).max();
+    let worst = r.max_severity();
     let verdict = match worst {
-        Some(2) => format!("{} errors, {} findings in all", r.findings.iter().filter(|f| f.severity == "error").count(), r.findings.len()),
-        Some(1) => format!("{} warnings, {} findings in all", r.findings.iter().filter(|f| f.severity == "warning").count(), r.findings.len()),
+        Some(Severity::Error) => format!("{} errors, {} findings in all", r.findings.iter().filter(|f| f.severity == Severity::Error).count(), r.findings.len()),
+        Some(Severity::Warning) => format!("{} warnings, {} findings in all", r.findings.iter().filter(|f| f.severity == Severity::Warning).count(), r.findings.len()),
         Some(_) => format!("{} informational findings", r.findings.len()),
         None => "no findings".to_string(),
     };
     let sev = match worst {
-        Some(2) => "error",
-        Some(1) => "warning",
+        Some(Severity::Error) => "error",
+        Some(Severity::Warning) => "warning",
         _ => "ok",
     };
     let _ = write!(
@@ -245,8 +245,8 @@ pub fn trace_html_zoomed(r: &Report, charts: &[Chart], zooms: &[(usize, Chart)])
             .summary
             .iter()
             .map(|(k, n)| {
-                let worst = r.findings.iter().filter(|f| &f.kind == k).map(|f| f.severity.as_str()).max_by_key(|s| severity_rank(s)).unwrap_or("info");
-                vec![esc(k), badge(worst), n.to_string()]
+                let worst = r.findings.iter().filter(|f| f.kind == *k).map(|f| f.severity).max().unwrap_or(Severity::Info);
+                vec![k.to_string(), badge(worst.as_str()), n.to_string()]
             })
             .collect();
         b.push_str(&table(&["kind", "worst severity", "count"], &rows));
@@ -297,7 +297,12 @@ mod tests {
     #[test]
     fn escapes_and_is_self_contained() {
         let mut r = Report::new("a<b>.txt", &Default::default());
-        let mut f = crate::Finding::new("unknown_nmi", "warning", "observed");
+        let mut f = crate::Finding::new(
+            crate::Kind::UnknownNmi,
+            Severity::Warning,
+            crate::Confidence::Observed,
+            crate::finding::Details::Latch(Default::default()),
+        );
         f.message = "x < y & z".into();
         f.evidence.push("<idle>-0 [001] d.Z1. 1.000000: nmi_handler: ...".into());
         r.findings.push(f);

@@ -1,7 +1,8 @@
 //! The report of SPEC §4: one JSON document per trace, and its text form.
 
-use nmitrace_parser::{ParseStats, TraceInfo};
+use nmitrace_parser::TraceInfo;
 use serde::Serialize;
+use crate::finding::{Finding, Kind, Severity};
 use std::collections::BTreeMap;
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -13,7 +14,8 @@ pub struct Report {
     pub events: EventsBlock,
     pub nmis: NmisBlock,
     pub findings: Vec<Finding>,
-    pub summary: BTreeMap<String, u64>,
+    /// Findings per kind (sorted by name).
+    pub summary: BTreeMap<Kind, u64>,
     /// How the input was read: lines, unparsed lines with examples, warnings.
     pub parse: ParseBlock,
     /// What could be checked, and the verdict.
@@ -73,85 +75,6 @@ pub struct ParseBlock {
     pub warning_examples: Vec<BTreeMap<String, String>>,
 }
 
-impl ParseBlock {
-    pub fn new(stats: &ParseStats, notices: &crate::counts::NoticeLog) -> ParseBlock {
-        let ex = |pairs: &[(&str, &String)]| pairs.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect();
-        ParseBlock {
-            lines: stats.lines,
-            unparsed_lines: notices.unparsed,
-            unparsed_examples: notices
-                .unparsed_examples
-                .iter()
-                .map(|(at, text, why)| ex(&[("at", at), ("text", text), ("reason", why)]))
-                .collect(),
-            warnings: notices.warnings,
-            warning_examples: notices.warning_examples.iter().map(|(at, m)| ex(&[("at", at), ("message", m)])).collect(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Finding {
-    pub kind: String,
-    pub severity: String,
-    pub confidence: String,
-    pub ts_ns: Option<u64>,
-    pub cpu: Option<u32>,
-    pub pid: Option<i32>,
-    pub comm: Option<String>,
-    pub message: String,
-    pub details: serde_json::Map<String, serde_json::Value>,
-    /// Trace lines that prove the finding, as the trace printed them.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub evidence: Vec<String>,
-}
-
-impl Finding {
-    pub fn new(kind: &str, severity: &str, confidence: &str) -> Finding {
-        Finding {
-            kind: kind.into(),
-            severity: severity.into(),
-            confidence: confidence.into(),
-            ts_ns: None,
-            cpu: None,
-            pid: None,
-            comm: None,
-            message: String::new(),
-            details: Default::default(),
-            evidence: Vec::new(),
-        }
-    }
-
-    /// Where the NMI's own register dump says the CPU was: `RIP …, CR3 …, PID …`.
-    pub fn interrupted_at(&self) -> Option<String> {
-        let rip = self.details.get("interrupted_rip")?.as_str()?;
-        let mut s = format!("RIP {rip}");
-        if let Some(c) = self.details.get("interrupted_cr3").and_then(|v| v.as_str()) {
-            s.push_str(&format!(", CR3 {c}"));
-        }
-        if let Some(p) = self.details.get("interrupted_pid").and_then(|v| v.as_i64()) {
-            s.push_str(&format!(", current PID {p}"));
-        }
-        if self.details.get("interrupted_user_mode").and_then(|v| v.as_bool()) == Some(true) {
-            s.push_str(" (user mode)");
-        }
-        Some(s)
-    }
-
-    /// Severity rank: info 0, warning 1, error 2.
-    pub fn severity_rank(&self) -> u8 {
-        severity_rank(&self.severity)
-    }
-}
-
-pub fn severity_rank(s: &str) -> u8 {
-    match s {
-        "error" => 2,
-        "warning" => 1,
-        _ => 0,
-    }
-}
-
 impl Report {
     pub fn new(path: &str, info: &TraceInfo) -> Report {
         Report {
@@ -177,16 +100,16 @@ impl Report {
     /// Sort findings deterministically and fill the summary.
     pub fn finalize(&mut self) {
         self.findings.sort_by(|a, b| {
-            (a.ts_ns, a.cpu, &a.kind, &a.message).cmp(&(b.ts_ns, b.cpu, &b.kind, &b.message))
+            (a.ts_ns, a.cpu, a.kind, &a.message).cmp(&(b.ts_ns, b.cpu, b.kind, &b.message))
         });
         self.summary.clear();
         for f in &self.findings {
-            *self.summary.entry(f.kind.clone()).or_default() += 1;
+            *self.summary.entry(f.kind).or_default() += 1;
         }
     }
 
-    /// The most severe finding's rank, if any finding.
-    pub fn max_severity(&self) -> Option<u8> {
-        self.findings.iter().map(|f| f.severity_rank()).max()
+    /// The most severe finding's severity, if any finding.
+    pub fn max_severity(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
     }
 }

@@ -176,9 +176,9 @@ pub fn findings_df<'a>(rows: impl IntoIterator<Item = (&'a str, &'a Finding)>) -
         rows.len(),
         vec![
             Column::new("trace".into(), rows.iter().map(|(t, _)| *t).collect::<Vec<&str>>()),
-            Column::new("kind".into(), s(&|f| f.kind.clone())),
-            Column::new("severity".into(), s(&|f| f.severity.clone())),
-            Column::new("confidence".into(), s(&|f| f.confidence.clone())),
+            Column::new("kind".into(), s(&|f| f.kind.to_string())),
+            Column::new("severity".into(), s(&|f| f.severity.to_string())),
+            Column::new("confidence".into(), s(&|f| f.confidence.to_string())),
             Column::new("ts_ns".into(), rows.iter().map(|(_, f)| f.ts_ns).collect::<Vec<Option<u64>>>()),
             Column::new("cpu".into(), rows.iter().map(|(_, f)| f.cpu).collect::<Vec<Option<u32>>>()),
             Column::new("pid".into(), rows.iter().map(|(_, f)| f.pid).collect::<Vec<Option<i32>>>()),

@@ -1,4 +1,6 @@
 use super::*;
+use crate::finding::{Confidence, Kind, Severity};
+use nmitrace_parser::{Notice, ParseStats, Sink, TraceInfo};
 use nmitrace_replay::testkit::{ev, OwnedEvent};
 
 fn analyze(kernel: &str, evs: &[OwnedEvent]) -> Report {
@@ -12,12 +14,12 @@ fn analyze(kernel: &str, evs: &[OwnedEvent]) -> Report {
     a.finish("test", &TraceInfo::default(), &ParseStats::default())
 }
 
-fn kinds(r: &Report) -> Vec<(String, String, String)> {
-    r.findings.iter().map(|f| (f.kind.clone(), f.severity.clone(), f.confidence.clone())).collect()
+fn kinds(r: &Report) -> Vec<(Kind, Severity, Confidence)> {
+    r.findings.iter().map(|f| (f.kind, f.severity, f.confidence)).collect()
 }
 
 fn only(r: &Report, kind: &str) -> Vec<Finding> {
-    r.findings.iter().filter(|f| f.kind == kind).cloned().collect()
+    r.findings.iter().filter(|f| f.kind.as_str() == kind).cloned().collect()
 }
 
 const A: (&str, i32) = ("bash", 100);
@@ -39,16 +41,16 @@ fn nmi_stamped_with_prev_after_reason0_flush_is_observed_mismatch() {
     );
     let f = only(&r, "cr3_current_mismatch");
     assert_eq!(f.len(), 1, "{:?}", kinds(&r));
-    assert_eq!(f[0].confidence, "observed");
-    assert_eq!(f[0].severity, "warning");
-    assert_eq!(f[0].details["prev_pid"], 100);
-    assert_eq!(f[0].details["next_pid"], 200);
+    assert_eq!(f[0].confidence, Confidence::Observed);
+    assert_eq!(f[0].severity, Severity::Warning);
+    assert_eq!(f[0].details_json()["prev_pid"], 100);
+    assert_eq!(f[0].details_json()["next_pid"], 200);
     // Evidence: the switch, the flush, the NMI and next's first event, as printed.
     assert_eq!(f[0].evidence.len(), 4);
     assert!(f[0].evidence[1].contains("tlb_flush"));
     assert!(f[0].evidence[2].contains("nmi_handler"));
     assert!(f[0].evidence[3].contains("cc1-200"));
-    assert_eq!(f[0].details["window_end_ns"], 20_000);
+    assert_eq!(f[0].details_json()["window_end_ns"], 20_000);
     assert_eq!(r.nmis.instances, 1);
     assert_eq!(r.nmis.by_handler[PERF].count, 1);
 }
@@ -106,8 +108,8 @@ fn nmi_stamped_with_prev_before_the_flush_is_inferred() {
     );
     let f = only(&r, "cr3_current_mismatch");
     assert_eq!(f.len(), 1, "{:?}", kinds(&r));
-    assert_eq!(f[0].confidence, "inferred");
-    assert_eq!(f[0].details["window_from"], "sched_switch, before the reason-0 tlb_flush");
+    assert_eq!(f[0].confidence, Confidence::Inferred);
+    assert_eq!(f[0].details_json()["window_from"], "sched_switch, before the reason-0 tlb_flush");
 }
 
 #[test]
@@ -153,7 +155,7 @@ fn two_sources_then_swallowed_b2b() {
             ev::nmi(101_500, 0, A, PERF, 1_000, 0),
         ],
     );
-    assert_eq!(kinds(&r), vec![("swallowed_nmi".into(), "info".into(), "observed".into())]);
+    assert_eq!(kinds(&r), vec![(Kind::SwallowedNmi, Severity::Info, Confidence::Observed)]);
     assert_eq!(r.nmis.instances, 2);
 }
 
@@ -161,8 +163,8 @@ fn two_sources_then_swallowed_b2b() {
 fn empty_non_b2b_nmi_is_unknown() {
     let r = analyze("4.19", &[ev::other(1_000, 0, A), ev::nmi(100_000, 0, A, PERF, 3_000, 1), ev::nmi(500_000, 0, A, PERF, 1_000, 0)]);
     let k = kinds(&r);
-    assert_eq!(k, vec![("unknown_nmi".into(), "warning".into(), "observed".into())]);
-    assert_eq!(only(&r, "unknown_nmi")[0].details["b2b"], false);
+    assert_eq!(k, vec![(Kind::UnknownNmi, Severity::Warning, Confidence::Observed)]);
+    assert_eq!(only(&r, "unknown_nmi")[0].details_json()["b2b"], false);
 }
 
 #[test]
@@ -188,11 +190,11 @@ fn three_sources_and_swallowed_follower_is_one_lost() {
     );
     let lost = only(&r, "lost_nmi");
     assert_eq!(lost.len(), 1, "{:?}", kinds(&r));
-    assert_eq!(lost[0].details["lost"], 1);
-    assert_eq!(lost[0].details["sources"], 3);
-    assert_eq!(lost[0].details["vendor"], "amd");
-    assert_eq!(lost[0].confidence, "observed");
-    assert_eq!(lost[0].severity, "info");
+    assert_eq!(lost[0].details_json()["lost"], 1);
+    assert_eq!(lost[0].details_json()["sources"], 3);
+    assert_eq!(lost[0].details_json()["vendor"], "amd");
+    assert_eq!(lost[0].confidence, Confidence::Observed);
+    assert_eq!(lost[0].severity, Severity::Info);
     assert_eq!(only(&r, "swallowed_nmi").len(), 1);
     assert_eq!(r.nmis.instances, 2);
 }
@@ -205,7 +207,7 @@ fn two_sources_no_follower_is_one_lost() {
     );
     let lost = only(&r, "lost_nmi");
     assert_eq!(lost.len(), 1, "{:?}", kinds(&r));
-    assert_eq!(lost[0].details["lost"], 1);
+    assert_eq!(lost[0].details_json()["lost"], 1);
 }
 
 #[test]
@@ -233,13 +235,13 @@ fn nested_nmi_after_fault_on_pre_3_3() {
     );
     let n = only(&r, "nested_nmi");
     assert_eq!(n.len(), 1, "{:?}", kinds(&r));
-    assert_eq!(n[0].severity, "error");
-    assert_eq!(n[0].details["after_fault_in_nmi"], true);
+    assert_eq!(n[0].severity, Severity::Error);
+    assert_eq!(n[0].details_json()["after_fault_in_nmi"], true);
     assert!(n[0].evidence[0].contains("page_fault_kernel"), "{:?}", n[0].evidence);
     let v = only(&r, "nmi_vmalloc_fault");
     assert_eq!(v.len(), 1, "{:?}", kinds(&r));
-    assert_eq!(v[0].severity, "error");
-    assert_eq!(v[0].details["nmi_context_from"], "nmi_handler interval");
+    assert_eq!(v[0].severity, Severity::Error);
+    assert_eq!(v[0].details_json()["nmi_context_from"], "nmi_handler interval");
 }
 
 #[test]
@@ -254,17 +256,17 @@ fn vmalloc_fault_in_nmi_by_flags_and_era() {
     let r = analyze("4.19", &evs);
     let v = only(&r, "nmi_vmalloc_fault");
     assert_eq!(v.len(), 1, "{:?}", kinds(&r));
-    assert_eq!(v[0].severity, "warning");
-    assert_eq!(v[0].details["nmi_context_from"], "event flags");
+    assert_eq!(v[0].severity, Severity::Warning);
+    assert_eq!(v[0].details_json()["nmi_context_from"], "event flags");
     let r = analyze("6.1", &evs);
-    assert_eq!(only(&r, "nmi_vmalloc_fault")[0].severity, "error");
+    assert_eq!(only(&r, "nmi_vmalloc_fault")[0].severity, Severity::Error);
     // A user-address fault in NMI is an nmi_page_fault (info on modern kernels).
     let evs = [
         ev::kfault(12_000, 0, A, 0x7fff_0000_1000).ctx(true, true, true),
         ev::other(20_000, 0, A).ctx(false, false, false),
     ];
     let r = analyze("6.1", &evs);
-    assert_eq!(kinds(&r), vec![("nmi_page_fault".into(), "info".into(), "observed".into())]);
+    assert_eq!(kinds(&r), vec![(Kind::NmiPageFault, Severity::Info, Confidence::Observed)]);
 }
 
 #[test]
@@ -279,7 +281,7 @@ fn slow_handler() {
     let r = analyze("6.1", &[ev::nmi(5_000_000, 0, A, PERF, 2_500_000, 1)]);
     let s = only(&r, "slow_nmi_handler");
     assert_eq!(s.len(), 1);
-    assert_eq!(s[0].details["delta_ns"], 2_500_000);
+    assert_eq!(s[0].details_json()["delta_ns"], 2_500_000);
     assert_eq!(r.nmis.by_handler[PERF].max_ns, 2_500_000);
 }
 
@@ -295,7 +297,7 @@ fn console_unknown_line_confirms() {
     );
     let u = only(&r, "unknown_nmi");
     assert_eq!(u.len(), 2, "{:?}", kinds(&r));
-    assert!(u.iter().all(|f| f.details["console_confirmed"] == true));
+    assert!(u.iter().all(|f| f.details_json()["console_confirmed"] == true));
 }
 
 #[test]
@@ -311,9 +313,9 @@ fn periodic_source_missing_beats_while_busy() {
     let r = analyze("6.1", &evs);
     let l = only(&r, "lost_nmi");
     assert_eq!(l.len(), 1, "{:?}", kinds(&r));
-    assert_eq!(l[0].confidence, "inferred");
-    assert_eq!(l[0].severity, "warning");
-    assert_eq!(l[0].details["lost"], 2);
+    assert_eq!(l[0].confidence, Confidence::Inferred);
+    assert_eq!(l[0].severity, Severity::Warning);
+    assert_eq!(l[0].details_json()["lost"], 2);
 }
 
 #[test]
@@ -332,7 +334,7 @@ fn exposure_on_old_kernel_only() {
     let r = analyze("2.6.35", &evs);
     let x = only(&r, "vmalloc_exposure");
     assert_eq!(x.len(), 1, "{:?}", kinds(&r));
-    assert_eq!(x[0].confidence, "inferred");
+    assert_eq!(x[0].confidence, Confidence::Inferred);
     let r = analyze("6.1", &evs);
     assert!(r.findings.is_empty());
     // With page faults traced, the exposure is not reported (faults are observed instead).
@@ -377,7 +379,7 @@ fn lost_events_close_the_window() {
         let _ = a.event(ev);
     });
     let r = a.finish("t", &TraceInfo::default(), &ParseStats::default());
-    assert_eq!(kinds(&r), vec![("trace_data_loss".into(), "warning".into(), "observed".into())]);
+    assert_eq!(kinds(&r), vec![(Kind::TraceDataLoss, Severity::Warning, Confidence::Observed)]);
     // input.kernel is what the trace says (nothing); the model says what was used, and why
     assert_eq!(r.input.kernel, None);
     assert_eq!(r.input.model["kernel"], "4.19");

@@ -1,7 +1,8 @@
 //! The human report: verdict first, then the model, the NMIs, and each
 //! finding with the trace lines that prove it.
 
-use crate::report::{severity_rank, Report};
+use crate::finding::{Finding, Severity};
+use crate::report::Report;
 use std::fmt::Write;
 
 fn wrap(out: &mut String, indent: &str, text: &str, width: usize) {
@@ -30,8 +31,8 @@ impl Report {
     /// its evidence lines as the trace printed them.
     pub fn render_text(&self) -> String {
         let mut s = String::new();
-        let count = |sev: &str| self.findings.iter().filter(|f| f.severity == sev).count();
-        let (e, w, i) = (count("error"), count("warning"), count("info"));
+        let count = |sev: Severity| self.findings.iter().filter(|f| f.severity == sev).count();
+        let (e, w, i) = (count(Severity::Error), count(Severity::Warning), count(Severity::Info));
         let _ = writeln!(s, "nmitrace: {} ({})", self.input.path, self.input.format);
         let verdict = if self.coverage.verdict.is_empty() { "?" } else { self.coverage.verdict.as_str() };
         let _ = writeln!(s, "verdict: {verdict} — {e} error(s), {w} warning(s), {i} info");
@@ -121,11 +122,11 @@ impl Report {
                 st.count, st.handled, st.p50_ns, st.p99_ns, st.max_ns
             );
         }
-        let mut order: Vec<&crate::report::Finding> = self.findings.iter().collect();
-        order.sort_by(|a, b| severity_rank(&b.severity).cmp(&severity_rank(&a.severity)).then(a.ts_ns.cmp(&b.ts_ns)));
+        let mut order: Vec<&Finding> = self.findings.iter().collect();
+        order.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.ts_ns.cmp(&b.ts_ns)));
         let _ = writeln!(s, "\nfindings: {}", order.len());
         for f in order {
-            let mut head = format!("[{}] {} ({})", f.severity.to_uppercase(), f.kind, f.confidence);
+            let mut head = format!("[{}] {} ({})", f.severity.as_str().to_uppercase(), f.kind, f.confidence);
             if let Some(t) = f.ts_ns {
                 let _ = write!(head, " at {}", ts(t));
             }
@@ -140,7 +141,7 @@ impl Report {
             if let Some(at) = f.interrupted_at() {
                 let _ = writeln!(s, "    interrupted at: {at}");
             }
-            if let Some(c) = f.details.get("confirmed_by").and_then(|v| v.as_str()) {
+            if let Some(c) = f.details.confirmed_by() {
                 wrap(&mut s, "    ", &format!("confirmed by: {c}"), 100);
             }
             if !f.evidence.is_empty() {

@@ -11,7 +11,7 @@
 //! The [`Report`](crate::Report) carries it as `timeline`, skipped by serde
 //! (the JSON contract does not change).
 
-use crate::nmi_latch::Instance;
+use crate::nmi::instance::Instance;
 use nmitrace_parser::Event;
 use nmitrace_replay::{Outcome, Replay};
 use std::collections::BTreeMap;
@@ -204,7 +204,7 @@ pub fn mark_nmi(marks: &mut Decimated<NmiMark>, inst: &Instance) {
         pid: inst.pid,
         comm: inst.comm.clone(),
         faults: inst.faults.len() as u32,
-        in_switch_window: inst.window.is_some(),
+        in_switch_window: inst.in_switch_window,
         nested: inst.nested,
     });
 }
@@ -226,6 +226,11 @@ pub struct Timeline {
 }
 
 impl Timeline {
+    /// A finished NMI instance.
+    pub fn nmi(&mut self, inst: &Instance) {
+        mark_nmi(&mut self.nmis, inst);
+    }
+
     /// An `nmi_handler` event's duration.
     pub fn handler_duration(&mut self, handler: &str, delta_ns: u64) {
         if let Some(h) = self.durations.get_mut(handler) {

@@ -4,6 +4,8 @@
 //! `COMM-PID [CPU] FLAGS SECS.USECS: EVENT: FIELDS`).
 
 use nmitrace_analyses::{Analyzer, Config, Finding, Report};
+#[allow(unused_imports)]
+use nmitrace_analyses::{Confidence, Kind, Severity};
 use nmitrace_parser::{Input, Trace};
 
 /// A raw tracefs text trace, built line by line.
@@ -83,7 +85,7 @@ impl Raw {
 }
 
 fn of<'a>(r: &'a Report, kind: &str) -> Vec<&'a Finding> {
-    r.findings.iter().filter(|f| f.kind == kind).collect()
+    r.findings.iter().filter(|f| f.kind.as_str() == kind).collect()
 }
 
 fn kinds(r: &Report) -> Vec<String> {
@@ -117,8 +119,8 @@ fn up_to_4_7_vmalloc_fault_fills_current_active_mm() {
     let r = fault_in_window().analyze("4.7", "x86_64");
     let v = of(&r, "nmi_vmalloc_fault");
     assert_eq!(v.len(), 1, "{:?}", kinds(&r));
-    assert_eq!(v[0].severity, "error");
-    assert_eq!(v[0].details["wrong_pgd"], true);
+    assert_eq!(v[0].severity, Severity::Error);
+    assert_eq!(v[0].details_json()["wrong_pgd"], true);
     let w = of(&r, "cr3_current_mismatch");
     assert_eq!((w.len(), w[0].severity.as_str(), w[0].confidence.as_str()), (1, "error", "observed"));
 }
@@ -130,8 +132,8 @@ fn from_4_8_vmalloc_fault_fills_cr3() {
     let r = fault_in_window().analyze("4.8", "x86_64");
     let v = of(&r, "nmi_vmalloc_fault");
     assert_eq!((v.len(), v[0].severity.as_str()), (1, "warning"), "{:?}", kinds(&r));
-    assert_eq!(v[0].details["wrong_pgd"], false);
-    assert_eq!(of(&r, "cr3_current_mismatch")[0].severity, "warning");
+    assert_eq!(v[0].details_json()["wrong_pgd"], false);
+    assert_eq!(of(&r, "cr3_current_mismatch")[0].severity, Severity::Warning);
 }
 
 /// A vmalloc fault in NMI, outside any switch.
@@ -151,9 +153,9 @@ fn from_5_8_no_x86_faults_vmalloc_lazily() {
     for arch in ["x86_64", "x86_64-la57"] {
         let addr = if arch == "x86_64" { TOP_CHUNK } else { 0xffa0_0000_0010_0000 };
         let r = fault_in_nmi(addr, 0).analyze("5.8", arch);
-        assert_eq!(of(&r, "nmi_vmalloc_fault")[0].severity, "error", "{arch}: {:?}", kinds(&r));
+        assert_eq!(of(&r, "nmi_vmalloc_fault")[0].severity, Severity::Error, "{arch}: {:?}", kinds(&r));
         let r = fault_in_nmi(addr, 0).analyze("5.7", arch);
-        assert_eq!(of(&r, "nmi_vmalloc_fault")[0].severity, "warning", "{arch}: {:?}", kinds(&r));
+        assert_eq!(of(&r, "nmi_vmalloc_fault")[0].severity, Severity::Warning, "{arch}: {:?}", kinds(&r));
     }
 }
 
@@ -163,9 +165,9 @@ fn from_5_8_no_x86_faults_vmalloc_lazily() {
 #[test]
 fn x86_32_got_vmalloc_fault_back_in_5_9_for_a_race() {
     let addr = 0xf880_0000 + 0x40_0000;
-    assert_eq!(of(&fault_in_nmi(addr, 0).analyze("5.8", "x86_32"), "nmi_vmalloc_fault")[0].severity, "error");
-    assert_eq!(of(&fault_in_nmi(addr, 0).analyze("5.9", "x86_32"), "nmi_vmalloc_fault")[0].severity, "warning");
-    assert_eq!(of(&fault_in_nmi(addr, 0).analyze("5.8.8", "x86_32"), "nmi_vmalloc_fault")[0].severity, "warning");
+    assert_eq!(of(&fault_in_nmi(addr, 0).analyze("5.8", "x86_32"), "nmi_vmalloc_fault")[0].severity, Severity::Error);
+    assert_eq!(of(&fault_in_nmi(addr, 0).analyze("5.9", "x86_32"), "nmi_vmalloc_fault")[0].severity, Severity::Warning);
+    assert_eq!(of(&fault_in_nmi(addr, 0).analyze("5.8.8", "x86_32"), "nmi_vmalloc_fault")[0].severity, Severity::Warning);
 }
 
 /// arch/x86/mm/fault.c (4.19.1 `__do_page_fault`, 5.4.59 `do_kern_addr_fault`):
@@ -229,7 +231,7 @@ fn before_4_6_nmi_events_print_h() {
     let r = raw().analyze("4.4", "x86_64");
     let v = of(&r, "nmi_vmalloc_fault");
     assert_eq!(v.len(), 1, "{:?}", kinds(&r));
-    assert_eq!(v[0].details["nmi_context_from"], "nmi_handler interval");
+    assert_eq!(v[0].details_json()["nmi_context_from"], "nmi_handler interval");
     let r = raw().analyze("4.6", "x86_64");
     assert!(of(&r, "nmi_vmalloc_fault").is_empty(), "{:?}", kinds(&r));
 }
@@ -245,7 +247,7 @@ fn b2b_verdicts_say_they_rest_on_timing() {
         .analyze("6.1", "x86_64");
     let s = of(&r, "swallowed_nmi");
     assert_eq!(s.len(), 1, "{:?}", kinds(&r));
-    assert!(s[0].details["b2b_from"].as_str().unwrap().contains("last_nmi_rip"));
+    assert!(s[0].details_json()["b2b_from"].as_str().unwrap().contains("last_nmi_rip"));
 }
 
 /// x86_pmu_handle_irq() returns the number of overflowed counters one PMI
@@ -262,7 +264,7 @@ fn lost_nmis_are_counted_per_source_not_per_handled() {
         .nmi(0, 900_000, A, "d.Z1.", PERF, 3_000, 1);
     let r = two_sources.analyze("6.1", "x86_64");
     let l = of(&r, "lost_nmi");
-    assert_eq!((l.len(), l[0].details["lost"].as_i64()), (1, Some(1)), "{:?}", kinds(&r));
+    assert_eq!((l.len(), l[0].details_json()["lost"].as_i64()), (1, Some(1)), "{:?}", kinds(&r));
 }
 
 /// kernel/trace/trace.c `print_event_info()`: `# entries-in-buffer/entries-written:
@@ -279,7 +281,7 @@ fn a_flight_recorders_overwritten_past_is_a_note() {
         .analyze("6.1", "x86_64");
     let o = of(&r, "trace_overwritten");
     assert_eq!((o.len(), o[0].severity.as_str()), (1, "info"), "{:?}", kinds(&r));
-    assert_eq!(o[0].details["overwritten"], 4997);
+    assert_eq!(o[0].details_json()["overwritten"], 4997);
     assert!(of(&r, "trace_data_loss").is_empty());
     assert_eq!(r.events.overwritten_events, 4997);
 }
@@ -317,11 +319,11 @@ fn took_too_long_is_printed_for_a_new_maximum_only() {
         .analyze("6.12", "x86_64");
     let s = of(&r, "slow_nmi_handler");
     assert_eq!(s.len(), 3, "{:?}", kinds(&r)); // 1 ms itself is slow: the test is `<`
-    assert_eq!(s[0].details["kernel_prints_too_long"], true);
-    assert_eq!(s[0].details["console_confirmed"], true);
-    assert_eq!(s[1].details["kernel_prints_too_long"], false);
-    assert!(s[1].details.get("console_confirmed").is_none());
-    assert_eq!(s[2].details["kernel_prints_too_long"], false);
+    assert_eq!(s[0].details_json()["kernel_prints_too_long"], true);
+    assert_eq!(s[0].details_json()["console_confirmed"], true);
+    assert_eq!(s[1].details_json()["kernel_prints_too_long"], false);
+    assert!(s[1].details_json().get("console_confirmed").is_none());
+    assert_eq!(s[2].details_json()["kernel_prints_too_long"], false);
 }
 
 /// 248ed51048c4 (5.6) printed the previous `max_duration` ("0.000 msecs" on
@@ -335,7 +337,7 @@ fn took_too_long_on_5_6_to_5_9_prints_the_previous_maximum() {
         .analyze("5.8", "x86_64");
     let s = of(&r, "slow_nmi_handler");
     assert_eq!(s.len(), 1, "{:?}", kinds(&r));
-    assert_eq!(s[0].details["console_confirmed"], true);
+    assert_eq!(s[0].details_json()["console_confirmed"], true);
 }
 
 /// x86_64 `vmalloc_fault()` 2.6.37–5.1: `WARN_ON_ONCE(in_nmi());` (ebc8827f75954,
@@ -352,7 +354,7 @@ fn vmalloc_faults_warn_in_nmi_up_to_5_1() {
         .analyze("4.19", "x86_64");
     let v = of(&r, "nmi_vmalloc_fault");
     assert_eq!(v.len(), 1, "{:?}", kinds(&r));
-    assert!(v[0].details["confirmed_by"].as_str().unwrap().contains("WARN_ON_ONCE"));
+    assert!(v[0].details_json()["confirmed_by"].as_str().unwrap().contains("WARN_ON_ONCE"));
     let r = Raw::new(false).console(0, 10_004, A, "d.Z1", warn).nmi(0, 10_006, A, "d.Z1", PERF, 4_000, 1).analyze("4.19", "x86_64");
     assert_eq!(of(&r, "nmi_vmalloc_fault").len(), 1, "{:?}", kinds(&r));
 }
@@ -408,8 +410,8 @@ fn the_stamp_places_the_nmi() {
         let r = window(who, after, &[]).analyze("6.1", "x86_64");
         of(&r, "cr3_current_mismatch").iter().map(|f| f.confidence.clone()).collect::<Vec<_>>()
     };
-    assert_eq!(w(A, true), vec!["observed"]);
-    assert_eq!(w(A, false), vec!["inferred"]);
+    assert_eq!(w(A, true), vec![Confidence::Observed]);
+    assert_eq!(w(A, false), vec![Confidence::Inferred]);
     assert!(w(B, true).is_empty());
 }
 
@@ -423,8 +425,8 @@ fn the_nmis_own_dump_decides() {
         .analyze("6.1", "x86_64");
     let f = of(&r, "cr3_current_mismatch");
     assert_eq!((f.len(), f[0].confidence.as_str()), (1, "observed"), "{:?}", kinds(&r));
-    assert!(f[0].details["confirmed_by"].as_str().unwrap().contains("__switch_to"));
-    assert_eq!(f[0].details["interrupted_rip"], "0010:__switch_to+0x13/0x4a0");
+    assert!(f[0].details_json()["confirmed_by"].as_str().unwrap().contains("__switch_to"));
+    assert_eq!(f[0].details_json()["interrupted_rip"], "0010:__switch_to+0x13/0x4a0");
     let r = window(A, true, &["CPU: 0 UID: 0 PID: 100 Comm: bash Not tainted 6.1.0 #1", "RIP: 0033:0x7f54b31da011"]).analyze("6.1", "x86_64");
     assert!(of(&r, "cr3_current_mismatch").is_empty(), "{:?}", kinds(&r));
     assert_eq!(r.input.model["replay"]["switch_windows_refuted_by_nmi_dump"], 1);
@@ -470,7 +472,7 @@ fn execs_reverse_window_shows_in_the_dump() {
         .analyze("6.1", "x86_64");
     let f = of(&r, "cr3_current_mismatch");
     assert_eq!((f.len(), f[0].confidence.as_str()), (1, "observed"), "{:?}", kinds(&r));
-    assert_eq!(f[0].details["reverse"], true);
+    assert_eq!(f[0].details_json()["reverse"], true);
 }
 
 /// From `sched_switch` to `switch_to` irqs are off: prev emitting an ordinary

@@ -17,6 +17,8 @@
 //! - nothing else is a warning or an error.
 
 use nmitrace_analyses::{Analyzer, Config, Finding, Report};
+#[allow(unused_imports)]
+use nmitrace_analyses::{Confidence, Kind, Severity};
 use nmitrace_parser::{Input, Trace};
 use std::path::{Path, PathBuf};
 
@@ -72,8 +74,8 @@ fn read_all(p: &Path) -> Vec<u8> {
 /// Does a finding belong to this NMI (same CPU, the dump's first line inside
 /// the NMI's interval; the event clock may run a few µs off delta_ns)?
 fn matches(f: &Finding, t: &Truth) -> bool {
-    let s = f.details.get("nmi_start_ns").and_then(|v| v.as_u64()).unwrap_or(0);
-    let e = f.details.get("nmi_end_ns").and_then(|v| v.as_u64()).unwrap_or(0);
+    let s = f.details_json().get("nmi_start_ns").and_then(|v| v.as_u64()).unwrap_or(0);
+    let e = f.details_json().get("nmi_end_ns").and_then(|v| v.as_u64()).unwrap_or(0);
     f.cpu == Some(t.cpu) && s.saturating_sub(20_000) <= t.ts_ns && t.ts_ns <= e + 2_000
 }
 
@@ -132,7 +134,7 @@ fn check_capture(dir: &Path, truth: &[Truth], tally: &mut Tally) {
     for (form, r) in &forms {
         tally.runs += 1;
         let dumps = *form != "raw without console";
-        let cr3: Vec<&Finding> = r.findings.iter().filter(|f| f.kind == "cr3_current_mismatch").collect();
+        let cr3: Vec<&Finding> = r.findings.iter().filter(|f| f.kind == Kind::Cr3CurrentMismatch).collect();
         let mut used = vec![false; cr3.len()];
         for t in truth {
             let hits: Vec<usize> = (0..cr3.len()).filter(|&i| matches(cr3[i], t)).collect();
@@ -145,7 +147,7 @@ fn check_capture(dir: &Path, truth: &[Truth], tally: &mut Tally) {
                 Some(false) if dumps && !hits.is_empty() => tally.failures.push(format!("{what}: outside by the dump, reported: {}", cr3[hits[0]].message)),
                 Some(false) => {
                     for &i in &hits {
-                        if cr3[i].confidence == "observed" {
+                        if cr3[i].confidence == Confidence::Observed {
                             tally.failures.push(format!("{what}: outside by the dump, reported as observed: {}", cr3[i].message));
                         } else if !stamped_prev_before_flush(raw_nc.as_deref().unwrap_or(""), t) {
                             tally.failures.push(format!("{what}: inferred, but the NMI is not stamped prev between sched_switch and its flush"));
@@ -155,7 +157,7 @@ fn check_capture(dir: &Path, truth: &[Truth], tally: &mut Tally) {
                 _ => {}
             }
             if t.faults > 0 {
-                let faults = r.findings.iter().filter(|f| f.kind == "nmi_page_fault" && f.cpu == Some(t.cpu) && f.ts_ns.is_some_and(|ts| ts + 20_000 >= t.ts_ns && ts <= t.ts_ns + 1_000_000)).count();
+                let faults = r.findings.iter().filter(|f| f.kind == Kind::NmiPageFault && f.cpu == Some(t.cpu) && f.ts_ns.is_some_and(|ts| ts + 20_000 >= t.ts_ns && ts <= t.ts_ns + 1_000_000)).count();
                 if faults < t.faults {
                     tally.failures.push(format!("{what}: {} page fault(s) in the NMI by the dump, {faults} nmi_page_fault", t.faults));
                 }
@@ -169,7 +171,7 @@ fn check_capture(dir: &Path, truth: &[Truth], tally: &mut Tally) {
         // Nothing else the kernel's output would contradict: warnings and
         // errors are only the switch-window findings checked above.
         for f in &r.findings {
-            if f.severity_rank() >= 1 && f.kind != "cr3_current_mismatch" {
+            if f.severity >= Severity::Warning && f.kind != Kind::Cr3CurrentMismatch {
                 tally.failures.push(format!("{name} [{form}]: {} {}: {}", f.kind, f.severity, f.message));
             }
         }
@@ -237,9 +239,9 @@ fn sample_nmi_captures_show_what_the_catalogue_says() {
         let p = dir.join(name);
         analyze_input(&p.display().to_string(), Input::open(&p).unwrap())
     };
-    let only = |r: &Report, kind: &str| -> Vec<Finding> { r.findings.iter().filter(|f| f.kind == kind).cloned().collect() };
+    let only = |r: &Report, kind: &str| -> Vec<Finding> { r.findings.iter().filter(|f| f.kind.as_str() == kind).cloned().collect() };
     let quiet = |r: &Report, except: &str| {
-        let loud: Vec<String> = r.findings.iter().filter(|f| f.severity_rank() >= 1 && f.kind != except).map(|f| f.message.clone()).collect();
+        let loud: Vec<String> = r.findings.iter().filter(|f| f.severity >= Severity::Warning && f.kind.as_str() != except).map(|f| f.message.clone()).collect();
         assert!(loud.is_empty(), "{loud:?}");
         assert_eq!(only(r, "trace_overwritten").len(), 1, "a flight recorder's overwritten past is a note");
     };
@@ -247,24 +249,24 @@ fn sample_nmi_captures_show_what_the_catalogue_says() {
     let r = get("nmi-switch-window-before-flush.trace.txt.gz");
     let w = only(&r, "cr3_current_mismatch");
     assert_eq!((w.len(), w[0].confidence.as_str()), (1, "observed"));
-    assert_eq!(w[0].details["window_from"], "sched_switch, before the reason-0 tlb_flush");
-    assert_eq!(w[0].details["interrupted_rip"], "0010:switch_mm_irqs_off+0x23c/0x3d0");
-    assert!(w[0].details["confirmed_by"].as_str().unwrap().contains("after switch_mm's cr3 write"));
-    assert_eq!((w[0].details["prev_pid"].as_i64(), w[0].details["next_pid"].as_i64()), (Some(15781), Some(15783)));
+    assert_eq!(w[0].details_json()["window_from"], "sched_switch, before the reason-0 tlb_flush");
+    assert_eq!(w[0].details_json()["interrupted_rip"], "0010:switch_mm_irqs_off+0x23c/0x3d0");
+    assert!(w[0].details_json()["confirmed_by"].as_str().unwrap().contains("after switch_mm's cr3 write"));
+    assert_eq!((w[0].details_json()["prev_pid"].as_i64(), w[0].details_json()["next_pid"].as_i64()), (Some(15781), Some(15783)));
     quiet(&r, "cr3_current_mismatch");
 
     let r = get("nmi-switch-window-in-switch-to.trace.txt.gz");
     let w = only(&r, "cr3_current_mismatch");
     assert_eq!((w.len(), w[0].confidence.as_str()), (1, "observed"));
-    assert_eq!(w[0].details["window_from"], "tlb_flush reason 0");
-    assert_eq!(w[0].details["interrupted_rip"], "0010:__wrgsbase_inactive+0x8/0x20");
+    assert_eq!(w[0].details_json()["window_from"], "tlb_flush reason 0");
+    assert_eq!(w[0].details_json()["interrupted_rip"], "0010:__wrgsbase_inactive+0x8/0x20");
     quiet(&r, "cr3_current_mismatch");
 
     let r = get("nmi-page-fault-copy-from-user.trace.txt.gz");
     let p = only(&r, "nmi_page_fault");
     assert_eq!((p.len(), p[0].severity.as_str()), (1, "info"));
-    assert_eq!(p[0].details["user_address"], true);
-    assert_eq!(p[0].details["address"], "0x7f479baf8aad");
+    assert_eq!(p[0].details_json()["user_address"], true);
+    assert_eq!(p[0].details_json()["address"], "0x7f479baf8aad");
     assert!(only(&r, "cr3_current_mismatch").is_empty());
     quiet(&r, "");
 }

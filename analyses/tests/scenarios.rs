@@ -4,6 +4,8 @@
 //! `trace_data_loss` (skipped when `../shared` is absent).
 
 use nmitrace_analyses::{Analyzer, Config, Report};
+#[allow(unused_imports)]
+use nmitrace_analyses::{Confidence, Kind, Severity};
 use nmitrace_parser::Trace;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,7 +52,7 @@ fn expected(j: &serde_json::Value) -> BTreeMap<Key, u64> {
 fn actual(r: &Report) -> BTreeMap<Key, u64> {
     let mut m = BTreeMap::new();
     for f in &r.findings {
-        *m.entry((f.kind.clone(), f.severity.clone(), f.confidence.clone(), f.cpu.map(u64::from))).or_default() += 1;
+        *m.entry((f.kind.to_string(), f.severity.to_string(), f.confidence.to_string(), f.cpu.map(u64::from))).or_default() += 1;
     }
     m
 }
@@ -152,12 +154,12 @@ fn check_real(p: &Path) {
     let bad: Vec<String> = r
         .findings
         .iter()
-        .filter(|f| f.severity_rank() >= 1 && f.kind != "trace_data_loss")
+        .filter(|f| f.severity >= Severity::Warning && f.kind != Kind::TraceDataLoss)
         .map(|f| format!("{} {}: {}", f.kind, f.severity, f.message))
         .collect();
     assert!(bad.is_empty(), "{}: {}", p.display(), bad.join("\n"));
     // trace_data_loss only where the trace lost events.
-    let losses = r.findings.iter().filter(|f| f.kind == "trace_data_loss").count() as u64;
+    let losses = r.findings.iter().filter(|f| f.kind == Kind::TraceDataLoss).count() as u64;
     assert_eq!(losses, r.events.lost_event_markers, "{}", p.display());
 }
 

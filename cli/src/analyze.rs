@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{ValueEnum};
-use nmitrace_analyses::{report::severity_rank, Analyzer, Config, Report};
+use nmitrace_analyses::{Analyzer, Config, Report};
 use nmitrace_parser::Trace;
 use std::io::Write;
 use std::path::PathBuf;
@@ -116,9 +116,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         crate::analyze_outputs::write(&extra, &reports, args.threads)?;
     }
     let threshold = match args.fail_on {
-        Some(Severity::Info) => Some(severity_rank("info")),
-        Some(Severity::Warning) => Some(severity_rank("warning")),
-        Some(Severity::Error) => Some(severity_rank("error")),
+        Some(Severity::Info) => Some(nmitrace_analyses::Severity::Info),
+        Some(Severity::Warning) => Some(nmitrace_analyses::Severity::Warning),
+        Some(Severity::Error) => Some(nmitrace_analyses::Severity::Error),
         Some(Severity::Never) | None => None,
     };
     let worst = reports.iter().filter_map(|r| r.max_severity()).max();

@@ -18,7 +18,7 @@ use nmitrace_analyses::html_report::{self, badge, esc, table, Chart};
 use nmitrace_analyses::plots::{self, durations::hist_quantile, fleet, fmt_ns};
 use nmitrace_analyses::tables;
 use nmitrace_analyses::timeline::{DurationHist, DURATION_BUCKETS};
-use nmitrace_analyses::{Config, Finding};
+use nmitrace_analyses::{Config, Finding, Kind, Severity};
 use nmitrace_parser::{detect, Input, Trace};
 use polars::prelude::{Column, DataFrame, PolarsResult, StringChunked};
 use rayon::prelude::*;
@@ -28,20 +28,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
-
-/// Finding kinds of the output contract: always a column in traces.parquet.
-pub const KINDS: &[&str] = &[
-    "nmi_vmalloc_fault",
-    "nmi_page_fault",
-    "vmalloc_exposure",
-    "cr3_current_mismatch",
-    "unknown_nmi",
-    "swallowed_nmi",
-    "lost_nmi",
-    "nested_nmi",
-    "slow_nmi_handler",
-    "trace_data_loss",
-];
 
 /// Significance level of the finding-rate test.
 pub const ALPHA: f64 = 0.05;
@@ -124,7 +110,7 @@ pub struct TraceResult {
     pub nmi_p50_ns: Option<u64>,
     pub nmi_p99_ns: Option<u64>,
     pub nmi_max_ns: Option<u64>,
-    pub summary: BTreeMap<String, u64>,
+    pub summary: BTreeMap<Kind, u64>,
     pub findings: Vec<Finding>,
     pub durations: BTreeMap<String, DurationHist>,
     pub seconds: f64,
@@ -160,8 +146,8 @@ impl TraceResult {
     }
 
     /// Kinds with at least one warning or error.
-    fn serious_kinds(&self) -> BTreeSet<&str> {
-        self.findings.iter().filter(|f| f.severity_rank() >= 1).map(|f| f.kind.as_str()).collect()
+    fn serious_kinds(&self) -> BTreeSet<Kind> {
+        self.findings.iter().filter(|f| f.severity >= Severity::Warning).map(|f| f.kind).collect()
     }
 }
 
@@ -326,9 +312,10 @@ pub fn merge_durations(results: &[TraceResult]) -> BTreeMap<String, DurationHist
 
 fn traces_df(results: &[TraceResult]) -> PolarsResult<DataFrame> {
     let n = results.len();
-    let mut kinds: Vec<String> = KINDS.iter().map(|s| s.to_string()).collect();
-    let extra: BTreeSet<&String> = results.iter().flat_map(|r| r.summary.keys()).filter(|k| !KINDS.contains(&k.as_str())).collect();
-    kinds.extend(extra.into_iter().cloned());
+    // The contract's kinds always, then any other kind found, by name.
+    let mut kinds: Vec<Kind> = Kind::CONTRACT.to_vec();
+    let extra: BTreeSet<Kind> = results.iter().flat_map(|r| r.summary.keys().copied()).filter(|k| !Kind::CONTRACT.contains(k)).collect();
+    kinds.extend(extra);
     let mut cols = vec![
         Column::new("path".into(), results.iter().map(|r| r.path.as_str()).collect::<Vec<_>>()),
         Column::new("format".into(), results.iter().map(|r| r.format.as_str()).collect::<Vec<_>>()),
@@ -350,8 +337,8 @@ fn traces_df(results: &[TraceResult]) -> PolarsResult<DataFrame> {
         Column::new("nmi_p99_ns".into(), results.iter().map(|r| r.nmi_p99_ns).collect::<Vec<_>>()),
         Column::new("nmi_max_ns".into(), results.iter().map(|r| r.nmi_max_ns).collect::<Vec<_>>()),
         Column::new("findings".into(), results.iter().map(|r| r.findings.len() as u64).collect::<Vec<u64>>()),
-        Column::new("errors".into(), results.iter().map(|r| r.findings.iter().filter(|f| f.severity == "error").count() as u64).collect::<Vec<u64>>()),
-        Column::new("warnings".into(), results.iter().map(|r| r.findings.iter().filter(|f| f.severity == "warning").count() as u64).collect::<Vec<u64>>()),
+        Column::new("errors".into(), results.iter().map(|r| r.findings.iter().filter(|f| f.severity == Severity::Error).count() as u64).collect::<Vec<u64>>()),
+        Column::new("warnings".into(), results.iter().map(|r| r.findings.iter().filter(|f| f.severity == Severity::Warning).count() as u64).collect::<Vec<u64>>()),
     ];
     for k in &kinds {
         cols.push(Column::new(k.as_str().into(), results.iter().map(|r| r.summary.get(k).copied().unwrap_or(0)).collect::<Vec<u64>>()));
@@ -792,7 +779,7 @@ fn batch_html(
         .iter()
         .map(|r| {
             let status = if r.status == "ok" { badge("ok") } else { format!("<span class=\"badge failed\">failed</span> {}", esc(r.error.as_deref().unwrap_or(""))) };
-            let kinds: Vec<String> = r.summary.iter().map(|(k, n)| format!("{}×{n}", esc(k))).collect();
+            let kinds: Vec<String> = r.summary.iter().map(|(k, n)| format!("{}×{n}", esc(k.as_str()))).collect();
             vec![
                 esc(&r.path),
                 esc(&r.format),
@@ -812,7 +799,7 @@ fn batch_html(
     );
     // Findings (warnings and errors first).
     let mut fs: Vec<(&str, &Finding)> = results.iter().flat_map(|r| r.findings.iter().map(move |f| (r.path.as_str(), f))).collect();
-    fs.sort_by_key(|(_, f)| std::cmp::Reverse(f.severity_rank()));
+    fs.sort_by_key(|(_, f)| std::cmp::Reverse(f.severity));
     let _ = write!(b, "<section id=\"findings\"><h2>Findings ({})</h2>", fs.len());
     for (t, f) in fs.iter().take(html_report::MAX_FINDINGS_SHOWN) {
         b.push_str(&html_report::findings_html(std::slice::from_ref(*f), Some(*t)));

@@ -472,6 +472,9 @@ fn close_window(c: &mut Cpu, ev: &Event<'_>, how: WindowEnd) {
     c.window.phase = Phase::Idle;
 }
 
+/// Hand-built events, for tests here and in the crates above (feature
+/// `testkit`: not part of the public API).
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 #[cfg(test)]

@@ -141,7 +141,7 @@ impl Plot for TimelinePlot<'_> {
         legend.push((format!("NMI instance, {} in all", tl.nmis.seen()), super::Mark::Circle(palette::NMI)));
 
         // Findings: a cross per finding, labelled with its kind.
-        for sev in ["error", "warning", "info"] {
+        for sev in [crate::Severity::Error, crate::Severity::Warning, crate::Severity::Info] {
             let pts: Vec<(f64, f64)> = self
                 .report
                 .findings
@@ -152,7 +152,7 @@ impl Plot for TimelinePlot<'_> {
             if pts.is_empty() {
                 continue;
             }
-            let c = palette::severity(sev);
+            let c = palette::severity(sev.as_str());
             chart
                 .draw_series(pts.iter().map(|&(x, y)| Cross::new((x, y), 7, c.stroke_width(3))))
                 .map_err(e)?;
@@ -163,14 +163,14 @@ impl Plot for TimelinePlot<'_> {
         let mut level_end: Vec<Vec<f64>> = vec![vec![f64::NEG_INFINITY; LABEL_LEVELS]; self.cpus.len()];
         let mut labelled = 0;
         let mut findings: Vec<_> = self.report.findings.iter().filter(|f| f.ts_ns.is_some() && f.cpu.is_some()).collect();
-        findings.sort_by_key(|f| (f.ts_ns, std::cmp::Reverse(f.severity_rank())));
+        findings.sort_by_key(|f| (f.ts_ns, std::cmp::Reverse(f.severity)));
         for f in findings {
             if labelled >= MAX_LABELS {
                 break;
             }
             let Some(lane) = self.lane(f.cpu.unwrap()) else { continue };
             let x = ax.x(f.ts_ns.unwrap());
-            let text = f.kind.clone();
+            let text = f.kind.as_str();
             let width = (text.len() as f64 * 7.5 + 10.0) / px_per_unit;
             let li = lane as usize;
             let Some(level) = (0..LABEL_LEVELS).find(|&k| level_end[li][k] < x) else { continue };
@@ -178,7 +178,7 @@ impl Plot for TimelinePlot<'_> {
             let right = (x + width) > self.span * 1.02;
             level_end[li][level] = if right { x } else { x + width };
             let y = lane + 0.27 + 0.1 * level as f64;
-            let color = palette::severity(&f.severity);
+            let color = palette::severity(f.severity.as_str());
             let style = TextStyle::from((FONT, 13).into_font())
                 .color(&color)
                 .pos(Pos::new(if right { HPos::Right } else { HPos::Left }, VPos::Bottom));

@@ -8,7 +8,7 @@
 //! report keeps no events, only their summary.
 
 use super::{palette, Plot, FONT};
-use crate::{Finding, Report};
+use crate::Report;
 use nmitrace_parser::{Event, Notice, Sink};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -40,8 +40,8 @@ pub struct ZoomEvent {
 pub struct Zoom {
     /// The finding's index in the report.
     pub finding: usize,
-    pub kind: String,
-    pub severity: String,
+    pub kind: crate::Kind,
+    pub severity: crate::Severity,
     pub cpu: u32,
     pub ts_ns: u64,
     pub lo: u64,
@@ -52,17 +52,13 @@ pub struct Zoom {
     pub dropped: u64,
 }
 
-fn detail(f: &Finding, k: &str) -> Option<u64> {
-    f.details.get(k).and_then(|v| v.as_u64())
-}
-
 /// The zooms the report's findings call for (NMI and switch findings on a
 /// CPU, most severe first, then in time), without their events yet.
 pub fn plan(r: &Report) -> Vec<Zoom> {
     let mut idx: Vec<usize> = (0..r.findings.len()).filter(|&i| r.findings[i].cpu.is_some() && r.findings[i].ts_ns.is_some()).collect();
     // trace-wide notes are no place to zoom
-    idx.retain(|&i| !matches!(r.findings[i].kind.as_str(), "trace_data_loss" | "trace_overwritten" | "findings_truncated" | "vmalloc_exposure"));
-    idx.sort_by_key(|&i| (std::cmp::Reverse(r.findings[i].severity_rank()), r.findings[i].ts_ns));
+    idx.retain(|&i| !r.findings[i].kind.is_trace_note() && r.findings[i].kind != crate::Kind::VmallocExposure);
+    idx.sort_by_key(|&i| (std::cmp::Reverse(r.findings[i].severity), r.findings[i].ts_ns));
     idx.truncate(MAX_ZOOMS);
     idx.sort_unstable();
     idx.into_iter()
@@ -71,11 +67,9 @@ pub fn plan(r: &Report) -> Vec<Zoom> {
             let ts = f.ts_ns.unwrap_or(0);
             let mut a = ts;
             let mut b = ts;
-            for k in ["nmi_start_ns", "nmi_end_ns", "window_start_ns", "window_end_ns", "outer_start_ns", "outer_end_ns"] {
-                if let Some(v) = detail(f, k) {
-                    a = a.min(v);
-                    b = b.max(v);
-                }
+            for v in f.details.times() {
+                a = a.min(v);
+                b = b.max(v);
             }
             // as much again on each side, at least 5 µs, at most MAX_SPAN_NS in all
             let pad = (b - a).max(5_000);
@@ -84,8 +78,8 @@ pub fn plan(r: &Report) -> Vec<Zoom> {
                 lo = ts.saturating_sub(MAX_SPAN_NS / 2);
                 hi = lo + MAX_SPAN_NS;
             }
-            let window = detail(f, "window_start_ns").map(|s| (s, detail(f, "window_end_ns")));
-            Zoom { finding: i, kind: f.kind.clone(), severity: f.severity.clone(), cpu: f.cpu.unwrap_or(0), ts_ns: ts, lo, hi, window, events: Vec::new(), dropped: 0 }
+            let window = f.details.window();
+            Zoom { finding: i, kind: f.kind, severity: f.severity, cpu: f.cpu.unwrap_or(0), ts_ns: ts, lo, hi, window, events: Vec::new(), dropped: 0 }
         })
         .collect()
 }
@@ -297,7 +291,7 @@ impl Plot for ZoomPlot<'_> {
             chart.draw_series(std::iter::once(Text::new(text, (px, y_of(l) + 0.42), key_style.clone()))).map_err(e)?;
         }
         // the finding
-        let fc = palette::severity(&z.severity);
+        let fc = palette::severity(z.severity.as_str());
         chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, -0.6), (0.0, LANES.len() as f64 - 0.4)], fc.stroke_width(2)))).map_err(e)?;
         let mut legend = vec![
             (format!("{} ({})", z.kind, z.severity), super::Mark::Line(fc)),
@@ -320,14 +314,25 @@ mod tests {
     #[test]
     fn plan_zooms_nmi_findings_around_their_bounds() {
         let mut r = Report::new("t", &Default::default());
-        let mut f = Finding::new("cr3_current_mismatch", "warning", "observed");
+        use crate::finding::*;
+        let nmi = NmiFacts { nmi_start_ns: 100_000, nmi_end_ns: 230_000, handled: 1, handlers: Vec::new(), interrupted: None };
+        let w = WindowDetails {
+            nmi,
+            prev_pid: 1,
+            prev_comm: None,
+            next_pid: 2,
+            next_comm: None,
+            bounds: Some(WindowBounds { current_mm: "a".into(), cr3_mm: "b".into(), window_start_ns: 90_000, window_end_ns: None }),
+            window_from: "tlb_flush reason 0".into(),
+            fault_in_nmi: None,
+            reverse: None,
+            confirmed_by: None,
+        };
+        let mut f = Finding::new(Kind::Cr3CurrentMismatch, Severity::Warning, Confidence::Observed, Details::Window(Box::new(w)));
         f.cpu = Some(1);
         f.ts_ns = Some(100_000);
-        f.details.insert("nmi_start_ns".into(), 100_000.into());
-        f.details.insert("nmi_end_ns".into(), 230_000.into());
-        f.details.insert("window_start_ns".into(), 90_000.into());
         r.findings.push(f);
-        let mut note = Finding::new("trace_overwritten", "info", "observed");
+        let mut note = Finding::new(Kind::TraceOverwritten, Severity::Info, Confidence::Observed, Details::Overwritten { overwritten: 1, at: None });
         note.cpu = Some(0);
         note.ts_ns = Some(1);
         r.findings.push(note);

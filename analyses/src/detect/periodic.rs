@@ -1,7 +1,9 @@
 //! Inferred lost NMIs: a periodic source (hard-lockup watchdog, fixed-period
 //! PMU sampling) missing beats while its CPU was busy.
 
-use crate::report::Finding;
+use super::{Cx, Detector};
+use crate::finding::{Confidence, Details, Finding, Findings, Kind, LostDetails, Severity};
+use crate::nmi::instance::Instance;
 use nmitrace_replay::{fmt_ts, Cpu};
 
 /// Intervals remembered per (CPU, handler) to judge regularity.
@@ -92,7 +94,12 @@ impl PeriodicBeats {
             return None;
         }
         self.missing_beats += missing;
-        let mut f = Finding::new("lost_nmi", "warning", "inferred");
+        let mut f = Finding::new(
+            Kind::LostNmi,
+            Severity::Warning,
+            Confidence::Inferred,
+            Details::Lost(Box::new(LostDetails::Beats { handler: handler.into(), period_ns: period, gap_ns: iv, lost: missing, idle_ns: idle })),
+        );
         f.ts_ns = Some(last);
         f.cpu = Some(cpu);
         f.message = format!(
@@ -103,13 +110,26 @@ impl PeriodicBeats {
             fmt_ts(ts),
             idle as f64 * 100.0 / iv as f64
         );
-        f.details.insert("handler".into(), handler.into());
-        f.details.insert("period_ns".into(), period.into());
-        f.details.insert("gap_ns".into(), iv.into());
-        f.details.insert("lost".into(), missing.into());
-        f.details.insert("idle_ns".into(), idle.into());
         f.evidence.push(last_line);
         f.evidence.push(line.to_string());
         Some(f)
+    }
+}
+
+impl Detector for PeriodicBeats {
+    /// Each handler that claimed work beats once per NMI.
+    fn on_instance(&mut self, inst: &mut Instance, cx: &Cx<'_>, out: &mut Findings) {
+        if inst.handlerless {
+            return;
+        }
+        let Some(rc) = cx.replay.cpu(inst.cpu) else { return };
+        for (name, _, handled) in &inst.handlers {
+            if *handled > 0 {
+                let line = inst.handlers.iter().position(|(n, _, _)| n == name).and_then(|i| inst.lines.get(i)).or(inst.lines.first());
+                if let Some(f) = self.beat(inst.cpu, name, inst.start, line.map_or("", |l| l.as_str()), rc) {
+                    out.push(f);
+                }
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@ const SUB: u32 = 16;
 const BUCKETS: usize = 64 * SUB as usize;
 
 #[derive(Clone, Debug, Default)]
-pub struct Histogram {
+pub struct LogHistogram {
     exact: Vec<u64>,
     buckets: Option<Box<[u32; BUCKETS]>>,
     count: u64,
@@ -34,7 +34,7 @@ fn bucket_upper(b: usize) -> u64 {
     (((SUB + sub) as u64 + 1) << shift) - 1
 }
 
-impl Histogram {
+impl LogHistogram {
     pub fn add(&mut self, v: u64) {
         self.count += 1;
         self.max = self.max.max(v);
@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn exact_then_bounded() {
-        let mut h = Histogram::default();
+        let mut h = LogHistogram::default();
         for v in 1..=100 {
             h.add(v * 1000);
         }

@@ -8,12 +8,14 @@
 //! reason-0 `tlb_flush` (traced right after the cr3 write) it ran inside the
 //! window; stamped with prev's pid between `sched_switch` and that flush it may
 //! be before or after the cr3 write. When the NMI printed its own register dump
-//! ([`crate::nmi_dump`]) the kernel's word decides.
+//! ([`crate::nmi::dump`]) the kernel's word decides.
 
-use crate::nmi_dump::{cr3_write, Cr3Write, NmiDump};
-use crate::nmi_latch::Instance;
-use crate::report::Finding;
-use nmitrace_replay::{Cpu, Phase, Replay, SwitchWindow};
+use super::latch::about;
+use super::{Cx, Detector, HandlerEvent};
+use crate::finding::{Confidence, Details, Finding, FindingId, Findings, Kind, Severity, WindowBounds, WindowDetails};
+use crate::nmi::dump::{cr3_write, Cr3Write, NmiDump};
+use crate::nmi::instance::Instance;
+use nmitrace_replay::{Cpu, Phase, Replay, SwitchWindow, WindowEnd};
 use std::collections::BTreeMap;
 
 /// How an NMI met a switch window.
@@ -41,7 +43,7 @@ pub struct WindowHit {
     pub end_line: Option<String>,
     /// The switch (the CPU's switch counter).
     pub seq: u64,
-    /// How the switch ended is known (see [`crate::nmi_latch::NmiLatch::settle`]).
+    /// How the switch ended is known (see [`SwitchWindows::settle`]).
     pub settled: bool,
 }
 
@@ -278,22 +280,34 @@ pub fn adopt_mm_reverse_window(d: &NmiDump) -> Option<&'static str> {
     before.then(|| ADOPT_MM.iter().find(|a| **a == f).copied().unwrap_or("exec_mmap"))
 }
 
-pub fn reverse_finding(inst: &Instance, d: &NmiDump, via: &str, replay: &Replay) -> Finding {
-    let severity = if inst.faults.iter().any(|f| f.info.entry.is_some()) && replay.model.vmalloc_fault_uses_active_mm { "error" } else { "warning" };
-    let mut f = inst.base_finding("cr3_current_mismatch", severity, "observed");
+fn reverse_finding(inst: &Instance, d: &NmiDump, via: &str, replay: &Replay) -> Finding {
+    let severity = if inst.faults.iter().any(|f| f.info.entry.is_some()) && replay.model.vmalloc_fault_uses_active_mm { Severity::Error } else { Severity::Warning };
     let why = format!(
         "NMI backtrace: {}: interrupted in switch_mm under {via}, before the cr3 write, after {via} set current->active_mm to the new mm",
         d.describe()
     );
+    let mut f = Finding::new(
+        Kind::Cr3CurrentMismatch,
+        severity,
+        Confidence::Observed,
+        Details::Window(Box::new(WindowDetails {
+            nmi: inst.facts(),
+            prev_pid: inst.pid,
+            prev_comm: None,
+            next_pid: inst.pid,
+            next_comm: None,
+            bounds: None,
+            window_from: format!("{via}: active_mm set before the cr3 write"),
+            fault_in_nmi: None,
+            reverse: Some(true),
+            confirmed_by: Some(why.clone()),
+        })),
+    );
+    about(&mut f, inst);
     f.message = format!(
         "NMI on CPU {} ran in the reverse window of {via}: current->active_mm was already the new mm while cr3 still held the old page directory ({why}); code in the NMI that resolves through current->active_mm (x86_64 vmalloc_fault up to 4.7) uses the wrong directory",
         inst.cpu
     );
-    f.details.insert("prev_pid".into(), inst.pid.into());
-    f.details.insert("next_pid".into(), inst.pid.into());
-    f.details.insert("window_from".into(), format!("{via}: active_mm set before the cr3 write").into());
-    f.details.insert("reverse".into(), true.into());
-    f.details.insert("confirmed_by".into(), why.into());
     f.evidence = d.lines.iter().cloned().chain(inst.lines.iter().cloned()).collect();
     f
 }
@@ -360,16 +374,15 @@ pub fn judge(d: &NmiDump, h: &WindowHit, book: &PgdBook) -> Verdict {
     }
 }
 
-pub fn finding(inst: &Instance, w: &WindowHit, replay: &Replay, verdict: Option<&Verdict>) -> Finding {
+fn finding(inst: &Instance, w: &WindowHit, replay: &Replay, verdict: Option<&Verdict>) -> Finding {
     let faulted = !inst.faults.is_empty();
     let vmalloc_fault = inst.faults.iter().any(|f| f.info.entry.is_some());
     let wrong = inst.faults.iter().any(|f| f.info.wrong_pgd);
     // Worse when a fault in the NMI is resolved through current->active_mm
     // (x86_64 vmalloc_fault up to 4.7): it fills prev's directory, not cr3's.
-    let severity = if wrong || (vmalloc_fault && replay.model.vmalloc_fault_uses_active_mm) { "error" } else { "warning" };
+    let severity = if wrong || (vmalloc_fault && replay.model.vmalloc_fault_uses_active_mm) { Severity::Error } else { Severity::Warning };
     let confirmed = matches!(verdict, Some(Verdict::Confirms(_)));
-    let confidence = if w.observed || confirmed { "observed" } else { "inferred" };
-    let mut f = inst.base_finding("cr3_current_mismatch", severity, confidence);
+    let confidence = if w.observed || confirmed { Confidence::Observed } else { Confidence::Inferred };
     let how = if w.observed {
         format!("the NMI is stamped with prev's pid {} after the reason-0 tlb_flush (cr3 write)", w.prev_pid)
     } else if w.fallback {
@@ -397,6 +410,34 @@ pub fn finding(inst: &Instance, w: &WindowHit, replay: &Replay, verdict: Option<
     } else {
         "code in the NMI that uses current->mm or active_mm (perf user callchains, old vmalloc_fault) sees prev's mm while cr3 holds next's"
     };
+    let window_from = if w.fallback {
+        "sched_switch"
+    } else if w.before_flush {
+        "sched_switch, before the reason-0 tlb_flush"
+    } else {
+        "tlb_flush reason 0"
+    };
+    let mut f = Finding::new(
+        Kind::Cr3CurrentMismatch,
+        severity,
+        confidence,
+        Details::Window(Box::new(WindowDetails {
+            nmi: inst.facts(),
+            prev_pid: w.prev_pid,
+            prev_comm: Some(w.prev_comm.clone()),
+            next_pid: w.next_pid,
+            next_comm: Some(w.next_comm.clone()),
+            bounds: Some(WindowBounds { current_mm: mm(w.prev_mm), cr3_mm: mm(w.next_mm), window_start_ns: w.start_ts, window_end_ns: w.end_ts }),
+            window_from: window_from.into(),
+            fault_in_nmi: Some(faulted),
+            reverse: None,
+            confirmed_by: match verdict {
+                Some(Verdict::Confirms(why)) => Some(why.clone()),
+                _ => None,
+            },
+        })),
+    );
+    about(&mut f, inst);
     f.message = format!(
         "NMI on CPU {} ran in a context-switch window: cr3 {} {}[{}]'s page directory while current was still {}[{}] ({how}); {consequence}",
         inst.cpu,
@@ -406,29 +447,6 @@ pub fn finding(inst: &Instance, w: &WindowHit, replay: &Replay, verdict: Option<
         w.prev_comm,
         w.prev_pid
     );
-    f.details.insert("prev_pid".into(), w.prev_pid.into());
-    f.details.insert("prev_comm".into(), w.prev_comm.clone().into());
-    f.details.insert("next_pid".into(), w.next_pid.into());
-    f.details.insert("next_comm".into(), w.next_comm.clone().into());
-    f.details.insert("current_mm".into(), mm(w.prev_mm).into());
-    f.details.insert("cr3_mm".into(), mm(w.next_mm).into());
-    f.details.insert("window_start_ns".into(), w.start_ts.into());
-    f.details.insert("window_end_ns".into(), w.end_ts.into());
-    f.details.insert(
-        "window_from".into(),
-        if w.fallback {
-            "sched_switch"
-        } else if w.before_flush {
-            "sched_switch, before the reason-0 tlb_flush"
-        } else {
-            "tlb_flush reason 0"
-        }
-        .into(),
-    );
-    f.details.insert("fault_in_nmi".into(), faulted.into());
-    if let Some(Verdict::Confirms(why)) = verdict {
-        f.details.insert("confirmed_by".into(), why.clone().into());
-    }
     // In trace order: the switch, its flush (after the NMI when the NMI came
     // before it), the NMI's dump and handler lines, next's first event.
     let split = if w.before_flush { w.lines.len().min(1) } else { w.lines.len() };
@@ -441,6 +459,165 @@ pub fn finding(inst: &Instance, w: &WindowHit, replay: &Replay, verdict: Option<
     ev.extend(w.end_line.iter().cloned());
     f.evidence = ev;
     f
+}
+
+/// The switch-window detector: which NMIs met a switch (by their stamp),
+/// how that switch ended, and what the NMI's own dump says.
+#[derive(Default)]
+pub struct SwitchWindows {
+    /// Per CPU: the switch the open NMI met.
+    hits: Vec<Option<WindowHit>>,
+    /// CPUs whose open NMI met a switch whose end is not known yet.
+    pending: usize,
+    /// Page directories learned from dumps.
+    pub book: PgdBook,
+    /// Window candidates the NMI's own dump placed outside the window.
+    pub refuted_by_dump: u64,
+    /// Window candidates the trace itself refuted: the switch completed with
+    /// no cr3 write, or prev went on running outside any switch.
+    pub refuted_by_trace: u64,
+    /// Findings the dump left undecided: (finding, dump pgd, prev pid, next
+    /// pid), judged again at the end by what later dumps taught.
+    undecided: Vec<(FindingId, u64, i32, i32)>,
+}
+
+impl SwitchWindows {
+    /// Some open NMI waits to learn how its switch ended.
+    #[inline]
+    pub fn pending(&self) -> bool {
+        self.pending > 0
+    }
+
+    fn hit_mut(&mut self, cpu: u32) -> &mut Option<WindowHit> {
+        let c = cpu as usize;
+        if c >= self.hits.len() {
+            self.hits.resize_with(c + 1, || None);
+        }
+        &mut self.hits[c]
+    }
+
+    /// An event went by on `cpu`: if the open NMI met a switch, has that
+    /// switch ended, and how? The kernel decides through the trace: next's
+    /// first event closes it; a switch that completes without the reason-0
+    /// flush wrote no cr3; prev emitting what no switch can emit means the
+    /// switch did not go on as traced.
+    pub fn settle(&mut self, cpu: u32, replay: &Replay) {
+        let Some(rc) = replay.cpu(cpu) else { return };
+        let Some(slot) = self.hits.get_mut(cpu as usize) else { return };
+        let Some(w) = slot.as_mut() else { return };
+        if w.settled || (rc.window.phase != Phase::Idle && rc.window.seq == w.seq) {
+            return;
+        }
+        w.settled = true;
+        self.pending = self.pending.saturating_sub(1);
+        let keep = match rc.last_end {
+            Some((seq, end, ts)) if seq == w.seq => match end {
+                WindowEnd::Closed { flushed } => {
+                    if w.before_flush && !flushed && replay.tlb_flush_seen {
+                        false
+                    } else {
+                        w.end_ts = Some(ts);
+                        if rc.last_window.seq == w.seq {
+                            w.end_line = rc.last_window.end_line.render();
+                            // The reason-0 flush may have come after the NMI.
+                            w.lines = rc.last_window.evidence();
+                        }
+                        true
+                    }
+                }
+                WindowEnd::Contradicted => false,
+                WindowEnd::Forgotten => true,
+            },
+            _ => true,
+        };
+        if !keep {
+            *slot = None;
+            self.refuted_by_trace += 1;
+        }
+    }
+}
+
+impl Detector for SwitchWindows {
+    fn on_event(&mut self, ev: &nmitrace_parser::Event<'_>, cx: &Cx<'_>) {
+        if self.pending > 0 {
+            self.settle(ev.cpu, cx.replay);
+        }
+    }
+
+    /// The switch window, placed by the NMI's own stamp.
+    fn on_handler(&mut self, he: &HandlerEvent<'_, '_>, _inst: &Instance, cx: &Cx<'_>, _out: &mut Findings) {
+        let Some(rc) = cx.replay.cpu(he.ev.cpu) else { return };
+        let Some(hit) = check(rc, he.ev.pid, cx.replay) else { return };
+        let slot = self.hit_mut(he.ev.cpu);
+        let better = match slot {
+            None => true,
+            Some(w) => hit.observed && !w.observed,
+        };
+        if better {
+            let was_pending = slot.as_ref().is_some_and(|w| !w.settled);
+            *slot = Some(hit);
+            if !was_pending {
+                self.pending += 1;
+            }
+        }
+    }
+
+    fn on_instance(&mut self, inst: &mut Instance, cx: &Cx<'_>, out: &mut Findings) {
+        if inst.handlerless {
+            return;
+        }
+        let replay = cx.replay;
+        self.settle(inst.cpu, replay);
+        let mut window = self.hit_mut(inst.cpu).take();
+        if window.as_ref().is_some_and(|w| !w.settled) {
+            self.pending = self.pending.saturating_sub(1);
+        }
+        if let Some(d) = &inst.dump {
+            let kthread = d.pid.and_then(|p| replay.tasks.get(p)).is_some_and(|t| t.mm.is_none());
+            self.book.learn(d, kthread);
+        }
+        let verdict = match (&window, &inst.dump) {
+            (Some(w), Some(d)) => Some(judge(d, w, &self.book)),
+            _ => None,
+        };
+        if let Some(Verdict::Refutes(_)) = verdict {
+            // The kernel's own dump places the NMI outside the window.
+            self.refuted_by_dump += 1;
+            window = None;
+        }
+        if window.is_none() {
+            if let Some(d) = &inst.dump {
+                if let Some(via) = adopt_mm_reverse_window(d) {
+                    out.push(reverse_finding(inst, d, via, replay));
+                }
+            }
+        }
+        if let Some(w) = &window {
+            let id = out.push(finding(inst, w, replay, verdict.as_ref()));
+            if let (Some(id), Some(Verdict::Undecided(_)), Some(pgd)) = (id, &verdict, inst.dump.as_ref().and_then(|d| d.pgd())) {
+                if self.undecided.len() < 10_000 {
+                    self.undecided.push((id, pgd, w.prev_pid, w.next_pid));
+                }
+            }
+        }
+        inst.in_switch_window = window.is_some();
+    }
+
+    /// Windows the dump left undecided, judged by every page directory learned since.
+    fn finish(&mut self, _cx: &Cx<'_>, out: &mut Findings) {
+        for (id, pgd, prev, next) in std::mem::take(&mut self.undecided) {
+            if self.book.get(next) == Some(pgd) {
+                let Some(f) = out.get_mut(id) else { continue };
+                let why = format!("NMI backtrace: CR3 {pgd:#x} is next [{next}]'s page directory (learned from its later dumps) while current is prev");
+                f.confidence = Confidence::Observed;
+                if let Details::Window(w) = &mut f.details {
+                    w.confirmed_by = Some(why);
+                }
+            } else if self.book.get(prev) == Some(pgd) && out.remove(id).is_some() {
+                self.refuted_by_dump += 1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -490,5 +667,69 @@ mod tests {
             DumpPlace::BeforeCr3Write
         );
         assert_eq!(place(&dump("0010:pv_native_safe_halt+0xb/0x10", &["default_idle", "do_idle"], None)), DumpPlace::OutsideSwitch);
+    }
+}
+
+#[cfg(test)]
+mod detector_tests {
+    use super::*;
+    use crate::detect::tests_support::cx_for;
+    use nmitrace_parser::model::Modelled;
+    use nmitrace_replay::testkit::{ev, OwnedEvent};
+
+    /// Replay `evs`, then give the detector the NMI `nmi` (its handler
+    /// event, then the finished instance with `dump`).
+    fn run(evs: &[OwnedEvent], nmi: OwnedEvent, dump: Option<NmiDump>) -> (Findings, SwitchWindows) {
+        let mut replay = Replay::new(nmitrace_replay::KernelModel::choose(None, None, Some("6.1"), Some("x86_64")));
+        for e in evs {
+            e.with(|e| {
+                replay.touch(e);
+                let m = Modelled::from_event(e);
+                replay.apply(e, &m);
+            });
+        }
+        let cfg = crate::Config::default();
+        let mut d = SwitchWindows::default();
+        let mut out = Findings::default();
+        nmi.with(|e| {
+            let Modelled::NmiHandler(h) = Modelled::from_event(e) else { panic!() };
+            let cx = cx_for(&replay, &cfg);
+            let mut inst = Instance { cpu: e.cpu, start: e.ts_ns - h.delta_ns, end: e.ts_ns, pid: e.pid, handlers: vec![("h".into(), h.delta_ns, 1)], dump, ..Default::default() };
+            d.on_handler(&HandlerEvent { ev: e, h: &h, name: "h", dump: None }, &inst, &cx, &mut out);
+            d.on_instance(&mut inst, &cx, &mut out);
+            d.finish(&cx, &mut out);
+            assert_eq!(inst.in_switch_window, out.iter().count() == 1);
+        });
+        (out, d)
+    }
+
+    const A: (&str, i32) = ("bash", 100);
+    const B: (&str, i32) = ("cc1", 200);
+
+    fn switch_then_flush() -> Vec<OwnedEvent> {
+        vec![ev::flush0(100, 1, ("x", 5)), ev::other(1_000, 0, A), ev::other(1_500, 0, B), ev::switch(10_000, 0, A, B), ev::flush0(11_000, 0, A)]
+    }
+
+    #[test]
+    fn stamped_prev_after_the_flush_is_an_observed_window() {
+        let (out, d) = run(&switch_then_flush(), ev::nmi(15_000, 0, A, "h", 2_000, 1), None);
+        let v: Vec<&Finding> = out.iter().map(|(_, f)| f).collect();
+        assert_eq!(v.len(), 1);
+        assert_eq!((v[0].kind, v[0].confidence), (Kind::Cr3CurrentMismatch, Confidence::Observed));
+        assert_eq!(d.refuted_by_dump, 0);
+    }
+
+    #[test]
+    fn stamped_next_is_no_window() {
+        let (out, _) = run(&switch_then_flush(), ev::nmi(15_000, 0, B, "h", 2_000, 1), None);
+        assert_eq!(out.iter().count(), 0);
+    }
+
+    #[test]
+    fn a_dump_in_user_mode_refutes_the_window() {
+        let dump = NmiDump::from_lines(&["RIP: 0033:0x7fc56b2cb350".to_string()]);
+        let (out, d) = run(&switch_then_flush(), ev::nmi(15_000, 0, A, "h", 2_000, 1), Some(dump));
+        assert_eq!(out.iter().count(), 0);
+        assert_eq!(d.refuted_by_dump, 1);
     }
 }

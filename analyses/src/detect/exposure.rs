@@ -3,14 +3,14 @@
 //! from it is a lazy vmalloc fault; if an NMI handler touches it first (perf
 //! per-cpu buffers, seed 000), the fault happens in NMI context.
 
-use crate::findings::Findings;
-use crate::report::Finding;
+use super::{Cx, Detector};
+use crate::finding::{Confidence, Details, ExposureDetails, Finding, FindingId, Findings, Kind, Severity};
 use nmitrace_parser::Event;
-use nmitrace_replay::{fmt_ts, EntrySet, MmId, Replay};
+use nmitrace_replay::{fmt_ts, EntrySet, MmId, Outcome, Replay};
 
 struct EntryExposure {
     entry: u16,
-    finding: Option<usize>,
+    finding: Option<FindingId>,
     loads: u64,
     mms: Vec<u64>,
     mms_overflow: bool,
@@ -19,12 +19,14 @@ struct EntryExposure {
 #[derive(Default)]
 pub struct Exposure {
     entries: Vec<EntryExposure>,
+    /// Inferences withdrawn because the trace records page faults.
+    pub suppressed: u64,
 }
 
 const MAX_MMS: usize = 4096;
 
 impl Exposure {
-    pub fn on_load(&mut self, ev: &Event<'_>, mm: MmId, lacking: EntrySet, replay: &Replay, out: &mut Findings) {
+    fn on_load(&mut self, ev: &Event<'_>, mm: MmId, lacking: EntrySet, replay: &Replay, out: &mut Findings) {
         let m = replay.mms.get(mm);
         for e in lacking.iter() {
             let Some(opened) = replay.vmalloc.opened.iter().find(|o| o.entry == e) else { continue };
@@ -47,8 +49,25 @@ impl Exposure {
             if x.finding.is_some() {
                 continue;
             }
-            let sev = if opened.percpu { "warning" } else { "info" };
-            let mut f = Finding::new("vmalloc_exposure", sev, "inferred");
+            let sev = if opened.percpu { Severity::Warning } else { Severity::Info };
+            let mut f = Finding::new(
+                Kind::VmallocExposure,
+                sev,
+                Confidence::Inferred,
+                Details::Exposure(Box::new(ExposureDetails {
+                    entry: e,
+                    table_index: replay.model.pgd.table_index(e),
+                    entry_base: format!("{:#x}", opened.base),
+                    opened_by: opened.how,
+                    opened_at_ns: opened.ts_ns,
+                    percpu: opened.percpu,
+                    mm: m.describe(),
+                    assumption: "entries opened during the trace are missing from every mm created before; mms that predate the trace are assumed to hold all older entries",
+                    exposed_loads: None,
+                    exposed_mms: None,
+                    exposed_mms_at_least: None,
+                })),
+            );
             f.ts_ns = Some(ev.ts_ns);
             f.cpu = Some(ev.cpu);
             let (pid, comm) = match ev.name {
@@ -78,14 +97,6 @@ impl Exposure {
                 opened.how,
                 if replay.model.nested_nmi_corrupts_stack { " (before 3.3: NMI stack corruption)" } else { "" }
             );
-            f.details.insert("entry".into(), e.into());
-            f.details.insert("table_index".into(), replay.model.pgd.table_index(e).into());
-            f.details.insert("entry_base".into(), format!("{:#x}", opened.base).into());
-            f.details.insert("opened_by".into(), opened.how.into());
-            f.details.insert("opened_at_ns".into(), opened.ts_ns.into());
-            f.details.insert("percpu".into(), opened.percpu.into());
-            f.details.insert("mm".into(), m.describe().into());
-            f.details.insert("assumption".into(), "entries opened during the trace are missing from every mm created before; mms that predate the trace are assumed to hold all older entries".into());
             f.evidence.push(opened.line.clone());
             if let Some(w) = replay.cpu(ev.cpu).map(|c| &c.window) {
                 f.evidence.extend(w.evidence());
@@ -94,15 +105,30 @@ impl Exposure {
         }
     }
 
-    /// Fill in how many loads and mms were exposed in all.
-    pub fn finish(&self, out: &mut Findings) {
+}
+
+impl Detector for Exposure {
+    fn on_outcome(&mut self, ev: &Event<'_>, outcome: &Outcome, cx: &Cx<'_>, out: &mut Findings) {
+        if let Outcome::ExposedLoad { mm, lacking } = outcome {
+            self.on_load(ev, *mm, *lacking, cx.replay, out);
+        }
+    }
+
+    /// Exposure is an inference for traces that cannot show the faults: with
+    /// page-fault tracepoints recorded, faults are observed instead. Otherwise
+    /// fill in how many loads and mms were exposed in all.
+    fn finish(&mut self, cx: &Cx<'_>, out: &mut Findings) {
+        if cx.faults_traced {
+            self.suppressed = out.remove_kind(Kind::VmallocExposure);
+            return;
+        }
         for x in &self.entries {
-            if let Some(i) = x.finding {
-                let f = &mut out.list[i];
-                f.details.insert("exposed_loads".into(), x.loads.into());
-                f.details.insert("exposed_mms".into(), (x.mms.len() as u64).into());
+            let Some(f) = x.finding.and_then(|id| out.get_mut(id)) else { continue };
+            if let Details::Exposure(d) = &mut f.details {
+                d.exposed_loads = Some(x.loads);
+                d.exposed_mms = Some(x.mms.len() as u64);
                 if x.mms_overflow {
-                    f.details.insert("exposed_mms_at_least".into(), true.into());
+                    d.exposed_mms_at_least = Some(true);
                 }
             }
         }
