@@ -178,6 +178,7 @@ impl Analyzer {
                 "forks": s.forks,
                 "execs": s.execs,
                 "lazy_vmalloc_syncs": s.lazy_syncs,
+                "eager_vmalloc_syncs": s.eager_syncs,
                 "vmalloc_entries_opened": self.replay.vmalloc.opened.len(),
                 "b2b_nmis": self.latch.b2b,
                 "switch_windows_refuted_by_nmi_dump": self.window.refuted_by_dump,
@@ -319,7 +320,7 @@ impl Analyzer {
                     self.builder.candidate(ev, fi, &self.replay);
                 }
             }
-            Outcome::ExposedLoad { .. } => {
+            Outcome::ExposedLoad { .. } | Outcome::EntryOpened(_) => {
                 let cx = cx!(self, false);
                 self.exposure.on_outcome(ev, &outcome, &cx, &mut self.findings);
             }
@@ -359,7 +360,7 @@ impl Analyzer {
 fn modelled_name(name: &str, ctx_known: bool) -> bool {
     use nmitrace_replay::name_eq;
     let hit = match name.as_bytes().first() {
-        Some(b'p') => name_eq(name, "page_fault_kernel") || name_eq(name, "percpu_create_chunk"),
+        Some(b'p') => name_eq(name, "page_fault_kernel") || name_eq(name, "percpu_create_chunk") || nmitrace_replay::VmallocProbe::is_name(name),
         Some(b'n') => name_eq(name, "nmi_handler"),
         Some(b's') => {
             name_eq(name, "sched_switch")
@@ -368,7 +369,9 @@ fn modelled_name(name: &str, ctx_known: bool) -> bool {
                 || name_eq(name, "sched_process_free")
         }
         Some(b't') => name_eq(name, "tlb_flush") || name_eq(name, "task_newtask"),
-        Some(b'a') => name_eq(name, "alloc_vmap_area"),
+        Some(b'a') => name_eq(name, "alloc_vmap_area") || nmitrace_replay::VmallocProbe::is_name(name),
+        // kprobe events standing in for vmalloc tracepoints (before 5.x; scripts/qemu/kprobes)
+        Some(b'v') => nmitrace_replay::VmallocProbe::is_name(name),
         Some(b'c') => name_eq(name, "console"),
         _ => false,
     };

@@ -169,8 +169,14 @@ fn check_capture(dir: &Path, truth: &[Truth], tally: &mut Tally) {
             }
         }
         // Nothing else the kernel's output would contradict: warnings and
-        // errors are only the switch-window findings checked above.
+        // errors are only the switch-window findings checked above, and
+        // slow handlers the kernel itself timed (under QEMU TCG the
+        // backtrace handler takes 1-2 ms): the handler line cited prints a
+        // `delta_ns` of 1 ms or more.
         for f in &r.findings {
+            if f.kind == Kind::SlowNmiHandler && kernel_timed_slow(f) {
+                continue;
+            }
             if f.severity >= Severity::Warning && f.kind != Kind::Cr3CurrentMismatch {
                 tally.failures.push(format!("{name} [{form}]: {} {}: {}", f.kind, f.severity, f.message));
             }
@@ -178,6 +184,18 @@ fn check_capture(dir: &Path, truth: &[Truth], tally: &mut Tally) {
     }
     tally.nmis += truth.len();
     tally.in_window += truth.iter().filter(|t| t.in_window == Some(true)).count();
+}
+
+/// The evidence line of a slow-handler finding prints the kernel's own
+/// `delta_ns`, at or over `nmi_longest_ns` (1 ms), and the finding says that value.
+fn kernel_timed_slow(f: &Finding) -> bool {
+    let said = f.details_json()["delta_ns"].as_u64();
+    f.evidence.iter().any(|l| {
+        // `delta_ns: 1886120` (the tracepoint's format), `delta_ns=1886120` (perf script)
+        let Some(i) = l.find("delta_ns") else { return false };
+        let printed: Option<u64> = l[i + 8..].trim_start_matches([':', '=', ' ']).split(|c: char| !c.is_ascii_digit()).next().and_then(|d| d.parse().ok());
+        printed.is_some_and(|d| d >= 1_000_000 && Some(d) == said)
+    })
 }
 
 fn check_runs(runs: &[(PathBuf, PathBuf)]) -> Tally {

@@ -10,6 +10,7 @@ pub mod evidence;
 pub mod kernel_model;
 pub mod mm;
 pub mod pgd_model;
+pub mod probes;
 pub mod switch_window;
 pub mod task;
 pub mod vmalloc_space;
@@ -19,6 +20,7 @@ pub use evidence::{event_line, fmt_ts, name_eq, CapturedLine};
 pub use kernel_model::{Arch, KernelModel, ModelSource};
 pub use mm::{MmBirth, MmId, MmTable, INIT_MM};
 pub use pgd_model::{EntrySet, PgdKind, PgdModel};
+pub use probes::VmallocProbe;
 pub use switch_window::{Phase, SwitchWindow, WindowEnd};
 pub use task::TaskTable;
 pub use vmalloc_space::{OpenedEntry, VmallocSpace};
@@ -81,6 +83,8 @@ pub struct ReplayStats {
     pub fallback_windows: u64,
     pub exec_flushes: u64,
     pub lazy_syncs: u64,
+    /// Eager syncs of every pgd (`vmalloc_sync_mappings/unmappings` probes).
+    pub eager_syncs: u64,
     pub forks: u64,
     pub execs: u64,
     /// Switches whose prev went on emitting events no switch can emit: the
@@ -221,7 +225,7 @@ impl Replay {
             }
             Modelled::AllocVmapArea { addr, size, vstart, vend, failed: false, .. } => {
                 match self.vmalloc.alloc(&mut self.model.pgd, addr, size, vstart, vend, false) {
-                    Some((e, percpu)) => self.open_entry(ev, e, "alloc_vmap_area", Some(addr), percpu, false),
+                    Some((set, percpu)) => self.open_entries(ev, set, "alloc_vmap_area", Some(addr), percpu),
                     None => Outcome::Nothing,
                 }
             }
@@ -247,8 +251,71 @@ impl Replay {
                 }
                 Outcome::Nothing
             }
+            Modelled::Other => match VmallocProbe::from_event(ev) {
+                Some(p) => self.apply_probe(ev, &p),
+                None => Outcome::Nothing,
+            },
             _ => Outcome::Nothing,
         }
+    }
+
+    /// A vmalloc kprobe event ([`VmallocProbe`]; [`Replay::apply`] calls
+    /// this for them).
+    pub fn apply_probe(&mut self, ev: &Event<'_>, p: &VmallocProbe) -> Outcome {
+        match *p {
+            VmallocProbe::Area { start, end } => match self.vmalloc.area(&self.model.pgd, start, end, false) {
+                Some((set, _)) => self.open_entries(ev, set, "alloc_vmap_area", Some(start), false),
+                None => Outcome::Nothing,
+            },
+            VmallocProbe::PercpuArea { start, end } => match self.vmalloc.area(&self.model.pgd, start, end, true) {
+                Some((set, _)) => self.open_entries(ev, set, "pcpu_get_vm_areas", Some(start), true),
+                None => Outcome::Nothing,
+            },
+            VmallocProbe::SyncMappings | VmallocProbe::SyncUnmappings => {
+                // vmalloc_sync() copies every vmalloc PMD/PGD entry init_mm
+                // has into every pgd on pgd_list (x86_32 without a shared
+                // kernel PMD: 5.4.59 arch/x86/mm/fault.c:192-227, called for
+                // both; __purge_vmap_area_lazy calls vmalloc_sync_unmappings,
+                // mm/vmalloc.c:1263). x86_64 5.4: vmalloc_sync_mappings is
+                // sync_global_pgds() over the vmalloc range (fault.c:331),
+                // vmalloc_sync_unmappings does nothing (fault.c:340).
+                let syncs = match self.model.arch {
+                    Arch::X86_32 => true,
+                    Arch::X86_64 | Arch::X86_64La57 => matches!(p, VmallocProbe::SyncMappings),
+                    Arch::X86_32Pae => false,
+                };
+                if syncs && self.model.lazy_vmalloc_faults {
+                    self.mms.sync_all();
+                    self.stats.eager_syncs += 1;
+                }
+                Outcome::Nothing
+            }
+        }
+    }
+
+    /// CPUs whose cr3 holds an mm lacking entry `e` now: right after an
+    /// [`Outcome::EntryOpened`], the mms exposed without any cr3 load (a
+    /// kernel thread on a borrowed mm touching the memory it just mapped:
+    /// 32 of the 114 lazy faults of the 5.4 i386 trace in
+    /// `tests/real_kernel.rs`).
+    pub fn loaded_lacking(&self, e: u16) -> impl Iterator<Item = (u32, MmId)> + '_ {
+        self.cpus.iter().enumerate().filter_map(move |(cpu, c)| {
+            let m = c.loaded_mm.filter(|&m| m != INIT_MM)?;
+            (!self.mms.get(m).has.contains(e)).then_some((cpu as u32, m))
+        })
+    }
+
+    /// Open every entry of `set` (see [`Replay::open_entry`]); the outcome
+    /// names the first one opened.
+    fn open_entries(&mut self, ev: &Event<'_>, set: EntrySet, how: &'static str, addr: Option<u64>, percpu: bool) -> Outcome {
+        let mut first = Outcome::Nothing;
+        for e in set.iter() {
+            let o = self.open_entry(ev, e, how, addr, percpu, false);
+            if matches!(first, Outcome::Nothing) {
+                first = o;
+            }
+        }
+        first
     }
 
     fn open_entry(&mut self, ev: &Event<'_>, e: u16, how: &'static str, addr: Option<u64>, percpu: bool, assumed: bool) -> Outcome {

@@ -3,7 +3,8 @@
 //! `init_mm` gets every new top-level entry. An mm created by fork (without
 //! CLONE_VM) or exec copies `init_mm`'s entries at that moment; an mm that
 //! predates the trace is assumed to hold every entry opened before the trace
-//! started (its age is unknown) and none opened during it.
+//! started (its age is unknown) and none opened during it, but for those an
+//! eager sync (x86 `vmalloc_sync()`) copied into every pgd.
 
 use crate::pgd_model::EntrySet;
 
@@ -54,8 +55,11 @@ pub struct MmTable {
     mms: Vec<Mm>,
     free: Vec<MmId>,
     next_serial: u64,
-    /// Entries opened during the trace (mms predating the trace lack them).
+    /// Entries opened during the trace.
     opened: EntrySet,
+    /// Entries opened since the last eager sync (all of `opened` if none):
+    /// an mm that predates the trace, first seen now, lacks these.
+    opened_since_sync: EntrySet,
     /// Live mms other than `init_mm` lacking an entry of `opened`, kept up
     /// to date by every change ([`MmTable::out_of_sync`]).
     stale: usize,
@@ -70,7 +74,7 @@ impl Default for MmTable {
 impl MmTable {
     pub fn new() -> MmTable {
         let init = Mm { has: EntrySet::ALL, synced: EntrySet::EMPTY, birth: MmBirth::Init, owner_pid: 0, refs: u32::MAX / 2, serial: 0, live: true };
-        MmTable { mms: vec![init], free: Vec::new(), next_serial: 1, opened: EntrySet::EMPTY, stale: 0 }
+        MmTable { mms: vec![init], free: Vec::new(), next_serial: 1, opened: EntrySet::EMPTY, opened_since_sync: EntrySet::EMPTY, stale: 0 }
     }
 
     /// `m` lacks an entry `init_mm` gained during the trace.
@@ -83,7 +87,7 @@ impl MmTable {
     /// is a copy of `init_mm`'s.
     pub fn create(&mut self, birth: MmBirth, owner_pid: i32) -> MmId {
         let has = match birth {
-            MmBirth::BeforeTrace => EntrySet::ALL.minus(&self.opened),
+            MmBirth::BeforeTrace => EntrySet::ALL.minus(&self.opened_since_sync),
             _ => self.mms[INIT_MM as usize].has,
         };
         let mm = Mm {
@@ -142,6 +146,7 @@ impl MmTable {
     pub fn open_entry(&mut self, e: u16) {
         let before = self.opened;
         self.opened.insert(e);
+        self.opened_since_sync.insert(e);
         for m in self.mms.iter_mut().skip(1).filter(|m| m.live) {
             // lacking `e` now, it is out of sync whatever it was before
             if !Self::is_stale(&before, m) {
@@ -160,6 +165,17 @@ impl MmTable {
         if was && !Self::is_stale(&self.opened, m) {
             self.stale -= 1;
         }
+    }
+
+    /// An eager sync (x86 `vmalloc_sync()` over `pgd_list`): every live mm
+    /// now holds every entry `init_mm` has, and so does every mm that exists
+    /// and is first seen later. Not a lazy sync: `synced` stays.
+    pub fn sync_all(&mut self) {
+        self.opened_since_sync = EntrySet::EMPTY;
+        for m in self.mms.iter_mut().skip(1).filter(|m| m.live) {
+            m.has = EntrySet::ALL;
+        }
+        self.stale = 0;
     }
 
     /// Live mms (other than `init_mm`) lacking an entry `init_mm` gained
@@ -235,6 +251,10 @@ mod tests {
                 5 => {
                     t.open_entry(rnd(8) as u16);
                     opened_any = true;
+                    if rnd(8) == 0 {
+                        t.sync_all();
+                        assert_eq!(t.out_of_sync(), 0);
+                    }
                 }
                 _ if !live.is_empty() => {
                     let id = live[rnd(live.len() as u64) as usize];

@@ -39,14 +39,26 @@ impl PgdKind {
         match self {
             PgdKind::X86_64FourLevel => (0xffff_c900_0000_0000, 0xffff_e8ff_ffff_ffff),
             PgdKind::X86_64FiveLevel => (0xffa0_0000_0000_0000, 0xffd1_ffff_ffff_ffff),
-            // 896 MiB lowmem + 8 MiB gap, up to the pkmap area.
-            PgdKind::X86_32 | PgdKind::X86_32Pae => (0xf880_0000, 0xff7f_dfff),
+            // x86_32: `VMALLOC_START = high_memory + VMALLOC_OFFSET` (8 MiB)
+            // and `VMALLOC_END = PKMAP_BASE - 2 * PAGE_SIZE`
+            // (arch/x86/include/asm/pgtable_32_types.h, 5.4.59 lines 36, 62):
+            // the start follows the size of lowmem (RAM, `vmalloc=`), so no
+            // fixed range is right. 0xf8800000 holds only with 896 MiB of
+            // lowmem; a 5.4.59 guest with 1 GiB and `vmalloc=512M` has
+            // 0xdf3fe000-0xff3fe000. Without vstart/vend in the trace the
+            // default is every address vmalloc can use under the default
+            // 3G/1G split: PAGE_OFFSET (0xc0000000) + 8 MiB, up to the
+            // highest VMALLOC_END (pkmap at 0xff800000). Below the vmalloc
+            // start lies lowmem, which every pgd maps from boot on and which
+            // never takes a not-present kernel fault but for a bug.
+            PgdKind::X86_32 | PgdKind::X86_32Pae => (0xc080_0000, 0xff7f_dfff),
         }
     }
 }
 
-/// Most entries a set can hold; a vmalloc range needing more is clipped.
-pub const MAX_ENTRIES: usize = 256;
+/// Most entries a set can hold; a vmalloc range needing more is clipped
+/// (x86_32 PAE's default range, 1 GiB less 8 MiB and pkmap/fixmap, needs 504).
+pub const MAX_ENTRIES: usize = 512;
 
 /// A set of top-level entry indexes (0 = the entry holding the vmalloc start).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -198,6 +210,23 @@ mod tests {
         assert!(!m.learn_range(0xffff_ffff_a000_0000, 0xffff_ffff_ff00_0000));
         assert!(m.learn_range(0xffff_a580_0000_0000, 0xffff_c580_0000_0000));
         assert_eq!(m.entry(0xffff_a580_0000_1000), Some(0));
+    }
+
+    #[test]
+    fn x86_32_default_covers_every_lowmem_size() {
+        // 5.4.59 i386, 1 GiB RAM, vmalloc=512M: boot log `vmalloc : 0xdf3fe000 - 0xff3fe000`.
+        let m = PgdModel::new(PgdKind::X86_32);
+        assert!(m.in_vmalloc(0xdf3f_e000) && m.in_vmalloc(0xe700_0000) && m.in_vmalloc(0xff3f_dfff));
+        assert!(!m.in_vmalloc(0xbfff_f000) && !m.in_vmalloc(0xc000_1000));
+        assert_eq!(m.entries(), 252);
+        assert_eq!(m.table_index(m.entry(0xe700_0000).unwrap()), 0xe70 >> 2);
+        let p = PgdModel::new(PgdKind::X86_32Pae);
+        assert_eq!(p.entries(), 504);
+        assert!(p.entry(0xff3f_d000).is_some());
+        // vstart/vend from the trace still narrow it (x86_32 with vmalloc tracepoints).
+        let mut m = m;
+        assert!(m.learn_range(0xdf3f_e000, 0xff3f_e000));
+        assert_eq!(m.entry(0xdf3f_e000), Some(0));
     }
 
     #[test]

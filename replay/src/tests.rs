@@ -136,3 +136,55 @@ fn name_eq_matches_str_eq() {
         }
     }
 }
+
+/// The `nmt` kprobe events of scripts/qemu stand in for the vmalloc
+/// tracepoints on 5.4: areas open every entry first seen (but the first
+/// area's), per-cpu chunks come with their real addresses, and an eager
+/// `vmalloc_sync_unmappings` gives every mm every entry.
+#[test]
+fn vmalloc_probes_open_entries_and_eager_syncs_close_them() {
+    use testkit::OwnedEvent;
+    let mut r = Replay::new(KernelModel::choose(None, None, Some("5.4.59"), Some("x86_32")));
+    let (a, b) = (("sh", 100), ("pingpong", 200));
+    let area = |ts, s: u64, e: u64| {
+        OwnedEvent::new(ts, 0, "insmod", 300, "alloc_vmap_area_ret", &format!("(__get_vm_area_node+0xa6/0xf2 <- alloc_vmap_area) va_start={s} va_end={e}"))
+    };
+    let o = run(
+        &mut r,
+        &[
+            // b's mm predates the entries opened below
+            ev::switch(1_000, 1, ("swapper/1", 0), b),
+            ev::other(1_000, 0, a),
+            // the first area: mapped since boot
+            area(2_000, 0xdf41_1000, 0xdf41_5000),
+            // an aligned area far above, then one spanning two entries in between
+            area(3_000, 0xe800_0000, 0xe800_2000),
+            area(4_000, 0xe6fd_0000, 0xe703_5000),
+            OwnedEvent::new(5_000, 0, "kworker/0:1", 12, "pcpu_get_vm_areas_ret", "(pcpu_create_chunk+0xa8/0xef <- pcpu_get_vm_areas) addr=0xff3c2000 size=245760"),
+            OwnedEvent::new(5_001, 0, "kworker/0:1", 12, "percpu_create_chunk", "base_addr=(ptrval)"),
+        ],
+    );
+    assert!(matches!(o[2], Outcome::Nothing), "{:?}", o[2]);
+    assert!(matches!(o[3], Outcome::EntryOpened(0)), "{:?}", o[3]);
+    assert!(matches!(o[4], Outcome::EntryOpened(1)), "{:?}", o[4]);
+    assert!(matches!(o[6], Outcome::Nothing), "a hashed chunk assumes nothing once the probe gave its address");
+    let bases: Vec<u64> = r.vmalloc.opened.iter().map(|o| o.base).collect();
+    assert_eq!(bases, vec![0xe800_0000, 0xe6c0_0000, 0xe700_0000, 0xff00_0000]);
+    assert!(r.vmalloc.opened[3].percpu);
+    let bm = r.tasks.get(200).unwrap().mm.unwrap();
+    let pgd = r.model.pgd;
+    assert!(!r.mms.get(bm).has.contains(pgd.entry(0xe703_0000).unwrap()));
+    assert_eq!(r.mms.out_of_sync(), 1);
+    let o = run(&mut r, &[OwnedEvent::new(6_000, 0, "kworker/0:1", 12, "vmalloc_sync_unmappings", "(vmalloc_sync_unmappings+0x0/0x5)")]);
+    assert!(matches!(o[0], Outcome::Nothing));
+    assert_eq!((r.stats.eager_syncs, r.mms.out_of_sync()), (1, 0));
+    assert!(r.mms.get(bm).has.contains(pgd.entry(0xe703_0000).unwrap()));
+    // A task first seen now predates the trace: the sync reached its pgd too.
+    run(&mut r, &[ev::switch(7_000, 1, b, ("late", 400))]);
+    let lm = r.tasks.get(400).unwrap().mm.unwrap();
+    assert!(r.mms.get(lm).has.contains(pgd.entry(0xe703_0000).unwrap()));
+    // x86_64 5.4: vmalloc_sync_unmappings does nothing (fault.c:340).
+    let mut r64 = Replay::new(KernelModel::choose(None, None, Some("5.4.59"), Some("x86_64")));
+    run(&mut r64, &[OwnedEvent::new(1, 0, "k", 12, "vmalloc_sync_unmappings", "(x)")]);
+    assert_eq!(r64.stats.eager_syncs, 0);
+}

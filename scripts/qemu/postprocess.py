@@ -4,7 +4,8 @@
 usage: postprocess.py OUTDIR [--target NAME]
 For every OUTDIR/capture-NNN/ and OUTDIR/record/ holding trace.txt (+ trace.dat):
   report.txt   trace-cmd report of trace.dat (host trace-cmd; report.txt.zst when over 50 MiB)
-  nmt.json     /work/eval/nmt TRACE (nmitrace analysis JSON), when that exists
+  nmt.json     nmitrace's analysis JSON: $NMITRACE analyze TRACE --format json, or
+               /work/eval/nmt TRACE when that exists
 and for the whole run:
   truth.json   /work/shared/tools/label-real-nmis.py OUTDIR (captures only)
   summary.json event counts per name, kernel-mode page faults on vmalloc
@@ -84,9 +85,16 @@ def count(trace, vr):
 
 
 def nmt(trace, d):
-    if not os.access(NMT, os.X_OK):
+    # $NMITRACE: an nmitrace binary (`nmitrace analyze TRACE --format json`);
+    # otherwise /work/eval/nmt (this VM's wrapper around bench_analyze --json).
+    binary = os.environ.get('NMITRACE')
+    if binary:
+        cmd = [binary, 'analyze', trace, '--format', 'json']
+    elif os.access(NMT, os.X_OK):
+        cmd = [NMT, trace]
+    else:
         return None
-    r = subprocess.run([NMT, trace], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if r.returncode not in (0, 1) or not r.stdout.strip():
         return {'error': r.stderr.strip()[-500:]}
     open(os.path.join(d, 'nmt.json'), 'w').write(r.stdout)

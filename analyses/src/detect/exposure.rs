@@ -26,7 +26,22 @@ pub struct Exposure {
 const MAX_MMS: usize = 4096;
 
 impl Exposure {
+    /// cr3 was loaded (on `ev`'s CPU) with `mm`, which lacks `lacking`.
     fn on_load(&mut self, ev: &Event<'_>, mm: MmId, lacking: EntrySet, replay: &Replay, out: &mut Findings) {
+        let (pid, comm) = match ev.name {
+            "sched_switch" | "tlb_flush" => {
+                let w = &replay.cpu(ev.cpu).unwrap().window;
+                (w.next_pid, w.next_comm.clone())
+            }
+            _ => (ev.pid, ev.comm.unwrap_or("").to_string()),
+        };
+        self.exposed(ev.ts_ns, ev.cpu, (pid, comm), mm, lacking, replay, out);
+    }
+
+    /// `mm`, in cr3 on `cpu` with `who` running, lacks `lacking`.
+    #[allow(clippy::too_many_arguments)]
+    fn exposed(&mut self, ts_ns: u64, cpu: u32, who: (i32, String), mm: MmId, lacking: EntrySet, replay: &Replay, out: &mut Findings) {
+        let (pid, comm) = who;
         let m = replay.mms.get(mm);
         for e in lacking.iter() {
             let Some(opened) = replay.vmalloc.opened.iter().find(|o| o.entry == e) else { continue };
@@ -68,15 +83,8 @@ impl Exposure {
                     exposed_mms_at_least: None,
                 })),
             );
-            f.ts_ns = Some(ev.ts_ns);
-            f.cpu = Some(ev.cpu);
-            let (pid, comm) = match ev.name {
-                "sched_switch" | "tlb_flush" => {
-                    let w = &replay.cpu(ev.cpu).unwrap().window;
-                    (w.next_pid, w.next_comm.clone())
-                }
-                _ => (ev.pid, ev.comm.unwrap_or("").to_string()),
-            };
+            f.ts_ns = Some(ts_ns);
+            f.cpu = Some(cpu);
             f.pid = Some(pid);
             f.comm = Some(comm.clone());
             let what = if opened.percpu {
@@ -89,7 +97,7 @@ impl Exposure {
             };
             f.message = format!(
                 "{comm}[{pid}] runs on CPU {} with {}, which lacks vmalloc top-level entry {} ({:#x}) opened at {} by {} for {what}: its first touch from this mm is a lazy vmalloc fault, and if an NMI handler touches it first the fault happens in NMI context{}",
-                ev.cpu,
+                cpu,
                 m.describe(),
                 replay.model.pgd.table_index(e),
                 opened.base,
@@ -98,7 +106,7 @@ impl Exposure {
                 if replay.model.nested_nmi_corrupts_stack { " (before 3.3: NMI stack corruption)" } else { "" }
             );
             f.evidence.push(opened.line.clone());
-            if let Some(w) = replay.cpu(ev.cpu).map(|c| &c.window) {
+            if let Some(w) = replay.cpu(cpu).map(|c| &c.window) {
                 f.evidence.extend(w.evidence());
             }
             x.finding = out.push(f);
@@ -109,8 +117,34 @@ impl Exposure {
 
 impl Detector for Exposure {
     fn on_outcome(&mut self, ev: &Event<'_>, outcome: &Outcome, cx: &Cx<'_>, out: &mut Findings) {
-        if let Outcome::ExposedLoad { mm, lacking } = outcome {
-            self.on_load(ev, *mm, *lacking, cx.replay, out);
+        match outcome {
+            Outcome::ExposedLoad { mm, lacking } => self.on_load(ev, *mm, *lacking, cx.replay, out),
+            Outcome::EntryOpened(i) => {
+                // An mm already in cr3 when the entry opened lacks it with no
+                // cr3 load to come: a kernel thread on a borrowed mm, or a
+                // task that maps and touches the memory on the same CPU (32
+                // of the 114 lazy faults of replay/tests/real_kernel.rs).
+                // (An area spanning several entries opens them all at once.)
+                let r = cx.replay;
+                let opened: Vec<u16> = r.vmalloc.opened.get(*i..).unwrap_or_default().iter().map(|o| o.entry).collect();
+                let exposed: Vec<(u16, u32, MmId)> = opened.iter().flat_map(|&e| r.loaded_lacking(e).map(move |(c, m)| (e, c, m))).collect();
+                for (e, cpu, mm) in exposed {
+                    let Some(c) = r.cpu(cpu) else { continue };
+                    // The task's name, as its CPU's last switch printed it.
+                    let comm = [&c.window, &c.last_window]
+                        .iter()
+                        .find_map(|w| match c.current {
+                            p if p == w.next_pid => Some(w.next_comm.clone()),
+                            p if p == w.prev_pid => Some(w.prev_comm.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    let mut one = EntrySet::default();
+                    one.insert(e);
+                    self.exposed(ev.ts_ns, cpu, (c.current, comm), mm, one, r, out);
+                }
+            }
+            _ => {}
         }
     }
 

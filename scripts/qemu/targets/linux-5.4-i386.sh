@@ -17,9 +17,9 @@ MODE=record
 TRIGGER=sysrq        # no kernel.hung_task_all_cpu_backtrace before 5.8; sysrq-l sends the same NMI IPI
 SYSRQ_PERIOD=2
 EVENTS=$RECORD_EVENTS
-BUFFER_KB=49152      # per CPU, overwrite off
-MEM=1024
-APPEND_EXTRA="vmalloc=512M"   # 512 MiB vmalloc area (128 PDEs), so the lowmem/highmem split is ~512/512 MiB
+BUFFER_KB=65536      # per CPU, overwrite off (48 MiB was 99.8% full on one CPU)
+MEM=1536             # tmpfs holds the ~450 MB trace.txt
+APPEND_EXTRA="vmalloc=512M"   # 512 MiB vmalloc area (128 PDEs of 4 MiB): lowmem ~490 MiB, the rest highmem
 KPROBES=kprobes/linux-5.4-x86_32.kprobes
 WORKLOAD=workloads/vmalloc-growth.sh
 TIMEOUT=7200
