@@ -163,6 +163,7 @@ fn check_real(p: &Path) {
     assert_eq!(losses, r.events.lost_event_markers, "{}", p.display());
 }
 
+#[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
 #[test]
 fn real_traces_give_no_warnings() {
     let traces = real_traces();

@@ -110,6 +110,7 @@ fn bundled_sample_text_traces_match_independent_counts() {
     }
 }
 
+#[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
 #[test]
 fn shared_real_and_public_text_traces_match_independent_counts() {
     let Some(shared) = shared() else {

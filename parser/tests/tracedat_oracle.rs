@@ -61,6 +61,7 @@ fn regenerate_oracle() {
     }
 }
 
+#[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
 #[test]
 fn matches_committed_oracle() {
     let files = files();

@@ -37,6 +37,8 @@ fn roundtrip(src: &std::path::Path, opts: WriterOptions, tag: &str) {
     let _ = std::fs::remove_file(&out);
 }
 
+#[cfg_attr(not(trace_cmd), ignore = "trace-cmd is not installed (scripts/setup.sh installs it)")]
+#[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
 #[test]
 fn shared_trace_dat_round_trip() {
     if !have_trace_cmd() || shared_traces().is_none() {
@@ -57,6 +59,8 @@ fn shared_trace_dat_round_trip() {
 /// the source (timestamp, cpu, pid, name as a multiset; values as nmitrace
 /// reads the converted file), and trace-cmd agrees with nmitrace on every
 /// numeric field of the converted file.
+#[cfg_attr(not(trace_cmd), ignore = "trace-cmd is not installed (scripts/setup.sh installs it)")]
+#[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
 #[test]
 fn shared_text_traces_round_trip() {
     if !have_trace_cmd() || shared_traces().is_none() {
