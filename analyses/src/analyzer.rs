@@ -23,7 +23,7 @@ use crate::report::{HandlerStats, NmisBlock, Report};
 use crate::timeline;
 use crate::{Config, DEFAULT_B2B_THRESHOLD_NS};
 use nmitrace_parser::model::{Modelled, NmiHandler};
-use nmitrace_parser::{Event, Notice, ParseStats, Sink, TraceInfo};
+use nmitrace_parser::{Event, EventKind, Notice, ParseStats, Sink, TraceInfo};
 use nmitrace_replay::{event_line, KernelModel, Outcome, Replay};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -355,30 +355,6 @@ impl Analyzer {
     }
 }
 
-/// Events the replay and analyses use; the rest are only counted.
-#[inline]
-fn modelled_name(name: &str, ctx_known: bool) -> bool {
-    use nmitrace_replay::name_eq;
-    let hit = match name.as_bytes().first() {
-        Some(b'p') => name_eq(name, "page_fault_kernel") || name_eq(name, "percpu_create_chunk") || nmitrace_replay::VmallocProbe::is_name(name),
-        Some(b'n') => name_eq(name, "nmi_handler"),
-        Some(b's') => {
-            name_eq(name, "sched_switch")
-                || name_eq(name, "sched_process_fork")
-                || name_eq(name, "sched_process_exec")
-                || name_eq(name, "sched_process_free")
-        }
-        Some(b't') => name_eq(name, "tlb_flush") || name_eq(name, "task_newtask"),
-        Some(b'a') => name_eq(name, "alloc_vmap_area") || nmitrace_replay::VmallocProbe::is_name(name),
-        // kprobe events standing in for vmalloc tracepoints (before 5.x; scripts/qemu/kprobes)
-        Some(b'v') => nmitrace_replay::VmallocProbe::is_name(name),
-        Some(b'c') => name_eq(name, "console"),
-        _ => false,
-    };
-    // Interrupt entry/exit rebuild the context stack where flags are missing.
-    hit || (!ctx_known && (name.ends_with("_entry") || name.ends_with("_exit")))
-}
-
 impl Sink for Analyzer {
     #[inline]
     fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
@@ -397,21 +373,21 @@ impl Sink for Analyzer {
                 self.instance_done(inst);
             }
         }
-        // The hot path: user-mode page faults are never in NMI and never sync
-        // kernel entries; the per-CPU touch above is all they need.
-        let name = ev.name;
-        if nmitrace_replay::name_eq(name, "page_fault_user") {
-            return nmitrace_parser::CONTINUE;
-        }
-        if nmitrace_replay::name_eq(name, "tlb_flush") && !self.replay.flush_matters(ev) {
-            // No switch pending on this CPU and not the idle task: whatever
-            // the reason, this flush changes nothing the analyses use (and
-            // its fields need not be decoded).
-            self.timeline.after_apply(ev, &Outcome::Nothing, &self.replay);
-            return nmitrace_parser::CONTINUE;
-        }
-        if !modelled_name(name, ev.ctx.known) {
-            return nmitrace_parser::CONTINUE;
+        // Dispatched on the kind the reader resolved (trace.dat: from the
+        // format id). The hot path: user-mode page faults are never in NMI
+        // and never sync kernel entries; the per-CPU touch above is all they need.
+        match ev.kind {
+            EventKind::PageFaultUser | EventKind::Other => return nmitrace_parser::CONTINUE,
+            // Interrupt entry/exit rebuild the context stack where flags are missing.
+            EventKind::IrqEntry | EventKind::IrqExit if ev.ctx.known => return nmitrace_parser::CONTINUE,
+            EventKind::TlbFlush if !self.replay.flush_matters(ev) => {
+                // No switch pending on this CPU and not the idle task: whatever
+                // the reason, this flush changes nothing the analyses use (and
+                // its fields need not be decoded).
+                self.timeline.after_apply(ev, &Outcome::Nothing, &self.replay);
+                return nmitrace_parser::CONTINUE;
+            }
+            _ => {}
         }
         self.modelled(ev);
         nmitrace_parser::CONTINUE

@@ -27,11 +27,13 @@ pub mod html_report;
 pub mod nmi;
 #[cfg(feature = "plots")]
 pub mod plots;
+pub mod regression;
 pub mod report;
 #[cfg(feature = "tables")]
 pub mod tables;
 pub mod text_report;
 pub mod timeline;
+pub mod units;
 
 pub use analyzer::Analyzer;
 pub use finding::{Confidence, Finding, Kind, Severity};

@@ -175,6 +175,23 @@ impl DurationHist {
         MIN_DURATION_NS * 10f64.powf(b as f64 / BUCKETS_PER_DECADE as f64)
     }
 
+    /// The q-quantile at bucket resolution (capped at the max).
+    pub fn quantile(&self, q: f64) -> f64 {
+        let h = self;
+        if h.count == 0 {
+            return 0.0;
+        }
+        let want = (q * h.count as f64).ceil().max(1.0) as u64;
+        let mut acc = 0;
+        for (b, &c) in h.buckets.iter().enumerate() {
+            acc += c;
+            if acc >= want {
+                return DurationHist::bucket_low_ns(b + 1).min(h.max_ns as f64).max(DurationHist::bucket_low_ns(b));
+            }
+        }
+        h.max_ns as f64
+    }
+
     pub fn add(&mut self, ns: u64) {
         self.buckets[Self::bucket_of(ns)] += 1;
         self.count += 1;
@@ -258,19 +275,21 @@ impl Timeline {
             }),
             _ => {}
         }
-        if matches!(ev.name, "sched_switch" | "tlb_flush") {
+        use nmitrace_parser::EventKind as K;
+        if matches!(ev.kind, K::SchedSwitch | K::TlbFlush) {
             self.window_check(ev.cpu, replay);
         }
         if !replay.vmalloc.opened.is_empty()
             && matches!(
-                ev.name,
-                "sched_switch"
-                    | "alloc_vmap_area"
-                    | "percpu_create_chunk"
-                    | "page_fault_kernel"
-                    | "sched_process_fork"
-                    | "sched_process_exec"
-                    | "sched_process_free"
+                ev.kind,
+                K::SchedSwitch
+                    | K::AllocVmapArea
+                    | K::PercpuCreateChunk
+                    | K::VmallocProbe
+                    | K::PageFaultKernel
+                    | K::SchedProcessFork
+                    | K::SchedProcessExec
+                    | K::SchedProcessFree
             )
         {
             self.mm_sample(ev.ts_ns, replay);

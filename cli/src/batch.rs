@@ -15,12 +15,13 @@
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nmitrace_analyses::html_report::{self, badge, esc, table, Chart};
-use nmitrace_analyses::plots::{self, durations::hist_quantile, fleet, fmt_ns};
+use nmitrace_analyses::plots::{self, fleet, fmt_ns};
+use nmitrace_analyses::regression::{compare, read_baseline, Baseline, Comparison};
 use nmitrace_analyses::tables;
-use nmitrace_analyses::timeline::{DurationHist, DURATION_BUCKETS};
+use nmitrace_analyses::timeline::DurationHist;
 use nmitrace_analyses::{Config, Finding, Kind, Severity};
 use nmitrace_parser::{detect, Input, Trace};
-use polars::prelude::{Column, DataFrame, PolarsResult, StringChunked};
+use polars::prelude::{Column, DataFrame, PolarsResult};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -28,13 +29,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
-
-/// Significance level of the finding-rate test.
-pub const ALPHA: f64 = 0.05;
-/// Calls of a handler needed in both batches before its p99 is compared.
-pub const MIN_CALLS_P99: u64 = 50;
-/// p99 ratio that counts as a regression.
-pub const P99_RATIO: f64 = 2.0;
 
 /// Files with these extensions are never traces.
 const NOT_TRACES: &[&str] = &[
@@ -374,181 +368,6 @@ fn durations_df(m: &BTreeMap<String, DurationHist>) -> PolarsResult<DataFrame> {
     )
 }
 
-/// What an earlier batch said (read back from its Parquet files).
-pub struct Baseline {
-    pub dir: PathBuf,
-    pub traces_ok: u64,
-    /// Kind → traces with a warning or error of that kind.
-    pub serious: BTreeMap<String, u64>,
-    pub durations: BTreeMap<String, DurationHist>,
-}
-
-fn str_col<'a>(df: &'a DataFrame, name: &str) -> Result<&'a StringChunked> {
-    Ok(df.column(name)?.str()?)
-}
-
-pub fn read_baseline(dir: &Path) -> Result<Baseline> {
-    let traces = tables::read_parquet(&dir.join("traces.parquet")).with_context(|| format!("baseline {}: traces.parquet", dir.display()))?;
-    let status = str_col(&traces, "status")?;
-    let traces_ok = status.iter().filter(|s| *s == Some("ok")).count() as u64;
-    let findings = tables::read_parquet(&dir.join("findings.parquet")).with_context(|| format!("baseline {}: findings.parquet", dir.display()))?;
-    let (t, k, s) = (str_col(&findings, "trace")?, str_col(&findings, "kind")?, str_col(&findings, "severity")?);
-    let mut pairs = BTreeSet::new();
-    for ((t, k), s) in t.iter().zip(k.iter()).zip(s.iter()) {
-        if let (Some(t), Some(k), Some(s)) = (t, k, s) {
-            if s == "warning" || s == "error" {
-                pairs.insert((t.to_string(), k.to_string()));
-            }
-        }
-    }
-    let mut serious = BTreeMap::new();
-    for (_, k) in pairs {
-        *serious.entry(k).or_insert(0) += 1;
-    }
-    let d = tables::read_parquet(&dir.join("nmi_durations.parquet")).with_context(|| format!("baseline {}: nmi_durations.parquet", dir.display()))?;
-    let h = str_col(&d, "handler")?;
-    let b = d.column("bucket")?.u32()?;
-    let c = d.column("count")?.u64()?;
-    let mut durations: BTreeMap<String, DurationHist> = BTreeMap::new();
-    for ((h, b), c) in h.iter().zip(b.iter()).zip(c.iter()) {
-        if let (Some(h), Some(b), Some(c)) = (h, b, c) {
-            let e = durations.entry(h.to_string()).or_default();
-            let b = (b as usize).min(DURATION_BUCKETS - 1);
-            e.buckets[b] += c;
-            e.count += c;
-            e.max_ns = e.max_ns.max(DurationHist::bucket_low_ns(b + 1) as u64);
-        }
-    }
-    Ok(Baseline { dir: dir.to_path_buf(), traces_ok, serious, durations })
-}
-
-fn ln_fact(n: u64, table: &mut Vec<f64>) -> f64 {
-    while table.len() as u64 <= n {
-        let k = table.len();
-        let prev = table.last().copied().unwrap_or(0.0);
-        table.push(if k == 0 { 0.0 } else { prev + (k as f64).ln() });
-    }
-    table[n as usize]
-}
-
-/// One-sided Fisher exact test: P(X >= a) where X is how many of the `k`
-/// traces with the finding fall in the current batch of `n`, out of `n + m`.
-pub fn fisher_greater(a: u64, n: u64, b: u64, m: u64) -> f64 {
-    let total = n + m;
-    let k = a + b;
-    let mut t = Vec::new();
-    let ln_choose = |x: u64, y: u64, t: &mut Vec<f64>| ln_fact(x, t) - ln_fact(y, t) - ln_fact(x - y, t);
-    let denom = ln_choose(total, k, &mut t);
-    let hi = k.min(n);
-    let mut p = 0.0;
-    for x in a..=hi {
-        if k - x > m {
-            continue;
-        }
-        p += (ln_choose(n, x, &mut t) + ln_choose(m, k - x, &mut t) - denom).exp();
-    }
-    p.min(1.0)
-}
-
-/// A regression found against the baseline.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Regression {
-    pub what: String,
-    pub kind_or_handler: String,
-    pub baseline: String,
-    pub current: String,
-    pub rule: String,
-}
-
-pub struct Comparison {
-    pub rates: Vec<fleet::KindRate>,
-    pub p99: Vec<fleet::P99Row>,
-    pub regressions: Vec<Regression>,
-}
-
-pub fn compare(results: &[TraceResult], fleet_durations: &BTreeMap<String, DurationHist>, base: &Baseline) -> Comparison {
-    let ok: Vec<&TraceResult> = results.iter().filter(|r| r.status == "ok").collect();
-    let n = ok.len() as u64;
-    let mut cur: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &ok {
-        for k in r.serious_kinds() {
-            *cur.entry(k.to_string()).or_insert(0) += 1;
-        }
-    }
-    let kinds: BTreeSet<String> = cur.keys().chain(base.serious.keys()).cloned().collect();
-    let mut rates = Vec::new();
-    let mut regressions = Vec::new();
-    let m = base.traces_ok;
-    for k in kinds {
-        let a = cur.get(&k).copied().unwrap_or(0);
-        let b = base.serious.get(&k).copied().unwrap_or(0);
-        let rate_now = if n > 0 { a as f64 / n as f64 } else { 0.0 };
-        let rate_base = if m > 0 { b as f64 / m as f64 } else { 0.0 };
-        let mut regressed = false;
-        if a > 0 && b == 0 {
-            regressed = true;
-            regressions.push(Regression {
-                what: "finding rate".into(),
-                kind_or_handler: k.clone(),
-                baseline: format!("0 of {m} traces"),
-                current: format!("{a} of {n} traces"),
-                rule: "kind absent from the baseline (warning or error) appears".into(),
-            });
-        } else if a > 0 && rate_now > rate_base {
-            let p = fisher_greater(a, n, b, m);
-            if p < ALPHA {
-                regressed = true;
-                regressions.push(Regression {
-                    what: "finding rate".into(),
-                    kind_or_handler: k.clone(),
-                    baseline: format!("{b} of {m} traces ({:.1}%)", 100.0 * rate_base),
-                    current: format!("{a} of {n} traces ({:.1}%)", 100.0 * rate_now),
-                    rule: format!("one-sided Fisher exact p = {p:.4} < {ALPHA}"),
-                });
-            }
-        }
-        rates.push(fleet::KindRate { kind: k, traces: a, baseline_traces: Some(b), regressed });
-    }
-    let handlers: BTreeSet<&String> = fleet_durations.keys().chain(base.durations.keys()).collect();
-    let mut p99 = Vec::new();
-    for h in handlers {
-        // Compared at bucket resolution on both sides (the baseline's files keep buckets, not the max).
-        let cur_norm = fleet_durations.get(h).map(bucketed);
-        let cur = cur_norm.as_ref().filter(|x| x.count > 0);
-        let old = base.durations.get(h).filter(|x| x.count > 0);
-        let pc = cur.map(|x| hist_quantile(x, 0.99));
-        let pb = old.map(|x| hist_quantile(x, 0.99));
-        let mut regressed = false;
-        if let (Some(c), Some(o), Some(pc), Some(pb)) = (cur, old, pc, pb) {
-            if c.count >= MIN_CALLS_P99 && o.count >= MIN_CALLS_P99 {
-                let doubled = pc >= P99_RATIO * pb;
-                let crossed = pc > plots::durations::SLOW_NS && pb <= plots::durations::SLOW_NS;
-                if doubled || crossed {
-                    regressed = true;
-                    regressions.push(Regression {
-                        what: "NMI latency p99".into(),
-                        kind_or_handler: h.clone(),
-                        baseline: format!("{} ({} call{})", fmt_ns(pb), o.count, if o.count == 1 { "" } else { "s" }),
-                        current: format!("{} ({} call{})", fmt_ns(pc), c.count, if c.count == 1 { "" } else { "s" }),
-                        rule: if doubled { format!("p99 x{:.1} (>= x{P99_RATIO})", pc / pb) } else { "p99 crossed 1 ms".into() },
-                    });
-                }
-            }
-        }
-        p99.push(fleet::P99Row { handler: h.clone(), p99_ns: pc, baseline_p99_ns: pb, regressed });
-    }
-    Comparison { rates, p99, regressions }
-}
-
-/// The histogram as read back from nmi_durations.parquet: max = top of the highest bucket.
-fn bucketed(h: &DurationHist) -> DurationHist {
-    let mut h = h.clone();
-    if let Some(b) = h.buckets.iter().rposition(|&c| c > 0) {
-        h.max_ns = DurationHist::bucket_low_ns(b + 1) as u64;
-    }
-    h
-}
-
 /// Every finding kind's number of traces (any severity).
 fn kind_rates(results: &[TraceResult]) -> Vec<fleet::KindRate> {
     let mut m: BTreeMap<&str, u64> = BTreeMap::new();
@@ -574,7 +393,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let t0 = Instant::now();
     let Walk { files, skipped: mut walk_skipped } = walk(&args.paths)?;
     let baseline = match &args.baseline {
-        Some(d) => Some(read_baseline(d)?),
+        Some(d) => Some(read_baseline(d).map_err(anyhow::Error::msg)?),
         None => None,
     };
     // Everything is written into a staging area and moved into --out at the
@@ -657,7 +476,14 @@ fn write_outputs(out: &Path, results: &[TraceResult], skipped: &[(String, String
     charts.push(plots::render(&rates, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
     let lat = plots::durations::DurationsPlot::from_hists("fleet_nmi_latency", "NMI handler latency across the fleet", &fleet_durations);
     charts.push(plots::render(&lat, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
-    let comparison = baseline.map(|b| compare(results, &fleet_durations, b));
+    let comparison = baseline.map(|b| {
+        let ok: Vec<&TraceResult> = results.iter().filter(|r| r.status == "ok").collect();
+        let mut serious: BTreeMap<String, u64> = BTreeMap::new();
+        for k in ok.iter().flat_map(|r| r.serious_kinds()) {
+            *serious.entry(k.to_string()).or_insert(0) += 1;
+        }
+        compare(ok.len() as u64, &serious, &fleet_durations, b)
+    });
     if let (Some(c), Some(b)) = (&comparison, baseline) {
         let reg = fleet::FindingRatesPlot {
             name: "regression_finding_rates".into(),
@@ -813,18 +639,4 @@ fn batch_html(
         let _ = write!(b, "<section><h2>Skipped files</h2><details><summary>{} files</summary>{}</details></section>", skipped.len(), table(&["file", "why"], &rows));
     }
     html_report::page("nmitrace batch report", &format!("{} traces", results.len()), &b)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fisher_one_sided() {
-        // 5/10 vs 0/10: p = C(10,5)/C(20,5) = 252/15504.
-        let p = fisher_greater(5, 10, 0, 10);
-        assert!((p - 252.0 / 15504.0).abs() < 1e-9, "{p}");
-        assert!((fisher_greater(0, 10, 3, 10) - 1.0).abs() < 1e-9);
-        assert!(fisher_greater(2, 41, 1, 40) > 0.4);
-    }
 }

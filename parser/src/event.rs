@@ -310,6 +310,8 @@ pub struct Event<'a> {
     pub system: Option<&'a str>,
     /// Bare event name (`sched_switch`).
     pub name: &'a str,
+    /// What the event is, resolved once by the reader.
+    pub kind: crate::EventKind,
     pub fields: Fields<'a>,
     /// Where the event came from: 1-based line number for text, byte offset for binary.
     pub origin: Origin,

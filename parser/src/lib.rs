@@ -25,6 +25,7 @@ pub mod error;
 pub mod event;
 pub mod input;
 pub mod json;
+pub mod kind;
 pub mod model;
 pub mod text;
 pub mod tracedat;
@@ -33,6 +34,7 @@ pub use detect::Format;
 pub use error::{Error, Result};
 pub use event::{Context, Event, Field, Fields, Origin, Value};
 pub use input::Input;
+pub use kind::EventKind;
 
 use std::path::Path;
 

@@ -58,7 +58,7 @@ impl Sink for Count {
 }
 
 fn ev<'a>(ts: u64, cpu: u32, pid: i32, name: &'a str, ctx: Context, fields: &'a [Field<'a>]) -> Event<'a> {
-    Event { ts_ns: ts, cpu, pid, comm: Some("task"), ctx, system: None, name, fields: Fields::List(fields), origin: Origin::None, instance: None, raw: None }
+    Event { ts_ns: ts, cpu, pid, comm: Some("task"), ctx, system: None, name, kind: nmitrace_parser::EventKind::of(name), fields: Fields::List(fields), origin: Origin::None, instance: None, raw: None }
 }
 
 /// A synthetic trace: switches, NMIs, page faults on 2 CPUs, gaps that

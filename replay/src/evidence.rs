@@ -155,6 +155,7 @@ impl CapturedLine {
                 ctx: self.ctx,
                 system: Some(&format.system),
                 name: &format.name,
+                kind: format.kind,
                 fields: Fields::Record(fields),
                 origin: nmitrace_parser::Origin::None,
                 instance: None,

@@ -63,6 +63,7 @@ impl OwnedEvent {
             ctx: self.ctx,
             system: None,
             name: &self.name,
+            kind: nmitrace_parser::EventKind::of(&self.name),
             fields: Fields::List(&fields),
             origin: if self.line > 0 { Origin::Line(self.line) } else { Origin::None },
             instance: None,

@@ -28,8 +28,8 @@ const MAX_MMS: usize = 4096;
 impl Exposure {
     /// cr3 was loaded (on `ev`'s CPU) with `mm`, which lacks `lacking`.
     fn on_load(&mut self, ev: &Event<'_>, mm: MmId, lacking: EntrySet, replay: &Replay, out: &mut Findings) {
-        let (pid, comm) = match ev.name {
-            "sched_switch" | "tlb_flush" => {
+        let (pid, comm) = match ev.kind {
+            nmitrace_parser::EventKind::SchedSwitch | nmitrace_parser::EventKind::TlbFlush => {
                 let w = &replay.cpu(ev.cpu).unwrap().window;
                 (w.next_pid, w.next_comm.clone())
             }

@@ -33,18 +33,7 @@ impl DurationsPlot {
 
 /// Quantile of a bucketed histogram (bucket upper bound).
 pub fn hist_quantile(h: &DurationHist, q: f64) -> f64 {
-    if h.count == 0 {
-        return 0.0;
-    }
-    let want = (q * h.count as f64).ceil().max(1.0) as u64;
-    let mut acc = 0;
-    for (b, &c) in h.buckets.iter().enumerate() {
-        acc += c;
-        if acc >= want {
-            return DurationHist::bucket_low_ns(b + 1).min(h.max_ns as f64).max(DurationHist::bucket_low_ns(b));
-        }
-    }
-    h.max_ns as f64
+    h.quantile(q)
 }
 
 impl Plot for DurationsPlot {

@@ -6,17 +6,8 @@ use super::{fmt_ns, palette, Plot, FONT};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+pub use crate::regression::{KindRate, P99Row};
 
-/// One finding kind across the fleet.
-#[derive(Clone, Debug)]
-pub struct KindRate {
-    pub kind: String,
-    /// Traces with at least one such finding.
-    pub traces: u64,
-    /// The same in the baseline, when comparing.
-    pub baseline_traces: Option<u64>,
-    pub regressed: bool,
-}
 
 /// Share of traces with each finding kind (and the baseline's, when given).
 pub struct FindingRatesPlot {
@@ -149,14 +140,6 @@ impl Plot for FindingRatesPlot {
     }
 }
 
-/// One handler's fleet p99, now and in the baseline.
-#[derive(Clone, Debug)]
-pub struct P99Row {
-    pub handler: String,
-    pub p99_ns: Option<f64>,
-    pub baseline_p99_ns: Option<f64>,
-    pub regressed: bool,
-}
 
 /// Fleet NMI handler p99 against the baseline.
 pub struct P99Plot {

@@ -207,18 +207,7 @@ impl TimeAxis {
     }
 }
 
-/// Format a duration in ns with a unit.
-pub fn fmt_ns(ns: f64) -> String {
-    if ns >= 1e9 {
-        format!("{:.3} s", ns / 1e9)
-    } else if ns >= 1e6 {
-        format!("{:.3} ms", ns / 1e6)
-    } else if ns >= 1e3 {
-        format!("{:.1} µs", ns / 1e3)
-    } else {
-        format!("{:.0} ns", ns)
-    }
-}
+pub use crate::units::fmt_ns;
 
 /// The charts of one trace (timeline, handler durations, mms out of sync).
 pub fn trace_charts(report: &crate::Report, dir: Option<&Path>) -> Result<Vec<Rendered>, String> {

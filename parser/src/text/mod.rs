@@ -304,6 +304,7 @@ fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &m
                     });
                 }
                 let comm = r.comm.get(text, extra);
+                let name = r.name.get(text, extra);
                 let ev = Event {
                     ts_ns: r.ts_ns,
                     cpu: r.cpu,
@@ -311,7 +312,8 @@ fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &m
                     comm: if comm.is_empty() || comm == "<...>" { None } else { Some(comm) },
                     ctx: if perf { Context::UNKNOWN } else { r.ctx },
                     system: if r.system.len == 0 { None } else { Some(r.system.get(text, extra)) },
-                    name: r.name.get(text, extra),
+                    name,
+                    kind: crate::EventKind::of(name),
                     fields: Fields::Text(match r.fields {
                         Some((s, n)) => TextFields::Spans { event: r.name.get(text, extra), buf: text, extra, spans: &c.fields[s as usize..(s + n) as usize] },
                         None => TextFields::Payload { event: r.name.get(text, extra), payload: r.payload.get(text, extra) },

@@ -91,6 +91,8 @@ pub struct EventFormat {
     pub system: String,
     pub name: String,
     pub id: u32,
+    /// What the event is (from its name, once per format: records are resolved by their id).
+    pub kind: crate::EventKind,
     /// Original text of the format file.
     pub text: String,
     layout: std::sync::OnceLock<Result<Layout, String>>,
@@ -148,7 +150,7 @@ impl EventFormat {
         }
         let name = name.ok_or("no name: line")?;
         let id = id.ok_or("no ID: line")?;
-        Ok(EventFormat { system: system.to_string(), name, id, text: text.to_string(), layout: std::sync::OnceLock::new() })
+        Ok(EventFormat { system: system.to_string(), kind: crate::EventKind::of(&name), name, id, text: text.to_string(), layout: std::sync::OnceLock::new() })
     }
 
     /// The field layout, parsed on first call; the reason when a field

@@ -208,6 +208,7 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
                 ctx,
                 system: Some(fmt.system.as_str()),
                 name: fmt.name.as_str(),
+                kind: fmt.kind,
                 fields: Fields::Record(RecordFields { format: fmt, data, endian }),
                 origin: Origin::Offset(rec.off),
                 instance: instances.get(it.buffer).copied().flatten(),
