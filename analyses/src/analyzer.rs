@@ -19,13 +19,12 @@ use crate::detect::switch_window::SwitchWindows;
 use crate::detect::{Cx, Detector, HandlerEvent};
 use crate::finding::{Findings, Severity};
 use crate::nmi::instance::{handler_name, Instance, InstanceBuilder};
-use crate::report::{HandlerStats, NmisBlock, Report};
+use crate::report::{HandlerStats, ModelBlock, NmisBlock, Report};
 use crate::timeline;
 use crate::{Config, DEFAULT_B2B_THRESHOLD_NS};
 use nmitrace_parser::model::{Modelled, NmiHandler};
 use nmitrace_parser::{Event, EventKind, Notice, ParseStats, Sink, TraceInfo};
 use nmitrace_replay::{event_line, KernelModel, Outcome, Replay};
-use serde_json::json;
 use std::collections::BTreeMap;
 
 /// Runs every analysis over one trace.
@@ -127,7 +126,8 @@ impl Analyzer {
         &self.replay
     }
 
-    fn model_json(&self, info: &TraceInfo) -> serde_json::Value {
+    fn model_block(&self, info: &TraceInfo) -> ModelBlock {
+        use crate::report::{AssumedValue::*, Assumption, ReplayCounts};
         let m = &self.replay.model;
         let mut notes = m.notes.clone();
         if self.trace_kernel.is_none() {
@@ -141,53 +141,57 @@ impl Analyzer {
         let s = &self.replay.stats;
         let vr_source = if pgd.range_from_trace { "trace" } else { "default" };
         let b2b_source = if self.config.b2b_threshold_ns == DEFAULT_B2B_THRESHOLD_NS { "default" } else { "command line" };
-        let assumptions = json!([
-            {"what": "kernel", "value": m.version_text, "source": m.source.name()},
-            {"what": "arch", "value": m.foreign_arch.clone().unwrap_or_else(|| m.arch.name().to_string()), "source": match (m.arch_source, info.arch_from) {
-                (nmitrace_replay::ModelSource::Trace, Some(from)) => format!("trace: {from}"),
-                (s, _) => s.name().to_string(),
-            }},
-            {"what": "vmalloc_range", "value": format!("{:#x}-{:#x}", pgd.vmalloc_start, pgd.vmalloc_end), "source": vr_source},
-            {"what": "b2b_threshold_ns", "value": self.config.b2b_threshold_ns, "source": b2b_source},
-        ]);
-        json!({
-            "kernel": m.version_text,
-            "arch": m.arch.name(),
-            "source": m.source_name(),
-            "arch_source": m.arch_source.name(),
-            "foreign_arch": m.foreign_arch,
-            "assumptions": assumptions,
-            "what_if": m.what_if,
-            "trace_kernel": m.trace_kernel.clone().or_else(|| info.kernel.clone()),
-            "label": m.label(),
-            "era": m.era(),
-            "page_directory": pgd.kind.name(),
-            "vmalloc_range": [format!("{:#x}", pgd.vmalloc_start), format!("{:#x}", pgd.vmalloc_end)],
-            "vmalloc_range_from": if pgd.range_from_trace { "alloc_vmap_area vstart/vend" } else { "default" },
-            "vmalloc_entries": pgd.entries(),
-            "lazy_vmalloc_faults": m.lazy_vmalloc_faults,
-            "nested_nmi_corrupts_stack": m.nested_nmi_corrupts_stack,
-            "vmalloc_fault_uses_active_mm": m.vmalloc_fault_uses_active_mm,
-            "b2b_threshold_ns": self.config.b2b_threshold_ns,
-            "switch_windows_from": if self.replay.tlb_flush_seen { "tlb_flush reason 0" } else { "sched_switch (no tlb_flush events: lower confidence)" },
-            "replay": {
-                "context_switches": s.switches,
-                "switch_windows": s.windows,
-                "fallback_windows": s.fallback_windows,
-                "non_switch_cr3_writes": s.exec_flushes,
-                "forks": s.forks,
-                "execs": s.execs,
-                "lazy_vmalloc_syncs": s.lazy_syncs,
-                "eager_vmalloc_syncs": s.eager_syncs,
-                "vmalloc_entries_opened": self.replay.vmalloc.opened.len(),
-                "b2b_nmis": self.latch.b2b,
-                "switch_windows_refuted_by_nmi_dump": self.window.refuted_by_dump,
-                "switch_windows_refuted_by_trace": self.window.refuted_by_trace,
-                "switches_contradicted": s.windows_contradicted,
-                "vmalloc_exposures_not_reported": self.exposure.suppressed,
+        let assumptions = vec![
+            Assumption { what: "kernel", value: Text(m.version_text.clone()), source: m.source.name().into() },
+            Assumption {
+                what: "arch",
+                value: Text(m.foreign_arch.clone().unwrap_or_else(|| m.arch.name().to_string())),
+                source: match (m.arch_source, info.arch_from) {
+                    (nmitrace_replay::ModelSource::Trace, Some(from)) => format!("trace: {from}"),
+                    (s, _) => s.name().to_string(),
+                },
             },
-            "notes": notes,
-        })
+            Assumption { what: "vmalloc_range", value: Text(format!("{:#x}-{:#x}", pgd.vmalloc_start, pgd.vmalloc_end)), source: vr_source.into() },
+            Assumption { what: "b2b_threshold_ns", value: Number(self.config.b2b_threshold_ns), source: b2b_source.into() },
+        ];
+        ModelBlock {
+            kernel: m.version_text.clone(),
+            arch: m.arch.name(),
+            source: m.source_name(),
+            arch_source: m.arch_source.name(),
+            foreign_arch: m.foreign_arch.clone(),
+            assumptions,
+            what_if: m.what_if,
+            trace_kernel: m.trace_kernel.clone().or_else(|| info.kernel.clone()),
+            label: m.label(),
+            era: m.era(),
+            page_directory: pgd.kind.name(),
+            vmalloc_range: [format!("{:#x}", pgd.vmalloc_start), format!("{:#x}", pgd.vmalloc_end)],
+            vmalloc_range_from: if pgd.range_from_trace { "alloc_vmap_area vstart/vend" } else { "default" },
+            vmalloc_entries: pgd.entries(),
+            lazy_vmalloc_faults: m.lazy_vmalloc_faults,
+            nested_nmi_corrupts_stack: m.nested_nmi_corrupts_stack,
+            vmalloc_fault_uses_active_mm: m.vmalloc_fault_uses_active_mm,
+            b2b_threshold_ns: self.config.b2b_threshold_ns,
+            switch_windows_from: if self.replay.tlb_flush_seen { "tlb_flush reason 0" } else { "sched_switch (no tlb_flush events: lower confidence)" },
+            replay: ReplayCounts {
+                context_switches: s.switches,
+                switch_windows: s.windows,
+                fallback_windows: s.fallback_windows,
+                non_switch_cr3_writes: s.exec_flushes,
+                forks: s.forks,
+                execs: s.execs,
+                lazy_vmalloc_syncs: s.lazy_syncs,
+                eager_vmalloc_syncs: s.eager_syncs,
+                vmalloc_entries_opened: self.replay.vmalloc.opened.len(),
+                b2b_nmis: self.latch.b2b,
+                switch_windows_refuted_by_nmi_dump: self.window.refuted_by_dump,
+                switch_windows_refuted_by_trace: self.window.refuted_by_trace,
+                switches_contradicted: s.windows_contradicted,
+                vmalloc_exposures_not_reported: self.exposure.suppressed,
+            },
+            notes,
+        }
     }
 
     /// A finished NMI, through the detectors in their fixed order.
@@ -224,7 +228,12 @@ impl Analyzer {
     }
 
     /// Close the analyses and build the report.
-    pub fn finish(mut self, path: &str, info: &TraceInfo, stats: &ParseStats) -> Report {
+    pub fn finish(self, path: &str, info: &TraceInfo, stats: &ParseStats) -> Report {
+        self.finish_analysis(path, info, stats).report
+    }
+
+    /// Close the analyses: the report and the timeline.
+    pub fn finish_analysis(mut self, path: &str, info: &TraceInfo, stats: &ParseStats) -> crate::Analysis {
         for cpu in 0..self.builder.cpus() {
             if let Some(inst) = self.builder.close(cpu) {
                 self.instance_done(inst);
@@ -257,7 +266,7 @@ impl Analyzer {
             ));
         }
         let mut report = Report::new(path, info);
-        report.input.model = self.model_json(info);
+        report.input.model = self.model_block(info);
         // `input.kernel`/`arch`: what the trace says, null when it does not;
         // the model block says what was assumed and from where.
         let seen_base = coverage::Seen {
@@ -292,8 +301,7 @@ impl Analyzer {
             ..seen_base
         });
         self.timeline.finish(report.events.last_ts_ns, &self.replay);
-        report.timeline = self.timeline;
-        report
+        crate::Analysis { report, timeline: self.timeline }
     }
 
     fn nmis_block(&self) -> NmisBlock {

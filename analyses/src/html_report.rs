@@ -197,9 +197,8 @@ pub fn trace_html_zoomed(r: &Report, charts: &[Chart], zooms: &[(usize, Chart)])
         esc(&r.coverage.verdict),
         esc(&verdict)
     );
-    let model = r.input.model.get("label").and_then(|v| v.as_str()).unwrap_or("");
-    let g = |k: &str| r.input.model.get(k).and_then(|v| v.as_str()).unwrap_or("?");
-    let model = format!("{model} (kernel from {}, arch from {})", g("source"), g("arch_source"));
+    let m = &r.input.model;
+    let model = format!("{} (kernel from {}, arch from {})", m.label, m.source, m.arch_source);
     let span = match (r.events.first_ts_ns, r.events.last_ts_ns) {
         (Some(a), Some(z)) => format!("{} s → {} s ({})", fmt_ts(a), fmt_ts(z), fmt_dur(z.saturating_sub(a))),
         _ => "-".into(),
@@ -217,18 +216,9 @@ pub fn trace_html_zoomed(r: &Report, charts: &[Chart], zooms: &[(usize, Chart)])
         vec!["unparsed lines".into(), r.parse.unparsed_lines.to_string()],
     ];
     b.push_str(&table(&["", ""], &rows));
-    if let Some(a) = r.input.model.get("assumptions").and_then(|v| v.as_array()) {
+    if !m.assumptions.is_empty() {
         b.push_str("<h2 style=\"margin-top:14px\">Assumptions</h2>");
-        let rows: Vec<Vec<String>> = a
-            .iter()
-            .map(|x| {
-                let v = match &x["value"] {
-                    serde_json::Value::String(s) => s.clone(),
-                    v => v.to_string(),
-                };
-                vec![esc(x["what"].as_str().unwrap_or("")), esc(&v), esc(x["source"].as_str().unwrap_or(""))]
-            })
-            .collect();
+        let rows: Vec<Vec<String>> = m.assumptions.iter().map(|x| vec![esc(x.what), esc(&x.value.to_string()), esc(&x.source)]).collect();
         b.push_str(&table(&["what", "value", "from"], &rows));
     }
     if !r.coverage.checks.is_empty() {
@@ -271,7 +261,7 @@ pub fn trace_html_zoomed(r: &Report, charts: &[Chart], zooms: &[(usize, Chart)])
     b.push_str("</section>\n");
     b.push_str(&charts_html(charts));
     // Model notes and parse warnings.
-    let notes: Vec<String> = r.input.model.get("notes").and_then(|n| n.as_array()).map(|a| a.iter().filter_map(|v| v.as_str().map(esc)).collect()).unwrap_or_default();
+    let notes: Vec<String> = r.input.model.notes.iter().map(|n| esc(n)).collect();
     if !notes.is_empty() || r.parse.warnings > 0 {
         b.push_str("<section><h2>Notes</h2><ul>");
         for n in notes {

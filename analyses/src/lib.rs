@@ -39,6 +39,14 @@ pub use analyzer::Analyzer;
 pub use finding::{Confidence, Finding, Kind, Severity};
 pub use report::Report;
 
+/// One trace analysed: the report (the JSON document) and the bounded
+/// per-CPU timeline the charts and tables draw (not part of the document).
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    pub report: Report,
+    pub timeline: timeline::Timeline,
+}
+
 /// Options that change what the analyses conclude.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -62,26 +70,27 @@ pub const DEFAULT_B2B_THRESHOLD_NS: u64 = 2_000;
 
 /// Analyse one trace file (any format nmitrace reads; `-` for standard
 /// input): open it, read what its header says, stream every event through
-/// the [`Analyzer`] and return the report (`nmitrace analyze --format json`).
+/// the [`Analyzer`] and return the report (`nmitrace analyze --format json`)
+/// with its timeline.
 ///
 /// ```no_run
-/// let report = nmitrace_analyses::analyze_path("trace.dat", &Default::default())?;
-/// println!("{}", report.render_text());
+/// let a = nmitrace_analyses::analyze_path("trace.dat", &Default::default())?;
+/// println!("{}", a.report.render_text());
 /// # Ok::<(), nmitrace_parser::Error>(())
 /// ```
-pub fn analyze_path(path: impl AsRef<std::path::Path>, config: &Config) -> Result<Report, nmitrace_parser::Error> {
+pub fn analyze_path(path: impl AsRef<std::path::Path>, config: &Config) -> Result<Analysis, nmitrace_parser::Error> {
     let mut trace = nmitrace_parser::Trace::open(path)?;
     trace.probe()?;
     analyze_trace(trace, config)
 }
 
 /// Analyse an opened, probed trace.
-pub fn analyze_trace(trace: nmitrace_parser::Trace, config: &Config) -> Result<Report, nmitrace_parser::Error> {
+pub fn analyze_trace(trace: nmitrace_parser::Trace, config: &Config) -> Result<Analysis, nmitrace_parser::Error> {
     let info = trace.info.clone();
     let name = trace.name.clone();
     let mut analyzer = Analyzer::for_trace(config.clone(), &info);
     let stats = trace.run(&mut analyzer)?;
-    Ok(analyzer.finish(&name, &info, &stats))
+    Ok(analyzer.finish_analysis(&name, &info, &stats))
 }
 
 #[cfg(test)]

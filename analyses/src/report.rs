@@ -20,9 +20,6 @@ pub struct Report {
     pub parse: ParseBlock,
     /// What could be checked, and the verdict.
     pub coverage: crate::coverage::Coverage,
-    /// Bounded history for charts and tables (not part of the JSON contract).
-    #[serde(skip)]
-    pub timeline: crate::timeline::Timeline,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -33,7 +30,81 @@ pub struct InputBlock {
     pub kernel: Option<String>,
     pub arch: Option<String>,
     /// The kernel-era model the replay used, and whether it is a what-if.
-    pub model: serde_json::Value,
+    pub model: ModelBlock,
+}
+
+/// What the replay assumed about the kernel, and what it counted (README "Output").
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ModelBlock {
+    /// The kernel release modelled.
+    pub kernel: String,
+    pub arch: &'static str,
+    /// Where the kernel came from: `trace`, `command line`, `default`, `what-if`.
+    pub source: &'static str,
+    pub arch_source: &'static str,
+    /// The trace's own architecture when it is not x86's (counts only).
+    pub foreign_arch: Option<String>,
+    /// Every assumption, with where it came from.
+    pub assumptions: Vec<Assumption>,
+    pub what_if: bool,
+    pub trace_kernel: Option<String>,
+    pub label: String,
+    pub era: &'static str,
+    pub page_directory: &'static str,
+    pub vmalloc_range: [String; 2],
+    pub vmalloc_range_from: &'static str,
+    pub vmalloc_entries: usize,
+    pub lazy_vmalloc_faults: bool,
+    pub nested_nmi_corrupts_stack: bool,
+    pub vmalloc_fault_uses_active_mm: bool,
+    pub b2b_threshold_ns: u64,
+    pub switch_windows_from: &'static str,
+    pub replay: ReplayCounts,
+    pub notes: Vec<String>,
+}
+
+/// One assumption of the model.
+#[derive(Clone, Debug, Serialize)]
+pub struct Assumption {
+    pub what: &'static str,
+    pub value: AssumedValue,
+    pub source: String,
+}
+
+/// An assumption's value: text or a number.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum AssumedValue {
+    Text(String),
+    Number(u64),
+}
+
+impl std::fmt::Display for AssumedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AssumedValue::Text(s) => f.write_str(s),
+            AssumedValue::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// What the replay counted.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReplayCounts {
+    pub context_switches: u64,
+    pub switch_windows: u64,
+    pub fallback_windows: u64,
+    pub non_switch_cr3_writes: u64,
+    pub forks: u64,
+    pub execs: u64,
+    pub lazy_vmalloc_syncs: u64,
+    pub eager_vmalloc_syncs: u64,
+    pub vmalloc_entries_opened: usize,
+    pub b2b_nmis: u64,
+    pub switch_windows_refuted_by_nmi_dump: u64,
+    pub switch_windows_refuted_by_trace: u64,
+    pub switches_contradicted: u64,
+    pub vmalloc_exposures_not_reported: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -85,7 +156,7 @@ impl Report {
                 compression: info.compression.map(Into::into),
                 kernel: info.kernel.clone(),
                 arch: info.arch.clone(),
-                model: serde_json::Value::Null,
+                model: ModelBlock::default(),
             },
             events: EventsBlock::default(),
             nmis: NmisBlock::default(),
@@ -93,7 +164,6 @@ impl Report {
             summary: BTreeMap::new(),
             parse: ParseBlock::default(),
             coverage: Default::default(),
-            timeline: Default::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! [`EVENTS_BATCH`] rows, so memory stays flat), NMI instances and findings.
 //! The schemas are documented in the README ("Tables").
 
-use crate::{Finding, Report};
+use crate::Finding;
 use nmitrace_parser::{Event, Notice, Sink};
 use polars::prelude::*;
 use std::fs::File;
@@ -146,8 +146,9 @@ impl Sink for EventsWriter {
 }
 
 /// One row per NMI instance (evenly sampled beyond the timeline's cap).
-pub fn nmi_instances_df(r: &Report) -> PolarsResult<DataFrame> {
-    let m = r.timeline.nmis.items();
+pub fn nmi_instances_df(a: &crate::Analysis) -> PolarsResult<DataFrame> {
+    let r = &a.report;
+    let m = a.timeline.nmis.items();
     let trace: Vec<&str> = m.iter().map(|_| r.input.path.as_str()).collect();
     DataFrame::new(
         m.len(),
@@ -191,9 +192,10 @@ pub fn findings_df<'a>(rows: impl IntoIterator<Item = (&'a str, &'a Finding)>) -
 }
 
 /// `DIR/nmi_instances.parquet` and `DIR/findings.parquet` for one report.
-pub fn write_report_tables(r: &Report, dir: &Path) -> PolarsResult<()> {
+pub fn write_report_tables(a: &crate::Analysis, dir: &Path) -> PolarsResult<()> {
+    let r = &a.report;
     std::fs::create_dir_all(dir).map_err(|e| polars_err!(ComputeError: "{}: {e}", dir.display()))?;
-    write_parquet(&mut nmi_instances_df(r)?, &dir.join("nmi_instances.parquet"))?;
+    write_parquet(&mut nmi_instances_df(a)?, &dir.join("nmi_instances.parquet"))?;
     write_parquet(&mut findings_df(r.findings.iter().map(|f| (r.input.path.as_str(), f)))?, &dir.join("findings.parquet"))?;
     Ok(())
 }

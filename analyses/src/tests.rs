@@ -141,7 +141,7 @@ fn exec_time_reason0_flush_is_not_a_window() {
         ],
     );
     assert!(only(&r, "cr3_current_mismatch").is_empty(), "{:?}", kinds(&r));
-    assert_eq!(r.input.model["replay"]["switch_windows"], 0);
+    assert_eq!(r.input.model.replay.switch_windows, 0);
 }
 
 #[test]
@@ -342,7 +342,7 @@ fn exposure_on_old_kernel_only() {
     evs.push(ev::ufault(7_000, 0, B, 0x400000));
     let r = analyze("2.6.35", &evs);
     assert!(r.findings.is_empty(), "{:?}", kinds(&r));
-    assert_eq!(r.input.model["replay"]["vmalloc_exposures_not_reported"], 1);
+    assert_eq!(r.input.model.replay.vmalloc_exposures_not_reported, 1);
 }
 
 #[test]
@@ -382,8 +382,8 @@ fn lost_events_close_the_window() {
     assert_eq!(kinds(&r), vec![(Kind::TraceDataLoss, Severity::Warning, Confidence::Observed)]);
     // input.kernel is what the trace says (nothing); the model says what was used, and why
     assert_eq!(r.input.kernel, None);
-    assert_eq!(r.input.model["kernel"], "4.19");
-    assert_eq!(r.input.model["source"], "command line");
+    assert_eq!(r.input.model.kernel, "4.19");
+    assert_eq!(r.input.model.source, "command line");
 }
 
 /// Random event soups (all modelled kinds, flags on and off, overlapping

@@ -51,45 +51,17 @@ impl Report {
             }
         }
         let m = &self.input.model;
-        let g = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
-        let _ = writeln!(s, "\nmodel: {} (kernel from {}, arch from {})", g("label"), g("source"), g("arch_source"));
-        if let Some(a) = m.get("assumptions").and_then(|v| v.as_array()) {
-            let parts: Vec<String> = a
-                .iter()
-                .map(|x| {
-                    let v = match &x["value"] {
-                        serde_json::Value::String(s) => s.clone(),
-                        v => v.to_string(),
-                    };
-                    format!("{} {} ({})", x["what"].as_str().unwrap_or("?"), v, x["source"].as_str().unwrap_or("?"))
-                })
-                .collect();
-            wrap(&mut s, "  ", &format!("assumed: {}", parts.join(", ")), 100);
+        let _ = writeln!(s, "\nmodel: {} (kernel from {}, arch from {})", m.label, m.source, m.arch_source);
+        let parts: Vec<String> = m.assumptions.iter().map(|x| format!("{} {} ({})", x.what, x.value, x.source)).collect();
+        wrap(&mut s, "  ", &format!("assumed: {}", parts.join(", ")), 100);
+        if m.what_if {
+            let _ = writeln!(s, "  WHAT-IF: replayed under a different kernel than the trace came from ({})", m.trace_kernel.as_deref().unwrap_or("?"));
         }
-        if m.get("what_if").and_then(|v| v.as_bool()) == Some(true) {
-            let _ = writeln!(s, "  WHAT-IF: replayed under a different kernel than the trace came from ({})", g("trace_kernel"));
-        }
-        let _ = writeln!(s, "  era: {}", g("era"));
-        if let Some(r) = m.get("vmalloc_range").and_then(|v| v.as_array()) {
-            let _ = writeln!(
-                s,
-                "  vmalloc: {}-{} ({} entries, {})",
-                r.first().and_then(|v| v.as_str()).unwrap_or("?"),
-                r.get(1).and_then(|v| v.as_str()).unwrap_or("?"),
-                m.get("vmalloc_entries").and_then(|v| v.as_u64()).unwrap_or(0),
-                g("vmalloc_range_from")
-            );
-        }
-        let _ = writeln!(
-            s,
-            "  switch windows from: {}; b2b threshold: {} ns",
-            g("switch_windows_from"),
-            m.get("b2b_threshold_ns").and_then(|v| v.as_u64()).unwrap_or(0)
-        );
-        if let Some(notes) = m.get("notes").and_then(|v| v.as_array()) {
-            for n in notes {
-                let _ = writeln!(s, "  note: {}", n.as_str().unwrap_or(""));
-            }
+        let _ = writeln!(s, "  era: {}", m.era);
+        let _ = writeln!(s, "  vmalloc: {}-{} ({} entries, {})", m.vmalloc_range[0], m.vmalloc_range[1], m.vmalloc_entries, m.vmalloc_range_from);
+        let _ = writeln!(s, "  switch windows from: {}; b2b threshold: {} ns", m.switch_windows_from, m.b2b_threshold_ns);
+        for n in &m.notes {
+            let _ = writeln!(s, "  note: {n}");
         }
         let ev = &self.events;
         let span = match (ev.first_ts_ns, ev.last_ts_ns) {

@@ -180,7 +180,7 @@ fn a_protection_fault_is_not_a_vmalloc_sync() {
     assert!(of(&r, "nmi_vmalloc_fault").is_empty(), "{:?}", kinds(&r));
     let p = of(&r, "nmi_page_fault");
     assert_eq!((p.len(), p[0].severity.as_str()), (1, "error"));
-    assert_eq!(r.input.model["replay"]["lazy_vmalloc_syncs"], 0);
+    assert_eq!(r.input.model.replay.lazy_vmalloc_syncs, 0);
 }
 
 /// A trace without page-fault events: the exposure of older mms is inferred.
@@ -212,7 +212,7 @@ fn pae_with_a_shared_kernel_pmd_never_syncs_lazily() {
     assert!(!of(&r, "vmalloc_exposure").is_empty(), "{:?}", kinds(&r));
     let r = exposure_trace(top).analyze("4.4", "x86_32-pae");
     assert!(of(&r, "vmalloc_exposure").is_empty(), "{:?}", kinds(&r));
-    assert_eq!(r.input.model["lazy_vmalloc_faults"], false);
+    assert_eq!(r.input.model.lazy_vmalloc_faults, false);
 }
 
 /// Before 4.6 ftrace had no NMI flag (TRACE_FLAG_NMI is in 4.6.2, not 4.5.0):
@@ -429,7 +429,7 @@ fn the_nmis_own_dump_decides() {
     assert_eq!(f[0].details_json()["interrupted_rip"], "0010:__switch_to+0x13/0x4a0");
     let r = window(A, true, &["CPU: 0 UID: 0 PID: 100 Comm: bash Not tainted 6.1.0 #1", "RIP: 0033:0x7f54b31da011"]).analyze("6.1", "x86_64");
     assert!(of(&r, "cr3_current_mismatch").is_empty(), "{:?}", kinds(&r));
-    assert_eq!(r.input.model["replay"]["switch_windows_refuted_by_nmi_dump"], 1);
+    assert_eq!(r.input.model.replay.switch_windows_refuted_by_nmi_dump, 1);
 }
 
 /// arch/x86/mm/tlb.c `leave_mm()` (6.12: `switch_mm(NULL, &init_mm, NULL)`,
@@ -489,5 +489,5 @@ fn a_switch_that_prev_outlives_is_no_window() {
         .ev(A, 0, "d....", 10_460, "page_fault_user", "address=0x563afb56d040 ip=0x7f1b217076a8 error_code=0x4")
         .analyze("6.1", "x86_64");
     assert!(of(&r, "cr3_current_mismatch").is_empty(), "{:?}", kinds(&r));
-    assert_eq!(r.input.model["replay"]["switches_contradicted"], 1);
+    assert_eq!(r.input.model.replay.switches_contradicted, 1);
 }

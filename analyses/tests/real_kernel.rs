@@ -28,7 +28,7 @@ fn analyze(name: &str, text: String) -> Report {
     let cfg = Config { kernel: Some("5.4.59".into()), arch: Some("x86_32".into()), ..Config::default() };
     let mut t = Trace::from_input(name.into(), Input::from_bytes(name, text.into_bytes()).unwrap()).unwrap();
     t.probe().unwrap();
-    analyze_trace(t, &cfg).unwrap()
+    analyze_trace(t, &cfg).unwrap().report
 }
 
 /// (ts_ns, 4 MiB entry base) of every not-present kernel fault on a vmalloc address.
@@ -79,10 +79,10 @@ fn with_the_faults_traced_each_is_a_lazy_sync_the_replay_expected() {
     let text = text();
     let n = lazy_faults(&text).len() as u64;
     let r = analyze("5.4.59-i386", text);
-    let replay = &r.input.model["replay"];
-    assert_eq!(replay["lazy_vmalloc_syncs"].as_u64(), Some(n), "{replay}");
-    assert!(replay["eager_vmalloc_syncs"].as_u64() > Some(0), "{replay}");
+    let replay = &r.input.model.replay;
+    assert_eq!(replay.lazy_vmalloc_syncs, n, "{replay:?}");
+    assert!(replay.eager_vmalloc_syncs > 0, "{replay:?}");
     // The inference gives way to the observed faults.
     assert!(!r.findings.iter().any(|f| f.kind == Kind::VmallocExposure));
-    assert!(replay["vmalloc_exposures_not_reported"].as_u64() > Some(0));
+    assert!(replay.vmalloc_exposures_not_reported > 0);
 }

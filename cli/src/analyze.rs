@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{ValueEnum};
-use nmitrace_analyses::{Analyzer, Config, Report};
+use nmitrace_analyses::{Analysis, Analyzer, Config};
 use nmitrace_parser::Trace;
 use std::io::Write;
 use std::path::PathBuf;
@@ -60,14 +60,14 @@ pub struct Args {
     pub tables: Option<PathBuf>,
 }
 
-pub fn analyze_one(path: &std::path::Path, config: &Config, threads: Option<usize>) -> Result<Report> {
+pub fn analyze_one(path: &std::path::Path, config: &Config, threads: Option<usize>) -> Result<Analysis> {
     analyze_trace(Trace::open(path)?, config, threads, true, None)
 }
 
 /// Run the analyses over an opened trace. `progress`: show a progress line
 /// on a terminal (off where the caller draws its own, as `batch` does);
 /// `deadline`: give up then (an error saying so).
-pub fn analyze_trace(mut trace: Trace, config: &Config, threads: Option<usize>, progress: bool, deadline: Option<std::time::Instant>) -> Result<Report> {
+pub fn analyze_trace(mut trace: Trace, config: &Config, threads: Option<usize>, progress: bool, deadline: Option<std::time::Instant>) -> Result<Analysis> {
     let t0 = std::time::Instant::now();
     trace.threads = threads;
     trace.probe()?;
@@ -81,7 +81,7 @@ pub fn analyze_trace(mut trace: Trace, config: &Config, threads: Option<usize>, 
         anyhow::bail!("{name}: gave up after {:.1} s (--timeout); the trace was not analysed to its end", t0.elapsed().as_secs_f64());
     }
     let stats = stats?;
-    Ok(analyzer.finish(&name, &info, &stats))
+    Ok(analyzer.finish_analysis(&name, &info, &stats))
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -95,9 +95,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     match args.format {
         OutFormat::Json => {
             if reports.len() == 1 {
-                serde_json::to_writer_pretty(&mut out, &reports[0])?;
+                serde_json::to_writer_pretty(&mut out, &reports[0].report)?;
             } else {
-                serde_json::to_writer_pretty(&mut out, &reports)?;
+                let all: Vec<&nmitrace_analyses::Report> = reports.iter().map(|a| &a.report).collect();
+                serde_json::to_writer_pretty(&mut out, &all)?;
             }
             writeln!(out)?;
         }
@@ -106,7 +107,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 if i > 0 {
                     writeln!(out)?;
                 }
-                out.write_all(r.render_text().as_bytes())?;
+                out.write_all(r.report.render_text().as_bytes())?;
             }
         }
     }
@@ -121,7 +122,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some(Severity::Error) => Some(nmitrace_analyses::Severity::Error),
         Some(Severity::Never) | None => None,
     };
-    let worst = reports.iter().filter_map(|r| r.max_severity()).max();
+    let worst = reports.iter().filter_map(|a| a.report.max_severity()).max();
     Ok(match (threshold, worst) {
         (Some(t), Some(w)) if w >= t => ExitCode::from(1),
         _ => ExitCode::SUCCESS,

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use nmitrace_analyses::html_report::{self, Chart};
-use nmitrace_analyses::{plots, tables, Report};
+use nmitrace_analyses::{plots, tables, Analysis};
 use crate::atomic::Staged;
 use nmitrace_parser::Trace;
 use std::path::{Path, PathBuf};
@@ -38,7 +38,7 @@ fn per_trace(base: &Path, i: usize, n: usize, trace: &str, is_file: bool) -> Pat
 
 /// Write every output into staging areas, then move them all into place
 /// (see [`crate::atomic`]): a failure leaves the previous outputs intact.
-pub fn write(out: &Outputs<'_>, reports: &[Report], threads: Option<usize>) -> Result<()> {
+pub fn write(out: &Outputs<'_>, reports: &[Analysis], threads: Option<usize>) -> Result<()> {
     let plot = out.plot.map(Staged::dir).transpose()?;
     let tables = out.tables.map(Staged::dir).transpose()?;
     // --report FILE: one file per trace, staged together in the file's directory.
@@ -67,7 +67,7 @@ fn staged(s: &Staged, target_root: &Path, p: &Path) -> PathBuf {
 
 fn write_staged(
     out: &Outputs<'_>,
-    reports: &[Report],
+    reports: &[Analysis],
     threads: Option<usize>,
     plot: Option<&Staged>,
     report: Option<&Staged>,
@@ -75,7 +75,8 @@ fn write_staged(
 ) -> Result<Vec<String>> {
     let n = reports.len();
     let mut said = Vec::new();
-    for (i, r) in reports.iter().enumerate() {
+    for (i, a) in reports.iter().enumerate() {
+        let r = &a.report;
         let path = &r.input.path;
         if out.plot.is_some() || out.report.is_some() {
             let target = out.plot.map(|d| per_trace(d, i, n, path, false));
@@ -83,7 +84,7 @@ fn write_staged(
                 (Some(t), Some(s), Some(root)) => Some(staged(s, root, t)),
                 _ => None,
             };
-            let charts = plots::trace_charts(r, dir.as_deref()).map_err(anyhow::Error::msg).with_context(|| format!("charts of {path}"))?;
+            let charts = plots::trace_charts(a, dir.as_deref()).map_err(anyhow::Error::msg).with_context(|| format!("charts of {path}"))?;
             // The zoomed findings: a second pass over the trace for their events.
             let zooms = plots::zoom::collect(path, r, threads).map_err(anyhow::Error::msg).with_context(|| format!("zoomed charts of {path}"))?;
             let zoomed = plots::zoom_charts(&zooms, dir.as_deref()).map_err(anyhow::Error::msg).with_context(|| format!("zoomed charts of {path}"))?;
@@ -105,7 +106,7 @@ fn write_staged(
         if let (Some(root), Some(s)) = (out.tables, tables) {
             let target = per_trace(root, i, n, path, false);
             let d = staged(s, root, &target);
-            tables::write_report_tables(r, &d).with_context(|| format!("tables of {path} in {}", d.display()))?;
+            tables::write_report_tables(a, &d).with_context(|| format!("tables of {path} in {}", d.display()))?;
             // The events table: a second pass over the trace, streamed in row groups.
             let rows = if path == "-" || path == "<stdin>" {
                 None
@@ -116,12 +117,12 @@ fn write_staged(
                 trace.run(&mut w)?;
                 Some(w.finish()?)
             };
-            if r.timeline.nmis.dropped() > 0 {
+            if a.timeline.nmis.dropped() > 0 {
                 eprintln!(
                     "nmitrace: {}: nmi_instances.parquet holds an even sample of {} of the {} NMI instances",
                     path,
-                    r.timeline.nmis.items().len(),
-                    r.timeline.nmis.seen()
+                    a.timeline.nmis.items().len(),
+                    a.timeline.nmis.seen()
                 );
             }
             match rows {

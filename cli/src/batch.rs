@@ -252,14 +252,15 @@ fn process(trace: Trace, config: &Config, threads: usize, timeout: Option<std::t
     let deadline = timeout.map(|t| t0 + t);
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::analyze::analyze_trace(trace, config, Some(threads), false, deadline)));
     let secs = t0.elapsed().as_secs_f64();
-    let r = match res {
-        Ok(Ok(r)) => r,
+    let a = match res {
+        Ok(Ok(a)) => a,
         Ok(Err(e)) => return TraceResult::failed(path, format, format!("{e:#}"), secs),
         Err(p) => {
             let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
             return TraceResult::failed(path, format, format!("panic: {msg}"), secs);
         }
     };
+    let nmitrace_analyses::Analysis { report: r, timeline } = a;
     let h = &r.nmis.by_handler;
     TraceResult {
         path,
@@ -268,10 +269,10 @@ fn process(trace: Trace, config: &Config, threads: usize, timeout: Option<std::t
         status: "ok",
         error: None,
         kernel: r.input.kernel.clone(),
-        model: r.input.model.get("label").and_then(|v| v.as_str()).map(Into::into),
-        kernel_source: r.input.model.get("source").and_then(|v| v.as_str()).map(Into::into),
+        model: Some(r.input.model.label.clone()),
+        kernel_source: Some(r.input.model.source.into()),
         arch: r.input.arch.clone(),
-        arch_source: r.input.model.get("arch_source").and_then(|v| v.as_str()).map(Into::into),
+        arch_source: Some(r.input.model.arch_source.into()),
         verdict: Some(r.coverage.verdict.clone()),
         events: r.events.total,
         lost_events: r.events.lost_events,
@@ -282,7 +283,7 @@ fn process(trace: Trace, config: &Config, threads: usize, timeout: Option<std::t
         nmi_p99_ns: h.values().map(|s| s.p99_ns).max(),
         nmi_max_ns: h.values().map(|s| s.max_ns).max(),
         summary: r.summary.clone(),
-        durations: r.timeline.durations.clone(),
+        durations: timeline.durations,
         findings: r.findings,
         seconds: secs,
     }

@@ -3,7 +3,6 @@
 
 use super::{fmt_ns, palette, Plot, FONT};
 use crate::timeline::{DurationHist, DURATION_BUCKETS};
-use crate::Report;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
@@ -19,8 +18,8 @@ pub struct DurationsPlot {
 }
 
 impl DurationsPlot {
-    pub fn new(report: &Report) -> DurationsPlot {
-        DurationsPlot::from_hists("nmi_durations", "NMI handler durations", &report.timeline.durations)
+    pub fn new(a: &crate::Analysis) -> DurationsPlot {
+        DurationsPlot::from_hists("nmi_durations", "NMI handler durations", &a.timeline.durations)
     }
 
     pub fn from_hists(name: &str, title: &str, hists: &BTreeMap<String, DurationHist>) -> DurationsPlot {

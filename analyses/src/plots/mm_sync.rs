@@ -8,11 +8,12 @@ use plotters::prelude::*;
 
 pub struct MmSyncPlot<'r> {
     report: &'r Report,
+    timeline: &'r crate::timeline::Timeline,
 }
 
 impl<'r> MmSyncPlot<'r> {
-    pub fn new(report: &'r Report) -> MmSyncPlot<'r> {
-        MmSyncPlot { report }
+    pub fn new(a: &'r crate::Analysis) -> MmSyncPlot<'r> {
+        MmSyncPlot { report: &a.report, timeline: &a.timeline }
     }
 }
 
@@ -31,7 +32,7 @@ impl Plot for MmSyncPlot<'_> {
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         let e = |e: plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-        let s = self.report.timeline.mm_sync.items();
+        let s = self.timeline.mm_sync.items();
         if s.is_empty() {
             return super::draw_message(
                 root,

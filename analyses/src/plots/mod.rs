@@ -210,11 +210,11 @@ impl TimeAxis {
 pub use crate::units::fmt_ns;
 
 /// The charts of one trace (timeline, handler durations, mms out of sync).
-pub fn trace_charts(report: &crate::Report, dir: Option<&Path>) -> Result<Vec<Rendered>, String> {
+pub fn trace_charts(a: &crate::Analysis, dir: Option<&Path>) -> Result<Vec<Rendered>, String> {
     Ok(vec![
-        render(&timeline::TimelinePlot::new(report), dir)?,
-        render(&durations::DurationsPlot::new(report), dir)?,
-        render(&mm_sync::MmSyncPlot::new(report), dir)?,
+        render(&timeline::TimelinePlot::new(a), dir)?,
+        render(&durations::DurationsPlot::new(a), dir)?,
+        render(&mm_sync::MmSyncPlot::new(a), dir)?,
     ])
 }
 

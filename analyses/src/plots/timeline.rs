@@ -15,6 +15,7 @@ const LABEL_LEVELS: usize = 3;
 
 pub struct TimelinePlot<'r> {
     report: &'r Report,
+    timeline: &'r crate::timeline::Timeline,
     cpus: Vec<u32>,
     axis: TimeAxis,
     span: f64,
@@ -26,14 +27,15 @@ fn sample<T>(v: &[T]) -> impl Iterator<Item = &T> {
 }
 
 impl<'r> TimelinePlot<'r> {
-    pub fn new(report: &'r Report) -> TimelinePlot<'r> {
+    pub fn new(a: &'r crate::Analysis) -> TimelinePlot<'r> {
+        let report = &a.report;
         let mut cpus: Vec<u32> = report.events.by_cpu.keys().filter_map(|k| k.parse().ok()).collect();
         cpus.sort_unstable();
         let first = report.events.first_ts_ns.unwrap_or(0);
         let last = report.events.last_ts_ns.unwrap_or(first).max(first + 1);
         let axis = TimeAxis::for_span(first, last - first);
         let span = axis.x(last);
-        TimelinePlot { report, cpus, axis, span }
+        TimelinePlot { report, timeline: &a.timeline, cpus, axis, span }
     }
 
     fn lane(&self, cpu: u32) -> Option<f64> {
@@ -59,7 +61,7 @@ impl Plot for TimelinePlot<'_> {
         if self.cpus.is_empty() {
             return super::draw_message(root, &self.title(), "no events in this trace");
         }
-        let tl = &self.report.timeline;
+        let tl = self.timeline;
         let n = self.cpus.len() as f64;
         let start_s = self.axis.origin_ns as f64 / 1e9;
         let caption = format!("Per-CPU timeline of {} (starts at {start_s:.6} s)", short_path(&self.report.input.path));
