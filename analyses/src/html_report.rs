@@ -108,18 +108,10 @@ fn strip_xml_decl(svg: &str) -> &str {
     }
 }
 
-fn fmt_ts(ns: u64) -> String {
-    format!("{}.{:06}", ns / 1_000_000_000, (ns % 1_000_000_000) / 1000)
-}
+use crate::units::fmt_ts;
 
 fn fmt_dur(ns: u64) -> String {
-    if ns >= 1_000_000 {
-        format!("{:.3} ms", ns as f64 / 1e6)
-    } else if ns >= 1_000 {
-        format!("{:.1} µs", ns as f64 / 1e3)
-    } else {
-        format!("{ns} ns")
-    }
+    crate::units::fmt_ns(ns as f64)
 }
 
 /// The findings of a report as cards with their evidence lines.

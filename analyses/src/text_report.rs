@@ -23,7 +23,7 @@ fn wrap(out: &mut String, indent: &str, text: &str, width: usize) {
 }
 
 fn ts(ns: u64) -> String {
-    nmitrace_replay::fmt_ts(ns)
+    crate::units::fmt_ts(ns)
 }
 
 impl Report {

@@ -3,7 +3,7 @@
 //! written in the kernel's own text format (kernel/trace/trace_output.c:
 //! `COMM-PID [CPU] FLAGS SECS.USECS: EVENT: FIELDS`).
 
-use nmitrace_analyses::{Analyzer, Config, Finding, Report};
+use nmitrace_analyses::{Config, Finding, Report};
 #[allow(unused_imports)]
 use nmitrace_analyses::{Confidence, Kind, Severity};
 use nmitrace_parser::{Input, Trace};
@@ -75,10 +75,7 @@ impl Raw {
         let cfg = Config { kernel: Some(kernel.into()), arch: Some(arch.into()), ..Config::default() };
         let mut t = Trace::from_input("raw".into(), Input::from_bytes("raw", self.text.clone().into_bytes()).unwrap()).unwrap();
         t.probe().unwrap();
-        let info = t.info.clone();
-        let mut a = Analyzer::for_trace(cfg, &info);
-        let stats = t.run(&mut a).unwrap();
-        let r = a.finish("raw", &info, &stats);
+        let r = nmitrace_analyses::analyze_trace(t, &cfg).unwrap().report;
         assert_eq!(r.parse.unparsed_lines, 0, "{:?}\n{}", r.parse.unparsed_examples, self.text);
         r
     }
@@ -294,10 +291,7 @@ fn a_loss_before_a_cpus_first_event_is_the_overwritten_past() {
     let text = "cpus=2\nCPU:0 [400 EVENTS DROPPED]\n            bash-100   [000]     1.001000: sched_wakeup:         comm=x pid=1 prio=120 target_cpu=000\nCPU:0 [7 EVENTS DROPPED]\n            bash-100   [000]     1.002000: sched_wakeup:         comm=x pid=1 prio=120 target_cpu=000\n";
     let mut t = Trace::from_input("r".into(), Input::from_bytes("r", text.as_bytes().to_vec()).unwrap()).unwrap();
     t.probe().unwrap();
-    let info = t.info.clone();
-    let mut a = Analyzer::for_trace(Config::default(), &info);
-    let stats = t.run(&mut a).unwrap();
-    let r = a.finish("r", &info, &stats);
+    let r = nmitrace_analyses::analyze_trace(t, &Config::default()).unwrap().report;
     assert_eq!(of(&r, "trace_overwritten").len(), 1, "{:?}", kinds(&r));
     let l = of(&r, "trace_data_loss");
     assert_eq!((l.len(), l[0].severity.as_str()), (1, "warning"));

@@ -16,7 +16,7 @@
 //! - every page fault the dumps saw inside an NMI is an `nmi_page_fault`;
 //! - nothing else is a warning or an error.
 
-use nmitrace_analyses::{Analyzer, Config, Finding, Report};
+use nmitrace_analyses::{Config, Finding, Report};
 #[allow(unused_imports)]
 use nmitrace_analyses::{Confidence, Kind, Severity};
 use nmitrace_parser::{Input, Trace};
@@ -61,10 +61,7 @@ fn truths(path: &Path) -> Vec<(String, Vec<Truth>)> {
 fn analyze_input(name: &str, input: Input) -> Report {
     let mut t = Trace::from_input(name.to_string(), input).unwrap_or_else(|e| panic!("{name}: {e}"));
     t.probe().unwrap();
-    let info = t.info.clone();
-    let mut a = Analyzer::for_trace(Config::default(), &info);
-    let stats = t.run(&mut a).unwrap_or_else(|e| panic!("{name}: {e}"));
-    a.finish(name, &info, &stats)
+    nmitrace_analyses::analyze_trace(t, &Config::default()).unwrap_or_else(|e| panic!("{name}: {e}")).report
 }
 
 fn read_all(p: &Path) -> Vec<u8> {

@@ -3,20 +3,14 @@
 //! `../shared/traces/real` give no warning/error finding except
 //! `trace_data_loss` (skipped when `../shared` is absent).
 
-use nmitrace_analyses::{Analyzer, Config, Report};
+use nmitrace_analyses::{Config, Report};
 #[allow(unused_imports)]
 use nmitrace_analyses::{Confidence, Kind, Severity};
-use nmitrace_parser::Trace;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn analyze(path: &Path, cfg: &Config) -> Report {
-    let mut t = Trace::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    t.probe().unwrap();
-    let info = t.info.clone();
-    let mut a = Analyzer::for_trace(cfg.clone(), &info);
-    let stats = t.run(&mut a).unwrap();
-    a.finish(&path.display().to_string(), &info, &stats)
+    nmitrace_analyses::analyze_path(path, cfg).unwrap_or_else(|e| panic!("{}: {e}", path.display())).report
 }
 
 fn config(args: &[String]) -> Config {

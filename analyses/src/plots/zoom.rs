@@ -197,7 +197,7 @@ impl Plot for ZoomPlot<'_> {
 
     fn title(&self) -> String {
         let z = self.zoom;
-        format!("{} on CPU {} at {}: {} µs around it", z.kind, z.cpu, nmitrace_replay::fmt_ts(z.ts_ns), (z.hi - z.lo) / 1000)
+        format!("{} on CPU {} at {}: {} µs around it", z.kind, z.cpu, crate::units::fmt_ts(z.ts_ns), (z.hi - z.lo) / 1000)
     }
 
     fn size(&self) -> (u32, u32) {
