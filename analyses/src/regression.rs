@@ -5,7 +5,7 @@
 //! or crossing the kernel's 1 ms `nmi_longest_ns`). The baseline is read
 //! back from an earlier batch's Parquet files (feature `tables`).
 
-use crate::timeline::DurationHist;
+use crate::histogram::{bucket, LogHistogram};
 use crate::units::fmt_ns;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ pub struct Baseline {
     pub traces_ok: u64,
     /// Kind → traces with a warning or error of that kind.
     pub serious: BTreeMap<String, u64>,
-    pub durations: BTreeMap<String, DurationHist>,
+    pub durations: BTreeMap<String, LogHistogram>,
 }
 
 /// A finding kind's number of traces, and the baseline's.
@@ -82,16 +82,14 @@ pub fn read_baseline(dir: &Path) -> Result<Baseline, String> {
     let d = read_parquet(&dir.join("nmi_durations.parquet")).map_err(ctx("nmi_durations.parquet"))?;
     let c = ctx("nmi_durations.parquet");
     let h = str_col(&d, "handler").map_err(&c)?;
-    let b = d.column("bucket").and_then(|x| x.u32()).map_err(&c)?;
+    // By each bucket's lower bound, whatever bucket scheme wrote the file
+    // (before this version: 10 log bins per decade).
+    let low = d.column("bucket_low_ns").and_then(|x| x.f64()).map_err(&c)?;
     let c = d.column("count").and_then(|x| x.u64()).map_err(&c)?;
-    let mut durations: BTreeMap<String, DurationHist> = BTreeMap::new();
-    for ((h, b), c) in h.iter().zip(b.iter()).zip(c.iter()) {
-        if let (Some(h), Some(b), Some(c)) = (h, b, c) {
-            let e = durations.entry(h.to_string()).or_default();
-            let b = (b as usize).min(crate::timeline::DURATION_BUCKETS - 1);
-            e.buckets[b] += c;
-            e.count += c;
-            e.max_ns = e.max_ns.max(DurationHist::bucket_low_ns(b + 1) as u64);
+    let mut durations: BTreeMap<String, LogHistogram> = BTreeMap::new();
+    for ((h, low), c) in h.iter().zip(low.iter()).zip(c.iter()) {
+        if let (Some(h), Some(low), Some(c)) = (h, low, c) {
+            durations.entry(h.to_string()).or_default().add_bucket(bucket(low.max(0.0) as u64), c);
         }
     }
     Ok(Baseline { dir: dir.to_path_buf(), traces_ok, serious, durations })
@@ -144,7 +142,7 @@ pub struct Comparison {
 /// Compare a batch with its baseline. `n`: traces analysed; `cur`: kind →
 /// traces with a warning or error of that kind; `fleet_durations`: the
 /// batch's handler durations, summed.
-pub fn compare(n: u64, cur: &BTreeMap<String, u64>, fleet_durations: &BTreeMap<String, DurationHist>, base: &Baseline) -> Comparison {
+pub fn compare(n: u64, cur: &BTreeMap<String, u64>, fleet_durations: &BTreeMap<String, LogHistogram>, base: &Baseline) -> Comparison {
     let kinds: BTreeSet<String> = cur.keys().chain(base.serious.keys()).cloned().collect();
     let mut rates = Vec::new();
     let mut regressions = Vec::new();
@@ -183,14 +181,14 @@ pub fn compare(n: u64, cur: &BTreeMap<String, u64>, fleet_durations: &BTreeMap<S
     let mut p99 = Vec::new();
     for h in handlers {
         // Compared at bucket resolution on both sides (the baseline's files keep buckets, not the max).
-        let cur_norm = fleet_durations.get(h).map(bucketed);
-        let cur = cur_norm.as_ref().filter(|x| x.count > 0);
-        let old = base.durations.get(h).filter(|x| x.count > 0);
-        let pc = cur.map(|x| x.quantile(0.99));
-        let pb = old.map(|x| x.quantile(0.99));
+        let cur_norm = fleet_durations.get(h).map(LogHistogram::bucketed);
+        let cur = cur_norm.as_ref().filter(|x| x.count() > 0);
+        let old = base.durations.get(h).filter(|x| x.count() > 0);
+        let pc = cur.map(|x| x.quantile(0.99) as f64);
+        let pb = old.map(|x| x.quantile(0.99) as f64);
         let mut regressed = false;
         if let (Some(c), Some(o), Some(pc), Some(pb)) = (cur, old, pc, pb) {
-            if c.count >= MIN_CALLS_P99 && o.count >= MIN_CALLS_P99 {
+            if c.count() >= MIN_CALLS_P99 && o.count() >= MIN_CALLS_P99 {
                 let doubled = pc >= P99_RATIO * pb;
                 let crossed = pc > SLOW_NS && pb <= SLOW_NS;
                 if doubled || crossed {
@@ -198,8 +196,8 @@ pub fn compare(n: u64, cur: &BTreeMap<String, u64>, fleet_durations: &BTreeMap<S
                     regressions.push(Regression {
                         what: "NMI latency p99".into(),
                         kind_or_handler: h.clone(),
-                        baseline: format!("{} ({} call{})", fmt_ns(pb), o.count, if o.count == 1 { "" } else { "s" }),
-                        current: format!("{} ({} call{})", fmt_ns(pc), c.count, if c.count == 1 { "" } else { "s" }),
+                        baseline: format!("{} ({} call{})", fmt_ns(pb), o.count(), if o.count() == 1 { "" } else { "s" }),
+                        current: format!("{} ({} call{})", fmt_ns(pc), c.count(), if c.count() == 1 { "" } else { "s" }),
                         rule: if doubled { format!("p99 x{:.1} (>= x{P99_RATIO})", pc / pb) } else { "p99 crossed 1 ms".into() },
                     });
                 }
@@ -210,14 +208,6 @@ pub fn compare(n: u64, cur: &BTreeMap<String, u64>, fleet_durations: &BTreeMap<S
     Comparison { rates, p99, regressions }
 }
 
-/// The histogram as read back from nmi_durations.parquet: max = top of the highest bucket.
-fn bucketed(h: &DurationHist) -> DurationHist {
-    let mut h = h.clone();
-    if let Some(b) = h.buckets.iter().rposition(|&c| c > 0) {
-        h.max_ns = DurationHist::bucket_low_ns(b + 1) as u64;
-    }
-    h
-}
 
 
 #[cfg(test)]
@@ -234,8 +224,8 @@ mod tests {
 
     #[test]
     fn a_kind_new_to_the_fleet_regresses_and_a_doubled_p99_too() {
-        let mut slow = DurationHist::default();
-        let mut fast = DurationHist::default();
+        let mut slow = LogHistogram::default();
+        let mut fast = LogHistogram::default();
         for _ in 0..100 {
             slow.add(40_000);
             fast.add(10_000);

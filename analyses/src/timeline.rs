@@ -20,10 +20,6 @@ use std::collections::BTreeMap;
 pub const MAX_ITEMS: usize = 100_000;
 /// Distinct handler names with a duration histogram.
 pub const MAX_HANDLERS: usize = 64;
-/// Log-scale duration buckets: 10 per decade from 10 ns (bucket 0) to 100 s.
-pub const BUCKETS_PER_DECADE: usize = 10;
-pub const DURATION_BUCKETS: usize = 10 * BUCKETS_PER_DECADE;
-const MIN_DURATION_NS: f64 = 10.0;
 
 /// A list that keeps an evenly spaced sample once it reaches its cap.
 #[derive(Clone, Debug)]
@@ -149,56 +145,6 @@ pub struct MmSample {
     pub live: u32,
 }
 
-/// Counts of NMI handler durations in log-scale buckets.
-#[derive(Clone, Debug)]
-pub struct DurationHist {
-    pub buckets: Vec<u64>,
-    pub count: u64,
-    pub max_ns: u64,
-}
-
-impl Default for DurationHist {
-    fn default() -> Self {
-        DurationHist { buckets: vec![0; DURATION_BUCKETS], count: 0, max_ns: 0 }
-    }
-}
-
-impl DurationHist {
-    pub fn bucket_of(ns: u64) -> usize {
-        let v = (ns as f64).max(MIN_DURATION_NS);
-        let b = ((v / MIN_DURATION_NS).log10() * BUCKETS_PER_DECADE as f64).floor() as usize;
-        b.min(DURATION_BUCKETS - 1)
-    }
-
-    /// Lower bound of bucket `b` in ns.
-    pub fn bucket_low_ns(b: usize) -> f64 {
-        MIN_DURATION_NS * 10f64.powf(b as f64 / BUCKETS_PER_DECADE as f64)
-    }
-
-    /// The q-quantile at bucket resolution (capped at the max).
-    pub fn quantile(&self, q: f64) -> f64 {
-        let h = self;
-        if h.count == 0 {
-            return 0.0;
-        }
-        let want = (q * h.count as f64).ceil().max(1.0) as u64;
-        let mut acc = 0;
-        for (b, &c) in h.buckets.iter().enumerate() {
-            acc += c;
-            if acc >= want {
-                return DurationHist::bucket_low_ns(b + 1).min(h.max_ns as f64).max(DurationHist::bucket_low_ns(b));
-            }
-        }
-        h.max_ns as f64
-    }
-
-    pub fn add(&mut self, ns: u64) {
-        self.buckets[Self::bucket_of(ns)] += 1;
-        self.count += 1;
-        self.max_ns = self.max_ns.max(ns);
-    }
-}
-
 /// Record a finished NMI instance.
 pub fn mark_nmi(marks: &mut Decimated<NmiMark>, inst: &Instance) {
     if !marks.wants_next() {
@@ -234,7 +180,7 @@ pub struct Timeline {
     pub faults: Decimated<FaultMark>,
     /// Change points of the out-of-sync count.
     pub mm_sync: Decimated<MmSample>,
-    pub durations: BTreeMap<String, DurationHist>,
+    pub durations: BTreeMap<String, crate::histogram::LogHistogram>,
     /// Handler names beyond [`MAX_HANDLERS`] (their durations are not kept).
     pub handlers_dropped: u64,
     /// Per CPU: start of the window recorded last, to record each once.
@@ -258,7 +204,7 @@ impl Timeline {
             self.handlers_dropped += 1;
             return;
         }
-        let mut h = DurationHist::default();
+        let mut h = crate::histogram::LogHistogram::default();
         h.add(delta_ns);
         self.durations.insert(handler.to_string(), h);
     }
@@ -369,15 +315,5 @@ mod tests {
         let s = d.stride();
         assert!(d.items().iter().all(|x| x % s == 0), "{:?} stride {s}", d.items());
         assert_eq!(d.items()[0], 0);
-    }
-
-    #[test]
-    fn duration_buckets() {
-        assert_eq!(DurationHist::bucket_of(0), 0);
-        assert_eq!(DurationHist::bucket_of(10), 0);
-        assert_eq!(DurationHist::bucket_of(100), 10);
-        assert_eq!(DurationHist::bucket_of(1_000_000), 50);
-        assert!((DurationHist::bucket_low_ns(50) - 1e6).abs() < 1.0);
-        assert_eq!(DurationHist::bucket_of(u64::MAX), DURATION_BUCKETS - 1);
     }
 }

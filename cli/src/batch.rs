@@ -18,7 +18,7 @@ use nmitrace_analyses::html_report::{self, badge, esc, table, Chart};
 use nmitrace_analyses::plots::{self, fleet, fmt_ns};
 use nmitrace_analyses::regression::{compare, read_baseline, Baseline, Comparison};
 use nmitrace_analyses::tables;
-use nmitrace_analyses::timeline::DurationHist;
+use nmitrace_analyses::histogram::{bucket_lower, LogHistogram};
 use nmitrace_analyses::{Config, Finding, Kind, Severity};
 use nmitrace_parser::{detect, Input, Trace};
 use polars::prelude::{Column, DataFrame, PolarsResult};
@@ -106,7 +106,7 @@ pub struct TraceResult {
     pub nmi_max_ns: Option<u64>,
     pub summary: BTreeMap<Kind, u64>,
     pub findings: Vec<Finding>,
-    pub durations: BTreeMap<String, DurationHist>,
+    pub durations: BTreeMap<String, LogHistogram>,
     pub seconds: f64,
 }
 
@@ -290,16 +290,11 @@ fn process(trace: Trace, config: &Config, threads: usize, timeout: Option<std::t
 }
 
 /// The fleet's merged handler-duration histograms.
-pub fn merge_durations(results: &[TraceResult]) -> BTreeMap<String, DurationHist> {
-    let mut m: BTreeMap<String, DurationHist> = BTreeMap::new();
+pub fn merge_durations(results: &[TraceResult]) -> BTreeMap<String, LogHistogram> {
+    let mut m: BTreeMap<String, LogHistogram> = BTreeMap::new();
     for r in results {
         for (k, h) in &r.durations {
-            let e = m.entry(k.clone()).or_default();
-            for (a, b) in e.buckets.iter_mut().zip(&h.buckets) {
-                *a += b;
-            }
-            e.count += h.count;
-            e.max_ns = e.max_ns.max(h.max_ns);
+            m.entry(k.clone()).or_default().merge(h);
         }
     }
     m
@@ -342,19 +337,17 @@ fn traces_df(results: &[TraceResult]) -> PolarsResult<DataFrame> {
     DataFrame::new(n, cols)
 }
 
-fn durations_df(m: &BTreeMap<String, DurationHist>) -> PolarsResult<DataFrame> {
+fn durations_df(m: &BTreeMap<String, LogHistogram>) -> PolarsResult<DataFrame> {
     let mut handler = Vec::new();
     let mut bucket = Vec::new();
     let mut low = Vec::new();
     let mut count = Vec::new();
     for (k, h) in m {
-        for (b, &c) in h.buckets.iter().enumerate() {
-            if c > 0 {
-                handler.push(k.as_str());
-                bucket.push(b as u32);
-                low.push(DurationHist::bucket_low_ns(b));
-                count.push(c);
-            }
+        for (b, c) in h.nonzero_buckets() {
+            handler.push(k.as_str());
+            bucket.push(b as u32);
+            low.push(bucket_lower(b) as f64);
+            count.push(c);
         }
     }
     let n = handler.len();

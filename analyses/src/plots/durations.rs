@@ -2,7 +2,7 @@
 //! with the kernel's 1 ms `nmi_longest_ns` line.
 
 use super::{fmt_ns, palette, Plot, FONT};
-use crate::timeline::{DurationHist, DURATION_BUCKETS};
+use crate::histogram::LogHistogram;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
@@ -11,10 +11,54 @@ use std::collections::BTreeMap;
 const MAX_PANELS: usize = 6;
 pub const SLOW_NS: f64 = 1e6;
 
+/// Log-scale duration buckets: 10 per decade from 10 ns (bucket 0) to 100 s.
+const BUCKETS_PER_DECADE: usize = 10;
+const DURATION_BUCKETS: usize = 10 * BUCKETS_PER_DECADE;
+const MIN_DURATION_NS: f64 = 10.0;
+
+/// What a chart draws of a [`LogHistogram`]: counts in log-scale display
+/// bins (10 per decade; the data keeps its own finer buckets).
+#[derive(Clone, Debug)]
+pub struct DurationHist {
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub max_ns: u64,
+}
+
+impl Default for DurationHist {
+    fn default() -> Self {
+        DurationHist { buckets: vec![0; DURATION_BUCKETS], count: 0, max_ns: 0 }
+    }
+}
+
+impl DurationHist {
+    pub fn bucket_of(ns: u64) -> usize {
+        let v = (ns as f64).max(MIN_DURATION_NS);
+        let b = ((v / MIN_DURATION_NS).log10() * BUCKETS_PER_DECADE as f64).floor() as usize;
+        b.min(DURATION_BUCKETS - 1)
+    }
+
+    /// Lower bound of bucket `b` in ns.
+    pub fn bucket_low_ns(b: usize) -> f64 {
+        MIN_DURATION_NS * 10f64.powf(b as f64 / BUCKETS_PER_DECADE as f64)
+    }
+
+    /// The display bins of `h`: each sample (or bucket) in the bin of its value.
+    pub fn of(h: &LogHistogram) -> DurationHist {
+        let mut d = DurationHist::default();
+        for (v, n) in h.values() {
+            d.buckets[Self::bucket_of(v)] += n;
+        }
+        d.count = h.count();
+        d.max_ns = h.max();
+        d
+    }
+}
+
 pub struct DurationsPlot {
     name: String,
     title: String,
-    hists: Vec<(String, DurationHist)>,
+    hists: Vec<(String, LogHistogram)>,
 }
 
 impl DurationsPlot {
@@ -22,17 +66,12 @@ impl DurationsPlot {
         DurationsPlot::from_hists("nmi_durations", "NMI handler durations", &a.timeline.durations)
     }
 
-    pub fn from_hists(name: &str, title: &str, hists: &BTreeMap<String, DurationHist>) -> DurationsPlot {
-        let mut v: Vec<(String, DurationHist)> = hists.iter().map(|(k, h)| (k.clone(), h.clone())).collect();
-        v.sort_by_key(|(_, h)| std::cmp::Reverse(h.count));
+    pub fn from_hists(name: &str, title: &str, hists: &BTreeMap<String, LogHistogram>) -> DurationsPlot {
+        let mut v: Vec<(String, LogHistogram)> = hists.iter().map(|(k, h)| (k.clone(), h.clone())).collect();
+        v.sort_by_key(|(_, h)| std::cmp::Reverse(h.count()));
         v.truncate(MAX_PANELS);
         DurationsPlot { name: name.into(), title: title.into(), hists: v }
     }
-}
-
-/// Quantile of a bucketed histogram (bucket upper bound).
-pub fn hist_quantile(h: &DurationHist, q: f64) -> f64 {
-    h.quantile(q)
 }
 
 impl Plot for DurationsPlot {
@@ -55,13 +94,13 @@ impl Plot for DurationsPlot {
         }
         let root = root.titled(&format!("{} (log scale; red line: 1 ms, the kernel's nmi_longest_ns)", self.title), (FONT, 20)).map_err(e)?;
         let panels = root.split_evenly((self.hists.len(), 1));
-        for (area, (name, h)) in panels.iter().zip(&self.hists) {
+        for (area, (name, data)) in panels.iter().zip(&self.hists) {
+            let h = &DurationHist::of(data);
             let nz: Vec<usize> = (0..DURATION_BUCKETS).filter(|&b| h.buckets[b] > 0).collect();
             let lo = DurationHist::bucket_low_ns(nz.first().copied().unwrap_or(0).saturating_sub(2)).min(1e3);
             let hi = DurationHist::bucket_low_ns(nz.last().copied().unwrap_or(0) + 3).max(3e6);
             let ymax = h.buckets.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.15;
-            let p50 = hist_quantile(h, 0.5);
-            let p99 = hist_quantile(h, 0.99);
+            let (p50, p99) = (data.quantile(0.5) as f64, data.quantile(0.99) as f64);
             let caption = format!("{name}: {} call{}, p50 ≈ {}, p99 ≈ {}, max {}", h.count, if h.count == 1 { "" } else { "s" }, fmt_ns(p50), fmt_ns(p99), fmt_ns(h.max_ns as f64));
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, (FONT, 16))
@@ -99,5 +138,28 @@ impl Plot for DurationsPlot {
             super::draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_buckets() {
+        assert_eq!(DurationHist::bucket_of(0), 0);
+        assert_eq!(DurationHist::bucket_of(10), 0);
+        assert_eq!(DurationHist::bucket_of(100), 10);
+        assert_eq!(DurationHist::bucket_of(1_000_000), 50);
+        assert!((DurationHist::bucket_low_ns(50) - 1e6).abs() < 1.0);
+        assert_eq!(DurationHist::bucket_of(u64::MAX), DURATION_BUCKETS - 1);
+    }
+
+    #[test]
+    fn display_bins_hold_every_sample() {
+        let mut h = LogHistogram::default();
+        [100u64, 1_000, 1_000_000, 1_500_000].iter().for_each(|&v| h.add(v));
+        let d = DurationHist::of(&h);
+        assert_eq!((d.buckets[10], d.buckets[20], d.buckets[50], d.count, d.max_ns), (1, 1, 1, 4, 1_500_000));
     }
 }
