@@ -473,26 +473,84 @@ pub fn probe(_name: &str, head: &[u8], info: &mut TraceInfo) -> Result<()> {
     // irq_vectors and exceptions, the ipi_raise/ipi_entry of arm and arm64.
     if info.arch.is_none() {
         let all = String::from_utf8_lossy(head);
+        // Hex digits of `key=0x…` in the line.
+        let width = |t: &str, key: &str| t.find(key).map(|p| t[p + key.len()..].bytes().take_while(|b| b.is_ascii_hexdigit()).count());
+        let mut short_only = false;
         for l in all.lines() {
             let t = l.trim();
-            // x86's exceptions tracepoint; its addresses tell 64 from 32 bits
-            if let Some(p) = t.find(": page_fault_").and_then(|p| t[p..].find("address=0x").map(|q| p + q + 10)) {
-                let digits = t[p..].bytes().take_while(|b| b.is_ascii_hexdigit()).count();
-                let (a, from) = if digits > 8 {
-                    ("x86_64", "event names and addresses: x86's exceptions tracepoint, 64-bit addresses")
-                } else {
-                    ("i686", "event names and addresses: x86's exceptions tracepoint, 32-bit addresses")
-                };
-                info.arch = Some(a.into());
-                info.arch_from = Some(from);
-                break;
+            // x86's exceptions tracepoint; its addresses tell 64 from 32 bits.
+            // A kernel-mode fault's ip is kernel text: 16 hex digits on
+            // x86_64, 8 on x86_32; a fault address may be a short user one
+            // on either, so short addresses alone decide only at the end.
+            if let Some(p) = t.find(": page_fault_") {
+                let rest = &t[p..];
+                let (a, ip) = (width(rest, "address=0x"), width(rest, "ip=0x"));
+                if a.is_some_and(|d| d > 8) || ip.is_some_and(|d| d > 8) {
+                    info.arch = Some("x86_64".into());
+                    info.arch_from = Some("event names and addresses: x86's exceptions tracepoint, 64-bit addresses");
+                    break;
+                }
+                if rest.starts_with(": page_fault_kernel") && ip == Some(8) {
+                    info.arch = Some("i686".into());
+                    info.arch_from = Some("event names and addresses: x86's exceptions tracepoint, 32-bit kernel text addresses");
+                    break;
+                }
+                short_only |= a.is_some();
+                continue;
             }
             if t.contains(": ipi_raise:") || t.contains(": ipi_entry:") || t.contains("ipi:ipi_raise:") {
                 info.arch = Some("arm64".into());
                 info.arch_from = Some("event names: ipi_raise/ipi_entry (arm, arm64)");
                 break;
             }
+            // The kernel's register dump (an NMI backtrace, an oops) names the
+            // instruction pointer: `EIP:` on x86_32, `RIP:` on x86_64
+            // (arch/x86/kernel/process_32.c / process_64.c `__show_regs`).
+            if let Some(p) = t.find(": console: ") {
+                let msg = t[p + 11..].trim_start();
+                let msg = msg.find("] ").filter(|_| msg.starts_with('[')).map_or(msg, |q| &msg[q + 2..]);
+                if msg.starts_with("EIP: ") {
+                    info.arch = Some("i686".into());
+                    info.arch_from = Some("the kernel's register dump: EIP (x86_32)");
+                    break;
+                }
+                if msg.starts_with("RIP: ") {
+                    info.arch = Some("x86_64".into());
+                    info.arch_from = Some("the kernel's register dump: RIP (x86_64)");
+                    break;
+                }
+            }
+        }
+        if info.arch.is_none() && short_only {
+            info.arch = Some("i686".into());
+            info.arch_from = Some("event names and addresses: x86's exceptions tracepoint, 32-bit addresses");
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod arch_tests {
+    use super::*;
+
+    fn arch(text: &str) -> (Option<String>, Option<&'static str>) {
+        let mut info = TraceInfo::default();
+        probe("t", text.as_bytes(), &mut info).unwrap();
+        (info.arch, info.arch_from)
+    }
+
+    #[test]
+    fn the_architecture_from_the_lines_themselves() {
+        // Real lines: 5.4.59 i386 (QEMU) and this VM's 6.18 x86_64.
+        let i386 = "           <...>-179   [000] d...    50.594609: page_fault_kernel: address=0xea822000 ip=0xdf415149 error_code=0x2\n";
+        assert_eq!(arch(i386).0.as_deref(), Some("i686"));
+        let x64 = "            bash-100   [000] d...  1.000000: page_fault_user: address=0x401000 ip=0x401000 error_code=0x14\n            bash-100   [000] d...  1.000100: page_fault_kernel: address=0x7ffd1000 ip=0xffffffff81a2b3c4 error_code=0x0\n";
+        assert_eq!(arch(x64).0.as_deref(), Some("x86_64"), "a short user address does not make a trace 32-bit");
+        let only_short_user = "            bash-100   [000] d...  1.000000: page_fault_user: address=0x401000 ip=0x401000 error_code=0x14\n";
+        assert_eq!(arch(only_short_user).0.as_deref(), Some("i686"));
+        let eip = "          <idle>-0       [001] d.Z1.    27.230601: console: [   27.230601] EIP: default_idle+0xa/0x10\n";
+        assert_eq!(arch(eip), (Some("i686".into()), Some("the kernel's register dump: EIP (x86_32)")));
+        let rip = "        pingpong-141     [000] d.Z1.   119.470513: console: RIP: 0010:__switch_to+0x10/0x20\n";
+        assert_eq!(arch(rip).0.as_deref(), Some("x86_64"));
+    }
 }
