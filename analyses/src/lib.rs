@@ -86,10 +86,50 @@ pub fn analyze_path(path: impl AsRef<std::path::Path>, config: &Config) -> Resul
 
 /// Analyse an opened, probed trace.
 pub fn analyze_trace(trace: nmitrace_parser::Trace, config: &Config) -> Result<Analysis, nmitrace_parser::Error> {
+    analyze_trace_watched(trace, config, &mut ())
+}
+
+/// What sees every event before the analyzer (a progress line, a
+/// deadline); returning [`nmitrace_parser::STOP`] ends the reading, and the
+/// analysis covers what was read.
+pub trait Watch {
+    fn event(&mut self, ev: &nmitrace_parser::Event<'_>) -> nmitrace_parser::Flow;
+}
+
+/// No watch.
+impl Watch for () {
+    #[inline]
+    fn event(&mut self, _: &nmitrace_parser::Event<'_>) -> nmitrace_parser::Flow {
+        nmitrace_parser::CONTINUE
+    }
+}
+
+/// Analyse an opened, probed trace with `watch` seeing every event first.
+pub fn analyze_trace_watched(trace: nmitrace_parser::Trace, config: &Config, watch: &mut dyn Watch) -> Result<Analysis, nmitrace_parser::Error> {
+    use nmitrace_parser::Sink;
+    struct Watched<'a> {
+        watch: &'a mut dyn Watch,
+        analyzer: &'a mut Analyzer,
+    }
+    impl Sink for Watched<'_> {
+        #[inline]
+        fn event(&mut self, ev: &nmitrace_parser::Event<'_>) -> nmitrace_parser::Flow {
+            if self.watch.event(ev).is_break() {
+                return nmitrace_parser::STOP;
+            }
+            self.analyzer.event(ev)
+        }
+        fn notice(&mut self, n: &nmitrace_parser::Notice) {
+            self.analyzer.notice(n)
+        }
+        fn symbols(&mut self, s: &std::sync::Arc<nmitrace_parser::tracedat::symbols::Symbols>) {
+            self.analyzer.symbols(s)
+        }
+    }
     let info = trace.info.clone();
     let name = trace.name.clone();
     let mut analyzer = Analyzer::for_trace(config.clone(), &info);
-    let stats = trace.run(&mut analyzer)?;
+    let stats = trace.run(&mut Watched { watch, analyzer: &mut analyzer })?;
     Ok(analyzer.finish_analysis(&name, &info, &stats))
 }
 

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{ValueEnum};
-use nmitrace_analyses::{Analysis, Analyzer, Config};
+use nmitrace_analyses::{Analysis, Config};
 use nmitrace_parser::Trace;
 use std::io::Write;
 use std::path::PathBuf;
@@ -71,17 +71,14 @@ pub fn analyze_trace(mut trace: Trace, config: &Config, threads: Option<usize>, 
     let t0 = std::time::Instant::now();
     trace.threads = threads;
     trace.probe()?;
-    let info = trace.info.clone();
     let name = trace.name.clone();
-    let mut analyzer = Analyzer::for_trace(config.clone(), &info);
-    let mut p = crate::progress::Progress::new(&mut analyzer, &name, progress, deadline);
-    let stats = trace.run(&mut p);
+    let mut p = crate::progress::Progress::new(&name, progress, deadline);
+    let analysis = nmitrace_analyses::analyze_trace_watched(trace, config, &mut p);
     p.done();
     if p.timed_out {
         anyhow::bail!("{name}: gave up after {:.1} s (--timeout); the trace was not analysed to its end", t0.elapsed().as_secs_f64());
     }
-    let stats = stats?;
-    Ok(analyzer.finish_analysis(&name, &info, &stats))
+    Ok(analysis?)
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {

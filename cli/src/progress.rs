@@ -1,14 +1,13 @@
 //! Progress on long runs: a line on standard error, refreshed twice a
 //! second, only when standard error is a terminal and the run has lasted
 //! more than a second; and a deadline (`batch --timeout`) that stops the
-//! reading. Wraps the real sink; costs one counter per event.
+//! reading. Sees every event before the analyzer; costs one counter per event.
 
-use nmitrace_parser::{Event, Notice, Sink};
+use nmitrace_parser::Event;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-pub struct Progress<'s> {
-    inner: &'s mut dyn Sink,
+pub struct Progress {
     label: String,
     enabled: bool,
     start: Instant,
@@ -20,12 +19,11 @@ pub struct Progress<'s> {
     pub timed_out: bool,
 }
 
-impl<'s> Progress<'s> {
+impl Progress {
     /// `show`: draw the progress line (on a terminal); `deadline`: stop reading then.
-    pub fn new(inner: &'s mut dyn Sink, label: &str, show: bool, deadline: Option<Instant>) -> Progress<'s> {
+    pub fn new(label: &str, show: bool, deadline: Option<Instant>) -> Progress {
         let now = Instant::now();
         Progress {
-            inner,
             label: label.to_string(),
             enabled: show && std::io::stderr().is_terminal(),
             start: now,
@@ -64,9 +62,9 @@ impl<'s> Progress<'s> {
     }
 }
 
-impl Sink for Progress<'_> {
+impl nmitrace_analyses::Watch for Progress {
     #[inline]
-    fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
+    fn event(&mut self, _ev: &Event<'_>) -> nmitrace_parser::Flow {
         self.events += 1;
         if self.events & 0xfff == 0 {
             if self.enabled && self.events & 0xffff == 0 {
@@ -77,14 +75,6 @@ impl Sink for Progress<'_> {
                 return nmitrace_parser::STOP;
             }
         }
-        self.inner.event(ev)
-    }
-
-    fn notice(&mut self, n: &Notice) {
-        self.inner.notice(n);
-    }
-
-    fn symbols(&mut self, s: &std::sync::Arc<nmitrace_parser::tracedat::symbols::Symbols>) {
-        self.inner.symbols(s);
+        nmitrace_parser::CONTINUE
     }
 }
