@@ -49,11 +49,15 @@ it prints what regressed and exits 1 when something did:
 
 Examples:
   nmitrace batch /srv/traces --out fleet-2026-11-21
-  nmitrace batch /srv/traces --out today --baseline fleet-2026-11-21 --jobs 8")]
+  nmitrace batch /srv/traces --out today --baseline fleet-2026-11-21 --jobs 8
+  find /srv/traces -name '*.dat' -mtime -1 | nmitrace batch --files-from - --out today   # one shard")]
 pub struct Args {
     /// Trace files or directories (walked recursively).
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "files_from", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Also the paths listed in FILE, one per line (`-`: standard input; blank lines and `#` comments ignored): a shard of a fleet.
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Option<PathBuf>,
     /// Output directory.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -151,6 +155,19 @@ impl TraceResult {
 pub struct Walk {
     pub files: Vec<PathBuf>,
     pub skipped: Vec<(String, String)>,
+}
+
+/// The paths listed in `list` (`-`: standard input), one per line; blank
+/// lines and `#` comments are ignored.
+pub fn read_list(list: &Path) -> Result<Vec<PathBuf>> {
+    let text = if list == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("--files-from -: standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(list).with_context(|| format!("--files-from {}", list.display()))?
+    };
+    Ok(text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).map(PathBuf::from).collect())
 }
 
 /// Walk the inputs: each regular file once (by device and inode, so hard
@@ -385,7 +402,11 @@ macro_rules! say {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let t0 = Instant::now();
-    let Walk { files, skipped: mut walk_skipped } = walk(&args.paths)?;
+    let mut paths = args.paths.clone();
+    if let Some(list) = &args.files_from {
+        paths.extend(read_list(list)?);
+    }
+    let Walk { files, skipped: mut walk_skipped } = walk(&paths)?;
     let baseline = match &args.baseline {
         Some(d) => Some(read_baseline(d).map_err(anyhow::Error::msg)?),
         None => None,
@@ -553,7 +574,9 @@ fn summarize(
         }
     }
     if results.is_empty() && skipped.is_empty() {
-        bail!("no files under {}", args.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "));
+        let mut named: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+        named.extend(args.files_from.iter().map(|l| format!("the paths listed in {}", l.display())));
+        bail!("no files under {}", named.join(" "));
     }
     Ok(code)
 }

@@ -165,3 +165,36 @@ fn failures_are_recorded_and_non_traces_skipped() {
     assert!(err[0].as_deref().unwrap().contains("version 9"), "{err:?}");
     assert!(stdout.contains("1 failed") && stdout.contains("2 other files skipped"), "{stdout}");
 }
+
+/// `--files-from`: a shard's list of paths (a file, or `-` for standard
+/// input), blank lines and comments ignored, analysed as if named.
+#[test]
+fn files_from_lists_a_shard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = repo().join("sample-traces/scenarios/unknown-nmi/trace.txt");
+    let b = repo().join("sample-traces/scenarios/lost-nmis/trace.txt");
+    let list = tmp.path().join("shard.txt");
+    std::fs::write(&list, format!("# shard 1 of 2\n{}\n\n{}\n", a.display(), b.display())).unwrap();
+    let out = tmp.path().join("out");
+    let o = batch(&[], &out, &["--files-from", list.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let paths: BTreeSet<String> = strings(&read(&out.join("traces.parquet")), "path").into_iter().flatten().collect();
+    assert_eq!(paths, [a.display().to_string(), b.display().to_string()].into_iter().collect());
+    // The same list on standard input.
+    let out2 = tmp.path().join("out2");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nmitrace"))
+        .args(["batch", "--files-from", "-", "--out", out2.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{}\n", a.display()).as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(strings(&read(&out2.join("traces.parquet")), "path"), vec![Some(a.display().to_string())]);
+    // A list that cannot be read is a clear error.
+    let o = batch(&[], &tmp.path().join("out3"), &["--files-from", "/nonexistent/list"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--files-from /nonexistent/list"), "{}", String::from_utf8_lossy(&o.stderr));
+}
