@@ -199,3 +199,240 @@ pub fn write_report_tables(a: &crate::Analysis, dir: &Path) -> PolarsResult<()> 
     write_parquet(&mut findings_df(r.findings.iter().map(|f| (r.input.path.as_str(), f)))?, &dir.join("findings.parquet"))?;
     Ok(())
 }
+
+/// A column's type, fixed by the event's first row: trace.dat gives signed
+/// or unsigned integers and strings from its format files; text gives
+/// integers where the value is one (`12`, `-1`, `0x1f`), strings otherwise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ColKind {
+    I64,
+    U64,
+    Str,
+}
+
+enum ColBuf {
+    I64(Vec<Option<i64>>),
+    U64(Vec<Option<u64>>),
+    Str(Vec<Option<String>>),
+}
+
+impl ColBuf {
+    fn new(k: ColKind) -> ColBuf {
+        match k {
+            ColKind::I64 => ColBuf::I64(Vec::new()),
+            ColKind::U64 => ColBuf::U64(Vec::new()),
+            ColKind::Str => ColBuf::Str(Vec::new()),
+        }
+    }
+
+    /// Append `v` (null when absent or not of the column's type; `false` then).
+    fn push(&mut self, v: Option<nmitrace_parser::Value<'_>>) -> bool {
+        use nmitrace_parser::Value as V;
+        match self {
+            ColBuf::I64(c) => {
+                let x = v.and_then(|v| v.as_i64());
+                c.push(x);
+                x.is_some() || v.is_none()
+            }
+            ColBuf::U64(c) => {
+                let x = v.and_then(|v| v.as_u64());
+                c.push(x);
+                x.is_some() || v.is_none()
+            }
+            ColBuf::Str(c) => {
+                c.push(v.map(|v| match v {
+                    V::Str(s) => s.to_string(),
+                    V::Int(i) => i.to_string(),
+                    V::Uint(u) => u.to_string(),
+                    V::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+                }));
+                true
+            }
+        }
+    }
+
+    fn take(&mut self, name: &str) -> Column {
+        match self {
+            ColBuf::I64(c) => Column::new(name.into(), std::mem::take(c)),
+            ColBuf::U64(c) => Column::new(name.into(), std::mem::take(c)),
+            ColBuf::Str(c) => Column::new(name.into(), std::mem::take(c)),
+        }
+    }
+
+    fn dtype(k: ColKind) -> DataType {
+        match k {
+            ColKind::I64 => DataType::Int64,
+            ColKind::U64 => DataType::UInt64,
+            ColKind::Str => DataType::String,
+        }
+    }
+}
+
+fn col_kind(v: &nmitrace_parser::Value<'_>) -> ColKind {
+    use nmitrace_parser::Value as V;
+    match v {
+        V::Int(_) => ColKind::I64,
+        V::Uint(_) => ColKind::U64,
+        V::Str(s) if nmitrace_parser::event::parse_int(s).is_some_and(|x| i64::try_from(x).is_ok()) => ColKind::I64,
+        _ => ColKind::Str,
+    }
+}
+
+/// One event's table being written.
+struct EventTable {
+    writer: Option<BatchedWriter<File>>,
+    path: std::path::PathBuf,
+    fields: Vec<(String, String, ColKind)>,
+    ts: Vec<u64>,
+    cpu: Vec<u32>,
+    pid: Vec<i32>,
+    comm: Vec<Option<String>>,
+    context: Vec<&'static str>,
+    vals: Vec<ColBuf>,
+}
+
+/// The common columns, named as LISA's `trace-dump` does, apart from the fields.
+const COMMON: [&str; 5] = ["ts_ns", "__cpu", "__pid", "__comm", "__context"];
+
+impl EventTable {
+    fn new(path: std::path::PathBuf, ev: &Event<'_>) -> EventTable {
+        let mut fields: Vec<(String, String, ColKind)> = Vec::new();
+        for f in ev.fields.iter() {
+            if fields.iter().any(|(n, _, _)| n == f.name) {
+                continue;
+            }
+            let col = if COMMON.contains(&f.name) { format!("{}_field", f.name) } else { f.name.to_string() };
+            fields.push((f.name.to_string(), col, col_kind(&f.value)));
+        }
+        let vals = fields.iter().map(|(_, _, k)| ColBuf::new(*k)).collect();
+        EventTable { writer: None, path, fields, ts: Vec::new(), cpu: Vec::new(), pid: Vec::new(), comm: Vec::new(), context: Vec::new(), vals }
+    }
+
+    fn flush(&mut self) -> PolarsResult<()> {
+        if self.ts.is_empty() {
+            return Ok(());
+        }
+        if self.writer.is_none() {
+            let mut schema = vec![
+                Field::new("ts_ns".into(), DataType::UInt64),
+                Field::new("__cpu".into(), DataType::UInt32),
+                Field::new("__pid".into(), DataType::Int32),
+                Field::new("__comm".into(), DataType::String),
+                Field::new("__context".into(), DataType::String),
+            ];
+            schema.extend(self.fields.iter().map(|(_, c, k)| Field::new(c.as_str().into(), ColBuf::dtype(*k))));
+            let f = File::create(&self.path).map_err(|e| polars_err!(ComputeError: "{}: {e}", self.path.display()))?;
+            self.writer = Some(ParquetWriter::new(f).with_compression(ParquetCompression::Zstd(None)).batched(&Schema::from_iter(schema))?);
+        }
+        let n = self.ts.len();
+        let mut cols = vec![
+            Column::new("ts_ns".into(), std::mem::take(&mut self.ts)),
+            Column::new("__cpu".into(), std::mem::take(&mut self.cpu)),
+            Column::new("__pid".into(), std::mem::take(&mut self.pid)),
+            Column::new("__comm".into(), std::mem::take(&mut self.comm)),
+            Column::new("__context".into(), std::mem::take(&mut self.context)),
+        ];
+        for ((_, c, _), v) in self.fields.iter().zip(self.vals.iter_mut()) {
+            cols.push(v.take(c));
+        }
+        let df = DataFrame::new(n, cols)?;
+        self.writer.as_mut().expect("created above").write_batch(&df)
+    }
+}
+
+/// A [`Sink`] writing `DIR/<event>.parquet`, one table per event with a
+/// typed column per field (like LISA's `trace-dump`), a row group per
+/// [`EVENTS_BATCH`] rows of an event.
+pub struct SplitWriter {
+    dir: std::path::PathBuf,
+    tables: std::collections::BTreeMap<String, EventTable>,
+    pub rows: u64,
+    /// Values that did not fit their column's type (stored as null), and
+    /// fields an event had beyond its first row's (not stored).
+    pub mismatched: u64,
+    pub extra_fields: u64,
+    /// Events of names beyond [`MAX_TABLES`] (not stored).
+    pub over_cap: u64,
+    pub error: Option<PolarsError>,
+    pub notices: Vec<String>,
+}
+
+/// Tables kept open at once at the most (one per event name).
+const MAX_TABLES: usize = 4096;
+
+impl SplitWriter {
+    pub fn create(dir: &Path) -> PolarsResult<SplitWriter> {
+        std::fs::create_dir_all(dir).map_err(|e| polars_err!(ComputeError: "{}: {e}", dir.display()))?;
+        Ok(SplitWriter { dir: dir.to_path_buf(), tables: Default::default(), rows: 0, mismatched: 0, extra_fields: 0, over_cap: 0, error: None, notices: Vec::new() })
+    }
+
+    /// Write every table's last row group and footer; the events written and the tables.
+    pub fn finish(mut self) -> PolarsResult<(u64, usize)> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let n = self.tables.len();
+        for t in self.tables.values_mut() {
+            t.flush()?;
+            if let Some(w) = t.writer.take() {
+                w.finish()?;
+            }
+        }
+        Ok((self.rows, n))
+    }
+}
+
+impl Sink for SplitWriter {
+    fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
+        if self.error.is_some() {
+            return nmitrace_parser::STOP;
+        }
+        if !self.tables.contains_key(ev.name) {
+            if self.tables.len() >= MAX_TABLES {
+                self.over_cap += 1;
+                return nmitrace_parser::CONTINUE;
+            }
+            // A file name from the event name: letters, digits, `_`, `-`.
+            let file: String = ev.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
+            let file = if file.is_empty() { "_".to_string() } else { file };
+            self.tables.insert(ev.name.to_string(), EventTable::new(self.dir.join(format!("{file}.parquet")), ev));
+        }
+        let t = self.tables.get_mut(ev.name).expect("inserted above");
+        self.rows += 1;
+        t.ts.push(ev.ts_ns);
+        t.cpu.push(ev.cpu);
+        t.pid.push(ev.pid);
+        t.comm.push(ev.comm.map(Into::into));
+        t.context.push(ev.ctx.label());
+        let mut seen = 0;
+        for ((name, _, _), buf) in t.fields.iter().zip(t.vals.iter_mut()) {
+            let v = ev.fields.get(name);
+            seen += v.is_some() as usize;
+            if !buf.push(v) {
+                self.mismatched += 1;
+            }
+        }
+        if ev.fields.iter().count() > seen {
+            self.extra_fields += 1;
+        }
+        if t.ts.len() >= EVENTS_BATCH {
+            if let Err(e) = t.flush() {
+                self.error = Some(e);
+                return nmitrace_parser::STOP;
+            }
+        }
+        nmitrace_parser::CONTINUE
+    }
+
+    fn notice(&mut self, n: &Notice) {
+        if self.notices.len() < 100 {
+            match n {
+                Notice::Warning { origin, message } => self.notices.push(format!("{origin}: {message}")),
+                Notice::LostEvents { cpu, count, origin, .. } => {
+                    self.notices.push(format!("{origin}: CPU {cpu} lost {} events", count.map(|c| c.to_string()).unwrap_or_else(|| "some".into())))
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -26,7 +26,8 @@ Examples:
   nmitrace events trace.dat --format jsonl | head
   nmitrace events trace.txt.gz --format csv > events.csv
   nmitrace events trace.dat --format count
-  nmitrace events trace.dat --format parquet -o events.parquet")]
+  nmitrace events trace.dat --format parquet -o events.parquet
+  nmitrace events trace.dat --format parquet --split -o tables/   # tables/sched_switch.parquet, ...")]
 pub struct Args {
     /// Trace file (`-` for standard input).
     #[arg(value_name = "TRACE")]
@@ -36,6 +37,10 @@ pub struct Args {
     /// Output file (required for --format parquet; the text formats go to standard output).
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// With --format parquet: -o names a directory, one table per event (DIR/<event>.parquet)
+    /// with a typed column per field (ts_ns, __cpu, __pid, __comm, __context, then the fields).
+    #[arg(long)]
+    pub split: bool,
     /// Parser threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -128,6 +133,10 @@ impl<W: Write> Sink for Printer<W> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    if args.split && args.format != EventsFormat::Parquet {
+        eprintln!("nmitrace: error: --split goes with --format parquet (one table per event in the -o directory)");
+        return Ok(ExitCode::from(2));
+    }
     if args.format == EventsFormat::Parquet {
         let Some(out) = &args.output else {
             eprintln!("nmitrace: error: --format parquet needs -o FILE (Parquet is binary)");
@@ -135,6 +144,23 @@ pub fn run(args: Args) -> Result<ExitCode> {
         };
         let mut trace = Trace::open(&args.trace)?;
         trace.threads = args.threads;
+        if args.split {
+            let staged = crate::atomic::Staged::dir(out)?;
+            let cannot = || format!("{}: cannot write", out.display());
+            let mut w = nmitrace_analyses::tables::SplitWriter::create(&staged.path()).with_context(cannot)?;
+            trace.run(&mut w)?;
+            for n in &w.notices {
+                eprintln!("nmitrace: warning: {n}");
+            }
+            let (mismatched, extra, over) = (w.mismatched, w.extra_fields, w.over_cap);
+            let (rows, tables) = w.finish().with_context(cannot)?;
+            staged.commit()?;
+            if mismatched + extra + over > 0 {
+                eprintln!("nmitrace: warning: {mismatched} values not of their column's type (null), {extra} events with fields their first row lacked (not stored), {over} events beyond the table cap");
+            }
+            eprintln!("nmitrace: wrote {rows} events in {tables} tables to {}", out.display());
+            return Ok(ExitCode::SUCCESS);
+        }
         let staged = crate::atomic::Staged::file(out)?;
         let cannot = || format!("{}: cannot write", out.display());
         let mut w = nmitrace_analyses::tables::EventsWriter::create(&staged.path()).with_context(cannot)?;

@@ -249,3 +249,57 @@ fn html_report_shows_a_zoomed_finding_chart() {
     assert!(dom.contains("cr3_current_mismatch on CPU 1"), "the zoom's caption is rendered");
     assert!(dom.contains("interrupted at"), "the interrupted RIP is shown");
 }
+
+/// `next_pid=N` of every sched_switch line of a text trace, in order (read
+/// from the text itself).
+fn next_pids(text: &str) -> Vec<i64> {
+    text.lines()
+        .filter(|l| l.contains(": sched_switch:"))
+        .filter_map(|l| l.split("next_pid=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+fn split(trace: &Path, dir: &Path) -> DataFrame {
+    let o = nmitrace(&["events", trace.to_str().unwrap(), "--format", "parquet", "--split", "-o", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    read(&dir.join("sched_switch.parquet"))
+}
+
+/// `events --format parquet --split`: one table per event, a typed column per
+/// field, so `sched_switch.next_pid` filters without parsing JSON.
+#[test]
+fn split_tables_have_a_typed_column_per_field() {
+    let t = repo().join("sample-traces/real/shell-python.trace.txt.gz");
+    let tmp = tempfile::tempdir().unwrap();
+    let df = split(&t, &tmp.path().join("tables"));
+    let want = next_pids(&read_text(&t));
+    assert!(want.len() > 100, "{}", want.len());
+    let got: Vec<i64> = df.column("next_pid").unwrap().i64().unwrap().iter().map(|v| v.unwrap()).collect();
+    assert_eq!(got, want);
+    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    assert_eq!(&names[..5], ["ts_ns", "__cpu", "__pid", "__comm", "__context"]);
+    assert_eq!(df.column("next_comm").unwrap().dtype(), &DataType::String);
+    // Every event is in one table: the rows add up to the trace's events.
+    let count = nmitrace(&["events", t.to_str().unwrap(), "--format", "count"]);
+    let n: usize = String::from_utf8_lossy(&count.stdout).trim().parse().unwrap();
+    let rows: usize = std::fs::read_dir(tmp.path().join("tables")).unwrap().map(|e| read(&e.unwrap().path()).height()).sum();
+    assert_eq!(rows, n);
+    // --split is for parquet only.
+    let o = nmitrace(&["events", t.to_str().unwrap(), "--split"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+/// The same from trace.dat: the columns typed by the format files, the values
+/// those of the text recorded from the same ring buffer.
+#[test]
+#[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
+fn split_tables_from_trace_dat_match_the_text() {
+    let dir = shared().unwrap().join("real/shell-python");
+    let tmp = tempfile::tempdir().unwrap();
+    let df = split(&dir.join("trace.dat"), &tmp.path().join("dat"));
+    let want = next_pids(&read_text(&dir.join("trace.txt.gz")));
+    let col = df.column("next_pid").unwrap();
+    assert_eq!(col.dtype(), &DataType::Int64, "pid_t is signed in the format file");
+    let got: Vec<i64> = col.i64().unwrap().iter().map(|v| v.unwrap()).collect();
+    assert_eq!(got, want);
+}

@@ -49,3 +49,9 @@ pub fn read_decompressed(path: &Path) -> Vec<u8> {
     }
     out
 }
+
+/// A text file's contents, decompressed.
+#[allow(dead_code)]
+pub fn read_text(p: &Path) -> String {
+    String::from_utf8(read_decompressed(p)).unwrap()
+}
