@@ -88,6 +88,51 @@ impl fmt::Display for Kind {
     }
 }
 
+/// A finding kind as a file names it: one of this version's, or one a
+/// baseline written by another version holds. Ordered by name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KindName {
+    Known(Kind),
+    Other(String),
+}
+
+impl KindName {
+    pub fn parse(s: &str) -> KindName {
+        Kind::parse(s).map_or_else(|| KindName::Other(s.to_string()), KindName::Known)
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            KindName::Known(k) => k.as_str(),
+            KindName::Other(s) => s,
+        }
+    }
+}
+
+impl From<Kind> for KindName {
+    fn from(k: Kind) -> KindName {
+        KindName::Known(k)
+    }
+}
+
+impl Ord for KindName {
+    fn cmp(&self, o: &KindName) -> std::cmp::Ordering {
+        self.as_str().cmp(o.as_str())
+    }
+}
+
+impl PartialOrd for KindName {
+    fn partial_cmp(&self, o: &KindName) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl fmt::Display for KindName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How bad: ordered, `Info < Warning < Error`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -5,6 +5,7 @@
 //! or crossing the kernel's 1 ms `nmi_longest_ns`). The baseline is read
 //! back from an earlier batch's Parquet files (feature `tables`).
 
+use crate::finding::KindName;
 use crate::histogram::{bucket, LogHistogram};
 use crate::units::fmt_ns;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,14 +27,14 @@ pub struct Baseline {
     pub dir: PathBuf,
     pub traces_ok: u64,
     /// Kind → traces with a warning or error of that kind.
-    pub serious: BTreeMap<String, u64>,
+    pub serious: BTreeMap<KindName, u64>,
     pub durations: BTreeMap<String, LogHistogram>,
 }
 
 /// A finding kind's number of traces, and the baseline's.
 #[derive(Clone, Debug)]
 pub struct KindRate {
-    pub kind: String,
+    pub kind: KindName,
     /// Traces with at least one such finding.
     pub traces: u64,
     /// The same in the baseline, when comparing.
@@ -77,7 +78,7 @@ pub fn read_baseline(dir: &Path) -> Result<Baseline, String> {
     }
     let mut serious = BTreeMap::new();
     for (_, k) in pairs {
-        *serious.entry(k).or_insert(0) += 1;
+        *serious.entry(KindName::parse(&k)).or_insert(0) += 1;
     }
     let d = read_parquet(&dir.join("nmi_durations.parquet")).map_err(ctx("nmi_durations.parquet"))?;
     let c = ctx("nmi_durations.parquet");
@@ -142,8 +143,8 @@ pub struct Comparison {
 /// Compare a batch with its baseline. `n`: traces analysed; `cur`: kind →
 /// traces with a warning or error of that kind; `fleet_durations`: the
 /// batch's handler durations, summed.
-pub fn compare(n: u64, cur: &BTreeMap<String, u64>, fleet_durations: &BTreeMap<String, LogHistogram>, base: &Baseline) -> Comparison {
-    let kinds: BTreeSet<String> = cur.keys().chain(base.serious.keys()).cloned().collect();
+pub fn compare(n: u64, cur: &BTreeMap<KindName, u64>, fleet_durations: &BTreeMap<String, LogHistogram>, base: &Baseline) -> Comparison {
+    let kinds: BTreeSet<KindName> = cur.keys().chain(base.serious.keys()).cloned().collect();
     let mut rates = Vec::new();
     let mut regressions = Vec::new();
     let m = base.traces_ok;
@@ -157,7 +158,7 @@ pub fn compare(n: u64, cur: &BTreeMap<String, u64>, fleet_durations: &BTreeMap<S
             regressed = true;
             regressions.push(Regression {
                 what: "finding rate".into(),
-                kind_or_handler: k.clone(),
+                kind_or_handler: k.to_string(),
                 baseline: format!("0 of {m} traces"),
                 current: format!("{a} of {n} traces"),
                 rule: "kind absent from the baseline (warning or error) appears".into(),
@@ -168,7 +169,7 @@ pub fn compare(n: u64, cur: &BTreeMap<String, u64>, fleet_durations: &BTreeMap<S
                 regressed = true;
                 regressions.push(Regression {
                     what: "finding rate".into(),
-                    kind_or_handler: k.clone(),
+                    kind_or_handler: k.to_string(),
                     baseline: format!("{b} of {m} traces ({:.1}%)", 100.0 * rate_base),
                     current: format!("{a} of {n} traces ({:.1}%)", 100.0 * rate_now),
                     rule: format!("one-sided Fisher exact p = {p:.4} < {ALPHA}"),
@@ -231,7 +232,7 @@ mod tests {
             fast.add(10_000);
         }
         let base = Baseline { dir: PathBuf::new(), traces_ok: 100, serious: BTreeMap::new(), durations: [("h".to_string(), fast)].into() };
-        let cur: BTreeMap<String, u64> = [("nmi_vmalloc_fault".to_string(), 1)].into();
+        let cur: BTreeMap<KindName, u64> = [(crate::Kind::NmiVmallocFault.into(), 1)].into();
         let c = compare(100, &cur, &[("h".to_string(), slow)].into(), &base);
         let what: Vec<(&str, &str)> = c.regressions.iter().map(|r| (r.what.as_str(), r.kind_or_handler.as_str())).collect();
         assert_eq!(what, vec![("finding rate", "nmi_vmalloc_fault"), ("NMI latency p99", "h")]);

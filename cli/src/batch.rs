@@ -381,10 +381,10 @@ fn durations_df(m: &BTreeMap<String, LogHistogram>) -> PolarsResult<DataFrame> {
 
 /// Every finding kind's number of traces (any severity).
 fn kind_rates(results: &[TraceResult]) -> Vec<fleet::KindRate> {
-    let mut m: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut m: BTreeMap<Kind, u64> = BTreeMap::new();
     for r in results {
         for k in r.summary.keys() {
-            *m.entry(k.as_str()).or_insert(0) += 1;
+            *m.entry(*k).or_insert(0) += 1;
         }
     }
     let mut v: Vec<fleet::KindRate> = m.into_iter().map(|(k, n)| fleet::KindRate { kind: k.into(), traces: n, baseline_traces: None, regressed: false }).collect();
@@ -493,9 +493,9 @@ fn write_outputs(out: &Path, results: &[TraceResult], skipped: &[(String, String
     charts.push(plots::render(&lat, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
     let comparison = baseline.map(|b| {
         let ok: Vec<&TraceResult> = results.iter().filter(|r| r.status == "ok").collect();
-        let mut serious: BTreeMap<String, u64> = BTreeMap::new();
+        let mut serious: BTreeMap<nmitrace_analyses::finding::KindName, u64> = BTreeMap::new();
         for k in ok.iter().flat_map(|r| r.serious_kinds()) {
-            *serious.entry(k.to_string()).or_insert(0) += 1;
+            *serious.entry(k.into()).or_insert(0) += 1;
         }
         compare(ok.len() as u64, &serious, &fleet_durations, b)
     });

@@ -53,7 +53,7 @@ impl Plot for FindingRatesPlot {
             .fold(0.0, f64::max)
             .max(1.0)
             * 1.3;
-        let kinds: Vec<String> = self.rates.iter().map(|r| r.kind.clone()).collect();
+        let kinds: Vec<String> = self.rates.iter().map(|r| r.kind.to_string()).collect();
         let ylab = move |y: &f64| {
             let r = y.round();
             if (y - r).abs() < 1e-6 && r >= 0.0 && (r as usize) < kinds.len() {
