@@ -146,8 +146,11 @@ impl<'a> Modelled<'a> {
     /// rather than a guess.
     pub fn from_event(ev: &Event<'a>) -> Modelled<'a> {
         let f = &ev.fields;
-        let m = match ev.name {
-            "page_fault_user" | "page_fault_kernel" => (|| {
+        // Dispatched on the kind the reader resolved; the name only for the
+        // events the analyses do not ask for by kind.
+        use crate::EventKind as K;
+        let m = match ev.kind {
+            K::PageFaultUser | K::PageFaultKernel => (|| {
                 let (mut addr_v, mut ip_v, mut ec) = (None, None, None);
                 for fl in f.iter() {
                     match fl.name {
@@ -159,7 +162,7 @@ impl<'a> Modelled<'a> {
                 }
                 let addr_v = addr_v?;
                 Some(Modelled::PageFault(PageFault {
-                    user_tracepoint: ev.name == "page_fault_user",
+                    user_tracepoint: ev.kind == K::PageFaultUser,
                     address: addr_v.as_u64(),
                     address_text: addr_v.as_str(),
                     ip: ip_v.and_then(|v| v.as_u64()),
@@ -167,7 +170,7 @@ impl<'a> Modelled<'a> {
                     error_code: ec?,
                 }))
             })(),
-            "nmi_handler" => (|| {
+            K::NmiHandler => (|| {
                 Some(Modelled::NmiHandler(NmiHandler {
                     handler: f.str("handler").unwrap_or(""),
                     handler_addr: match f.get("handler") {
@@ -178,7 +181,7 @@ impl<'a> Modelled<'a> {
                     handled: f.i64("handled")?,
                 }))
             })(),
-            "sched_switch" => (|| {
+            K::SchedSwitch => (|| {
                 // One pass over the fields (text fields are decoded on access).
                 let (mut pc, mut pp, mut ppr, mut ps, mut nc, mut np, mut npr) = ("", None, 0, "", "", None, 0);
                 for fl in f.iter() {
@@ -204,7 +207,7 @@ impl<'a> Modelled<'a> {
                     next_prio: npr,
                 }))
             })(),
-            "sched_process_fork" => (|| {
+            K::SchedProcessFork => (|| {
                 let [pc, c, pp, p, cc, cp] = fields_of(f, ["parent_comm", "comm", "parent_pid", "pid", "child_comm", "child_pid"]);
                 Some(Modelled::Fork {
                     parent_comm: pc.and_then(|v| v.as_str()).or_else(|| c.and_then(|v| v.as_str())).unwrap_or(""),
@@ -213,25 +216,22 @@ impl<'a> Modelled<'a> {
                     child_pid: i32v(cp)?,
                 })
             })(),
-            "task_newtask" => (|| {
+            K::TaskNewtask => (|| {
                 let [p, c, cf] = fields_of(f, ["pid", "comm", "clone_flags"]);
                 Some(Modelled::NewTask { pid: i32v(p)?, comm: c.and_then(|v| v.as_str()).unwrap_or(""), clone_flags: hex_value(cf?)? })
             })(),
-            "sched_process_exec" => (|| {
+            K::SchedProcessExec => (|| {
                 let [fl, p, op] = fields_of(f, ["filename", "pid", "old_pid"]);
                 Some(Modelled::Exec { filename: fl.and_then(|v| v.as_str()).unwrap_or(""), pid: i32v(p)?, old_pid: i32v(op).or_else(|| i32v(p))? })
             })(),
-            "sched_process_exit" => {
-                i32f(f, "pid").map(|pid| Modelled::Exit { comm: f.str("comm").unwrap_or(""), pid })
-            }
-            "sched_process_free" => {
+            K::SchedProcessFree => {
                 i32f(f, "pid").map(|pid| Modelled::Free { comm: f.str("comm").unwrap_or(""), pid })
             }
-            "tlb_flush" => (|| {
+            K::TlbFlush => (|| {
                 let [p, r] = fields_of(f, ["pages", "reason"]);
                 Some(Modelled::TlbFlush { pages: p?.as_i64()?, reason: r?.as_i64()? })
             })(),
-            "alloc_vmap_area" => (|| {
+            K::AllocVmapArea => (|| {
                 // The print format is `va_start: %lu size=...`: text splitters
                 // may hand the first pair over as `va_start` or inside `msg`.
                 let addr = f.u64("addr").or_else(|| f.u64("va_start")).or_else(|| {
@@ -246,15 +246,18 @@ impl<'a> Modelled<'a> {
                     failed: f.i64("failed").unwrap_or(0) != 0,
                 })
             })(),
-            "free_vmap_area_noflush" => f.u64("va_start").map(|va_start| Modelled::FreeVmapArea { va_start }),
-            "percpu_create_chunk" => Some(Modelled::PercpuCreateChunk { base_addr: pointer(f, "base_addr") }),
-            "percpu_alloc_percpu" => Some(Modelled::PercpuAlloc {
-                base_addr: pointer(f, "base_addr"),
-                off: f.u64("off").unwrap_or(0),
-                size: f.u64("size").unwrap_or(0),
-            }),
-            "console" => f.str("msg").map(|msg| Modelled::Console { msg }),
-            n => irq_kind(ev.system, n),
+            K::PercpuCreateChunk => Some(Modelled::PercpuCreateChunk { base_addr: pointer(f, "base_addr") }),
+            K::Console => f.str("msg").map(|msg| Modelled::Console { msg }),
+            K::Other | K::IrqEntry | K::IrqExit | K::VmallocProbe => match ev.name {
+                "sched_process_exit" => i32f(f, "pid").map(|pid| Modelled::Exit { comm: f.str("comm").unwrap_or(""), pid }),
+                "free_vmap_area_noflush" => f.u64("va_start").map(|va_start| Modelled::FreeVmapArea { va_start }),
+                "percpu_alloc_percpu" => Some(Modelled::PercpuAlloc {
+                    base_addr: pointer(f, "base_addr"),
+                    off: f.u64("off").unwrap_or(0),
+                    size: f.u64("size").unwrap_or(0),
+                }),
+                n => irq_kind(ev.system, n),
+            },
         };
         m.unwrap_or(Modelled::Other)
     }

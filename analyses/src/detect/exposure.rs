@@ -168,3 +168,52 @@ impl Detector for Exposure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::tests_support::cx_for;
+    use nmitrace_parser::model::Modelled;
+    use nmitrace_replay::testkit::ev;
+
+    #[test]
+    fn an_mm_loaded_without_an_entry_opened_during_the_trace_is_exposed() {
+        let mut replay = Replay::new(nmitrace_replay::KernelModel::choose(None, None, Some("4.19"), Some("x86_64")));
+        let cfg = crate::Config::default();
+        let mut d = Exposure::default();
+        let mut out = Findings::default();
+        let a = ("bash", 100);
+        let b = ("cc1", 200);
+        // Both tasks predate the trace; a vmalloc area opens a new top-level
+        // entry (1 GiB into the range); then b's mm is loaded into cr3.
+        let evs = [
+            ev::other(1_000, 0, a),
+            ev::other(1_500, 1, b),
+            ev::vmap(2_000, 0, a, 0xffff_c900_0000_0000, 4096),
+            ev::vmap(3_000, 0, a, 0xffff_ca00_0000_0000, 4096),
+            ev::switch(10_000, 0, a, b),
+            ev::flush0(11_000, 0, a),
+            ev::other(12_000, 0, b),
+        ];
+        for e in &evs {
+            e.with(|e| {
+                replay.touch(e);
+                let o = replay.apply(e, &Modelled::from_event(e));
+                d.on_outcome(e, &o, &cx_for(&replay, &cfg), &mut out);
+            });
+        }
+        let mut cx = cx_for(&replay, &cfg);
+        d.finish(&cx, &mut out);
+        let v: Vec<&Finding> = out.iter().map(|(_, f)| f).collect();
+        assert!(!v.is_empty(), "no exposure");
+        assert!(v.iter().all(|f| f.kind == Kind::VmallocExposure && f.confidence == Confidence::Inferred));
+        let Details::Exposure(x) = &v[0].details else { panic!() };
+        assert!(x.exposed_mms.is_some_and(|n| n >= 1), "{x:?}");
+        let n = v.len() as u64;
+        // With page faults traced the inference gives way.
+        cx.faults_traced = true;
+        d.finish(&cx, &mut out);
+        assert_eq!(out.iter().count(), 0);
+        assert_eq!(d.suppressed, n);
+    }
+}
