@@ -6,7 +6,7 @@
 //! back from an earlier batch's Parquet files (feature `tables`).
 
 use crate::finding::KindName;
-use crate::histogram::{bucket, LogHistogram};
+use crate::histogram::LogHistogram;
 use crate::units::fmt_ns;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -90,7 +90,7 @@ pub fn read_baseline(dir: &Path) -> Result<Baseline, String> {
     let mut durations: BTreeMap<String, LogHistogram> = BTreeMap::new();
     for ((h, low), c) in h.iter().zip(low.iter()).zip(c.iter()) {
         if let (Some(h), Some(low), Some(c)) = (h, low, c) {
-            durations.entry(h.to_string()).or_default().add_bucket(bucket(low.max(0.0) as u64), c);
+            durations.entry(h.to_string()).or_default().add_bucket(crate::histogram::bucket(low.max(0.0) as u64), c);
         }
     }
     Ok(Baseline { dir: dir.to_path_buf(), traces_ok, serious, durations })
