@@ -59,7 +59,7 @@ impl LogHistogram {
         }
         self.exact.push(v);
         if self.exact.len() > EXACT {
-            self.to_buckets();
+            self.switch_to_buckets();
         }
     }
 
@@ -70,7 +70,7 @@ impl LogHistogram {
             return;
         }
         let b = b.min(BUCKETS - 1);
-        self.to_buckets();
+        self.switch_to_buckets();
         if let Some(bs) = &mut self.buckets {
             bs[b] += n;
         }
@@ -78,7 +78,7 @@ impl LogHistogram {
         self.max = self.max.max(bucket_upper(b));
     }
 
-    fn to_buckets(&mut self) {
+    fn switch_to_buckets(&mut self) {
         if self.buckets.is_some() {
             return;
         }
@@ -99,7 +99,7 @@ impl LogHistogram {
                 self.max = self.max.max(o.max);
             }
             _ => {
-                self.to_buckets();
+                self.switch_to_buckets();
                 let mine = self.buckets.as_mut().expect("bucket mode");
                 match &o.buckets {
                     Some(ob) => mine.iter_mut().zip(ob.iter()).for_each(|(a, b)| *a += b),

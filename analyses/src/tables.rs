@@ -108,6 +108,20 @@ impl EventsWriter {
     }
 }
 
+/// Keep a warning or loss marker for the caller to print (the first 100).
+fn keep_notice(notices: &mut Vec<String>, n: &Notice) {
+    if notices.len() >= 100 {
+        return;
+    }
+    match n {
+        Notice::Warning { origin, message } => notices.push(format!("{origin}: {message}")),
+        Notice::LostEvents { cpu, count, origin, .. } => {
+            notices.push(format!("{origin}: CPU {cpu} lost {} events", count.map(|c| c.to_string()).unwrap_or_else(|| "some".into())))
+        }
+        _ => {}
+    }
+}
+
 /// An event's fields as a JSON object (numbers as numbers, like `events --format jsonl`).
 pub fn fields_json(ev: &Event<'_>) -> String {
     let mut o = String::with_capacity(64);
@@ -133,15 +147,7 @@ impl Sink for EventsWriter {
     }
 
     fn notice(&mut self, n: &Notice) {
-        if self.notices.len() < 100 {
-            match n {
-                Notice::Warning { origin, message } => self.notices.push(format!("{origin}: {message}")),
-                Notice::LostEvents { cpu, count, origin, .. } => {
-                    self.notices.push(format!("{origin}: CPU {cpu} lost {} events", count.map(|c| c.to_string()).unwrap_or_else(|| "some".into())))
-                }
-                _ => {}
-            }
-        }
+        keep_notice(&mut self.notices, n);
     }
 }
 
@@ -404,15 +410,23 @@ impl Sink for SplitWriter {
         t.pid.push(ev.pid);
         t.comm.push(ev.comm.map(Into::into));
         t.context.push(ev.ctx.label());
-        let mut seen = 0;
-        for ((name, _, _), buf) in t.fields.iter().zip(t.vals.iter_mut()) {
-            let v = ev.fields.get(name);
-            seen += v.is_some() as usize;
+        // One pass over the event's fields: each into its column (the first
+        // of a repeated name; the repeat, like a field the first row lacked,
+        // is not stored), the columns it lacks null.
+        let mut row: Vec<Option<nmitrace_parser::Value<'_>>> = vec![None; t.fields.len()];
+        let mut extra = false;
+        for f in ev.fields.iter() {
+            match t.fields.iter().position(|(n, _, _)| n == f.name) {
+                Some(i) if row[i].is_none() => row[i] = Some(f.value),
+                _ => extra = true,
+            }
+        }
+        for (buf, v) in t.vals.iter_mut().zip(row) {
             if !buf.push(v) {
                 self.mismatched += 1;
             }
         }
-        if ev.fields.iter().count() > seen {
+        if extra {
             self.extra_fields += 1;
         }
         if t.ts.len() >= EVENTS_BATCH {
@@ -425,14 +439,6 @@ impl Sink for SplitWriter {
     }
 
     fn notice(&mut self, n: &Notice) {
-        if self.notices.len() < 100 {
-            match n {
-                Notice::Warning { origin, message } => self.notices.push(format!("{origin}: {message}")),
-                Notice::LostEvents { cpu, count, origin, .. } => {
-                    self.notices.push(format!("{origin}: CPU {cpu} lost {} events", count.map(|c| c.to_string()).unwrap_or_else(|| "some".into())))
-                }
-                _ => {}
-            }
-        }
+        keep_notice(&mut self.notices, n);
     }
 }

@@ -14,6 +14,7 @@
 //!   kernel already synced, by a fault or by an eager `vmalloc_sync()`;
 //! - every fault was on an (mm, entry) the replay could name beforehand:
 //!   exposed at a cr3 load, or in some CPU's cr3 when the entry opened.
+//!
 //! Without the vmalloc kprobe events the replay expects almost none of them.
 
 use std::collections::{HashMap, HashSet};

@@ -114,20 +114,12 @@ fn unknown(out: &mut Findings, ts_ns: u64, cpu: u32, reason: Option<u8>, line: S
             f.confidence = Confidence::Observed;
         }
         None => {
-            let mut f = Finding::new(
-                Kind::UnknownNmi,
-                Severity::Warning,
-                Confidence::Observed,
-                Details::Latch(Box::new(LatchDetails { console_confirmed: Some(true), reason: Some(reason_s.clone()), ..Default::default() })),
-            );
-            f.ts_ns = Some(ts_ns);
-            f.cpu = Some(cpu);
-            f.message = format!(
+            let message = format!(
                 "the kernel reported an unknown NMI on CPU {cpu} (reason {}): no handler claimed it; look for an external source (SERR/IOCHK, BMC, watchdog) or enable the nmi:nmi_handler tracepoint to see the handlers",
-                reason_s.unwrap_or_else(|| "?".into())
+                reason_s.clone().unwrap_or_else(|| "?".into())
             );
-            f.evidence.push(line);
-            out.push(f);
+            let details = Details::Latch(Box::new(LatchDetails { console_confirmed: Some(true), reason: Some(reason_s), ..Default::default() }));
+            out.push(console_finding(Kind::UnknownNmi, Severity::Warning, details, ts_ns, cpu, message, line));
         }
     }
 }
@@ -157,21 +149,23 @@ fn too_long(out: &mut Findings, cx: &Cx<'_>, ts_ns: u64, cpu: u32, handler: Stri
             f.evidence.push(line);
         }
         None => {
-            let mut f = Finding::new(
-                Kind::SlowNmiHandler,
-                Severity::Warning,
-                Confidence::Observed,
-                Details::Slow(SlowDetails { handler: handler.clone(), delta_ns: want, console_confirmed: Some(true), ..Default::default() }),
-            );
-            f.ts_ns = Some(ts_ns);
-            f.cpu = Some(cpu);
-            f.message = format!(
+            let message = format!(
                 "the kernel reported NMI handler {handler} took {msecs:.3} ms (over the 1 ms nmi_longest_ns): NMIs were blocked meanwhile"
             );
-            f.evidence.push(line);
-            out.push(f);
+            let details = Details::Slow(SlowDetails { handler, delta_ns: want, console_confirmed: Some(true), ..Default::default() });
+            out.push(console_finding(Kind::SlowNmiHandler, Severity::Warning, details, ts_ns, cpu, message, line));
         }
     }
+}
+
+/// A finding the kernel's console line alone shows: the replay had none for it to confirm.
+fn console_finding(kind: Kind, severity: Severity, details: Details, ts_ns: u64, cpu: u32, message: String, line: String) -> Finding {
+    let mut f = Finding::new(kind, severity, Confidence::Observed, details);
+    f.ts_ns = Some(ts_ns);
+    f.cpu = Some(cpu);
+    f.message = message;
+    f.evidence.push(line);
+    f
 }
 
 /// The latest fault-in-NMI finding of `kinds` on `cpu` at most 10 ms before
@@ -200,19 +194,11 @@ fn vmalloc_warn(out: &mut Findings, cx: &Cx<'_>, ts_ns: u64, cpu: u32, line: Str
         None => {
             let m = &cx.replay.model;
             let sev = if m.nested_nmi_corrupts_stack || !m.vmalloc_fault_handled { Severity::Error } else { Severity::Warning };
-            let mut f = Finding::new(
-                Kind::NmiVmallocFault,
-                sev,
-                Confidence::Observed,
-                Details::Fault(Box::new(FaultDetails { confirmed_by: Some(why), ..Default::default() })),
-            );
-            f.ts_ns = Some(ts_ns);
-            f.cpu = Some(cpu);
-            f.message = format!(
+            let message = format!(
                 "the kernel warned that vmalloc_fault ran in NMI context on CPU {cpu} (WARN_ON_ONCE(in_nmi()), x86_64 2.6.37-5.1, x86_32 2.6.37-4.18): a lazy vmalloc sync inside an NMI; the trace has no page-fault event for it (record exceptions:page_fault_kernel to see the address). It warns once per boot: later ones are silent"
             );
-            f.evidence.push(line);
-            out.push(f);
+            let details = Details::Fault(Box::new(FaultDetails { confirmed_by: Some(why), ..Default::default() }));
+            out.push(console_finding(Kind::NmiVmallocFault, sev, details, ts_ns, cpu, message, line));
         }
     }
 }
@@ -227,19 +213,11 @@ fn oops(out: &mut Findings, ts_ns: u64, cpu: u32, nmi: bool, address: Option<u64
         }
         None if nmi => {
             let addr = address.map(|a| format!("{a:#x}")).unwrap_or_else(|| "?".into());
-            let mut f = Finding::new(
-                Kind::NmiPageFault,
-                Severity::Error,
-                Confidence::Observed,
-                Details::Fault(Box::new(FaultDetails { address: Some(addr.clone()), confirmed_by: Some(why), ..Default::default() })),
-            );
-            f.ts_ns = Some(ts_ns);
-            f.cpu = Some(cpu);
-            f.message = format!(
+            let message = format!(
                 "the kernel oopsed on a page fault at {addr} in NMI context on CPU {cpu}: an unhandled fault inside an NMI (the trace has no page-fault event for it)"
             );
-            f.evidence.push(line);
-            out.push(f);
+            let details = Details::Fault(Box::new(FaultDetails { address: Some(addr), confirmed_by: Some(why), ..Default::default() }));
+            out.push(console_finding(Kind::NmiPageFault, Severity::Error, details, ts_ns, cpu, message, line));
         }
         None => {}
     }

@@ -52,8 +52,6 @@ pub struct HandlerEvent<'e, 'a> {
 
 /// A detector. Every method has a default that does nothing.
 pub trait Detector {
-    /// Any event (after the replay saw it); for detectors that wait on what follows.
-    fn on_event(&mut self, _ev: &Event<'_>, _cx: &Cx<'_>) {}
     /// The replay applied a modelled event and says what changed.
     fn on_outcome(&mut self, _ev: &Event<'_>, _outcome: &Outcome, _cx: &Cx<'_>, _out: &mut Findings) {}
     /// An `nmi_handler` event joined the open instance `inst` of its CPU.

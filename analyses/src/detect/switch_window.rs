@@ -538,12 +538,6 @@ impl SwitchWindows {
 }
 
 impl Detector for SwitchWindows {
-    fn on_event(&mut self, ev: &nmitrace_parser::Event<'_>, cx: &Cx<'_>) {
-        if self.pending > 0 {
-            self.settle(ev.cpu, cx.replay);
-        }
-    }
-
     /// The switch window, placed by the NMI's own stamp.
     fn on_handler(&mut self, he: &HandlerEvent<'_, '_>, _inst: &Instance, cx: &Cx<'_>, _out: &mut Findings) {
         let Some(rc) = cx.replay.cpu(he.ev.cpu) else { return };

@@ -40,6 +40,8 @@ pub struct EvRec {
     /// `len == 0`: no system named.
     pub system: Span,
     pub name: Span,
+    /// What the event is, resolved from the name here, in the parser worker.
+    pub kind: crate::EventKind,
     pub instance: Span,
     pub line: Span,
     /// The payload after `EVENT: `, split lazily into fields.
@@ -436,6 +438,12 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
         }
     }
     let fields_len = out.fields.len() as u32 - fields_start;
+    let kind = crate::EventKind::of(if name.start & Span::EXTRA != 0 {
+        name.get("", out.extra)
+    } else {
+        let s = name.start as usize - base;
+        line.get(s..s + name.len as usize).unwrap_or("")
+    });
     let precomputed = payload_start == usize::MAX;
     let payload = if precomputed { Span::default() } else { Span::new(base + payload_start, base + payload_end) };
     Ok(EvRec {
@@ -446,6 +454,7 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
         comm,
         system,
         name,
+        kind,
         instance,
         line: Span::new(base, base + line.len()),
         payload,

@@ -313,7 +313,7 @@ fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &m
                     ctx: if perf { Context::UNKNOWN } else { r.ctx },
                     system: if r.system.len == 0 { None } else { Some(r.system.get(text, extra)) },
                     name,
-                    kind: crate::EventKind::of(name),
+                    kind: r.kind,
                     fields: Fields::Text(match r.fields {
                         Some((s, n)) => TextFields::Spans { event: r.name.get(text, extra), buf: text, extra, spans: &c.fields[s as usize..(s + n) as usize] },
                         None => TextFields::Payload { event: r.name.get(text, extra), payload: r.payload.get(text, extra) },
