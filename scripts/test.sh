@@ -11,9 +11,11 @@ scripts/setup.sh
 # dependencies (polars above all) are compiled once, not again in a second
 # profile.
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --release --no-fail-fast
-  cargo test --workspace --release --doc
+  cargo nextest run --workspace --exclude nmitrace-python --release --no-fail-fast
+  cargo test --workspace --exclude nmitrace-python --release --doc
 else
-  cargo test --workspace --release --no-fail-fast
+  cargo test --workspace --exclude nmitrace-python --release --no-fail-fast
 fi
+# The Python package (built by maturin, not cargo test) and its fleet driver.
+scripts/python-tests.sh
 python3 -m unittest discover -s sample-traces/scenarios -p 'test_*.py' -v

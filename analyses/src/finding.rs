@@ -2,7 +2,7 @@
 //! kind, serialised to the output contract's strings and keys (README
 //! "Output"). A leaf: it depends on nothing else in the crate.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A finding kind. Declared in the alphabetical order of their names, so
@@ -177,6 +177,14 @@ impl Confidence {
             Confidence::Inferred => "inferred",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Confidence> {
+        match s {
+            "observed" => Some(Confidence::Observed),
+            "inferred" => Some(Confidence::Inferred),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Confidence {
@@ -202,16 +210,16 @@ pub struct HandlerRun {
 }
 
 /// What the NMI's own register dump said about the interrupted context.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Interrupted {
-    #[serde(rename = "interrupted_rip", skip_serializing_if = "no")]
+    #[serde(rename = "interrupted_rip", default, skip_serializing_if = "no")]
     pub rip: Option<String>,
-    #[serde(rename = "interrupted_pid", skip_serializing_if = "no")]
+    #[serde(rename = "interrupted_pid", default, skip_serializing_if = "no")]
     pub pid: Option<i32>,
     /// As printed, `0x…`.
-    #[serde(rename = "interrupted_cr3", skip_serializing_if = "no")]
+    #[serde(rename = "interrupted_cr3", default, skip_serializing_if = "no")]
     pub cr3: Option<String>,
-    #[serde(rename = "interrupted_user_mode", skip_serializing_if = "not")]
+    #[serde(rename = "interrupted_user_mode", default, skip_serializing_if = "not")]
     pub user_mode: bool,
 }
 
@@ -408,6 +416,9 @@ pub enum Details {
         at: Option<String>,
     },
     Truncated { kind: Kind, suppressed: u64 },
+    /// Details read back from a table (`findings.parquet`'s `details`, by
+    /// `nmitrace merge`): the JSON object as written, key order kept.
+    Recorded(serde_json::Map<String, serde_json::Value>),
 }
 
 impl Details {
@@ -439,6 +450,7 @@ impl Details {
         match self {
             Details::Window(w) => w.confirmed_by.as_deref(),
             Details::Fault(f) => f.confirmed_by.as_deref(),
+            Details::Recorded(m) => m.get("confirmed_by").and_then(|v| v.as_str()),
             _ => None,
         }
     }
@@ -501,7 +513,14 @@ impl Finding {
 
     /// Where the NMI's own register dump says the CPU was: `RIP …, CR3 …, current PID …`.
     pub fn interrupted_at(&self) -> Option<String> {
-        let d = self.details.interrupted()?;
+        let recorded;
+        let d = match &self.details {
+            Details::Recorded(m) => {
+                recorded = serde_json::from_value::<Interrupted>(serde_json::Value::Object(m.clone())).ok()?;
+                &recorded
+            }
+            d => d.interrupted()?,
+        };
         let mut s = format!("RIP {}", d.rip.as_deref()?);
         if let Some(c) = &d.cr3 {
             s.push_str(&format!(", CR3 {c}"));

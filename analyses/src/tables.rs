@@ -5,6 +5,7 @@
 use crate::Finding;
 use nmitrace_parser::{Event, Notice, Sink};
 use polars::prelude::*;
+use polars::io::parquet::write::BatchedWriter;
 use std::fs::File;
 use std::path::Path;
 
@@ -38,10 +39,10 @@ pub fn events_schema() -> Schema {
     ])
 }
 
-/// A [`Sink`] writing every event to a Parquet file, a row group per
-/// [`EVENTS_BATCH`] events.
-pub struct EventsWriter {
-    writer: BatchedWriter<File>,
+/// The `events` table's columns for a batch of events: what both the
+/// Parquet writer and the Arrow stream of the Python package fill.
+#[derive(Default)]
+pub struct EventColumns {
     ts: Vec<u64>,
     cpu: Vec<u32>,
     pid: Vec<i32>,
@@ -50,36 +51,30 @@ pub struct EventsWriter {
     system: Vec<Option<String>>,
     name: Vec<String>,
     fields: Vec<String>,
-    pub rows: u64,
-    pub error: Option<PolarsError>,
-    /// Warnings and loss markers seen (the caller prints them).
-    pub notices: Vec<String>,
 }
 
-impl EventsWriter {
-    pub fn create(path: &Path) -> PolarsResult<EventsWriter> {
-        let f = File::create(path).map_err(|e| polars_err!(ComputeError: "{}: {e}", path.display()))?;
-        let writer = ParquetWriter::new(f).with_compression(ParquetCompression::Zstd(None)).batched(&events_schema())?;
-        Ok(EventsWriter {
-            writer,
-            ts: Vec::new(),
-            cpu: Vec::new(),
-            pid: Vec::new(),
-            comm: Vec::new(),
-            context: Vec::new(),
-            system: Vec::new(),
-            name: Vec::new(),
-            fields: Vec::new(),
-            rows: 0,
-            error: None,
-            notices: Vec::new(),
-        })
+impl EventColumns {
+    pub fn push(&mut self, ev: &Event<'_>) {
+        self.ts.push(ev.ts_ns);
+        self.cpu.push(ev.cpu);
+        self.pid.push(ev.pid);
+        self.comm.push(ev.comm.map(Into::into));
+        self.context.push(ev.ctx.label());
+        self.system.push(ev.system.map(Into::into));
+        self.name.push(ev.name.to_string());
+        self.fields.push(fields_json(ev));
     }
 
-    fn flush(&mut self) {
-        if self.ts.is_empty() || self.error.is_some() {
-            return;
-        }
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// The rows so far as a DataFrame (of [`events_schema`]); empties the buffers.
+    pub fn take(&mut self) -> PolarsResult<DataFrame> {
         let n = self.ts.len();
         let cols = vec![
             Column::new("ts_ns".into(), std::mem::take(&mut self.ts)),
@@ -91,7 +86,41 @@ impl EventsWriter {
             Column::new("name".into(), std::mem::take(&mut self.name)),
             Column::new("fields".into(), std::mem::take(&mut self.fields)),
         ];
-        let res = DataFrame::new(n, cols).and_then(|df| self.writer.write_batch(&df));
+        DataFrame::new(n, cols)
+    }
+}
+
+/// A DataFrame as one Arrow IPC stream (schema, record batches, end
+/// marker), strings as `large_utf8` (what every Arrow reader takes).
+pub fn ipc_stream_bytes(df: &mut DataFrame) -> PolarsResult<Vec<u8>> {
+    let mut out = Vec::new();
+    IpcStreamWriter::new(&mut out).with_compat_level(CompatLevel::oldest()).finish(df)?;
+    Ok(out)
+}
+
+/// A [`Sink`] writing every event to a Parquet file, a row group per
+/// [`EVENTS_BATCH`] events.
+pub struct EventsWriter {
+    writer: BatchedWriter<File>,
+    cols: EventColumns,
+    pub rows: u64,
+    pub error: Option<PolarsError>,
+    /// Warnings and loss markers seen (the caller prints them).
+    pub notices: Vec<String>,
+}
+
+impl EventsWriter {
+    pub fn create(path: &Path) -> PolarsResult<EventsWriter> {
+        let f = File::create(path).map_err(|e| polars_err!(ComputeError: "{}: {e}", path.display()))?;
+        let writer = ParquetWriter::new(f).with_compression(ParquetCompression::Zstd(None)).batched(&events_schema())?;
+        Ok(EventsWriter { writer, cols: EventColumns::default(), rows: 0, error: None, notices: Vec::new() })
+    }
+
+    fn flush(&mut self) {
+        if self.cols.is_empty() || self.error.is_some() {
+            return;
+        }
+        let res = self.cols.take().and_then(|df| self.writer.write_batch(&df));
         if let Err(e) = res {
             self.error = Some(e);
         }
@@ -109,7 +138,7 @@ impl EventsWriter {
 }
 
 /// Keep a warning or loss marker for the caller to print (the first 100).
-fn keep_notice(notices: &mut Vec<String>, n: &Notice) {
+pub fn keep_notice(notices: &mut Vec<String>, n: &Notice) {
     if notices.len() >= 100 {
         return;
     }
@@ -132,15 +161,8 @@ pub fn fields_json(ev: &Event<'_>) -> String {
 impl Sink for EventsWriter {
     fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
         self.rows += 1;
-        self.ts.push(ev.ts_ns);
-        self.cpu.push(ev.cpu);
-        self.pid.push(ev.pid);
-        self.comm.push(ev.comm.map(Into::into));
-        self.context.push(ev.ctx.label());
-        self.system.push(ev.system.map(Into::into));
-        self.name.push(ev.name.to_string());
-        self.fields.push(fields_json(ev));
-        if self.ts.len() >= EVENTS_BATCH {
+        self.cols.push(ev);
+        if self.cols.len() >= EVENTS_BATCH {
             self.flush();
         }
         nmitrace_parser::CONTINUE

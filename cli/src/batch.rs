@@ -115,7 +115,7 @@ pub struct TraceResult {
 }
 
 impl TraceResult {
-    fn failed(path: String, format: String, err: String, seconds: f64) -> TraceResult {
+    pub fn failed(path: String, format: String, err: String, seconds: f64) -> TraceResult {
         TraceResult {
             path,
             format,
@@ -393,6 +393,7 @@ fn kind_rates(results: &[TraceResult]) -> Vec<fleet::KindRate> {
 }
 
 /// A line on standard output; a closed pipe (`| head`) is not an error.
+#[allow(unused_macros)]
 macro_rules! say {
     ($($t:tt)*) => {{
         use std::io::Write as _;
@@ -400,28 +401,34 @@ macro_rules! say {
     }};
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
-    let t0 = Instant::now();
-    let mut paths = args.paths.clone();
-    if let Some(list) = &args.files_from {
-        paths.extend(read_list(list)?);
+/// How a batch (or one shard of a fleet) analyses its traces.
+pub struct Options {
+    /// Traces analysed at once.
+    pub jobs: usize,
+    /// Parser threads per trace.
+    pub threads: usize,
+    pub config: Config,
+    pub timeout: Option<std::time::Duration>,
+    /// Draw a progress bar on standard error (when it is a terminal).
+    pub progress: bool,
+}
+
+impl Options {
+    /// `jobs` traces at once (default: all cores), each with the cores left
+    /// over (`threads`, default cores / jobs, at least 1).
+    pub fn new(jobs: Option<usize>, threads: Option<usize>, config: Config, timeout: Option<f64>, progress: bool) -> Options {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let jobs = jobs.unwrap_or(cores).max(1);
+        let threads = threads.unwrap_or(cores / jobs).max(1);
+        Options { jobs, threads, config, timeout: timeout.map(std::time::Duration::from_secs_f64), progress }
     }
-    let Walk { files, skipped: mut walk_skipped } = walk(&paths)?;
-    let baseline = match &args.baseline {
-        Some(d) => Some(read_baseline(d).map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    // Everything is written into a staging area and moved into --out at the
-    // end: a failed or killed batch leaves the previous output as it was.
-    let staged = crate::atomic::Staged::dir(&args.out)?;
-    let timeout = args.timeout.map(std::time::Duration::from_secs_f64);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let jobs = args.jobs.unwrap_or(cores).max(1);
-    // Parser threads per trace: the cores left over by the batch's own parallelism.
-    let threads = args.threads.unwrap_or(cores / jobs).max(1);
-    let config = args.model.config();
+}
+
+/// Analyse `files` (in parallel, largest first): one result per trace, in
+/// the order given, and the files that are not traces with the reason.
+pub fn analyse_files(files: &[PathBuf], opts: &Options) -> Result<(Vec<TraceResult>, Vec<(String, String)>)> {
     let pb = ProgressBar::new(files.len() as u64);
-    if args.no_progress || !std::io::stderr().is_terminal() {
+    if !opts.progress || !std::io::stderr().is_terminal() {
         pb.set_draw_target(ProgressDrawTarget::hidden());
     } else {
         pb.set_style(
@@ -433,7 +440,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     // one worker. Each file is opened by its worker (not all at once).
     let mut work: Vec<usize> = (0..files.len()).collect();
     work.sort_by_key(|&i| std::cmp::Reverse(std::fs::metadata(&files[i]).map(|m| m.len()).unwrap_or(0)));
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).build()?;
     let mut done: Vec<(usize, std::result::Result<TraceResult, String>)> = pool.install(|| {
         work.into_par_iter()
             .with_max_len(1)
@@ -441,7 +448,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 let path = files[i].display().to_string();
                 pb.set_message(tail(&path, 40));
                 let r = match open_trace(&files[i]) {
-                    Ok(Ok(t)) => Ok(process(t, &config, threads, timeout)),
+                    Ok(Ok(t)) => Ok(process(t, &opts.config, opts.threads, opts.timeout)),
                     Ok(Err(e)) => Ok(TraceResult::failed(path, String::new(), format!("{e:#}"), 0.0)),
                     Err(why) => Err(why),
                 };
@@ -460,22 +467,109 @@ pub fn run(args: Args) -> Result<ExitCode> {
             Err(why) => skipped.push((files[i].display().to_string(), why)),
         }
     }
-    let walk_notes = walk_skipped.clone();
-    skipped.append(&mut walk_skipped);
-    let elapsed = t0.elapsed().as_secs_f64();
-
-    let write = write_outputs(&staged.path(), &results, &skipped, baseline.as_ref(), elapsed, jobs);
-    let comparison = write.with_context(|| format!("{}: cannot write the batch output", args.out.display()))?;
-    summarize(&args, staged, &results, &skipped, &walk_notes, comparison.as_ref(), baseline.as_ref(), elapsed, jobs)
+    Ok((results, skipped))
 }
 
-/// Tables, charts and the page, into the staging directory `out`.
-fn write_outputs(out: &Path, results: &[TraceResult], skipped: &[(String, String)], baseline: Option<&Baseline>, elapsed: f64, jobs: usize) -> Result<Option<Comparison>> {
+/// What a batch (or a merge) has to write and say.
+pub struct Batch {
+    pub results: Vec<TraceResult>,
+    /// Files passed over: not traces (in file order), then what the walk skipped.
+    pub skipped: Vec<Skip>,
+    /// The fleet's merged handler-duration histograms.
+    pub durations: BTreeMap<String, LogHistogram>,
+    pub elapsed: f64,
+    pub jobs: usize,
+}
+
+/// A file a batch passed over.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Skip {
+    pub path: String,
+    pub reason: String,
+    /// Passed over by the walk (not a regular file, unreadable, seen
+    /// already), as opposed to read and found not to be a trace.
+    pub by_walk: bool,
+}
+
+impl Batch {
+    pub fn new(results: Vec<TraceResult>, not_traces: Vec<(String, String)>, walk_skipped: Vec<(String, String)>, elapsed: f64, jobs: usize) -> Batch {
+        // As the table keeps them (log buckets): a merge of parts, which
+        // reads the tables back, then gates and draws exactly as one batch.
+        let durations = merge_durations(&results).into_iter().map(|(k, h)| (k, h.bucketed())).collect();
+        let mut skipped: Vec<Skip> = not_traces.into_iter().map(|(path, reason)| Skip { path, reason, by_walk: false }).collect();
+        skipped.extend(walk_skipped.into_iter().map(|(path, reason)| Skip { path, reason, by_walk: true }));
+        Batch { results, skipped, durations, elapsed, jobs }
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let mut paths = args.paths.clone();
+    if let Some(list) = &args.files_from {
+        paths.extend(read_list(list)?);
+    }
+    let Walk { files, skipped: walk_skipped } = walk(&paths)?;
+    let baseline = match &args.baseline {
+        Some(d) => Some(read_baseline(d).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let opts = Options::new(args.jobs, args.threads, args.model.config(), args.timeout, !args.no_progress);
+    let (results, not_traces) = analyse_files(&files, &opts)?;
+    let batch = Batch::new(results, not_traces, walk_skipped, t0.elapsed().as_secs_f64(), opts.jobs);
+    let mut named: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+    named.extend(args.files_from.iter().map(|l| format!("the paths listed in {}", l.display())));
+    let (text, code) = finish(&args.out, &batch, baseline.as_ref(), &named.join(" "))?;
+    say!("{}", text.trim_end());
+    Ok(ExitCode::from(code))
+}
+
+/// Write everything into a staging area, move it into `out`, and give the
+/// summary to print and the exit status (1: a regression against the
+/// baseline). A failed or killed run leaves the previous output as it was.
+pub fn finish(out: &Path, batch: &Batch, baseline: Option<&Baseline>, named: &str) -> Result<(String, u8)> {
+    if batch.results.is_empty() && batch.skipped.is_empty() {
+        bail!("no files under {named}");
+    }
+    let staged = crate::atomic::Staged::dir(out)?;
+    let comparison = write_outputs(&staged.path(), batch, baseline).with_context(|| format!("{}: cannot write the batch output", out.display()))?;
+    staged.commit()?;
+    Ok(summarize(out, batch, comparison.as_ref(), baseline))
+}
+
+/// Only the tables (a fleet shard's part: `nmitrace merge` draws the rest).
+pub fn write_part(out: &Path, batch: &Batch) -> Result<()> {
+    let staged = crate::atomic::Staged::dir(out)?;
+    write_tables(&staged.path(), batch).with_context(|| format!("{}: cannot write the part", out.display()))?;
+    staged.commit()
+}
+
+/// traces, findings, nmi_durations and skipped, as Parquet.
+fn write_tables(out: &Path, batch: &Batch) -> Result<()> {
+    let results = &batch.results;
     tables::write_parquet(&mut traces_df(results)?, &out.join("traces.parquet"))?;
     let all_findings = results.iter().flat_map(|r| r.findings.iter().map(move |f| (r.path.as_str(), f)));
     tables::write_parquet(&mut tables::findings_df(all_findings)?, &out.join("findings.parquet"))?;
-    let fleet_durations = merge_durations(results);
-    tables::write_parquet(&mut durations_df(&fleet_durations)?, &out.join("nmi_durations.parquet"))?;
+    tables::write_parquet(&mut durations_df(&batch.durations)?, &out.join("nmi_durations.parquet"))?;
+    tables::write_parquet(&mut skipped_df(&batch.skipped)?, &out.join("skipped.parquet"))?;
+    Ok(())
+}
+
+fn skipped_df(s: &[Skip]) -> PolarsResult<DataFrame> {
+    DataFrame::new(
+        s.len(),
+        vec![
+            Column::new("path".into(), s.iter().map(|k| k.path.as_str()).collect::<Vec<_>>()),
+            Column::new("reason".into(), s.iter().map(|k| k.reason.as_str()).collect::<Vec<_>>()),
+            Column::new("by_walk".into(), s.iter().map(|k| k.by_walk).collect::<Vec<bool>>()),
+        ],
+    )
+}
+
+/// Tables, charts and the page, into the staging directory `out`.
+fn write_outputs(out: &Path, batch: &Batch, baseline: Option<&Baseline>) -> Result<Option<Comparison>> {
+    write_tables(out, batch)?;
+    let results = &batch.results;
+    let fleet_durations = &batch.durations;
 
     // Charts.
     let plot_dir = out.join("plots");
@@ -489,7 +583,7 @@ fn write_outputs(out: &Path, results: &[TraceResult], skipped: &[(String, String
         rates: kind_rates(results),
     };
     charts.push(plots::render(&rates, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
-    let lat = plots::durations::DurationsPlot::from_hists("fleet_nmi_latency", "NMI handler latency across the fleet", &fleet_durations);
+    let lat = plots::durations::DurationsPlot::from_hists("fleet_nmi_latency", "NMI handler latency across the fleet", fleet_durations);
     charts.push(plots::render(&lat, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
     let comparison = baseline.map(|b| {
         let ok: Vec<&TraceResult> = results.iter().filter(|r| r.status == "ok").collect();
@@ -497,7 +591,7 @@ fn write_outputs(out: &Path, results: &[TraceResult], skipped: &[(String, String
         for k in ok.iter().flat_map(|r| r.serious_kinds()) {
             *serious.entry(k.into()).or_insert(0) += 1;
         }
-        compare(ok.len() as u64, &serious, &fleet_durations, b)
+        compare(ok.len() as u64, &serious, fleet_durations, b)
     });
     if let (Some(c), Some(b)) = (&comparison, baseline) {
         let reg = fleet::FindingRatesPlot {
@@ -513,83 +607,62 @@ fn write_outputs(out: &Path, results: &[TraceResult], skipped: &[(String, String
     }
 
     // HTML.
-    let html = batch_html(results, skipped, &charts, comparison.as_ref(), baseline, elapsed, jobs);
+    let html = batch_html(batch, &charts, comparison.as_ref(), baseline);
     std::fs::write(out.join("report.html"), html)?;
     Ok(comparison)
 }
 
-/// Move the outputs into place and say what was done; the exit status.
-#[allow(clippy::too_many_arguments)]
-fn summarize(
-    args: &Args,
-    staged: crate::atomic::Staged,
-    results: &[TraceResult],
-    skipped: &[(String, String)],
-    walk_notes: &[(String, String)],
-    comparison: Option<&Comparison>,
-    baseline: Option<&Baseline>,
-    elapsed: f64,
-    jobs: usize,
-) -> Result<ExitCode> {
+/// What was done, as lines for standard output, and the exit status.
+fn summarize(out: &Path, batch: &Batch, comparison: Option<&Comparison>, baseline: Option<&Baseline>) -> (String, u8) {
+    let results = &batch.results;
+    let mut o = String::new();
     let ok = results.iter().filter(|r| r.status == "ok").count() as u64;
-    staged.commit()?;
-    // Summary on stdout.
     let failed: Vec<&TraceResult> = results.iter().filter(|r| r.status != "ok").collect();
     let events: u64 = results.iter().map(|r| r.events).sum();
-    say!(
+    let n_skipped = batch.skipped.len();
+    let _ = writeln!(
+        o,
         "{} trace{}: {} analysed, {} failed; {} other file{} skipped; {} events in {:.1} s ({} job{})",
         results.len(),
         if results.len() == 1 { "" } else { "s" },
         ok,
         failed.len(),
-        skipped.len(),
-        if skipped.len() == 1 { "" } else { "s" },
+        n_skipped,
+        if n_skipped == 1 { "" } else { "s" },
         events,
-        elapsed,
-        jobs,
-        if jobs == 1 { "" } else { "s" }
+        batch.elapsed,
+        batch.jobs,
+        if batch.jobs == 1 { "" } else { "s" }
     );
     for f in &failed {
-        say!("  failed: {}: {}", f.path, f.error.as_deref().unwrap_or(""));
+        let _ = writeln!(o, "  failed: {}: {}", f.path, f.error.as_deref().unwrap_or(""));
     }
-    for (p, why) in walk_notes {
-        say!("  skipped: {p}: {why}");
+    for s in batch.skipped.iter().filter(|s| s.by_walk) {
+        let _ = writeln!(o, "  skipped: {}: {}", s.path, s.reason);
     }
     let rates = kind_rates(results);
     if !rates.is_empty() {
         let s: Vec<String> = rates.iter().map(|r| format!("{} in {} traces", r.kind, r.traces)).collect();
-        say!("findings: {}", s.join(", "));
+        let _ = writeln!(o, "findings: {}", s.join(", "));
     }
-    say!("wrote {}", args.out.join("{traces,findings,nmi_durations}.parquet, report.html, plots/").display());
-    let mut code = ExitCode::SUCCESS;
+    let _ = writeln!(o, "wrote {}", out.join("{traces,findings,nmi_durations,skipped}.parquet, report.html, plots/").display());
+    let mut code = 0;
     if let (Some(c), Some(b)) = (comparison, baseline) {
         if c.regressions.is_empty() {
-            say!("no regression against {}", b.dir.display());
+            let _ = writeln!(o, "no regression against {}", b.dir.display());
         } else {
-            say!("REGRESSIONS against {}:", b.dir.display());
+            let _ = writeln!(o, "REGRESSIONS against {}:", b.dir.display());
             for r in &c.regressions {
-                say!("  {} {}: {} -> {} ({})", r.what, r.kind_or_handler, r.baseline, r.current, r.rule);
+                let _ = writeln!(o, "  {} {}: {} -> {} ({})", r.what, r.kind_or_handler, r.baseline, r.current, r.rule);
             }
-            code = ExitCode::from(1);
+            code = 1;
         }
     }
-    if results.is_empty() && skipped.is_empty() {
-        let mut named: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
-        named.extend(args.files_from.iter().map(|l| format!("the paths listed in {}", l.display())));
-        bail!("no files under {}", named.join(" "));
-    }
-    Ok(code)
+    (o, code)
 }
 
-fn batch_html(
-    results: &[TraceResult],
-    skipped: &[(String, String)],
-    charts: &[plots::Rendered],
-    cmp: Option<&Comparison>,
-    base: Option<&Baseline>,
-    elapsed: f64,
-    jobs: usize,
-) -> String {
+fn batch_html(batch: &Batch, charts: &[plots::Rendered], cmp: Option<&Comparison>, base: Option<&Baseline>) -> String {
+    let (results, skipped, elapsed, jobs) = (&batch.results, &batch.skipped, batch.elapsed, batch.jobs);
     let mut b = String::new();
     let ok = results.iter().filter(|r| r.status == "ok").count();
     let failed = results.len() - ok;
@@ -652,7 +725,7 @@ fn batch_html(
     }
     b.push_str("</section>\n");
     if !skipped.is_empty() {
-        let rows: Vec<Vec<String>> = skipped.iter().map(|(p, w)| vec![esc(p), esc(w)]).collect();
+        let rows: Vec<Vec<String>> = skipped.iter().map(|s| vec![esc(&s.path), esc(&s.reason)]).collect();
         let _ = write!(b, "<section><h2>Skipped files</h2><details><summary>{} files</summary>{}</details></section>", skipped.len(), table(&["file", "why"], &rows));
     }
     html_report::page("nmitrace batch report", &format!("{} traces", results.len()), &b)

@@ -2,14 +2,7 @@
 //! Wiring and output only: parsing lives in `nmitrace-parser`, state in
 //! `nmitrace-replay`, findings in `nmitrace-analyses`.
 
-mod analyze;
-mod analyze_outputs;
-mod atomic;
-mod batch;
-mod convert;
-mod events;
-mod model_args;
-mod progress;
+use nmitrace_cli::{analyze, batch, convert, events, merge};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,6 +27,7 @@ Examples:
   nmitrace analyze trace.dat --plot plots/ --report report.html --tables tables/
   nmitrace events trace.dat --format parquet -o events.parquet
   nmitrace batch /srv/traces --out today --baseline yesterday
+  nmitrace merge parts/0 parts/1 --out today --baseline yesterday
 
 Exit status: 0 fine; 1 a finding at or above --fail-on (batch: a regression against --baseline);
 2 bad usage or unreadable input.";
@@ -55,10 +49,12 @@ enum Cmd {
     Convert(convert::Args),
     /// Analyse many traces in parallel: fleet tables, charts, HTML; --baseline gates on regressions.
     Batch(batch::Args),
+    /// Combine batch outputs (the shards of a fleet) into one, as one batch over all their traces.
+    Merge(merge::Args),
 }
 
 /// Exit status of an internal error: a bug in nmitrace (EX_SOFTWARE).
-pub const EXIT_INTERNAL: u8 = 70;
+const EXIT_INTERNAL: u8 = nmitrace_cli::EXIT_INTERNAL;
 
 /// Where and why the last panic happened (the hook keeps it quiet: the
 /// command reports it once, as an internal error).
@@ -90,6 +86,7 @@ fn main() -> ExitCode {
         Cmd::Events(a) => events::run(a),
         Cmd::Convert(a) => convert::run(a),
         Cmd::Batch(a) => batch::run(a),
+        Cmd::Merge(a) => merge::run(a),
     });
     match res {
         Ok(Ok(code)) => code,

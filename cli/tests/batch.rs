@@ -198,3 +198,81 @@ fn files_from_lists_a_shard() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--files-from /nonexistent/list"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Every table of a batch output but the per-trace wall time.
+fn tables_without_timing(dir: &Path) -> Vec<(String, DataFrame)> {
+    ["traces", "findings", "nmi_durations", "skipped"]
+        .iter()
+        .map(|t| {
+            let mut df = read(&dir.join(format!("{t}.parquet")));
+            if *t == "traces" {
+                df = df.drop("seconds").unwrap();
+            }
+            (t.to_string(), df)
+        })
+        .collect()
+}
+
+#[test]
+fn merge_of_shards_equals_one_batch_and_gates_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = [repo().join("sample-traces"), tmp.path().join("extra")];
+    std::fs::create_dir_all(&inputs[1]).unwrap();
+    injected_scenario(&inputs[1]);
+    std::fs::write(inputs[1].join("garbage.bin"), b"\x00\x01 not a trace").unwrap();
+    let whole = tmp.path().join("whole");
+    let o = batch(&inputs, &whole, &["--jobs", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    // The same files in three shards, by the batch's own walk order.
+    let paths = strings(&read(&whole.join("traces.parquet")), "path");
+    let skipped = strings(&read(&whole.join("skipped.parquet")), "path");
+    let mut all: Vec<String> = paths.into_iter().flatten().collect();
+    all.extend(skipped.into_iter().flatten());
+    assert!(all.len() > 40, "{}", all.len());
+    // The walk's order: the inputs in turn, each depth first with every
+    // directory sorted (by path components, not as one string).
+    let root = tmp.path().display().to_string();
+    all.sort_by_key(|p| (p.starts_with(&root), p.split('/').map(str::to_string).collect::<Vec<_>>()));
+    let n = all.len();
+    let mut parts = Vec::new();
+    for (i, chunk) in [&all[..n / 3], &all[n / 3..2 * n / 3], &all[2 * n / 3..]].iter().enumerate() {
+        let list = tmp.path().join(format!("shard{i}.txt"));
+        std::fs::write(&list, chunk.join("\n")).unwrap();
+        let part = tmp.path().join(format!("part{i}"));
+        let o = batch(&[], &part, &["--files-from", list.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        parts.push(part.display().to_string());
+    }
+    let merged = tmp.path().join("merged");
+    let mut args = vec!["merge"];
+    args.extend(parts.iter().map(|s| s.as_str()));
+    args.extend(["--out", merged.to_str().unwrap()]);
+    let o = nmitrace(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let (w, m) = (tables_without_timing(&whole), tables_without_timing(&merged));
+    for ((name, a), (_, b)) in w.iter().zip(&m) {
+        assert!(a.height() > 0, "{name}");
+        assert!(a.equals_missing(b), "{name}: merged differs from the whole batch");
+    }
+    assert!(merged.join("report.html").exists() && merged.join("plots/fleet_nmi_latency.svg").exists());
+
+    // The gate: the sample traces alone are the baseline; the injected
+    // scenario's nmi_page_fault is a regression, for the batch and the merge alike.
+    let base = tmp.path().join("base");
+    assert_eq!(batch(&inputs[..1], &base, &[]).status.code(), Some(0));
+    let b = batch(&inputs, &tmp.path().join("whole-gated"), &["--baseline", base.to_str().unwrap()]);
+    args.pop();
+    let gated = tmp.path().join("merged-gated");
+    args.extend([gated.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
+    let m = nmitrace(&args);
+    assert_eq!(b.status.code(), Some(1), "{}", String::from_utf8_lossy(&b.stdout));
+    assert_eq!(m.status.code(), Some(1), "{}", String::from_utf8_lossy(&m.stdout));
+    let regs = |d: &Path| std::fs::read_to_string(d.join("regressions.json")).unwrap();
+    assert_eq!(regs(&tmp.path().join("whole-gated")), regs(&gated));
+    assert!(regs(&gated).contains("nmi_page_fault"), "{}", regs(&gated));
+
+    // Not a batch output: a clear error naming it.
+    let o = nmitrace(&["merge", tmp.path().join("extra").to_str().unwrap(), "--out", tmp.path().join("x").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("extra: not a batch output"), "{}", String::from_utf8_lossy(&o.stderr));
+}
