@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 /// How many decompressed bytes are kept for format detection.
@@ -22,6 +22,10 @@ pub struct Input {
     /// The uncompressed file itself, when the input is one (mmap-able).
     plain_file: Option<File>,
 }
+
+/// Decompressed (or piped) input up to this size is read into memory;
+/// beyond it, into a temporary file that is mapped.
+pub const IN_MEMORY: usize = 16 << 20;
 
 /// The whole input in memory: a mapping of a plain file or decompressed bytes.
 pub enum Bytes {
@@ -113,8 +117,43 @@ impl Input {
             }
         }
         let Input { name, mut head, mut rest, compression, .. } = self;
-        rest.read_to_end(&mut head).map_err(|e| decompress_error(&name, compression, e))?;
-        Ok(Bytes::Vec(head))
+        // A compressed file or a pipe: up to IN_MEMORY bytes are kept in
+        // memory; a longer one goes to an unlinked temporary file, mapped,
+        // so that its pages too are given back as they are read (flat memory
+        // whatever the size).
+        let want = IN_MEMORY.saturating_sub(head.len()) as u64 + 1;
+        (&mut rest).take(want).read_to_end(&mut head).map_err(|e| decompress_error(&name, compression, e))?;
+        if head.len() <= IN_MEMORY {
+            return Ok(Bytes::Vec(head));
+        }
+        match tempfile::tempfile() {
+            Ok(mut f) => {
+                let cannot_write = |e: io::Error| {
+                    Error::new(&name, crate::Origin::None, format!("cannot write the decompressed trace to a temporary file in {} ({e}); set TMPDIR to a directory with room", std::env::temp_dir().display()))
+                };
+                f.write_all(&head).map_err(cannot_write)?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = match rest.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(decompress_error(&name, compression, e)),
+                    };
+                    f.write_all(&buf[..n]).map_err(cannot_write)?;
+                }
+                f.flush().map_err(cannot_write)?;
+                drop(head);
+                // SAFETY: our own unlinked file, never written again.
+                let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(&name, e))?;
+                Ok(Bytes::Mmap(m))
+            }
+            // No temporary directory: the rest in memory, as before.
+            Err(_) => {
+                rest.read_to_end(&mut head).map_err(|e| decompress_error(&name, compression, e))?;
+                Ok(Bytes::Vec(head))
+            }
+        }
     }
 }
 

@@ -28,6 +28,46 @@ pub struct Batch<'a> {
     pub buf: BatchBuf<'a>,
     pub recs: Vec<Rec>,
     pub warnings: Vec<(u64, String)>,
+    /// `buf` is a slice of a read-only file mapping: give its pages back
+    /// when the batch is done with (see [`release_pages`]).
+    pub reclaim: bool,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if let (true, BatchBuf::File(b)) = (self.reclaim, &self.buf) {
+            release_pages(b);
+        }
+    }
+}
+
+/// Tell the kernel the whole pages inside `b` are not needed any more
+/// (`MADV_DONTNEED`), so that the resident set stays flat however large the
+/// file: a long uncompressed trace.dat is read once, front to back.
+///
+/// Only for slices of a read-only mapping of a file (`reclaim` is set only
+/// then): such pages are never written, so dropping them loses nothing and a
+/// later read of the same bytes faults them in again from the file. On
+/// anonymous memory (a `Vec`) it would zero the pages, which is why it is
+/// never used there.
+pub fn release_pages(b: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let page = if page > 0 { page as usize } else { 4096 };
+        let start = b.as_ptr() as usize;
+        let first = start.div_ceil(page) * page;
+        let last = (start + b.len()) / page * page;
+        if last > first {
+            // SAFETY: [first, last) lies inside `b`, a file mapping that
+            // stays mapped; MADV_DONTNEED on a private read-only file
+            // mapping only drops clean pages, which read back identically.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_DONTNEED);
+            }
+        }
+    }
 }
 
 impl Batch<'_> {
@@ -60,6 +100,8 @@ pub struct CpuStream<'a> {
     table: &'a [Option<&'a std::sync::Arc<EventFormat>>],
     /// pid → index of its comm (see [`Rec::comm`]).
     comms: &'a std::collections::HashMap<i32, u32, super::header::PidHash>,
+    /// The file is a read-only mapping: release the pages read (see [`release_pages`]).
+    pub reclaim: bool,
 }
 
 impl<'a> CpuStream<'a> {
@@ -77,7 +119,7 @@ impl<'a> CpuStream<'a> {
         } else {
             Src::Plain { data, file_off: d.offset, pos: 0 }
         };
-        CpuStream { cpu: d.cpu, buffer, src, endian, hp, page_size: page_size as usize, comp, table, comms }
+        CpuStream { cpu: d.cpu, buffer, src, endian, hp, page_size: page_size as usize, comp, table, comms, reclaim: false }
     }
 
     /// Locate each event's format and decode its common fields (worker side).
@@ -136,7 +178,7 @@ impl<'a> CpuStream<'a> {
                 if end >= data.len() {
                     self.src = Src::Done;
                 }
-                Some(Batch { buf: BatchBuf::File(slice), recs, warnings })
+                Some(Batch { buf: BatchBuf::File(slice), recs, warnings, reclaim: self.reclaim })
             }
             Src::Chunked { data, file_off, pos, left, started, dctx } => {
                 let mut warnings = Vec::new();
@@ -162,21 +204,25 @@ impl<'a> CpuStream<'a> {
                 let (Some(csize), Some(usize_)) = (rd4(*pos), rd4(*pos + 4)) else {
                     let w = (at, format!("CPU {}: compressed chunk header cut off; file truncated, the events before are kept", self.cpu));
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w] });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w], reclaim: false });
                 };
                 let cstart = *pos + 8;
                 let Some(cdata) = cstart.checked_add(csize as usize).and_then(|ce| data.get(cstart..ce)) else {
                     let w = (at, format!("CPU {}: compressed chunk of {csize} bytes runs past the end of the data; file truncated, the events before are kept", self.cpu));
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w] });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w], reclaim: false });
                 };
                 let mut out = Vec::new();
                 if let Err(m) = compress::decompress_into(self.comp, dctx, cdata, usize_ as usize, &mut out) {
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![(at, format!("CPU {}: {m}", self.cpu))] });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![(at, format!("CPU {}: {m}", self.cpu))], reclaim: false });
                 }
                 *pos = cstart + csize as usize;
                 *left -= 1;
+                if self.reclaim {
+                    // The chunk is decompressed: its compressed bytes are not needed again.
+                    release_pages(cdata);
+                }
                 let mut recs = Vec::with_capacity(out.len() / 32);
                 let mut p = 0;
                 while p < out.len() {
@@ -186,7 +232,7 @@ impl<'a> CpuStream<'a> {
                     }
                     p = pe;
                 }
-                Some(Batch { buf: BatchBuf::Owned(out), recs, warnings })
+                Some(Batch { buf: BatchBuf::Owned(out), recs, warnings, reclaim: false })
             }
         }
     }
@@ -366,4 +412,20 @@ fn run_merge<F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(mut heads
         }
     }
     end
+}
+
+#[cfg(test)]
+mod release_tests {
+    /// Pages given back are read again from the file, byte for byte.
+    #[test]
+    fn released_pages_of_a_file_mapping_read_back_the_same() {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..64 * 4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        f.write_all(&data).unwrap();
+        let m = unsafe { memmap2::Mmap::map(&f) }.unwrap();
+        assert_eq!(&m[..], &data[..]);
+        super::release_pages(&m[100..40 * 4096 + 5]);
+        assert_eq!(&m[..], &data[..]);
+    }
 }

@@ -92,16 +92,18 @@ pub fn run(name: &str, input: Input, meta: Option<Meta>, sink: &mut dyn Sink, th
         Some(m) if m.file_len == bytes.len() as u64 => m,
         _ => header::parse(name, &bytes)?,
     };
-    run_meta(name, &bytes, &meta, sink, threads)
+    // A mapped file gives back the pages it has read: flat memory.
+    let reclaim = matches!(bytes, crate::input::Bytes::Mmap(_));
+    run_meta(name, &bytes, &meta, sink, threads, reclaim)
 }
 
 /// [`run`] over bytes already in memory.
 pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<usize>) -> Result<ParseStats> {
     let meta = header::parse(name, bytes)?;
-    run_meta(name, bytes, &meta, sink, threads)
+    run_meta(name, bytes, &meta, sink, threads, false)
 }
 
-fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads: Option<usize>) -> Result<ParseStats> {
+fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads: Option<usize>, reclaim: bool) -> Result<ParseStats> {
     let mut stats = ParseStats { bytes: bytes.len() as u64, ..Default::default() };
     for (off, m) in &meta.warnings {
         stats.warnings += 1;
@@ -124,7 +126,9 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
             continue;
         }
         for d in &b.cpus {
-            streams.push(merge::CpuStream::new(bytes, d, bi, meta.endian, meta.header_page, b.page_size, b.compressed, meta.compression, &table, &comm_idx));
+            let mut s = merge::CpuStream::new(bytes, d, bi, meta.endian, meta.header_page, b.page_size, b.compressed, meta.compression, &table, &comm_idx);
+            s.reclaim = reclaim;
+            streams.push(s);
         }
     }
     let instances: Vec<Option<&str>> = meta.buffers.iter().map(|b| if b.name.is_empty() { None } else { Some(b.name.as_str()) }).collect();
