@@ -1,53 +1,70 @@
 #!/usr/bin/env bash
-# Whole-process benchmark: nmitrace against `wc -l` (text) and `trace-cmd report`
-# (trace.dat) on the same files, in the same run, with wall-time ratios and
-# peak RSS. Needs hyperfine and trace-cmd (installed by scripts/setup.sh).
+# Whole-process benchmark on ../shared/traces/real/gcc-large (4,112,662
+# events), nmitrace against its references on the same files in the same
+# run: `wc -l` (text), `trace-cmd report` (trace.dat analyze) and
+# `trace-cmd report -R -t` (events --format jsonl). Prints each median, the
+# ratio of medians with its spread (the ratio's range over the fastest and
+# slowest runs of both), and peak RSS for every input form. Needs hyperfine,
+# trace-cmd and zstd (scripts/setup.sh installs them).
 #
 # usage: scripts/bench.sh [SHARED_TRACES_DIR]   (default: ../shared/traces)
+#        RUNS=N (default 5) BENCH_DIR=DIR (default /tmp/nmitrace-bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${1:-../shared/traces}
 work=${BENCH_DIR:-/tmp/nmitrace-bench}
+runs=${RUNS:-5}
 mkdir -p "$work"
 cargo build --release -q -p nmitrace
 bin=$PWD/target/release/nmitrace
 
-big_zst=$shared/real/gcc-large/trace.txt.zst
-big_txt=$work/gcc-large.trace.txt
-big_dat=$shared/real/gcc-large/trace.dat
-if [ ! -s "$big_txt" ]; then
-  echo "decompressing $big_zst -> $big_txt"
-  zstd -q -d -f "$big_zst" -o "$big_txt"
-fi
-cat "$big_txt" > /dev/null   # warm the page cache
+large=$shared/real/gcc-large
+dat=$large/trace.dat
+txt=$work/gcc-large.trace.txt
+report=$work/gcc-large.report.txt
+v7none=$work/gcc-large.v7-none.dat
+v6=$work/gcc-large.v6.dat
+[ -s "$txt" ] || zstd -q -d -f "$large/trace.txt.zst" -o "$txt"
+[ -s "$report" ] || trace-cmd report -i "$dat" > "$report" 2>/dev/null
+[ -s "$v7none" ] || "$bin" convert "$dat" --compression none -o "$v7none" 2>/dev/null
+[ -s "$v6" ] || "$bin" convert "$dat" --file-version 6 -o "$v6" 2>/dev/null
+cat "$txt" "$report" "$v7none" "$v6" "$dat" > /dev/null   # warm the page cache
+
+# bench NAME COMMAND... : hyperfine over the commands (the first is the reference)
+bench() {
+  local name=$1; shift
+  hyperfine -N --warmup 1 --runs "$runs" --export-json "$work/$name.json" "$@" > /dev/null
+  python3 - "$work/$name.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+def short(c):  # paths by their last two parts
+    return " ".join("/".join(w.split("/")[-2:]) if "/" in w else w for w in c.split())
+for x in r:
+    x["command"] = short(x["command"])
+ref = r[0]
+print(f"  {ref['command'][:78]:78s} median {ref['median']:.3f} s  [{ref['min']:.3f}-{ref['max']:.3f}]")
+for x in r[1:]:
+    m = ref["median"] / x["median"]
+    lo, hi = ref["min"] / x["max"], ref["max"] / x["min"]
+    rel = "faster" if m >= 1 else "slower"
+    m, lo, hi = (m, lo, hi) if m >= 1 else (1 / m, 1 / hi, 1 / lo)
+    print(f"  {x['command'][:78]:78s} median {x['median']:.3f} s  [{x['min']:.3f}-{x['max']:.3f}]  {m:.1f}x {rel} [{lo:.1f}-{hi:.1f}]")
+PY
+}
 
 rss() {  # peak RSS in MiB of one run
   /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1 | awk '{printf "%.1f", $1/1024}'
 }
 
-echo "== text: $big_txt ($(du -h "$big_txt" | cut -f1))"
-hyperfine -N --warmup 1 --runs 7 --export-json "$work/text.json" \
-  "wc -l $big_txt" \
-  "$bin analyze --format json $big_txt" \
-  "$bin analyze --format json --threads 1 $big_txt"
-python3 - "$work/text.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-base = r[0]["median"]
-for x in r:
-    print(f"  {x['command'][:70]:70s} median {x['median']:.3f}s  ratio to wc -l {x['median']/base:.2f}x")
-PY
-echo "  peak RSS analyze (text): $(rss "$bin" analyze --format json "$big_txt") MiB"
-
-if [ -s "$big_dat" ]; then
-  echo "== trace.dat: $big_dat"
-  hyperfine --warmup 1 --runs 3 --export-json "$work/dat.json" \
-    "trace-cmd report -i $big_dat > /dev/null" \
-    "$bin analyze --format json $big_dat > /dev/null"
-  python3 - "$work/dat.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-print(f"  trace-cmd report median {r[0]['median']:.3f}s, nmitrace analyze median {r[1]['median']:.3f}s, speed-up {r[0]['median']/r[1]['median']:.1f}x")
-PY
-  echo "  peak RSS analyze (trace.dat): $(rss "$bin" analyze --format json "$big_dat") MiB"
-fi
+echo "== text, per byte: raw tracefs $(du -h "$txt" | cut -f1), trace-cmd report $(du -h "$report" | cut -f1)"
+bench text "wc -l $txt" "$bin analyze --format json $txt" "$bin analyze --format json --threads 1 $txt"
+bench report "wc -l $report" "$bin analyze --format json $report"
+echo "== trace.dat against trace-cmd report: v7 zstd $(du -h "$dat" | cut -f1), v7 uncompressed and v6 $(du -h "$v6" | cut -f1)"
+bench dat "trace-cmd report -i $dat" "$bin analyze --format json $dat" "$bin analyze --format json $v7none" "$bin analyze --format json $v6"
+echo "== events --format jsonl against trace-cmd report -R -t"
+bench jsonl "trace-cmd report -R -t -i $dat" "$bin events --format jsonl $dat"
+echo "== peak RSS (MiB)"
+for f in "$dat" "$v7none" "$v6" "$txt" "$report"; do
+  printf '  %-60s analyze %6s  events jsonl %6s\n' "$(basename "$f")" "$(rss "$bin" analyze --format json "$f")" "$(rss "$bin" events --format jsonl "$f")"
+done
+echo "  binary: $(du -h "$bin" | cut -f1) ($(stat -c %s "$bin") bytes)"

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use nmitrace_parser::json::{json_fields, json_str};
+use nmitrace_parser::json::{json_fields, json_str, push_int};
 use nmitrace_parser::{Event, Notice, Sink, Trace};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -68,10 +68,15 @@ impl<W: Write> Printer<W> {
     fn format_event(&mut self, ev: &Event<'_>) {
         use std::fmt::Write;
         let l = &mut self.line;
-        l.clear();
         match self.format {
             EventsFormat::Jsonl => {
-                let _ = write!(l, "{{\"ts_ns\":{},\"cpu\":{},\"pid\":{},\"comm\":", ev.ts_ns, ev.cpu, ev.pid);
+                l.push_str("{\"ts_ns\":");
+                push_int(l, ev.ts_ns);
+                l.push_str(",\"cpu\":");
+                push_int(l, ev.cpu);
+                l.push_str(",\"pid\":");
+                push_int(l, ev.pid);
+                l.push_str(",\"comm\":");
                 match ev.comm {
                     Some(c) => json_str(l, c),
                     None => l.push_str("null"),
@@ -103,17 +108,32 @@ impl<W: Write> Printer<W> {
     }
 }
 
+/// Bytes of formatted lines written at once.
+const OUT_CHUNK: usize = 1 << 20;
+
+impl<W: Write> Printer<W> {
+    /// Write the lines formatted so far; false when nothing more can be
+    /// written (a closed pipe, `| head`, or a full disk): stop decoding.
+    fn write_out(&mut self) -> bool {
+        if let Err(e) = self.out.write_all(self.line.as_bytes()) {
+            self.err = Some(e);
+            return false;
+        }
+        self.line.clear();
+        true
+    }
+}
+
 impl<W: Write> Sink for Printer<W> {
     fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
         if self.format == EventsFormat::Count {
             self.count += 1;
             return nmitrace_parser::CONTINUE;
         }
+        // Lines collect in one buffer, written out a MiB at a time (no
+        // second copy through a BufWriter).
         self.format_event(ev);
-        if let Err(e) = self.out.write_all(self.line.as_bytes()) {
-            // A closed pipe (`| head`) or a full disk: nothing more can be
-            // written, so stop decoding.
-            self.err = Some(e);
+        if self.line.len() >= OUT_CHUNK && !self.write_out() {
             return nmitrace_parser::STOP;
         }
         nmitrace_parser::CONTINUE
@@ -180,11 +200,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut trace = Trace::open(&args.trace)?;
     trace.threads = args.threads;
     let stdout = std::io::stdout();
-    let mut p = Printer { out: BufWriter::with_capacity(1 << 16, stdout.lock()), format: args.format, err: None, line: String::new(), count: 0 };
+    let mut p = Printer { out: BufWriter::with_capacity(1 << 16, stdout.lock()), format: args.format, err: None, line: String::with_capacity(OUT_CHUNK + 4096), count: 0 };
     if args.format == EventsFormat::Csv {
         let _ = p.out.write_all(b"ts_ns,cpu,pid,comm,context,system,name,fields\n");
     }
     trace.run(&mut p)?;
+    if p.err.is_none() {
+        p.write_out();
+    }
     if args.format == EventsFormat::Count {
         let _ = writeln!(p.out, "{}", p.count);
     }

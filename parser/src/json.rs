@@ -3,40 +3,52 @@
 //! whole integer too, so text and trace.dat inputs print alike).
 
 use crate::event::{parse_int, Fields, Value};
-use std::fmt::Write;
 
-/// Append `s` as a JSON string literal.
+/// Append `s` as a JSON string literal. Runs of bytes that need no escape
+/// are copied whole (the escaped bytes are all ASCII, so every cut is at a
+/// character boundary).
+#[inline]
 pub fn json_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let b = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if c >= 0x20 && c != b'"' && c != b'\\' {
+            continue;
         }
+        out.push_str(&s[start..i]);
+        match c {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            c => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(HEX[(c >> 4) as usize] as char);
+                out.push(HEX[(c & 15) as usize] as char);
+            }
+        }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// Append an integer in decimal (itoa: no formatter machinery).
+#[inline]
+pub fn push_int<I: itoa::Integer>(out: &mut String, i: I) {
+    out.push_str(itoa::Buffer::new().format(i));
 }
 
 /// Append a value: integers (and integer text) as numbers, arrays of bytes as arrays.
 pub fn json_value(out: &mut String, v: &Value<'_>) {
     match v {
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::Uint(u) => {
-            let _ = write!(out, "{u}");
-        }
+        Value::Int(i) => push_int(out, *i),
+        Value::Uint(u) => push_int(out, *u),
         Value::Str(s) => match parse_int(s) {
-            Some(n) if n >= i64::MIN as i128 && n <= u64::MAX as i128 => {
-                let _ = write!(out, "{n}");
-            }
+            Some(n) if n >= i64::MIN as i128 && n <= u64::MAX as i128 => push_int(out, n),
             _ => json_str(out, s),
         },
         Value::Bytes(b) => {
@@ -45,7 +57,7 @@ pub fn json_value(out: &mut String, v: &Value<'_>) {
                 if i > 0 {
                     out.push(',');
                 }
-                let _ = write!(out, "{x}");
+                push_int(out, *x);
             }
             out.push(']');
         }

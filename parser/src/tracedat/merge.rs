@@ -28,18 +28,14 @@ pub struct Batch<'a> {
     pub buf: BatchBuf<'a>,
     pub recs: Vec<Rec>,
     pub warnings: Vec<(u64, String)>,
-    /// `buf` is a slice of a read-only file mapping: give its pages back
-    /// when the batch is done with (see [`release_pages`]).
-    pub reclaim: bool,
 }
 
-impl Drop for Batch<'_> {
-    fn drop(&mut self) {
-        if let (true, BatchBuf::File(b)) = (self.reclaim, &self.buf) {
-            release_pages(b);
-        }
-    }
-}
+/// Pages of a mapped file are given back this many bytes at a time (one
+/// `madvise`, one TLB shootdown, per stride, not per batch).
+const RELEASE_STRIDE: usize = 2 << 20;
+/// Uncompressed data is given back this far behind the batch being read:
+/// the batches decoded ahead and not yet merged stay mapped.
+const RELEASE_LAG: usize = 8 << 20;
 
 /// Tell the kernel the whole pages inside `b` are not needed any more
 /// (`MADV_DONTNEED`), so that the resident set stays flat however large the
@@ -102,6 +98,8 @@ pub struct CpuStream<'a> {
     comms: &'a std::collections::HashMap<i32, u32, super::header::PidHash>,
     /// The file is a read-only mapping: release the pages read (see [`release_pages`]).
     pub reclaim: bool,
+    /// Offset into this CPU's data up to which pages were released.
+    released: usize,
 }
 
 impl<'a> CpuStream<'a> {
@@ -119,7 +117,7 @@ impl<'a> CpuStream<'a> {
         } else {
             Src::Plain { data, file_off: d.offset, pos: 0 }
         };
-        CpuStream { cpu: d.cpu, buffer, src, endian, hp, page_size: page_size as usize, comp, table, comms, reclaim: false }
+        CpuStream { cpu: d.cpu, buffer, src, endian, hp, page_size: page_size as usize, comp, table, comms, reclaim: false, released: 0 }
     }
 
     /// Locate each event's format and decode its common fields (worker side).
@@ -161,6 +159,13 @@ impl<'a> CpuStream<'a> {
             Src::Plain { data, file_off, pos } => {
                 let data: &'a [u8] = data;
                 let start = *pos;
+                if self.reclaim {
+                    let upto = start.saturating_sub(RELEASE_LAG);
+                    if upto >= self.released + RELEASE_STRIDE {
+                        release_pages(&data[self.released..upto]);
+                        self.released = upto;
+                    }
+                }
                 let end = (start + ps * PLAIN_BATCH_PAGES).min(data.len());
                 let slice = &data[start..end];
                 let mut recs = Vec::with_capacity(slice.len() / 32);
@@ -178,7 +183,7 @@ impl<'a> CpuStream<'a> {
                 if end >= data.len() {
                     self.src = Src::Done;
                 }
-                Some(Batch { buf: BatchBuf::File(slice), recs, warnings, reclaim: self.reclaim })
+                Some(Batch { buf: BatchBuf::File(slice), recs, warnings })
             }
             Src::Chunked { data, file_off, pos, left, started, dctx } => {
                 let mut warnings = Vec::new();
@@ -204,24 +209,25 @@ impl<'a> CpuStream<'a> {
                 let (Some(csize), Some(usize_)) = (rd4(*pos), rd4(*pos + 4)) else {
                     let w = (at, format!("CPU {}: compressed chunk header cut off; file truncated, the events before are kept", self.cpu));
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w], reclaim: false });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w] });
                 };
                 let cstart = *pos + 8;
                 let Some(cdata) = cstart.checked_add(csize as usize).and_then(|ce| data.get(cstart..ce)) else {
                     let w = (at, format!("CPU {}: compressed chunk of {csize} bytes runs past the end of the data; file truncated, the events before are kept", self.cpu));
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w], reclaim: false });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w] });
                 };
                 let mut out = Vec::new();
                 if let Err(m) = compress::decompress_into(self.comp, dctx, cdata, usize_ as usize, &mut out) {
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![(at, format!("CPU {}: {m}", self.cpu))], reclaim: false });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![(at, format!("CPU {}: {m}", self.cpu))] });
                 }
                 *pos = cstart + csize as usize;
                 *left -= 1;
-                if self.reclaim {
-                    // The chunk is decompressed: its compressed bytes are not needed again.
-                    release_pages(cdata);
+                // The chunk is decompressed: its compressed bytes are not needed again.
+                if self.reclaim && *pos >= self.released + RELEASE_STRIDE {
+                    release_pages(&data[self.released..*pos]);
+                    self.released = *pos;
                 }
                 let mut recs = Vec::with_capacity(out.len() / 32);
                 let mut p = 0;
@@ -232,7 +238,7 @@ impl<'a> CpuStream<'a> {
                     }
                     p = pe;
                 }
-                Some(Batch { buf: BatchBuf::Owned(out), recs, warnings, reclaim: false })
+                Some(Batch { buf: BatchBuf::Owned(out), recs, warnings })
             }
         }
     }
