@@ -405,6 +405,18 @@ impl Sink for Analyzer {
         self.symbols = Some(s.clone());
     }
 
+    /// What `event` does with a user-mode page fault or an event no analysis
+    /// models, in task or softirq context with the pid the CPU's previous
+    /// such event had: it counts it and notes the pid as the CPU's current
+    /// task, which it is already. Such events can come as counts.
+    fn countable(&self, kind: EventKind) -> bool {
+        matches!(kind, EventKind::PageFaultUser | EventKind::Other)
+    }
+
+    fn counted(&mut self, c: &nmitrace_parser::Counted<'_>) {
+        self.counts.add_counted(c);
+    }
+
     fn notice(&mut self, n: &Notice) {
         if let Notice::LostEvents { cpu, count, origin, .. } = n {
             if self.counts.cpu_events(*cpu) == 0 {

@@ -90,6 +90,31 @@ impl EventCounts {
         }
     }
 
+    /// `c.count` events the reader counted instead of delivering (in known,
+    /// non-NMI context: see `Sink::countable`).
+    pub fn add_counted(&mut self, c: &nmitrace_parser::Counted<'_>) {
+        if c.count == 0 {
+            return;
+        }
+        self.total += c.count;
+        self.flags_known = true;
+        match self.names.iter().position(|(n, _)| nmitrace_replay::name_eq(n, c.name)) {
+            Some(i) => self.names[i].1 += c.count,
+            None => *self.by_name.entry(c.name.into()).or_default() += c.count,
+        }
+        let cpu = c.cpu as usize;
+        if cpu < DENSE_CPUS {
+            if cpu >= self.by_cpu.len() {
+                self.by_cpu.resize(cpu + 1, 0);
+            }
+            self.by_cpu[cpu] += c.count;
+        } else {
+            *self.by_cpu_sparse.entry(c.cpu).or_default() += c.count;
+        }
+        self.first_ts = Some(self.first_ts.map_or(c.first_ts_ns, |t| t.min(c.first_ts_ns)));
+        self.last_ts = Some(self.last_ts.map_or(c.last_ts_ns, |t| t.max(c.last_ts_ns)));
+    }
+
     /// Events seen on `cpu` so far.
     pub fn cpu_events(&self, cpu: u32) -> u64 {
         match self.by_cpu.get(cpu as usize) {

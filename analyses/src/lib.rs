@@ -125,6 +125,12 @@ pub fn analyze_trace_watched(trace: nmitrace_parser::Trace, config: &Config, wat
         fn symbols(&mut self, s: &std::sync::Arc<nmitrace_parser::tracedat::symbols::Symbols>) {
             self.analyzer.symbols(s)
         }
+        fn countable(&self, kind: nmitrace_parser::EventKind) -> bool {
+            self.analyzer.countable(kind)
+        }
+        fn counted(&mut self, c: &nmitrace_parser::Counted<'_>) {
+            self.analyzer.counted(c)
+        }
     }
     let info = trace.info.clone();
     let name = trace.name.clone();

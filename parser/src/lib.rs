@@ -79,6 +79,33 @@ pub trait Sink {
     /// the first event that prints an address as a function
     /// (`nmi_handler`'s `%ps`), so that the sink can name it.
     fn symbols(&mut self, _symbols: &std::sync::Arc<tracedat::symbols::Symbols>) {}
+    /// May events of `kind` reach the sink as counts ([`Sink::counted`])
+    /// instead of one by one, where one by one they would tell it nothing
+    /// new? A reader that can tell (trace.dat's, on each CPU's own stream)
+    /// then counts an event instead of delivering it when it is in task or
+    /// softirq context (flags known, neither NMI nor hardirq) with the same
+    /// pid as the CPU's previous event, which was such an event too: not the
+    /// first after a switch, an NMI, a lost-events marker or any event of
+    /// another kind. Default: no, every event is delivered.
+    fn countable(&self, _kind: EventKind) -> bool {
+        false
+    }
+    /// Events counted instead of delivered (see [`Sink::countable`]), given
+    /// at the end of the reading, by CPU and event.
+    fn counted(&mut self, _c: &Counted<'_>) {}
+}
+
+/// Events of one name on one CPU that were counted, not delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counted<'a> {
+    pub cpu: u32,
+    pub system: Option<&'a str>,
+    pub name: &'a str,
+    pub kind: EventKind,
+    pub count: u64,
+    /// Their earliest and latest timestamps.
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
 }
 
 /// What a source knows about the trace as a whole.

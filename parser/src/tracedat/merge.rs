@@ -28,6 +28,9 @@ pub struct Batch<'a> {
     pub buf: BatchBuf<'a>,
     pub recs: Vec<Rec>,
     pub warnings: Vec<(u64, String)>,
+    /// Records counted instead of delivered (see `Sink::countable`):
+    /// (format id, number, first and last raw timestamp).
+    pub counted: Vec<(u32, u64, u64, u64)>,
 }
 
 /// Pages of a mapped file are given back this many bytes at a time (one
@@ -100,6 +103,12 @@ pub struct CpuStream<'a> {
     pub reclaim: bool,
     /// Offset into this CPU's data up to which pages were released.
     released: usize,
+    /// Format id → its events may be counted instead of delivered (the
+    /// sink's `countable`); `None`: every event is delivered.
+    pub countable: Option<&'a [bool]>,
+    /// The pid of the previous record when it was a countable event in
+    /// plain (task or softirq) context.
+    last_plain: Option<i32>,
 }
 
 impl<'a> CpuStream<'a> {
@@ -117,11 +126,11 @@ impl<'a> CpuStream<'a> {
         } else {
             Src::Plain { data, file_off: d.offset, pos: 0 }
         };
-        CpuStream { cpu: d.cpu, buffer, src, endian, hp, page_size: page_size as usize, comp, table, comms, reclaim: false, released: 0 }
+        CpuStream { cpu: d.cpu, buffer, src, endian, hp, page_size: page_size as usize, comp, table, comms, reclaim: false, released: 0, countable: None, last_plain: None }
     }
 
     /// Locate each event's format and decode its common fields (worker side).
-    fn decode_headers(&self, b: &mut Batch<'a>) {
+    fn decode_headers(&mut self, b: &mut Batch<'a>) {
         let e = self.endian;
         let bytes: &[u8] = match &b.buf {
             BatchBuf::File(f) => f,
@@ -146,7 +155,46 @@ impl<'a> CpuStream<'a> {
     pub fn next_decoded(&mut self) -> Option<Batch<'a>> {
         let mut b = self.next_batch()?;
         self.decode_headers(&mut b);
+        if let Some(c) = self.countable {
+            self.count_plain(&mut b, c);
+        }
         Some(b)
+    }
+
+    /// Count, instead of delivering, the records that tell the sink nothing
+    /// new (see `Sink::countable`): a countable event in plain context whose
+    /// pid is the previous record's, itself such an event.
+    fn count_plain(&mut self, b: &mut Batch<'a>, countable: &[bool]) {
+        let mut last = self.last_plain;
+        let counted = &mut b.counted;
+        b.recs.retain(|r| {
+            if r.kind != super::page::RecKind::Event {
+                if r.kind == super::page::RecKind::Lost {
+                    last = None;
+                }
+                return true;
+            }
+            // flags known (bit 8), neither NMI (0x40) nor hardirq (0x08)
+            let plain = r.known && r.len >= 2 && r.flags & 0x100 != 0 && r.flags & 0x48 == 0 && countable.get(r.id as usize).copied().unwrap_or(false);
+            if !plain {
+                last = None;
+                return true;
+            }
+            if last != Some(r.pid) {
+                last = Some(r.pid);
+                return true;
+            }
+            match counted.iter_mut().find(|c| c.0 == r.id) {
+                Some(c) => {
+                    c.1 += 1;
+                    c.2 = c.2.min(r.ts);
+                    c.3 = c.3.max(r.ts);
+                }
+                None => counted.push((r.id, 1, r.ts, r.ts)),
+            }
+            false
+        });
+        self.last_plain = last;
     }
 
     /// The next batch, or `None` at the end (or after an unrecoverable
@@ -183,7 +231,7 @@ impl<'a> CpuStream<'a> {
                 if end >= data.len() {
                     self.src = Src::Done;
                 }
-                Some(Batch { buf: BatchBuf::File(slice), recs, warnings })
+                Some(Batch { buf: BatchBuf::File(slice), recs, warnings, counted: Vec::new() })
             }
             Src::Chunked { data, file_off, pos, left, started, dctx } => {
                 let mut warnings = Vec::new();
@@ -209,18 +257,18 @@ impl<'a> CpuStream<'a> {
                 let (Some(csize), Some(usize_)) = (rd4(*pos), rd4(*pos + 4)) else {
                     let w = (at, format!("CPU {}: compressed chunk header cut off; file truncated, the events before are kept", self.cpu));
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w] });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w], counted: Vec::new() });
                 };
                 let cstart = *pos + 8;
                 let Some(cdata) = cstart.checked_add(csize as usize).and_then(|ce| data.get(cstart..ce)) else {
                     let w = (at, format!("CPU {}: compressed chunk of {csize} bytes runs past the end of the data; file truncated, the events before are kept", self.cpu));
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w] });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w], counted: Vec::new() });
                 };
                 let mut out = Vec::new();
                 if let Err(m) = compress::decompress_into(self.comp, dctx, cdata, usize_ as usize, &mut out) {
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![(at, format!("CPU {}: {m}", self.cpu))] });
+                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![(at, format!("CPU {}: {m}", self.cpu))], counted: Vec::new() });
                 }
                 *pos = cstart + csize as usize;
                 *left -= 1;
@@ -238,7 +286,7 @@ impl<'a> CpuStream<'a> {
                     }
                     p = pe;
                 }
-                Some(Batch { buf: BatchBuf::Owned(out), recs, warnings })
+                Some(Batch { buf: BatchBuf::Owned(out), recs, warnings, counted: Vec::new() })
             }
         }
     }
@@ -290,6 +338,9 @@ pub struct MergeEnd {
     pub stopped: bool,
     /// A decoder panicked (a bug): where and why.
     pub panic: Option<(u64, String)>,
+    /// Records counted instead of delivered: (cpu, format id) → (number,
+    /// first and last raw timestamp).
+    pub counted: std::collections::BTreeMap<(u32, u32), (u64, u64, u64)>,
 }
 
 /// Merge state for one lane.
@@ -355,6 +406,12 @@ fn run_merge<F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(mut heads
                 Some(Ok(mut b)) => {
                     for (o, m) in b.warnings.drain(..) {
                         w(o, m);
+                    }
+                    for &(id, n, lo, hi) in &b.counted {
+                        let c = end.counted.entry((h.cpu, id)).or_insert((0, u64::MAX, 0));
+                        c.0 += n;
+                        c.1 = c.1.min(lo);
+                        c.2 = c.2.max(hi);
                     }
                     h.batch = Some(b);
                     h.idx = 0;

@@ -120,6 +120,12 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
     // saved cmdlines as a list, looked up by index (the worker finds the index)
     let comm_list: Vec<&str> = meta.cmdlines.values().map(String::as_str).collect();
     let comm_idx: std::collections::HashMap<i32, u32, header::PidHash> = meta.cmdlines.keys().enumerate().map(|(i, &p)| (p, i as u32)).collect();
+    // Which events may be counted instead of delivered (the sink's
+    // `countable`): only with one buffer, where each CPU's stream holds all
+    // of that CPU's events in order.
+    let buffers = meta.buffers.iter().filter(|b| !b.latency).count();
+    let countable: Vec<bool> = table.iter().map(|f| buffers == 1 && f.is_some_and(|f| sink.countable(f.kind))).collect();
+    let any_countable = countable.iter().any(|&c| c);
     let mut streams = Vec::new();
     for (bi, b) in meta.buffers.iter().enumerate() {
         if b.latency {
@@ -128,6 +134,9 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
         for d in &b.cpus {
             let mut s = merge::CpuStream::new(bytes, d, bi, meta.endian, meta.header_page, b.page_size, b.compressed, meta.compression, &table, &comm_idx);
             s.reclaim = reclaim;
+            if any_countable {
+                s.countable = Some(&countable);
+            }
             streams.push(s);
         }
     }
@@ -229,6 +238,19 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
         stats.stopped = end.stopped;
         if let Some((off, msg)) = end.panic {
             return Err(crate::Error::internal(name, Origin::Offset(off), "decoding the records from here", &msg));
+        }
+        let to_ns = |raw: u64| {
+            let mut ts = raw;
+            if let Some((mult, shift, off)) = tsc {
+                ts = ((((ts as u128) * mult as u128) >> shift.min(127)) as u64).wrapping_add(off);
+            }
+            ts.wrapping_add(ts_offset as u64)
+        };
+        for (&(cpu, id), &(n, lo, hi)) in &end.counted {
+            let Some(fmt) = table.get(id as usize).copied().flatten() else { continue };
+            events += n;
+            let c = crate::Counted { cpu, system: Some(fmt.system.as_str()), name: fmt.name.as_str(), kind: fmt.kind, count: n, first_ts_ns: to_ns(lo), last_ts_ns: to_ns(hi) };
+            sink_cell.borrow_mut().counted(&c);
         }
     }
     stats.events = events;
