@@ -46,22 +46,33 @@ impl EventCounts {
         }
         match self.names.get_mut(self.last) {
             Some((n, c)) if nmitrace_replay::name_eq(n, ev.name) => *c += 1,
-            _ => self.count_name(ev.name),
+            _ => self.count_name(ev.name, 1),
         }
-        let cpu = ev.cpu as usize;
-        if cpu < DENSE_CPUS {
-            if cpu >= self.by_cpu.len() {
-                self.by_cpu.resize(cpu + 1, 0);
-            }
-            self.by_cpu[cpu] += 1;
-        } else {
-            *self.by_cpu_sparse.entry(ev.cpu).or_default() += 1;
-        }
-        self.first_ts = Some(self.first_ts.map_or(ev.ts_ns, |t| t.min(ev.ts_ns)));
-        self.last_ts = Some(self.last_ts.map_or(ev.ts_ns, |t| t.max(ev.ts_ns)));
+        self.count_cpu(ev.cpu, 1);
+        self.span(ev.ts_ns, ev.ts_ns);
     }
 
-    fn count_name(&mut self, name: &str) {
+    #[inline]
+    fn count_cpu(&mut self, cpu: u32, n: u64) {
+        let c = cpu as usize;
+        if c < DENSE_CPUS {
+            if c >= self.by_cpu.len() {
+                self.by_cpu.resize(c + 1, 0);
+            }
+            self.by_cpu[c] += n;
+        } else {
+            *self.by_cpu_sparse.entry(cpu).or_default() += n;
+        }
+    }
+
+    /// Widen the time span to take in `first..=last`.
+    #[inline]
+    fn span(&mut self, first: u64, last: u64) {
+        self.first_ts = Some(self.first_ts.map_or(first, |t| t.min(first)));
+        self.last_ts = Some(self.last_ts.map_or(last, |t| t.max(last)));
+    }
+
+    fn count_name(&mut self, name: &str, count: u64) {
         // A direct-mapped cache (length, first and last byte) finds the
         // name's slot without a scan when names alternate.
         let b = name.as_bytes();
@@ -69,7 +80,7 @@ impl EventCounts {
         if let Some(&i) = self.cache.get(h) {
             let i = i as usize;
             if i > 0 && nmitrace_replay::name_eq(&self.names[i - 1].0, name) {
-                self.names[i - 1].1 += 1;
+                self.names[i - 1].1 += count;
                 self.last = i - 1;
                 return;
             }
@@ -79,14 +90,14 @@ impl EventCounts {
         }
         if let Some(i) = self.names.iter().position(|(n, _)| nmitrace_replay::name_eq(n, name)) {
             self.cache[h] = (i + 1) as u16;
-            self.names[i].1 += 1;
+            self.names[i].1 += count;
             self.last = i;
         } else if self.names.len() < NAMES_DENSE {
-            self.names.push((name.into(), 1));
+            self.names.push((name.into(), count));
             self.last = self.names.len() - 1;
             self.cache[h] = self.names.len() as u16;
         } else {
-            *self.by_name.entry(name.into()).or_default() += 1;
+            *self.by_name.entry(name.into()).or_default() += count;
         }
     }
 
@@ -98,21 +109,9 @@ impl EventCounts {
         }
         self.total += c.count;
         self.flags_known = true;
-        match self.names.iter().position(|(n, _)| nmitrace_replay::name_eq(n, c.name)) {
-            Some(i) => self.names[i].1 += c.count,
-            None => *self.by_name.entry(c.name.into()).or_default() += c.count,
-        }
-        let cpu = c.cpu as usize;
-        if cpu < DENSE_CPUS {
-            if cpu >= self.by_cpu.len() {
-                self.by_cpu.resize(cpu + 1, 0);
-            }
-            self.by_cpu[cpu] += c.count;
-        } else {
-            *self.by_cpu_sparse.entry(c.cpu).or_default() += c.count;
-        }
-        self.first_ts = Some(self.first_ts.map_or(c.first_ts_ns, |t| t.min(c.first_ts_ns)));
-        self.last_ts = Some(self.last_ts.map_or(c.last_ts_ns, |t| t.max(c.last_ts_ns)));
+        self.count_name(c.name, c.count);
+        self.count_cpu(c.cpu, c.count);
+        self.span(c.first_ts_ns, c.last_ts_ns);
     }
 
     /// Events seen on `cpu` so far.

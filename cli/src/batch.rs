@@ -392,13 +392,10 @@ fn kind_rates(results: &[TraceResult]) -> Vec<fleet::KindRate> {
     v
 }
 
-/// A line on standard output; a closed pipe (`| head`) is not an error.
-#[allow(unused_macros)]
-macro_rules! say {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
-    }};
+/// The summary on standard output; a closed pipe (`| head`) is not an error.
+pub fn print_summary(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
 }
 
 /// How a batch (or one shard of a fleet) analyses its traces.
@@ -519,7 +516,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut named: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
     named.extend(args.files_from.iter().map(|l| format!("the paths listed in {}", l.display())));
     let (text, code) = finish(&args.out, &batch, baseline.as_ref(), &named.join(" "))?;
-    say!("{}", text.trim_end());
+    print_summary(&text);
     Ok(ExitCode::from(code))
 }
 

@@ -47,8 +47,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         None => None,
     };
     let (text, code) = merge(&args.parts, &args.out, baseline.as_ref(), Vec::new())?;
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
+    batch::print_summary(&text);
     Ok(ExitCode::from(code))
 }
 

@@ -45,11 +45,10 @@ fn config(kernel: Option<String>, arch: Option<String>, b2b_threshold_ns: u64) -
     Ok(Config { kernel, arch, b2b_threshold_ns })
 }
 
+/// What `nmitrace analyze` runs, without its progress line.
 fn analysis(path: &std::path::Path, config: &Config, threads: Option<usize>) -> Result<Analysis, String> {
-    let mut t = Trace::open(path).map_err(|e| e.to_string())?;
-    t.threads = threads;
-    t.probe().map_err(|e| e.to_string())?;
-    nmitrace_analyses::analyze_trace(t, config).map_err(|e| e.to_string())
+    let t = Trace::open(path).map_err(|e| e.to_string())?;
+    nmitrace_cli::analyze::analyze_trace(t, config, threads, false, None).map_err(|e| format!("{e:#}"))
 }
 
 fn ipc(mut df: DataFrame) -> Result<Vec<u8>, String> {

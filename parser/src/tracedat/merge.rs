@@ -69,6 +69,15 @@ pub fn release_pages(b: &[u8]) {
     }
 }
 
+/// Release `data[*released..upto]` once it spans a stride, and move
+/// `released` up to `upto`.
+fn release_behind(data: &[u8], released: &mut usize, upto: usize) {
+    if upto >= *released + RELEASE_STRIDE {
+        release_pages(&data[*released..upto.min(data.len())]);
+        *released = upto;
+    }
+}
+
 impl Batch<'_> {
     #[inline]
     pub fn bytes(&self) -> &[u8] {
@@ -130,7 +139,7 @@ impl<'a> CpuStream<'a> {
     }
 
     /// Locate each event's format and decode its common fields (worker side).
-    fn decode_headers(&mut self, b: &mut Batch<'a>) {
+    fn decode_headers(&self, b: &mut Batch<'a>) {
         let e = self.endian;
         let bytes: &[u8] = match &b.buf {
             BatchBuf::File(f) => f,
@@ -174,8 +183,8 @@ impl<'a> CpuStream<'a> {
                 }
                 return true;
             }
-            // flags known (bit 8), neither NMI (0x40) nor hardirq (0x08)
-            let plain = r.known && r.len >= 2 && r.flags & 0x100 != 0 && r.flags & 0x48 == 0 && countable.get(r.id as usize).copied().unwrap_or(false);
+            let ctx = r.context();
+            let plain = r.known && r.len >= 2 && ctx.known && !ctx.nmi && !ctx.hardirq && countable.get(r.id as usize).copied().unwrap_or(false);
             if !plain {
                 last = None;
                 return true;
@@ -208,11 +217,7 @@ impl<'a> CpuStream<'a> {
                 let data: &'a [u8] = data;
                 let start = *pos;
                 if self.reclaim {
-                    let upto = start.saturating_sub(RELEASE_LAG);
-                    if upto >= self.released + RELEASE_STRIDE {
-                        release_pages(&data[self.released..upto]);
-                        self.released = upto;
-                    }
+                    release_behind(data, &mut self.released, start.saturating_sub(RELEASE_LAG));
                 }
                 let end = (start + ps * PLAIN_BATCH_PAGES).min(data.len());
                 let slice = &data[start..end];
@@ -273,9 +278,8 @@ impl<'a> CpuStream<'a> {
                 *pos = cstart + csize as usize;
                 *left -= 1;
                 // The chunk is decompressed: its compressed bytes are not needed again.
-                if self.reclaim && *pos >= self.released + RELEASE_STRIDE {
-                    release_pages(&data[self.released..*pos]);
-                    self.released = *pos;
+                if self.reclaim {
+                    release_behind(data, &mut self.released, *pos);
                 }
                 let mut recs = Vec::with_capacity(out.len() / 32);
                 let mut p = 0;

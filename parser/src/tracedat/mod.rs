@@ -17,7 +17,7 @@ pub mod symbols;
 pub mod writer;
 
 use crate::error::Result;
-use crate::event::{Context, Event, Fields, Origin};
+use crate::event::{Event, Fields, Origin};
 use format::RecordFields;
 use crate::input::Input;
 use crate::{Notice, ParseStats, Sink, TraceInfo};
@@ -143,6 +143,14 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
     let instances: Vec<Option<&str>> = meta.buffers.iter().map(|b| if b.name.is_empty() { None } else { Some(b.name.as_str()) }).collect();
     let ts_offset = meta.ts_offset;
     let tsc = meta.tsc2nsec;
+    // A record's raw timestamp in ns (the TSC2NSEC option, then the offset).
+    let to_ns = |raw: u64| {
+        let mut ts = raw;
+        if let Some((mult, shift, off)) = tsc {
+            ts = ((((ts as u128) * mult as u128) >> shift.min(127)) as u64).wrapping_add(off);
+        }
+        ts.wrapping_add(ts_offset as u64)
+    };
     let parallel = !matches!(threads, Some(t) if t <= 1);
     let mut unknown_ids: Vec<u32> = Vec::new();
     let mut events = 0u64;
@@ -154,11 +162,7 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
         let sink_cell = std::cell::RefCell::new(&mut *sink);
         let mut on_item = |it: merge::Item<'_>| {
             let rec = it.rec;
-            let mut ts = rec.ts;
-            if let Some((mult, shift, off)) = tsc {
-                ts = ((((ts as u128) * mult as u128) >> shift.min(127)) as u64).wrapping_add(off);
-            }
-            ts = ts.wrapping_add(ts_offset as u64);
+            let ts = to_ns(rec.ts);
             if rec.kind == RecKind::Lost {
                 sink_cell.borrow_mut().notice(&Notice::LostEvents {
                     cpu: it.cpu,
@@ -202,11 +206,7 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
                 }
             }
             let pid = rec.pid;
-            let ctx = if rec.flags & 0x100 != 0 {
-                Context::from_common_flags(rec.flags as u8, if rec.has_preempt { Some(rec.preempt) } else { None })
-            } else {
-                Context::UNKNOWN
-            };
+            let ctx = rec.context();
             let data = it.bytes.get(rec.start as usize..(rec.start as usize).saturating_add(rec.len as usize)).unwrap_or(&[]);
             let comm = match comm_list.get(rec.comm as usize) {
                 Some(c) => Some(*c),
@@ -239,13 +239,6 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
         if let Some((off, msg)) = end.panic {
             return Err(crate::Error::internal(name, Origin::Offset(off), "decoding the records from here", &msg));
         }
-        let to_ns = |raw: u64| {
-            let mut ts = raw;
-            if let Some((mult, shift, off)) = tsc {
-                ts = ((((ts as u128) * mult as u128) >> shift.min(127)) as u64).wrapping_add(off);
-            }
-            ts.wrapping_add(ts_offset as u64)
-        };
         for (&(cpu, id), &(n, lo, hi)) in &end.counted {
             let Some(fmt) = table.get(id as usize).copied().flatten() else { continue };
             events += n;

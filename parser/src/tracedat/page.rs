@@ -51,6 +51,17 @@ pub struct Rec {
 }
 
 impl Rec {
+    /// The context its `common_flags` give (bit 8 of `flags`: the format
+    /// had them), or unknown.
+    #[inline]
+    pub fn context(&self) -> crate::Context {
+        if self.flags & 0x100 != 0 {
+            crate::Context::from_common_flags(self.flags as u8, if self.has_preempt { Some(self.preempt) } else { None })
+        } else {
+            crate::Context::UNKNOWN
+        }
+    }
+
     pub fn new(ts: u64, start: u32, len: u32, kind: RecKind, lost: u64, off: u64) -> Rec {
         Rec { ts, start, len, kind, lost, off, id: 0, known: false, pid: -1, flags: 0, preempt: 0, has_preempt: false, comm: u32::MAX }
     }
