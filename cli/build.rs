@@ -6,8 +6,16 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(shared_traces)");
     println!("cargo::rustc-check-cfg=cfg(root)");
     println!("cargo::rustc-check-cfg=cfg(chromium)");
-    let has = |b: &str| std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success());
-    if ["chromium", "chromium-browser", "google-chrome"].iter().any(|b| has(b)) {
+    let has = |b: &str| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .any(|b| has(b))
+    {
         println!("cargo::rustc-cfg=chromium");
     }
     let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces");
@@ -15,7 +23,11 @@ fn main() {
     if shared.is_dir() {
         println!("cargo::rustc-cfg=shared_traces");
     }
-    let uid = std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let uid = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     if uid == "0" {
         println!("cargo::rustc-cfg=root");
     }

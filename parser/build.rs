@@ -10,7 +10,11 @@ fn main() {
         println!("cargo::rustc-cfg=shared_traces");
     }
     let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("trace-cmd")).find(|t| t.is_file()))
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("trace-cmd"))
+                .find(|t| t.is_file())
+        })
         .unwrap_or_default();
     if let Some(t) = found {
         println!("cargo::rerun-if-changed={}", t.display());

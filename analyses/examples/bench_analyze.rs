@@ -87,7 +87,12 @@ fn main() {
         v.sort_by_key(|x| std::cmp::Reverse(x.1 .1));
         let total: u64 = v.iter().map(|x| x.1 .1).sum();
         for (name, (n, t)) in v.iter().take(25) {
-            println!("{name:32} {n:>9} events {:>8.1} Mtsc ({:5.1} %) {:>8.1} tsc/event", *t as f64 / 1e6, *t as f64 * 100.0 / total as f64, *t as f64 / *n as f64);
+            println!(
+                "{name:32} {n:>9} events {:>8.1} Mtsc ({:5.1} %) {:>8.1} tsc/event",
+                *t as f64 / 1e6,
+                *t as f64 * 100.0 / total as f64,
+                *t as f64 / *n as f64
+            );
         }
         return;
     }
@@ -96,8 +101,19 @@ fn main() {
         impl Sink for Dump {
             fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
                 let m = nmitrace_parser::model::Modelled::from_event(ev);
-                let f: Vec<String> = ev.fields.iter().map(|f| format!("{}={:?}", f.name, f.value)).collect();
-                println!("{} {} {} {:?} {:?}", ev.ts_ns, ev.name, f.join(" "), ev.ctx, m);
+                let f: Vec<String> = ev
+                    .fields
+                    .iter()
+                    .map(|f| format!("{}={:?}", f.name, f.value))
+                    .collect();
+                println!(
+                    "{} {} {} {:?} {:?}",
+                    ev.ts_ns,
+                    ev.name,
+                    f.join(" "),
+                    ev.ctx,
+                    m
+                );
                 nmitrace_parser::CONTINUE
             }
             fn notice(&mut self, _n: &Notice) {}

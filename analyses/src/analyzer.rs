@@ -7,8 +7,8 @@
 //! on the instance for the rest), then the faults-in-NMI and periodic
 //! detectors. The timeline observes the same stream; no detector reads it.
 
-use crate::coverage;
 use crate::counts;
+use crate::coverage;
 use crate::detect::console::Console;
 use crate::detect::exposure::Exposure;
 use crate::detect::faults::FaultsInNmi;
@@ -71,7 +71,8 @@ macro_rules! cx {
 
 impl Analyzer {
     pub fn new(config: Config) -> Analyzer {
-        let model = KernelModel::choose(None, None, config.kernel.as_deref(), config.arch.as_deref());
+        let model =
+            KernelModel::choose(None, None, config.kernel.as_deref(), config.arch.as_deref());
         Analyzer {
             builder: InstanceBuilder::new(config.b2b_threshold_ns),
             config,
@@ -139,20 +140,44 @@ impl Analyzer {
         }
         let pgd = &m.pgd;
         let s = &self.replay.stats;
-        let vr_source = if pgd.range_from_trace { "trace" } else { "default" };
-        let b2b_source = if self.config.b2b_threshold_ns == DEFAULT_B2B_THRESHOLD_NS { "default" } else { "command line" };
+        let vr_source = if pgd.range_from_trace {
+            "trace"
+        } else {
+            "default"
+        };
+        let b2b_source = if self.config.b2b_threshold_ns == DEFAULT_B2B_THRESHOLD_NS {
+            "default"
+        } else {
+            "command line"
+        };
         let assumptions = vec![
-            Assumption { what: "kernel", value: Text(m.version_text.clone()), source: m.source.name().into() },
+            Assumption {
+                what: "kernel",
+                value: Text(m.version_text.clone()),
+                source: m.source.name().into(),
+            },
             Assumption {
                 what: "arch",
-                value: Text(m.foreign_arch.clone().unwrap_or_else(|| m.arch.name().to_string())),
+                value: Text(
+                    m.foreign_arch
+                        .clone()
+                        .unwrap_or_else(|| m.arch.name().to_string()),
+                ),
                 source: match (m.arch_source, info.arch_from) {
                     (nmitrace_replay::ModelSource::Trace, Some(from)) => format!("trace: {from}"),
                     (s, _) => s.name().to_string(),
                 },
             },
-            Assumption { what: "vmalloc_range", value: Text(format!("{:#x}-{:#x}", pgd.vmalloc_start, pgd.vmalloc_end)), source: vr_source.into() },
-            Assumption { what: "b2b_threshold_ns", value: Number(self.config.b2b_threshold_ns), source: b2b_source.into() },
+            Assumption {
+                what: "vmalloc_range",
+                value: Text(format!("{:#x}-{:#x}", pgd.vmalloc_start, pgd.vmalloc_end)),
+                source: vr_source.into(),
+            },
+            Assumption {
+                what: "b2b_threshold_ns",
+                value: Number(self.config.b2b_threshold_ns),
+                source: b2b_source.into(),
+            },
         ];
         ModelBlock {
             kernel: m.version_text.clone(),
@@ -166,14 +191,25 @@ impl Analyzer {
             label: m.label(),
             era: m.era(),
             page_directory: pgd.kind.name(),
-            vmalloc_range: [format!("{:#x}", pgd.vmalloc_start), format!("{:#x}", pgd.vmalloc_end)],
-            vmalloc_range_from: if pgd.range_from_trace { "alloc_vmap_area vstart/vend" } else { "default" },
+            vmalloc_range: [
+                format!("{:#x}", pgd.vmalloc_start),
+                format!("{:#x}", pgd.vmalloc_end),
+            ],
+            vmalloc_range_from: if pgd.range_from_trace {
+                "alloc_vmap_area vstart/vend"
+            } else {
+                "default"
+            },
             vmalloc_entries: pgd.entries(),
             lazy_vmalloc_faults: m.lazy_vmalloc_faults,
             nested_nmi_corrupts_stack: m.nested_nmi_corrupts_stack,
             vmalloc_fault_uses_active_mm: m.vmalloc_fault_uses_active_mm,
             b2b_threshold_ns: self.config.b2b_threshold_ns,
-            switch_windows_from: if self.replay.tlb_flush_seen { "tlb_flush reason 0" } else { "sched_switch (no tlb_flush events: lower confidence)" },
+            switch_windows_from: if self.replay.tlb_flush_seen {
+                "tlb_flush reason 0"
+            } else {
+                "sched_switch (no tlb_flush events: lower confidence)"
+            },
             replay: ReplayCounts {
                 context_switches: s.switches,
                 switch_windows: s.windows,
@@ -213,17 +249,28 @@ impl Analyzer {
             return;
         }
         let (step, dump) = self.builder.handler(ev, h, name);
-        let he = HandlerEvent { ev, h, name, dump: dump.as_ref() };
+        let he = HandlerEvent {
+            ev,
+            h,
+            name,
+            dump: dump.as_ref(),
+        };
         {
             let cx = cx!(self, false);
-            let open = self.builder.open(ev.cpu).expect("the handler joined an instance");
+            let open = self
+                .builder
+                .open(ev.cpu)
+                .expect("the handler joined an instance");
             self.slow.on_handler(&he, open, &cx, &mut self.findings);
         }
         if let Some(done) = step.finished {
             self.instance_done(done);
         }
         let cx = cx!(self, false);
-        let open = self.builder.open(ev.cpu).expect("the handler joined an instance");
+        let open = self
+            .builder
+            .open(ev.cpu)
+            .expect("the handler joined an instance");
         self.window.on_handler(&he, open, &cx, &mut self.findings);
     }
 
@@ -233,7 +280,12 @@ impl Analyzer {
     }
 
     /// Close the analyses: the report and the timeline.
-    pub fn finish_analysis(mut self, path: &str, info: &TraceInfo, stats: &ParseStats) -> crate::Analysis {
+    pub fn finish_analysis(
+        mut self,
+        path: &str,
+        info: &TraceInfo,
+        stats: &ParseStats,
+    ) -> crate::Analysis {
         for cpu in 0..self.builder.cpus() {
             if let Some(inst) = self.builder.close(cpu) {
                 self.instance_done(inst);
@@ -245,7 +297,8 @@ impl Analyzer {
                 }
             }
         }
-        let faults_traced = self.counts.has_name("page_fault_kernel") || self.counts.has_name("page_fault_user");
+        let faults_traced =
+            self.counts.has_name("page_fault_kernel") || self.counts.has_name("page_fault_user");
         {
             let cx = cx!(self, faults_traced);
             let out = &mut self.findings;
@@ -276,7 +329,8 @@ impl Analyzer {
             flags_known: self.counts.flags_known,
             sched_switch: self.counts.has_name("sched_switch"),
             tlb_flush: self.replay.tlb_flush_seen || self.counts.has_name("tlb_flush"),
-            vmalloc_events: self.counts.has_name("alloc_vmap_area") || self.counts.has_name("percpu_create_chunk"),
+            vmalloc_events: self.counts.has_name("alloc_vmap_area")
+                || self.counts.has_name("percpu_create_chunk"),
             lazy_kernel: self.replay.model.lazy_vmalloc_faults,
             lost_markers: 0,
             lost_events: 0,
@@ -289,19 +343,35 @@ impl Analyzer {
         report.parse = self.notices.parse_block(stats);
         report.findings = self.findings.into_vec();
         report.findings.extend(self.notices.data_loss_findings());
-        report.findings.extend(self.notices.overwritten_finding(info.overwritten));
-        report.events.overwritten_events = info.overwritten.unwrap_or(0).max(self.notices.overwritten_total);
+        report
+            .findings
+            .extend(self.notices.overwritten_finding(info.overwritten));
+        report.events.overwritten_events = info
+            .overwritten
+            .unwrap_or(0)
+            .max(self.notices.overwritten_total);
         report.finalize();
         report.coverage = coverage::assess(&coverage::Seen {
             lost_markers: report.events.lost_event_markers,
             lost_events: report.events.lost_events,
             foreign_arch: self.replay.model.foreign_arch.as_deref(),
-            errors: report.findings.iter().filter(|f| f.severity == Severity::Error).count(),
-            warnings: report.findings.iter().filter(|f| f.severity == Severity::Warning).count(),
+            errors: report
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .count(),
+            warnings: report
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Warning)
+                .count(),
             ..seen_base
         });
         self.timeline.finish(report.events.last_ts_ns, &self.replay);
-        crate::Analysis { report, timeline: self.timeline }
+        crate::Analysis {
+            report,
+            timeline: self.timeline,
+        }
     }
 
     fn nmis_block(&self) -> NmisBlock {
@@ -309,10 +379,19 @@ impl Analyzer {
         for (n, a) in &self.builder.handlers {
             by_handler.insert(
                 n.clone(),
-                HandlerStats { count: a.count, handled: a.handled, p50_ns: a.hist.quantile(0.5), p99_ns: a.hist.quantile(0.99), max_ns: a.hist.max() },
+                HandlerStats {
+                    count: a.count,
+                    handled: a.handled,
+                    p50_ns: a.hist.quantile(0.5),
+                    p99_ns: a.hist.quantile(0.99),
+                    max_ns: a.hist.max(),
+                },
             );
         }
-        NmisBlock { instances: self.latch.instances, by_handler }
+        NmisBlock {
+            instances: self.latch.instances,
+            by_handler,
+        }
     }
 
     #[cold]
@@ -324,20 +403,28 @@ impl Analyzer {
             Outcome::KernelFault(fi) => {
                 // Before the ftrace NMI flag (4.6) a fault in an NMI prints `h`:
                 // it is placed by the handlers' intervals, like a format without flags.
-                if !ev.ctx.known || ev.ctx.nmi || (ev.ctx.hardirq && !self.replay.model.ftrace_nmi_flag) {
+                if !ev.ctx.known
+                    || ev.ctx.nmi
+                    || (ev.ctx.hardirq && !self.replay.model.ftrace_nmi_flag)
+                {
                     self.builder.candidate(ev, fi, &self.replay);
                 }
             }
             Outcome::ExposedLoad { .. } | Outcome::EntryOpened(_) => {
                 let cx = cx!(self, false);
-                self.exposure.on_outcome(ev, &outcome, &cx, &mut self.findings);
+                self.exposure
+                    .on_outcome(ev, &outcome, &cx, &mut self.findings);
             }
             _ => {}
         }
         match m {
             Modelled::NmiHandler(mut h) => {
                 // trace.dat gives the handler's address: name it from kallsyms
-                let symbols = if h.handler.is_empty() { self.symbols.clone() } else { None };
+                let symbols = if h.handler.is_empty() {
+                    self.symbols.clone()
+                } else {
+                    None
+                };
                 if let Some(name) = h.handler_addr.and_then(|a| symbols.as_deref()?.name(a)) {
                     h.handler = name;
                 }
@@ -352,11 +439,15 @@ impl Analyzer {
                 // Before the ftrace NMI flag (4.6) an NMI's events print `h`
                 // (nmi_enter adds HARDIRQ_OFFSET): inside a handler's interval
                 // they are NMI context, which the dump's attachment checks.
-                let nmi = !ev.ctx.known || ev.ctx.nmi || (ev.ctx.hardirq && !self.replay.model.ftrace_nmi_flag);
+                let nmi = !ev.ctx.known
+                    || ev.ctx.nmi
+                    || (ev.ctx.hardirq && !self.replay.model.ftrace_nmi_flag);
                 self.builder.dumps.console(ev, msg, nmi, || event_line(ev));
                 // An oops counts as in NMI only where the flags say so.
                 let known_nmi = ev.ctx.known && nmi;
-                self.console.log.add(ev.ts_ns, ev.cpu, known_nmi, msg, event_line(ev))
+                self.console
+                    .log
+                    .add(ev.ts_ns, ev.cpu, known_nmi, msg, event_line(ev))
             }
             _ => {}
         }
@@ -387,12 +478,15 @@ impl Sink for Analyzer {
         match ev.kind {
             EventKind::PageFaultUser | EventKind::Other => return nmitrace_parser::CONTINUE,
             // Interrupt entry/exit rebuild the context stack where flags are missing.
-            EventKind::IrqEntry | EventKind::IrqExit if ev.ctx.known => return nmitrace_parser::CONTINUE,
+            EventKind::IrqEntry | EventKind::IrqExit if ev.ctx.known => {
+                return nmitrace_parser::CONTINUE
+            }
             EventKind::TlbFlush if !self.replay.flush_matters(ev) => {
                 // No switch pending on this CPU and not the idle task: whatever
                 // the reason, this flush changes nothing the analyses use (and
                 // its fields need not be decoded).
-                self.timeline.after_apply(ev, &Outcome::Nothing, &self.replay);
+                self.timeline
+                    .after_apply(ev, &Outcome::Nothing, &self.replay);
                 return nmitrace_parser::CONTINUE;
             }
             _ => {}
@@ -418,7 +512,10 @@ impl Sink for Analyzer {
     }
 
     fn notice(&mut self, n: &Notice) {
-        if let Notice::LostEvents { cpu, count, origin, .. } = n {
+        if let Notice::LostEvents {
+            cpu, count, origin, ..
+        } = n
+        {
             if self.counts.cpu_events(*cpu) == 0 {
                 // Lost before the CPU's first event: the ring buffer (overwrite
                 // mode, a flight recorder) overwrote the past; no gap in the trace.

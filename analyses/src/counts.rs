@@ -76,7 +76,12 @@ impl EventCounts {
         // A direct-mapped cache (length, first and last byte) finds the
         // name's slot without a scan when names alternate.
         let b = name.as_bytes();
-        let h = b.len().wrapping_mul(31).wrapping_add(*b.first().unwrap_or(&0) as usize).wrapping_add((*b.last().unwrap_or(&0) as usize) << 3) & 255;
+        let h = b
+            .len()
+            .wrapping_mul(31)
+            .wrapping_add(*b.first().unwrap_or(&0) as usize)
+            .wrapping_add((*b.last().unwrap_or(&0) as usize) << 3)
+            & 255;
         if let Some(&i) = self.cache.get(h) {
             let i = i as usize;
             if i > 0 && nmitrace_replay::name_eq(&self.names[i - 1].0, name) {
@@ -88,7 +93,11 @@ impl EventCounts {
         if self.cache.is_empty() {
             self.cache = vec![0; 256];
         }
-        if let Some(i) = self.names.iter().position(|(n, _)| nmitrace_replay::name_eq(n, name)) {
+        if let Some(i) = self
+            .names
+            .iter()
+            .position(|(n, _)| nmitrace_replay::name_eq(n, name))
+        {
             self.cache[h] = (i + 1) as u16;
             self.names[i].1 += count;
             self.last = i;
@@ -132,7 +141,11 @@ impl EventCounts {
         for (n, c) in self.names.drain(..) {
             *self.by_name.entry(n).or_default() += c;
         }
-        let by_name: BTreeMap<String, u64> = self.by_name.into_iter().map(|(k, v)| (k.into(), v)).collect();
+        let by_name: BTreeMap<String, u64> = self
+            .by_name
+            .into_iter()
+            .map(|(k, v)| (k.into(), v))
+            .collect();
         let mut by_cpu: BTreeMap<u32, u64> = self.by_cpu_sparse;
         for (cpu, &n) in self.by_cpu.iter().enumerate() {
             if n > 0 {
@@ -142,7 +155,10 @@ impl EventCounts {
         EventsBlock {
             total: self.total,
             by_name,
-            by_cpu: by_cpu.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            by_cpu: by_cpu
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
             first_ts_ns: self.first_ts,
             last_ts_ns: self.last_ts,
             lost_events: notices.lost_total,
@@ -185,10 +201,20 @@ const MAX_LOSSES: usize = 10_000;
 impl NoticeLog {
     pub fn add(&mut self, n: &Notice) {
         match n {
-            Notice::LostEvents { cpu, count, ts_ns, origin } => {
+            Notice::LostEvents {
+                cpu,
+                count,
+                ts_ns,
+                origin,
+            } => {
                 self.lost_total += count.unwrap_or(0);
                 if self.lost.len() < MAX_LOSSES {
-                    self.lost.push(Loss { cpu: *cpu, count: *count, ts_ns: *ts_ns, origin: *origin });
+                    self.lost.push(Loss {
+                        cpu: *cpu,
+                        count: *count,
+                        ts_ns: *ts_ns,
+                        origin: *origin,
+                    });
                 }
             }
             Notice::BufferStarted { cpu, .. } => {
@@ -196,16 +222,22 @@ impl NoticeLog {
                     self.buffer_started.push(*cpu);
                 }
             }
-            Notice::Unparsed { origin, text, reason } => {
+            Notice::Unparsed {
+                origin,
+                text,
+                reason,
+            } => {
                 self.unparsed += 1;
                 if self.unparsed_examples.len() < EXAMPLES {
-                    self.unparsed_examples.push((origin.to_string(), text.clone(), reason.clone()));
+                    self.unparsed_examples
+                        .push((origin.to_string(), text.clone(), reason.clone()));
                 }
             }
             Notice::Warning { origin, message } => {
                 self.warnings += 1;
                 if self.warning_examples.len() < EXAMPLES {
-                    self.warning_examples.push((origin.to_string(), message.clone()));
+                    self.warning_examples
+                        .push((origin.to_string(), message.clone()));
                 }
             }
         }
@@ -215,7 +247,12 @@ impl NoticeLog {
     pub fn add_overwritten(&mut self, cpu: u32, count: Option<u64>, origin: Origin) {
         self.overwritten_total += count.unwrap_or(0);
         if self.overwritten.len() < MAX_LOSSES {
-            self.overwritten.push(Loss { cpu, count, ts_ns: None, origin });
+            self.overwritten.push(Loss {
+                cpu,
+                count,
+                ts_ns: None,
+                origin,
+            });
         }
     }
 
@@ -229,7 +266,15 @@ impl NoticeLog {
         }
         let total = header.unwrap_or(0).max(self.overwritten_total);
         let at = self.overwritten.first().map(|l| l.origin.to_string());
-        let mut f = Finding::new(Kind::TraceOverwritten, Severity::Info, Confidence::Observed, Details::Overwritten { overwritten: total, at });
+        let mut f = Finding::new(
+            Kind::TraceOverwritten,
+            Severity::Info,
+            Confidence::Observed,
+            Details::Overwritten {
+                overwritten: total,
+                at,
+            },
+        );
         let per_cpu: Vec<String> = self
             .overwritten
             .iter()
@@ -280,7 +325,12 @@ impl NoticeLog {
     /// The report's `parse` block: the reader's counts and this log's examples.
     pub fn parse_block(&self, stats: &nmitrace_parser::ParseStats) -> ParseBlock {
         let notices = self;
-        let ex = |pairs: &[(&str, &String)]| pairs.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect();
+        let ex = |pairs: &[(&str, &String)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), (*v).clone()))
+                .collect()
+        };
         ParseBlock {
             lines: stats.lines,
             unparsed_lines: notices.unparsed,
@@ -290,7 +340,11 @@ impl NoticeLog {
                 .map(|(at, text, why)| ex(&[("at", at), ("text", text), ("reason", why)]))
                 .collect(),
             warnings: notices.warnings,
-            warning_examples: notices.warning_examples.iter().map(|(at, m)| ex(&[("at", at), ("message", m)])).collect(),
+            warning_examples: notices
+                .warning_examples
+                .iter()
+                .map(|(at, m)| ex(&[("at", at), ("message", m)]))
+                .collect(),
         }
     }
 }

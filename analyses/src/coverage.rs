@@ -50,18 +50,37 @@ pub struct Seen<'a> {
     pub warnings: usize,
 }
 
-fn check(analysis: &'static str, status: &'static str, why: impl Into<String>, record: Option<&'static str>) -> Check {
-    Check { analysis, status, why: why.into(), record }
+fn check(
+    analysis: &'static str,
+    status: &'static str,
+    why: impl Into<String>,
+    record: Option<&'static str>,
+) -> Check {
+    Check {
+        analysis,
+        status,
+        why: why.into(),
+        record,
+    }
 }
 
 pub fn assess(s: &Seen<'_>) -> Coverage {
     let mut checks = Vec::new();
     if let Some(a) = s.foreign_arch {
         let why = format!("a {a} trace: the NMI model is x86's");
-        for name in ["NMI latch and handlers", "page faults in NMI", "context-switch windows", "vmalloc exposure"] {
+        for name in [
+            "NMI latch and handlers",
+            "page faults in NMI",
+            "context-switch windows",
+            "vmalloc exposure",
+        ] {
             checks.push(check(name, "not applicable", why.clone(), None));
         }
-        return Coverage { verdict: verdict(s, &checks), checks, record: None };
+        return Coverage {
+            verdict: verdict(s, &checks),
+            checks,
+            record: None,
+        };
     }
     if s.nmi_handlers {
         checks.push(check("NMI latch and handlers", "checked", "", None));
@@ -71,29 +90,69 @@ pub fn assess(s: &Seen<'_>) -> Coverage {
         } else {
             "no nmi:nmi_handler events: no NMI was traced (none happened, or the tracepoint was off)"
         };
-        checks.push(check("NMI latch and handlers", "not checked", why, Some("-e nmi")));
+        checks.push(check(
+            "NMI latch and handlers",
+            "not checked",
+            why,
+            Some("-e nmi"),
+        ));
     }
     let any_nmi = s.nmi_handlers || s.nmi_evidence;
     if !s.page_faults {
-        checks.push(check("page faults in NMI", "not checked", "no exceptions:page_fault_* events: faults inside NMIs cannot be seen", Some("-e exceptions")));
+        checks.push(check(
+            "page faults in NMI",
+            "not checked",
+            "no exceptions:page_fault_* events: faults inside NMIs cannot be seen",
+            Some("-e exceptions"),
+        ));
     } else if !any_nmi {
-        checks.push(check("page faults in NMI", "not checked", "no NMIs to look inside", Some("-e nmi")));
+        checks.push(check(
+            "page faults in NMI",
+            "not checked",
+            "no NMIs to look inside",
+            Some("-e nmi"),
+        ));
     } else if !s.flags_known {
-        checks.push(check("page faults in NMI", "partial", "the format has no context flags: NMI context is taken from the handlers' intervals", None));
+        checks.push(check(
+            "page faults in NMI",
+            "partial",
+            "the format has no context flags: NMI context is taken from the handlers' intervals",
+            None,
+        ));
     } else {
         checks.push(check("page faults in NMI", "checked", "", None));
     }
     if !s.sched_switch {
-        checks.push(check("context-switch windows", "not checked", "no sched:sched_switch events", Some("-e sched")));
+        checks.push(check(
+            "context-switch windows",
+            "not checked",
+            "no sched:sched_switch events",
+            Some("-e sched"),
+        ));
     } else if !any_nmi {
-        checks.push(check("context-switch windows", "not checked", "no NMIs to place in them", Some("-e nmi")));
+        checks.push(check(
+            "context-switch windows",
+            "not checked",
+            "no NMIs to place in them",
+            Some("-e nmi"),
+        ));
     } else if !s.tlb_flush {
-        checks.push(check("context-switch windows", "partial", "no tlb:tlb_flush events: windows from sched_switch only (the cr3 write is not seen)", Some("-e tlb")));
+        checks.push(check(
+            "context-switch windows",
+            "partial",
+            "no tlb:tlb_flush events: windows from sched_switch only (the cr3 write is not seen)",
+            Some("-e tlb"),
+        ));
     } else {
         checks.push(check("context-switch windows", "checked", "", None));
     }
     if !s.lazy_kernel {
-        checks.push(check("vmalloc exposure", "not applicable", "this kernel syncs vmalloc mappings eagerly (no lazy faults)", None));
+        checks.push(check(
+            "vmalloc exposure",
+            "not applicable",
+            "this kernel syncs vmalloc mappings eagerly (no lazy faults)",
+            None,
+        ));
     } else if !s.vmalloc_events {
         checks.push(check("vmalloc exposure", "not checked", "no vmalloc:alloc_vmap_area or percpu:percpu_create_chunk events: new vmalloc entries cannot be seen", Some("-e vmalloc -e percpu")));
     } else {
@@ -106,12 +165,21 @@ pub fn assess(s: &Seen<'_>) -> Coverage {
     }
     let missing: Vec<&str> = checks.iter().filter_map(|c| c.record).collect();
     let record = (!missing.is_empty()).then(|| {
-        let mut m: Vec<&str> = missing.iter().flat_map(|r| r.split(" -e ")).map(|x| x.trim_start_matches("-e ").trim()).filter(|x| !x.is_empty()).collect();
+        let mut m: Vec<&str> = missing
+            .iter()
+            .flat_map(|r| r.split(" -e "))
+            .map(|x| x.trim_start_matches("-e ").trim())
+            .filter(|x| !x.is_empty())
+            .collect();
         m.sort();
         m.dedup();
         format!("{RECORD_ALL} (missing here: {})", m.join(", "))
     });
-    Coverage { verdict: verdict(s, &checks), checks, record }
+    Coverage {
+        verdict: verdict(s, &checks),
+        checks,
+        record,
+    }
 }
 
 fn verdict(s: &Seen<'_>, checks: &[Check]) -> String {
@@ -127,7 +195,11 @@ fn verdict(s: &Seen<'_>, checks: &[Check]) -> String {
     if !s.nmi_handlers && !s.nmi_evidence {
         return "NOTHING TO CHECK (no NMIs in the trace)".into();
     }
-    let partial: Vec<String> = checks.iter().filter(|c| c.status == "partial" || c.status == "not checked").map(|c| format!("{} {}", c.analysis, c.status)).collect();
+    let partial: Vec<String> = checks
+        .iter()
+        .filter(|c| c.status == "partial" || c.status == "not checked")
+        .map(|c| format!("{} {}", c.analysis, c.status))
+        .collect();
     if partial.is_empty() {
         "CLEAN".into()
     } else {
@@ -161,13 +233,47 @@ mod tests {
     fn verdicts() {
         assert_eq!(assess(&seen()).verdict, "CLEAN");
         assert!(assess(&seen()).record.is_none());
-        let c = assess(&Seen { nmi_handlers: false, nmi_evidence: false, ..seen() });
+        let c = assess(&Seen {
+            nmi_handlers: false,
+            nmi_evidence: false,
+            ..seen()
+        });
         assert_eq!(c.verdict, "NOTHING TO CHECK (no NMIs in the trace)");
         assert!(c.record.unwrap().contains("missing here: nmi"));
-        let c = assess(&Seen { tlb_flush: false, page_faults: false, ..seen() });
-        assert_eq!(c.verdict, "CLEAN (partial: page faults in NMI not checked; context-switch windows partial)");
-        assert_eq!(assess(&Seen { warnings: 1, tlb_flush: false, ..seen() }).verdict, "WARNINGS");
-        assert_eq!(assess(&Seen { foreign_arch: Some("aarch64"), ..seen() }).verdict, "NOTHING TO CHECK (aarch64 trace: the NMI model is x86's)");
-        assert_eq!(assess(&Seen { lazy_kernel: false, ..seen() }).verdict, "CLEAN", "not applicable is not partial");
+        let c = assess(&Seen {
+            tlb_flush: false,
+            page_faults: false,
+            ..seen()
+        });
+        assert_eq!(
+            c.verdict,
+            "CLEAN (partial: page faults in NMI not checked; context-switch windows partial)"
+        );
+        assert_eq!(
+            assess(&Seen {
+                warnings: 1,
+                tlb_flush: false,
+                ..seen()
+            })
+            .verdict,
+            "WARNINGS"
+        );
+        assert_eq!(
+            assess(&Seen {
+                foreign_arch: Some("aarch64"),
+                ..seen()
+            })
+            .verdict,
+            "NOTHING TO CHECK (aarch64 trace: the NMI model is x86's)"
+        );
+        assert_eq!(
+            assess(&Seen {
+                lazy_kernel: false,
+                ..seen()
+            })
+            .verdict,
+            "CLEAN",
+            "not applicable is not partial"
+        );
     }
 }

@@ -78,7 +78,10 @@ impl Kind {
 
     /// Notes about the trace as a whole, not about an NMI or a switch.
     pub fn is_trace_note(self) -> bool {
-        matches!(self, Kind::TraceDataLoss | Kind::TraceOverwritten | Kind::FindingsTruncated)
+        matches!(
+            self,
+            Kind::TraceDataLoss | Kind::TraceOverwritten | Kind::FindingsTruncated
+        )
     }
 }
 
@@ -152,7 +155,9 @@ impl Severity {
     }
 
     pub fn parse(s: &str) -> Option<Severity> {
-        [Severity::Info, Severity::Warning, Severity::Error].into_iter().find(|v| v.as_str() == s)
+        [Severity::Info, Severity::Warning, Severity::Error]
+            .into_iter()
+            .find(|v| v.as_str() == s)
     }
 }
 
@@ -409,13 +414,19 @@ pub enum Details {
     Nested(Box<NestedDetails>),
     Slow(SlowDetails),
     Exposure(Box<ExposureDetails>),
-    DataLoss { lost: Option<u64>, at: String },
+    DataLoss {
+        lost: Option<u64>,
+        at: String,
+    },
     Overwritten {
         overwritten: u64,
         #[serde(skip_serializing_if = "no")]
         at: Option<String>,
     },
-    Truncated { kind: Kind, suppressed: u64 },
+    Truncated {
+        kind: Kind,
+        suppressed: u64,
+    },
     /// Details read back from a table (`findings.parquet`'s `details`, by
     /// `nmitrace merge`): the JSON object as written, key order kept.
     Recorded(serde_json::Map<String, serde_json::Value>),
@@ -478,7 +489,10 @@ impl Details {
     /// The switch window (start, end if closed), for a switch finding.
     pub fn window(&self) -> Option<(u64, Option<u64>)> {
         match self {
-            Details::Window(w) => w.bounds.as_ref().map(|b| (b.window_start_ns, b.window_end_ns)),
+            Details::Window(w) => w
+                .bounds
+                .as_ref()
+                .map(|b| (b.window_start_ns, b.window_end_ns)),
             _ => None,
         }
     }
@@ -502,8 +516,24 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(kind: Kind, severity: Severity, confidence: Confidence, details: Details) -> Finding {
-        Finding { kind, severity, confidence, ts_ns: None, cpu: None, pid: None, comm: None, message: String::new(), details, evidence: Vec::new() }
+    pub fn new(
+        kind: Kind,
+        severity: Severity,
+        confidence: Confidence,
+        details: Details,
+    ) -> Finding {
+        Finding {
+            kind,
+            severity,
+            confidence,
+            ts_ns: None,
+            cpu: None,
+            pid: None,
+            comm: None,
+            message: String::new(),
+            details,
+            evidence: Vec::new(),
+        }
     }
 
     /// The details as the JSON document has them (for readers of the contract, and tests).
@@ -516,7 +546,9 @@ impl Finding {
         let recorded;
         let d = match &self.details {
             Details::Recorded(m) => {
-                recorded = serde_json::from_value::<Interrupted>(serde_json::Value::Object(m.clone())).ok()?;
+                recorded =
+                    serde_json::from_value::<Interrupted>(serde_json::Value::Object(m.clone()))
+                        .ok()?;
                 &recorded
             }
             d => d.interrupted()?,
@@ -587,15 +619,27 @@ impl Findings {
 
     /// The findings kept, in the order they came, with their ids.
     pub fn iter(&self) -> impl Iterator<Item = (FindingId, &Finding)> {
-        self.list.iter().enumerate().filter_map(|(i, f)| f.as_ref().map(|f| (FindingId(i), f)))
+        self.list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.as_ref().map(|f| (FindingId(i), f)))
     }
 
     /// The kept findings plus one `findings_truncated` note per capped kind.
     pub fn into_vec(self) -> Vec<Finding> {
         let mut out: Vec<Finding> = self.list.into_iter().flatten().collect();
         for (kind, n) in self.suppressed {
-            let mut f = Finding::new(Kind::FindingsTruncated, Severity::Info, Confidence::Observed, Details::Truncated { kind, suppressed: n });
-            f.message = format!("{n} more {kind} findings were not listed (limit {MAX_PER_KIND} per kind)");
+            let mut f = Finding::new(
+                Kind::FindingsTruncated,
+                Severity::Info,
+                Confidence::Observed,
+                Details::Truncated {
+                    kind,
+                    suppressed: n,
+                },
+            );
+            f.message =
+                format!("{n} more {kind} findings were not listed (limit {MAX_PER_KIND} per kind)");
             out.push(f);
         }
         out
@@ -612,11 +656,20 @@ mod tests {
             Kind::SlowNmiHandler,
             Severity::Warning,
             Confidence::Observed,
-            Details::Slow(SlowDetails { handler: "h".into(), delta_ns: 5, threshold_ns: Some(1), console_confirmed: Some(true), ..Default::default() }),
+            Details::Slow(SlowDetails {
+                handler: "h".into(),
+                delta_ns: 5,
+                threshold_ns: Some(1),
+                console_confirmed: Some(true),
+                ..Default::default()
+            }),
         );
         f.message = "m".into();
         let j = serde_json::to_string(&f).unwrap();
-        assert_eq!(j, r#"{"kind":"slow_nmi_handler","severity":"warning","confidence":"observed","ts_ns":null,"cpu":null,"pid":null,"comm":null,"message":"m","details":{"handler":"h","delta_ns":5,"threshold_ns":1,"console_confirmed":true}}"#);
+        assert_eq!(
+            j,
+            r#"{"kind":"slow_nmi_handler","severity":"warning","confidence":"observed","ts_ns":null,"cpu":null,"pid":null,"comm":null,"message":"m","details":{"handler":"h","delta_ns":5,"threshold_ns":1,"console_confirmed":true}}"#
+        );
         assert!(Severity::Error > Severity::Warning && Severity::Warning > Severity::Info);
         let mut names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
         let sorted = {
@@ -631,9 +684,19 @@ mod tests {
 
     #[test]
     fn present_but_null_and_absent_differ() {
-        let l = LatchDetails { gap_ns: Some(None), b2b: Some(false), ..Default::default() };
-        assert_eq!(serde_json::to_string(&l).unwrap(), r#"{"b2b":false,"gap_ns":null}"#);
-        let w = Details::Overwritten { overwritten: 3, at: None };
+        let l = LatchDetails {
+            gap_ns: Some(None),
+            b2b: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&l).unwrap(),
+            r#"{"b2b":false,"gap_ns":null}"#
+        );
+        let w = Details::Overwritten {
+            overwritten: 3,
+            at: None,
+        };
         assert_eq!(serde_json::to_string(&w).unwrap(), r#"{"overwritten":3}"#);
     }
 
@@ -641,11 +704,22 @@ mod tests {
     fn the_cap_counts_what_it_drops() {
         let mut fs = Findings::default();
         for _ in 0..MAX_PER_KIND + 3 {
-            fs.push(Finding::new(Kind::LostNmi, Severity::Info, Confidence::Observed, Details::DataLoss { lost: None, at: String::new() }));
+            fs.push(Finding::new(
+                Kind::LostNmi,
+                Severity::Info,
+                Confidence::Observed,
+                Details::DataLoss {
+                    lost: None,
+                    at: String::new(),
+                },
+            ));
         }
         let v = fs.into_vec();
         assert_eq!(v.len() as u64, MAX_PER_KIND + 1);
         assert_eq!(v.last().unwrap().kind, Kind::FindingsTruncated);
-        assert_eq!(v.last().unwrap().message, "3 more lost_nmi findings were not listed (limit 1000 per kind)");
+        assert_eq!(
+            v.last().unwrap().message,
+            "3 more lost_nmi findings were not listed (limit 1000 per kind)"
+        );
     }
 }

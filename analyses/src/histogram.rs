@@ -124,7 +124,12 @@ impl LogHistogram {
     /// `(bucket, count)` of every non-empty bucket, in order.
     pub fn nonzero_buckets(&self) -> Vec<(usize, u64)> {
         match &self.buckets {
-            Some(b) => b.iter().enumerate().filter(|(_, &c)| c > 0).map(|(i, &c)| (i, c)).collect(),
+            Some(b) => b
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(i, &c)| (i, c))
+                .collect(),
             None => {
                 let mut m = std::collections::BTreeMap::new();
                 for &x in &self.exact {
@@ -138,7 +143,11 @@ impl LogHistogram {
     /// Each sample (exact mode) or each bucket's lower bound, with its count.
     pub fn values(&self) -> Vec<(u64, u64)> {
         match &self.buckets {
-            Some(_) => self.nonzero_buckets().into_iter().map(|(b, n)| (bucket_lower(b), n)).collect(),
+            Some(_) => self
+                .nonzero_buckets()
+                .into_iter()
+                .map(|(b, n)| (bucket_lower(b), n))
+                .collect(),
             None => self.exact.iter().map(|&x| (x, 1)).collect(),
         }
     }
@@ -218,16 +227,40 @@ mod tests {
             (1..=n).for_each(|v| one.add(v * 997));
             let mut fleet = LogHistogram::default();
             fleet.merge(&one);
-            assert_eq!((fleet.quantile(0.5), fleet.quantile(0.99), fleet.max(), fleet.count()), (one.quantile(0.5), one.quantile(0.99), one.max(), one.count()));
+            assert_eq!(
+                (
+                    fleet.quantile(0.5),
+                    fleet.quantile(0.99),
+                    fleet.max(),
+                    fleet.count()
+                ),
+                (
+                    one.quantile(0.5),
+                    one.quantile(0.99),
+                    one.max(),
+                    one.count()
+                )
+            );
         }
         // Two halves merged: the whole's percentiles.
-        let (mut a, mut b, mut all) = (LogHistogram::default(), LogHistogram::default(), LogHistogram::default());
+        let (mut a, mut b, mut all) = (
+            LogHistogram::default(),
+            LogHistogram::default(),
+            LogHistogram::default(),
+        );
         for v in 1..=2000u64 {
-            if v % 2 == 0 { a.add(v * 10) } else { b.add(v * 10) }
+            if v % 2 == 0 {
+                a.add(v * 10)
+            } else {
+                b.add(v * 10)
+            }
             all.add(v * 10);
         }
         a.merge(&b);
-        assert_eq!((a.quantile(0.5), a.quantile(0.99), a.count()), (all.quantile(0.5), all.quantile(0.99), all.count()));
+        assert_eq!(
+            (a.quantile(0.5), a.quantile(0.99), a.count()),
+            (all.quantile(0.5), all.quantile(0.99), all.count())
+        );
         // Read back from a bucket table: the same buckets.
         let mut back = LogHistogram::default();
         for (bk, n) in all.nonzero_buckets() {

@@ -79,8 +79,15 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     for r in rows {
         o.push_str("<tr>");
         for c in r {
-            let numeric = !c.is_empty() && c.chars().all(|ch| ch.is_ascii_digit() || ch == '.' || ch == ',' || ch == ' ' || ch == '%');
-            let _ = write!(o, "<td{}>{c}</td>", if numeric { " class=\"n\"" } else { "" });
+            let numeric = !c.is_empty()
+                && c.chars().all(|ch| {
+                    ch.is_ascii_digit() || ch == '.' || ch == ',' || ch == ' ' || ch == '%'
+                });
+            let _ = write!(
+                o,
+                "<td{}>{c}</td>",
+                if numeric { " class=\"n\"" } else { "" }
+            );
         }
         o.push_str("</tr>");
     }
@@ -89,14 +96,23 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn badge(severity: &str) -> String {
-    format!("<span class=\"badge {}\">{}</span>", esc(severity), esc(severity))
+    format!(
+        "<span class=\"badge {}\">{}</span>",
+        esc(severity),
+        esc(severity)
+    )
 }
 
 /// Charts as a section each.
 pub fn charts_html(charts: &[Chart]) -> String {
     let mut o = String::new();
     for c in charts {
-        let _ = write!(o, "<section class=\"chart\"><h2>{}</h2>{}</section>\n", esc(&c.title), strip_xml_decl(&c.svg));
+        let _ = write!(
+            o,
+            "<section class=\"chart\"><h2>{}</h2>{}</section>\n",
+            esc(&c.title),
+            strip_xml_decl(&c.svg)
+        );
     }
     o
 }
@@ -120,10 +136,21 @@ pub fn findings_html(findings: &[crate::Finding], trace: Option<&str>) -> String
 }
 
 /// The cards, each with its zoomed chart (`zooms`: finding index → chart) beside it.
-pub fn findings_with_zooms(findings: &[crate::Finding], trace: Option<&str>, zooms: &[(usize, Chart)]) -> String {
+pub fn findings_with_zooms(
+    findings: &[crate::Finding],
+    trace: Option<&str>,
+    zooms: &[(usize, Chart)],
+) -> String {
     let mut o = String::new();
     for (i, f) in findings.iter().enumerate().take(MAX_FINDINGS_SHOWN) {
-        let _ = write!(o, "<div class=\"finding sev-{}\"><h3>{} {} <span class=\"meta\">({})</span></h3>", f.severity, badge(f.severity.as_str()), f.kind, f.confidence);
+        let _ = write!(
+            o,
+            "<div class=\"finding sev-{}\"><h3>{} {} <span class=\"meta\">({})</span></h3>",
+            f.severity,
+            badge(f.severity.as_str()),
+            f.kind,
+            f.confidence
+        );
         let mut meta = Vec::new();
         if let Some(t) = trace {
             meta.push(format!("trace {}", esc(t)));
@@ -137,27 +164,53 @@ pub fn findings_with_zooms(findings: &[crate::Finding], trace: Option<&str>, zoo
         if let Some(p) = f.pid {
             meta.push(format!("{}[{p}]", esc(f.comm.as_deref().unwrap_or(""))));
         }
-        let _ = write!(o, "<div class=\"meta\">{}</div><div class=\"msg\">{}</div>", meta.join(" · "), esc(&f.message));
+        let _ = write!(
+            o,
+            "<div class=\"meta\">{}</div><div class=\"msg\">{}</div>",
+            meta.join(" · "),
+            esc(&f.message)
+        );
         if let Some(at) = f.interrupted_at() {
-            let _ = write!(o, "<div class=\"msg\"><b>interrupted at</b> <code>{}</code></div>", esc(&at));
+            let _ = write!(
+                o,
+                "<div class=\"msg\"><b>interrupted at</b> <code>{}</code></div>",
+                esc(&at)
+            );
         }
         if let Some(c) = f.details.confirmed_by() {
             let _ = write!(o, "<div class=\"msg\"><b>confirmed by</b> {}</div>", esc(c));
         }
         if let Some((_, z)) = zooms.iter().find(|(k, _)| *k == i) {
-            let _ = write!(o, "<figure class=\"zoom\"><figcaption>{}</figcaption>{}</figure>", esc(&z.title), z.svg);
+            let _ = write!(
+                o,
+                "<figure class=\"zoom\"><figcaption>{}</figcaption>{}</figure>",
+                esc(&z.title),
+                z.svg
+            );
         }
         if !f.evidence.is_empty() {
-            let _ = write!(o, "<pre class=\"evidence\">{}</pre>", esc(&f.evidence.join("\n")));
+            let _ = write!(
+                o,
+                "<pre class=\"evidence\">{}</pre>",
+                esc(&f.evidence.join("\n"))
+            );
         }
         let d = serde_json::to_string_pretty(&f.details).unwrap_or_default();
         if d != "{}" {
-            let _ = write!(o, "<details><summary>details</summary><pre>{}</pre></details>", esc(&d));
+            let _ = write!(
+                o,
+                "<details><summary>details</summary><pre>{}</pre></details>",
+                esc(&d)
+            );
         }
         o.push_str("</div>\n");
     }
     if findings.len() > MAX_FINDINGS_SHOWN {
-        let _ = write!(o, "<p>{} more findings are in the JSON report and the findings table.</p>", findings.len() - MAX_FINDINGS_SHOWN);
+        let _ = write!(
+            o,
+            "<p>{} more findings are in the JSON report and the findings table.</p>",
+            findings.len() - MAX_FINDINGS_SHOWN
+        );
     }
     o
 }
@@ -173,8 +226,22 @@ pub fn trace_html_zoomed(r: &Report, charts: &[Chart], zooms: &[(usize, Chart)])
     // Verdict.
     let worst = r.max_severity();
     let verdict = match worst {
-        Some(Severity::Error) => format!("{} errors, {} findings in all", r.findings.iter().filter(|f| f.severity == Severity::Error).count(), r.findings.len()),
-        Some(Severity::Warning) => format!("{} warnings, {} findings in all", r.findings.iter().filter(|f| f.severity == Severity::Warning).count(), r.findings.len()),
+        Some(Severity::Error) => format!(
+            "{} errors, {} findings in all",
+            r.findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .count(),
+            r.findings.len()
+        ),
+        Some(Severity::Warning) => format!(
+            "{} warnings, {} findings in all",
+            r.findings
+                .iter()
+                .filter(|f| f.severity == Severity::Warning)
+                .count(),
+            r.findings.len()
+        ),
         Some(_) => format!("{} informational findings", r.findings.len()),
         None => "no findings".to_string(),
     };
@@ -190,35 +257,68 @@ pub fn trace_html_zoomed(r: &Report, charts: &[Chart], zooms: &[(usize, Chart)])
         esc(&verdict)
     );
     let m = &r.input.model;
-    let model = format!("{} (kernel from {}, arch from {})", m.label, m.source, m.arch_source);
+    let model = format!(
+        "{} (kernel from {}, arch from {})",
+        m.label, m.source, m.arch_source
+    );
     let span = match (r.events.first_ts_ns, r.events.last_ts_ns) {
-        (Some(a), Some(z)) => format!("{} s → {} s ({})", fmt_ts(a), fmt_ts(z), fmt_dur(z.saturating_sub(a))),
+        (Some(a), Some(z)) => format!(
+            "{} s → {} s ({})",
+            fmt_ts(a),
+            fmt_ts(z),
+            fmt_dur(z.saturating_sub(a))
+        ),
         _ => "-".into(),
     };
     let rows = vec![
         vec!["format".into(), esc(&r.input.format)],
-        vec!["kernel (trace)".into(), esc(r.input.kernel.as_deref().unwrap_or("not in the trace"))],
-        vec!["arch (trace)".into(), esc(r.input.arch.as_deref().unwrap_or("not in the trace"))],
+        vec![
+            "kernel (trace)".into(),
+            esc(r.input.kernel.as_deref().unwrap_or("not in the trace")),
+        ],
+        vec![
+            "arch (trace)".into(),
+            esc(r.input.arch.as_deref().unwrap_or("not in the trace")),
+        ],
         vec!["model".into(), esc(&model)],
         vec!["events".into(), r.events.total.to_string()],
         vec!["time span".into(), esc(&span)],
         vec!["CPUs".into(), r.events.by_cpu.len().to_string()],
-        vec!["lost events".into(), format!("{} ({} markers)", r.events.lost_events, r.events.lost_event_markers)],
+        vec![
+            "lost events".into(),
+            format!(
+                "{} ({} markers)",
+                r.events.lost_events, r.events.lost_event_markers
+            ),
+        ],
         vec!["NMI instances".into(), r.nmis.instances.to_string()],
         vec!["unparsed lines".into(), r.parse.unparsed_lines.to_string()],
     ];
     b.push_str(&table(&["", ""], &rows));
     if !m.assumptions.is_empty() {
         b.push_str("<h2 style=\"margin-top:14px\">Assumptions</h2>");
-        let rows: Vec<Vec<String>> = m.assumptions.iter().map(|x| vec![esc(x.what), esc(&x.value.to_string()), esc(&x.source)]).collect();
+        let rows: Vec<Vec<String>> = m
+            .assumptions
+            .iter()
+            .map(|x| vec![esc(x.what), esc(&x.value.to_string()), esc(&x.source)])
+            .collect();
         b.push_str(&table(&["what", "value", "from"], &rows));
     }
     if !r.coverage.checks.is_empty() {
         b.push_str("<h2 style=\"margin-top:14px\">What could be checked</h2>");
-        let rows: Vec<Vec<String>> = r.coverage.checks.iter().map(|c| vec![esc(c.analysis), esc(c.status), esc(&c.why)]).collect();
+        let rows: Vec<Vec<String>> = r
+            .coverage
+            .checks
+            .iter()
+            .map(|c| vec![esc(c.analysis), esc(c.status), esc(&c.why)])
+            .collect();
         b.push_str(&table(&["analysis", "status", "why"], &rows));
         if let Some(rec) = &r.coverage.record {
-            let _ = write!(b, "<p>To check the rest, record: <code>{}</code></p>", esc(rec));
+            let _ = write!(
+                b,
+                "<p>To check the rest, record: <code>{}</code></p>",
+                esc(rec)
+            );
         }
     }
     if !r.summary.is_empty() {
@@ -227,7 +327,13 @@ pub fn trace_html_zoomed(r: &Report, charts: &[Chart], zooms: &[(usize, Chart)])
             .summary
             .iter()
             .map(|(k, n)| {
-                let worst = r.findings.iter().filter(|f| f.kind == *k).map(|f| f.severity).max().unwrap_or(Severity::Info);
+                let worst = r
+                    .findings
+                    .iter()
+                    .filter(|f| f.kind == *k)
+                    .map(|f| f.severity)
+                    .max()
+                    .unwrap_or(Severity::Info);
                 vec![k.to_string(), badge(worst.as_str()), n.to_string()]
             })
             .collect();
@@ -240,12 +346,29 @@ pub fn trace_html_zoomed(r: &Report, charts: &[Chart], zooms: &[(usize, Chart)])
             .nmis
             .by_handler
             .iter()
-            .map(|(h, s)| vec![esc(h), s.count.to_string(), s.handled.to_string(), esc(&fmt_dur(s.p50_ns)), esc(&fmt_dur(s.p99_ns)), esc(&fmt_dur(s.max_ns))])
+            .map(|(h, s)| {
+                vec![
+                    esc(h),
+                    s.count.to_string(),
+                    s.handled.to_string(),
+                    esc(&fmt_dur(s.p50_ns)),
+                    esc(&fmt_dur(s.p99_ns)),
+                    esc(&fmt_dur(s.max_ns)),
+                ]
+            })
             .collect();
-        let _ = write!(b, "<section><h2>NMI handlers</h2>{}</section>\n", table(&["handler", "calls", "handled", "p50", "p99", "max"], &rows));
+        let _ = write!(
+            b,
+            "<section><h2>NMI handlers</h2>{}</section>\n",
+            table(&["handler", "calls", "handled", "p50", "p99", "max"], &rows)
+        );
     }
     // Findings.
-    let _ = write!(b, "<section id=\"findings\"><h2>Findings ({})</h2>", r.findings.len());
+    let _ = write!(
+        b,
+        "<section id=\"findings\"><h2>Findings ({})</h2>",
+        r.findings.len()
+    );
     if r.findings.is_empty() {
         b.push_str("<p>No findings.</p>");
     }
@@ -260,11 +383,20 @@ pub fn trace_html_zoomed(r: &Report, charts: &[Chart], zooms: &[(usize, Chart)])
             let _ = write!(b, "<li>{n}</li>");
         }
         for w in &r.parse.warning_examples {
-            let _ = write!(b, "<li>warning at {}: {}</li>", esc(w.get("at").map(|s| s.as_str()).unwrap_or("")), esc(w.get("message").map(|s| s.as_str()).unwrap_or("")));
+            let _ = write!(
+                b,
+                "<li>warning at {}: {}</li>",
+                esc(w.get("at").map(|s| s.as_str()).unwrap_or("")),
+                esc(w.get("message").map(|s| s.as_str()).unwrap_or(""))
+            );
         }
         b.push_str("</ul></section>\n");
     }
-    page(&format!("nmitrace report: {}", short(&r.input.path)), &r.input.path, &b)
+    page(
+        &format!("nmitrace report: {}", short(&r.input.path)),
+        &r.input.path,
+        &b,
+    )
 }
 
 fn short(p: &str) -> String {
@@ -286,10 +418,17 @@ mod tests {
             crate::finding::Details::Latch(Default::default()),
         );
         f.message = "x < y & z".into();
-        f.evidence.push("<idle>-0 [001] d.Z1. 1.000000: nmi_handler: ...".into());
+        f.evidence
+            .push("<idle>-0 [001] d.Z1. 1.000000: nmi_handler: ...".into());
         r.findings.push(f);
         r.finalize();
-        let h = trace_html(&r, &[Chart { title: "t".into(), svg: "<?xml version=\"1.0\"?><svg></svg>".into() }]);
+        let h = trace_html(
+            &r,
+            &[Chart {
+                title: "t".into(),
+                svg: "<?xml version=\"1.0\"?><svg></svg>".into(),
+            }],
+        );
         assert!(h.contains("x &lt; y &amp; z"));
         assert!(h.contains("&lt;idle&gt;-0"));
         assert!(h.contains("<section class=\"chart\"><h2>t</h2><svg>"));

@@ -61,7 +61,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Config {
-        Config { kernel: None, arch: None, b2b_threshold_ns: DEFAULT_B2B_THRESHOLD_NS }
+        Config {
+            kernel: None,
+            arch: None,
+            b2b_threshold_ns: DEFAULT_B2B_THRESHOLD_NS,
+        }
     }
 }
 
@@ -78,14 +82,20 @@ pub const DEFAULT_B2B_THRESHOLD_NS: u64 = 2_000;
 /// println!("{}", a.report.render_text());
 /// # Ok::<(), nmitrace_parser::Error>(())
 /// ```
-pub fn analyze_path(path: impl AsRef<std::path::Path>, config: &Config) -> Result<Analysis, nmitrace_parser::Error> {
+pub fn analyze_path(
+    path: impl AsRef<std::path::Path>,
+    config: &Config,
+) -> Result<Analysis, nmitrace_parser::Error> {
     let mut trace = nmitrace_parser::Trace::open(path)?;
     trace.probe()?;
     analyze_trace(trace, config)
 }
 
 /// Analyse an opened, probed trace.
-pub fn analyze_trace(trace: nmitrace_parser::Trace, config: &Config) -> Result<Analysis, nmitrace_parser::Error> {
+pub fn analyze_trace(
+    trace: nmitrace_parser::Trace,
+    config: &Config,
+) -> Result<Analysis, nmitrace_parser::Error> {
     analyze_trace_watched(trace, config, &mut ())
 }
 
@@ -105,7 +115,11 @@ impl Watch for () {
 }
 
 /// Analyse an opened, probed trace with `watch` seeing every event first.
-pub fn analyze_trace_watched(trace: nmitrace_parser::Trace, config: &Config, watch: &mut dyn Watch) -> Result<Analysis, nmitrace_parser::Error> {
+pub fn analyze_trace_watched(
+    trace: nmitrace_parser::Trace,
+    config: &Config,
+    watch: &mut dyn Watch,
+) -> Result<Analysis, nmitrace_parser::Error> {
     use nmitrace_parser::Sink;
     struct Watched<'a> {
         watch: &'a mut dyn Watch,
@@ -135,7 +149,10 @@ pub fn analyze_trace_watched(trace: nmitrace_parser::Trace, config: &Config, wat
     let info = trace.info.clone();
     let name = trace.name.clone();
     let mut analyzer = Analyzer::for_trace(config.clone(), &info);
-    let stats = trace.run(&mut Watched { watch, analyzer: &mut analyzer })?;
+    let stats = trace.run(&mut Watched {
+        watch,
+        analyzer: &mut analyzer,
+    })?;
     Ok(analyzer.finish_analysis(&name, &info, &stats))
 }
 

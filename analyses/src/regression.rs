@@ -9,9 +9,9 @@ use crate::finding::KindName;
 use crate::histogram::LogHistogram;
 use crate::units::fmt_ns;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 #[cfg(feature = "tables")]
 use std::path::Path;
+use std::path::PathBuf;
 
 /// Significance level of the finding-rate test.
 pub const ALPHA: f64 = 0.05;
@@ -52,14 +52,18 @@ pub struct P99Row {
 }
 
 #[cfg(feature = "tables")]
-fn str_col<'a>(df: &'a polars::prelude::DataFrame, name: &str) -> polars::prelude::PolarsResult<&'a polars::prelude::StringChunked> {
+fn str_col<'a>(
+    df: &'a polars::prelude::DataFrame,
+    name: &str,
+) -> polars::prelude::PolarsResult<&'a polars::prelude::StringChunked> {
     df.column(name)?.str()
 }
 
 /// Read an earlier batch's `traces.parquet`, `findings.parquet` and `nmi_durations.parquet`.
 #[cfg(feature = "tables")]
 pub fn read_baseline(dir: &Path) -> Result<Baseline, String> {
-    let ctx = |f: &'static str| move |e: PolarsError| format!("baseline {}: {f}: {e}", dir.display());
+    let ctx =
+        |f: &'static str| move |e: PolarsError| format!("baseline {}: {f}: {e}", dir.display());
     use crate::tables::read_parquet;
     use polars::prelude::PolarsError;
     let traces = read_parquet(&dir.join("traces.parquet")).map_err(ctx("traces.parquet"))?;
@@ -67,7 +71,11 @@ pub fn read_baseline(dir: &Path) -> Result<Baseline, String> {
     let traces_ok = status.iter().filter(|s| *s == Some("ok")).count() as u64;
     let findings = read_parquet(&dir.join("findings.parquet")).map_err(ctx("findings.parquet"))?;
     let c = ctx("findings.parquet");
-    let (t, k, s) = (str_col(&findings, "trace").map_err(&c)?, str_col(&findings, "kind").map_err(&c)?, str_col(&findings, "severity").map_err(&c)?);
+    let (t, k, s) = (
+        str_col(&findings, "trace").map_err(&c)?,
+        str_col(&findings, "kind").map_err(&c)?,
+        str_col(&findings, "severity").map_err(&c)?,
+    );
     let mut pairs = BTreeSet::new();
     for ((t, k), s) in t.iter().zip(k.iter()).zip(s.iter()) {
         if let (Some(t), Some(k), Some(s)) = (t, k, s) {
@@ -80,20 +88,32 @@ pub fn read_baseline(dir: &Path) -> Result<Baseline, String> {
     for (_, k) in pairs {
         *serious.entry(KindName::parse(&k)).or_insert(0) += 1;
     }
-    let d = read_parquet(&dir.join("nmi_durations.parquet")).map_err(ctx("nmi_durations.parquet"))?;
+    let d =
+        read_parquet(&dir.join("nmi_durations.parquet")).map_err(ctx("nmi_durations.parquet"))?;
     let c = ctx("nmi_durations.parquet");
     let h = str_col(&d, "handler").map_err(&c)?;
     // By each bucket's lower bound, whatever bucket scheme wrote the file
     // (before this version: 10 log bins per decade).
-    let low = d.column("bucket_low_ns").and_then(|x| x.f64()).map_err(&c)?;
+    let low = d
+        .column("bucket_low_ns")
+        .and_then(|x| x.f64())
+        .map_err(&c)?;
     let c = d.column("count").and_then(|x| x.u64()).map_err(&c)?;
     let mut durations: BTreeMap<String, LogHistogram> = BTreeMap::new();
     for ((h, low), c) in h.iter().zip(low.iter()).zip(c.iter()) {
         if let (Some(h), Some(low), Some(c)) = (h, low, c) {
-            durations.entry(h.to_string()).or_default().add_bucket(crate::histogram::bucket(low.max(0.0) as u64), c);
+            durations
+                .entry(h.to_string())
+                .or_default()
+                .add_bucket(crate::histogram::bucket(low.max(0.0) as u64), c);
         }
     }
-    Ok(Baseline { dir: dir.to_path_buf(), traces_ok, serious, durations })
+    Ok(Baseline {
+        dir: dir.to_path_buf(),
+        traces_ok,
+        serious,
+        durations,
+    })
 }
 
 fn ln_fact(n: u64, table: &mut Vec<f64>) -> f64 {
@@ -111,7 +131,8 @@ pub fn fisher_greater(a: u64, n: u64, b: u64, m: u64) -> f64 {
     let total = n + m;
     let k = a + b;
     let mut t = Vec::new();
-    let ln_choose = |x: u64, y: u64, t: &mut Vec<f64>| ln_fact(x, t) - ln_fact(y, t) - ln_fact(x - y, t);
+    let ln_choose =
+        |x: u64, y: u64, t: &mut Vec<f64>| ln_fact(x, t) - ln_fact(y, t) - ln_fact(x - y, t);
     let denom = ln_choose(total, k, &mut t);
     let hi = k.min(n);
     let mut p = 0.0;
@@ -143,7 +164,12 @@ pub struct Comparison {
 /// Compare a batch with its baseline. `n`: traces analysed; `cur`: kind →
 /// traces with a warning or error of that kind; `fleet_durations`: the
 /// batch's handler durations, summed.
-pub fn compare(n: u64, cur: &BTreeMap<KindName, u64>, fleet_durations: &BTreeMap<String, LogHistogram>, base: &Baseline) -> Comparison {
+pub fn compare(
+    n: u64,
+    cur: &BTreeMap<KindName, u64>,
+    fleet_durations: &BTreeMap<String, LogHistogram>,
+    base: &Baseline,
+) -> Comparison {
     let kinds: BTreeSet<KindName> = cur.keys().chain(base.serious.keys()).cloned().collect();
     let mut rates = Vec::new();
     let mut regressions = Vec::new();
@@ -176,9 +202,17 @@ pub fn compare(n: u64, cur: &BTreeMap<KindName, u64>, fleet_durations: &BTreeMap
                 });
             }
         }
-        rates.push(KindRate { kind: k, traces: a, baseline_traces: Some(b), regressed });
+        rates.push(KindRate {
+            kind: k,
+            traces: a,
+            baseline_traces: Some(b),
+            regressed,
+        });
     }
-    let handlers: BTreeSet<&String> = fleet_durations.keys().chain(base.durations.keys()).collect();
+    let handlers: BTreeSet<&String> = fleet_durations
+        .keys()
+        .chain(base.durations.keys())
+        .collect();
     let mut p99 = Vec::new();
     for h in handlers {
         // Compared at bucket resolution on both sides (the baseline's files keep buckets, not the max).
@@ -197,19 +231,40 @@ pub fn compare(n: u64, cur: &BTreeMap<KindName, u64>, fleet_durations: &BTreeMap
                     regressions.push(Regression {
                         what: "NMI latency p99".into(),
                         kind_or_handler: h.clone(),
-                        baseline: format!("{} ({} call{})", fmt_ns(pb), o.count(), if o.count() == 1 { "" } else { "s" }),
-                        current: format!("{} ({} call{})", fmt_ns(pc), c.count(), if c.count() == 1 { "" } else { "s" }),
-                        rule: if doubled { format!("p99 x{:.1} (>= x{P99_RATIO})", pc / pb) } else { "p99 crossed 1 ms".into() },
+                        baseline: format!(
+                            "{} ({} call{})",
+                            fmt_ns(pb),
+                            o.count(),
+                            if o.count() == 1 { "" } else { "s" }
+                        ),
+                        current: format!(
+                            "{} ({} call{})",
+                            fmt_ns(pc),
+                            c.count(),
+                            if c.count() == 1 { "" } else { "s" }
+                        ),
+                        rule: if doubled {
+                            format!("p99 x{:.1} (>= x{P99_RATIO})", pc / pb)
+                        } else {
+                            "p99 crossed 1 ms".into()
+                        },
                     });
                 }
             }
         }
-        p99.push(P99Row { handler: h.clone(), p99_ns: pc, baseline_p99_ns: pb, regressed });
+        p99.push(P99Row {
+            handler: h.clone(),
+            p99_ns: pc,
+            baseline_p99_ns: pb,
+            regressed,
+        });
     }
-    Comparison { rates, p99, regressions }
+    Comparison {
+        rates,
+        p99,
+        regressions,
+    }
 }
-
-
 
 #[cfg(test)]
 mod tests {
@@ -231,11 +286,26 @@ mod tests {
             slow.add(40_000);
             fast.add(10_000);
         }
-        let base = Baseline { dir: PathBuf::new(), traces_ok: 100, serious: BTreeMap::new(), durations: [("h".to_string(), fast)].into() };
+        let base = Baseline {
+            dir: PathBuf::new(),
+            traces_ok: 100,
+            serious: BTreeMap::new(),
+            durations: [("h".to_string(), fast)].into(),
+        };
         let cur: BTreeMap<KindName, u64> = [(crate::Kind::NmiVmallocFault.into(), 1)].into();
         let c = compare(100, &cur, &[("h".to_string(), slow)].into(), &base);
-        let what: Vec<(&str, &str)> = c.regressions.iter().map(|r| (r.what.as_str(), r.kind_or_handler.as_str())).collect();
-        assert_eq!(what, vec![("finding rate", "nmi_vmalloc_fault"), ("NMI latency p99", "h")]);
+        let what: Vec<(&str, &str)> = c
+            .regressions
+            .iter()
+            .map(|r| (r.what.as_str(), r.kind_or_handler.as_str()))
+            .collect();
+        assert_eq!(
+            what,
+            vec![
+                ("finding rate", "nmi_vmalloc_fault"),
+                ("NMI latency p99", "h")
+            ]
+        );
         assert!(c.rates[0].regressed && c.p99[0].regressed);
     }
 }

@@ -1,8 +1,8 @@
 //! The report of SPEC §4: one JSON document per trace, and its text form.
 
+use crate::finding::{Finding, Kind, Severity};
 use nmitrace_parser::TraceInfo;
 use serde::Serialize;
-use crate::finding::{Finding, Kind, Severity};
 use std::collections::BTreeMap;
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -152,7 +152,10 @@ impl Report {
             schema_version: SCHEMA_VERSION,
             input: InputBlock {
                 path: path.into(),
-                format: info.format.map(|f| f.name().to_string()).unwrap_or_default(),
+                format: info
+                    .format
+                    .map(|f| f.name().to_string())
+                    .unwrap_or_default(),
                 compression: info.compression.map(Into::into),
                 kernel: info.kernel.clone(),
                 arch: info.arch.clone(),

@@ -4,8 +4,8 @@
 
 use crate::Finding;
 use nmitrace_parser::{Event, Notice, Sink};
-use polars::prelude::*;
 use polars::io::parquet::write::BatchedWriter;
+use polars::prelude::*;
 use std::fs::File;
 use std::path::Path;
 
@@ -15,7 +15,9 @@ pub const EVENTS_BATCH: usize = 65_536;
 /// Write a whole DataFrame as one Parquet file (zstd).
 pub fn write_parquet(df: &mut DataFrame, path: &Path) -> PolarsResult<()> {
     let f = File::create(path).map_err(|e| polars_err!(ComputeError: "{}: {e}", path.display()))?;
-    ParquetWriter::new(f).with_compression(ParquetCompression::Zstd(None)).finish(df)?;
+    ParquetWriter::new(f)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(df)?;
     Ok(())
 }
 
@@ -94,7 +96,9 @@ impl EventColumns {
 /// marker), strings as `large_utf8` (what every Arrow reader takes).
 pub fn ipc_stream_bytes(df: &mut DataFrame) -> PolarsResult<Vec<u8>> {
     let mut out = Vec::new();
-    IpcStreamWriter::new(&mut out).with_compat_level(CompatLevel::oldest()).finish(df)?;
+    IpcStreamWriter::new(&mut out)
+        .with_compat_level(CompatLevel::oldest())
+        .finish(df)?;
     Ok(out)
 }
 
@@ -111,9 +115,18 @@ pub struct EventsWriter {
 
 impl EventsWriter {
     pub fn create(path: &Path) -> PolarsResult<EventsWriter> {
-        let f = File::create(path).map_err(|e| polars_err!(ComputeError: "{}: {e}", path.display()))?;
-        let writer = ParquetWriter::new(f).with_compression(ParquetCompression::Zstd(None)).batched(&events_schema())?;
-        Ok(EventsWriter { writer, cols: EventColumns::default(), rows: 0, error: None, notices: Vec::new() })
+        let f =
+            File::create(path).map_err(|e| polars_err!(ComputeError: "{}: {e}", path.display()))?;
+        let writer = ParquetWriter::new(f)
+            .with_compression(ParquetCompression::Zstd(None))
+            .batched(&events_schema())?;
+        Ok(EventsWriter {
+            writer,
+            cols: EventColumns::default(),
+            rows: 0,
+            error: None,
+            notices: Vec::new(),
+        })
     }
 
     fn flush(&mut self) {
@@ -144,9 +157,14 @@ pub fn keep_notice(notices: &mut Vec<String>, n: &Notice) {
     }
     match n {
         Notice::Warning { origin, message } => notices.push(format!("{origin}: {message}")),
-        Notice::LostEvents { cpu, count, origin, .. } => {
-            notices.push(format!("{origin}: CPU {cpu} lost {} events", count.map(|c| c.to_string()).unwrap_or_else(|| "some".into())))
-        }
+        Notice::LostEvents {
+            cpu, count, origin, ..
+        } => notices.push(format!(
+            "{origin}: CPU {cpu} lost {} events",
+            count
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "some".into())
+        )),
         _ => {}
     }
 }
@@ -183,37 +201,95 @@ pub fn nmi_instances_df(a: &crate::Analysis) -> PolarsResult<DataFrame> {
         vec![
             Column::new("trace".into(), trace),
             Column::new("cpu".into(), m.iter().map(|x| x.cpu).collect::<Vec<u32>>()),
-            Column::new("start_ns".into(), m.iter().map(|x| x.start_ns).collect::<Vec<u64>>()),
-            Column::new("end_ns".into(), m.iter().map(|x| x.end_ns).collect::<Vec<u64>>()),
-            Column::new("duration_ns".into(), m.iter().map(|x| x.end_ns.saturating_sub(x.start_ns)).collect::<Vec<u64>>()),
-            Column::new("handled".into(), m.iter().map(|x| x.handled).collect::<Vec<i64>>()),
-            Column::new("handlers".into(), m.iter().map(|x| x.handlers.as_str()).collect::<Vec<&str>>()),
+            Column::new(
+                "start_ns".into(),
+                m.iter().map(|x| x.start_ns).collect::<Vec<u64>>(),
+            ),
+            Column::new(
+                "end_ns".into(),
+                m.iter().map(|x| x.end_ns).collect::<Vec<u64>>(),
+            ),
+            Column::new(
+                "duration_ns".into(),
+                m.iter()
+                    .map(|x| x.end_ns.saturating_sub(x.start_ns))
+                    .collect::<Vec<u64>>(),
+            ),
+            Column::new(
+                "handled".into(),
+                m.iter().map(|x| x.handled).collect::<Vec<i64>>(),
+            ),
+            Column::new(
+                "handlers".into(),
+                m.iter().map(|x| x.handlers.as_str()).collect::<Vec<&str>>(),
+            ),
             Column::new("pid".into(), m.iter().map(|x| x.pid).collect::<Vec<i32>>()),
-            Column::new("comm".into(), m.iter().map(|x| x.comm.as_str()).collect::<Vec<&str>>()),
-            Column::new("faults".into(), m.iter().map(|x| x.faults).collect::<Vec<u32>>()),
-            Column::new("in_switch_window".into(), m.iter().map(|x| x.in_switch_window).collect::<Vec<bool>>()),
-            Column::new("nested".into(), m.iter().map(|x| x.nested).collect::<Vec<bool>>()),
+            Column::new(
+                "comm".into(),
+                m.iter().map(|x| x.comm.as_str()).collect::<Vec<&str>>(),
+            ),
+            Column::new(
+                "faults".into(),
+                m.iter().map(|x| x.faults).collect::<Vec<u32>>(),
+            ),
+            Column::new(
+                "in_switch_window".into(),
+                m.iter().map(|x| x.in_switch_window).collect::<Vec<bool>>(),
+            ),
+            Column::new(
+                "nested".into(),
+                m.iter().map(|x| x.nested).collect::<Vec<bool>>(),
+            ),
         ],
     )
 }
 
 /// One row per finding, for findings of one or more traces.
-pub fn findings_df<'a>(rows: impl IntoIterator<Item = (&'a str, &'a Finding)>) -> PolarsResult<DataFrame> {
+pub fn findings_df<'a>(
+    rows: impl IntoIterator<Item = (&'a str, &'a Finding)>,
+) -> PolarsResult<DataFrame> {
     let rows: Vec<(&str, &Finding)> = rows.into_iter().collect();
-    let s = |f: &dyn Fn(&Finding) -> String| rows.iter().map(|(_, x)| f(x)).collect::<Vec<String>>();
+    let s =
+        |f: &dyn Fn(&Finding) -> String| rows.iter().map(|(_, x)| f(x)).collect::<Vec<String>>();
     DataFrame::new(
         rows.len(),
         vec![
-            Column::new("trace".into(), rows.iter().map(|(t, _)| *t).collect::<Vec<&str>>()),
+            Column::new(
+                "trace".into(),
+                rows.iter().map(|(t, _)| *t).collect::<Vec<&str>>(),
+            ),
             Column::new("kind".into(), s(&|f| f.kind.to_string())),
             Column::new("severity".into(), s(&|f| f.severity.to_string())),
             Column::new("confidence".into(), s(&|f| f.confidence.to_string())),
-            Column::new("ts_ns".into(), rows.iter().map(|(_, f)| f.ts_ns).collect::<Vec<Option<u64>>>()),
-            Column::new("cpu".into(), rows.iter().map(|(_, f)| f.cpu).collect::<Vec<Option<u32>>>()),
-            Column::new("pid".into(), rows.iter().map(|(_, f)| f.pid).collect::<Vec<Option<i32>>>()),
-            Column::new("comm".into(), rows.iter().map(|(_, f)| f.comm.clone()).collect::<Vec<Option<String>>>()),
+            Column::new(
+                "ts_ns".into(),
+                rows.iter()
+                    .map(|(_, f)| f.ts_ns)
+                    .collect::<Vec<Option<u64>>>(),
+            ),
+            Column::new(
+                "cpu".into(),
+                rows.iter()
+                    .map(|(_, f)| f.cpu)
+                    .collect::<Vec<Option<u32>>>(),
+            ),
+            Column::new(
+                "pid".into(),
+                rows.iter()
+                    .map(|(_, f)| f.pid)
+                    .collect::<Vec<Option<i32>>>(),
+            ),
+            Column::new(
+                "comm".into(),
+                rows.iter()
+                    .map(|(_, f)| f.comm.clone())
+                    .collect::<Vec<Option<String>>>(),
+            ),
             Column::new("message".into(), s(&|f| f.message.clone())),
-            Column::new("details".into(), s(&|f| serde_json::to_string(&f.details).unwrap_or_default())),
+            Column::new(
+                "details".into(),
+                s(&|f| serde_json::to_string(&f.details).unwrap_or_default()),
+            ),
             Column::new("evidence".into(), s(&|f| f.evidence.join("\n"))),
         ],
     )
@@ -222,9 +298,16 @@ pub fn findings_df<'a>(rows: impl IntoIterator<Item = (&'a str, &'a Finding)>) -
 /// `DIR/nmi_instances.parquet` and `DIR/findings.parquet` for one report.
 pub fn write_report_tables(a: &crate::Analysis, dir: &Path) -> PolarsResult<()> {
     let r = &a.report;
-    std::fs::create_dir_all(dir).map_err(|e| polars_err!(ComputeError: "{}: {e}", dir.display()))?;
-    write_parquet(&mut nmi_instances_df(a)?, &dir.join("nmi_instances.parquet"))?;
-    write_parquet(&mut findings_df(r.findings.iter().map(|f| (r.input.path.as_str(), f)))?, &dir.join("findings.parquet"))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| polars_err!(ComputeError: "{}: {e}", dir.display()))?;
+    write_parquet(
+        &mut nmi_instances_df(a)?,
+        &dir.join("nmi_instances.parquet"),
+    )?;
+    write_parquet(
+        &mut findings_df(r.findings.iter().map(|f| (r.input.path.as_str(), f)))?,
+        &dir.join("findings.parquet"),
+    )?;
     Ok(())
 }
 
@@ -301,7 +384,11 @@ fn col_kind(v: &nmitrace_parser::Value<'_>) -> ColKind {
     match v {
         V::Int(_) => ColKind::I64,
         V::Uint(_) => ColKind::U64,
-        V::Str(s) if nmitrace_parser::event::parse_int(s).is_some_and(|x| i64::try_from(x).is_ok()) => ColKind::I64,
+        V::Str(s)
+            if nmitrace_parser::event::parse_int(s).is_some_and(|x| i64::try_from(x).is_ok()) =>
+        {
+            ColKind::I64
+        }
         _ => ColKind::Str,
     }
 }
@@ -329,11 +416,25 @@ impl EventTable {
             if fields.iter().any(|(n, _, _)| n == f.name) {
                 continue;
             }
-            let col = if COMMON.contains(&f.name) { format!("{}_field", f.name) } else { f.name.to_string() };
+            let col = if COMMON.contains(&f.name) {
+                format!("{}_field", f.name)
+            } else {
+                f.name.to_string()
+            };
             fields.push((f.name.to_string(), col, col_kind(&f.value)));
         }
         let vals = fields.iter().map(|(_, _, k)| ColBuf::new(*k)).collect();
-        EventTable { writer: None, path, fields, ts: Vec::new(), cpu: Vec::new(), pid: Vec::new(), comm: Vec::new(), context: Vec::new(), vals }
+        EventTable {
+            writer: None,
+            path,
+            fields,
+            ts: Vec::new(),
+            cpu: Vec::new(),
+            pid: Vec::new(),
+            comm: Vec::new(),
+            context: Vec::new(),
+            vals,
+        }
     }
 
     fn flush(&mut self) -> PolarsResult<()> {
@@ -348,9 +449,18 @@ impl EventTable {
                 Field::new("__comm".into(), DataType::String),
                 Field::new("__context".into(), DataType::String),
             ];
-            schema.extend(self.fields.iter().map(|(_, c, k)| Field::new(c.as_str().into(), ColBuf::dtype(*k))));
-            let f = File::create(&self.path).map_err(|e| polars_err!(ComputeError: "{}: {e}", self.path.display()))?;
-            self.writer = Some(ParquetWriter::new(f).with_compression(ParquetCompression::Zstd(None)).batched(&Schema::from_iter(schema))?);
+            schema.extend(
+                self.fields
+                    .iter()
+                    .map(|(_, c, k)| Field::new(c.as_str().into(), ColBuf::dtype(*k))),
+            );
+            let f = File::create(&self.path)
+                .map_err(|e| polars_err!(ComputeError: "{}: {e}", self.path.display()))?;
+            self.writer = Some(
+                ParquetWriter::new(f)
+                    .with_compression(ParquetCompression::Zstd(None))
+                    .batched(&Schema::from_iter(schema))?,
+            );
         }
         let n = self.ts.len();
         let mut cols = vec![
@@ -364,7 +474,10 @@ impl EventTable {
             cols.push(v.take(c));
         }
         let df = DataFrame::new(n, cols)?;
-        self.writer.as_mut().expect("created above").write_batch(&df)
+        self.writer
+            .as_mut()
+            .expect("created above")
+            .write_batch(&df)
     }
 }
 
@@ -390,8 +503,18 @@ const MAX_TABLES: usize = 4096;
 
 impl SplitWriter {
     pub fn create(dir: &Path) -> PolarsResult<SplitWriter> {
-        std::fs::create_dir_all(dir).map_err(|e| polars_err!(ComputeError: "{}: {e}", dir.display()))?;
-        Ok(SplitWriter { dir: dir.to_path_buf(), tables: Default::default(), rows: 0, mismatched: 0, extra_fields: 0, over_cap: 0, error: None, notices: Vec::new() })
+        std::fs::create_dir_all(dir)
+            .map_err(|e| polars_err!(ComputeError: "{}: {e}", dir.display()))?;
+        Ok(SplitWriter {
+            dir: dir.to_path_buf(),
+            tables: Default::default(),
+            rows: 0,
+            mismatched: 0,
+            extra_fields: 0,
+            over_cap: 0,
+            error: None,
+            notices: Vec::new(),
+        })
     }
 
     /// Write every table's last row group and footer; the events written and the tables.
@@ -421,9 +544,26 @@ impl Sink for SplitWriter {
                 return nmitrace_parser::CONTINUE;
             }
             // A file name from the event name: letters, digits, `_`, `-`.
-            let file: String = ev.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
-            let file = if file.is_empty() { "_".to_string() } else { file };
-            self.tables.insert(ev.name.to_string(), EventTable::new(self.dir.join(format!("{file}.parquet")), ev));
+            let file: String = ev
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let file = if file.is_empty() {
+                "_".to_string()
+            } else {
+                file
+            };
+            self.tables.insert(
+                ev.name.to_string(),
+                EventTable::new(self.dir.join(format!("{file}.parquet")), ev),
+            );
         }
         let t = self.tables.get_mut(ev.name).expect("inserted above");
         self.rows += 1;

@@ -4,7 +4,11 @@ use nmitrace_parser::{Notice, ParseStats, Sink, TraceInfo};
 use nmitrace_replay::testkit::{ev, OwnedEvent};
 
 fn analyze(kernel: &str, evs: &[OwnedEvent]) -> Report {
-    let cfg = Config { kernel: Some(kernel.into()), arch: Some("x86_64".into()), ..Config::default() };
+    let cfg = Config {
+        kernel: Some(kernel.into()),
+        arch: Some("x86_64".into()),
+        ..Config::default()
+    };
     let mut a = Analyzer::new(cfg);
     for e in evs {
         e.with(|ev| {
@@ -15,11 +19,18 @@ fn analyze(kernel: &str, evs: &[OwnedEvent]) -> Report {
 }
 
 fn kinds(r: &Report) -> Vec<(Kind, Severity, Confidence)> {
-    r.findings.iter().map(|f| (f.kind, f.severity, f.confidence)).collect()
+    r.findings
+        .iter()
+        .map(|f| (f.kind, f.severity, f.confidence))
+        .collect()
 }
 
 fn only(r: &Report, kind: &str) -> Vec<Finding> {
-    r.findings.iter().filter(|f| f.kind.as_str() == kind).cloned().collect()
+    r.findings
+        .iter()
+        .filter(|f| f.kind.as_str() == kind)
+        .cloned()
+        .collect()
 }
 
 const A: (&str, i32) = ("bash", 100);
@@ -68,7 +79,11 @@ fn nmi_after_next_runs_is_not_a_mismatch() {
             ev::nmi(40_000, 0, B, PERF, 2_000, 1),
         ],
     );
-    assert!(only(&r, "cr3_current_mismatch").is_empty(), "{:?}", kinds(&r));
+    assert!(
+        only(&r, "cr3_current_mismatch").is_empty(),
+        "{:?}",
+        kinds(&r)
+    );
 }
 
 #[test]
@@ -87,7 +102,11 @@ fn nmi_stamped_with_next_is_never_in_the_window() {
             ev::other(17_000, 0, B),
         ],
     );
-    assert!(only(&r, "cr3_current_mismatch").is_empty(), "{:?}", kinds(&r));
+    assert!(
+        only(&r, "cr3_current_mismatch").is_empty(),
+        "{:?}",
+        kinds(&r)
+    );
 }
 
 #[test]
@@ -109,7 +128,10 @@ fn nmi_stamped_with_prev_before_the_flush_is_inferred() {
     let f = only(&r, "cr3_current_mismatch");
     assert_eq!(f.len(), 1, "{:?}", kinds(&r));
     assert_eq!(f[0].confidence, Confidence::Inferred);
-    assert_eq!(f[0].details_json()["window_from"], "sched_switch, before the reason-0 tlb_flush");
+    assert_eq!(
+        f[0].details_json()["window_from"],
+        "sched_switch, before the reason-0 tlb_flush"
+    );
 }
 
 #[test]
@@ -125,7 +147,11 @@ fn nmi_before_a_switch_to_a_kernel_thread_is_no_window() {
             ev::other(14_000, 0, ("kworker/0:1", 30)),
         ],
     );
-    assert!(only(&r, "cr3_current_mismatch").is_empty(), "{:?}", kinds(&r));
+    assert!(
+        only(&r, "cr3_current_mismatch").is_empty(),
+        "{:?}",
+        kinds(&r)
+    );
 }
 
 #[test]
@@ -140,7 +166,11 @@ fn exec_time_reason0_flush_is_not_a_window() {
             ev::exec(4_000, 0, A),
         ],
     );
-    assert!(only(&r, "cr3_current_mismatch").is_empty(), "{:?}", kinds(&r));
+    assert!(
+        only(&r, "cr3_current_mismatch").is_empty(),
+        "{:?}",
+        kinds(&r)
+    );
     assert_eq!(r.input.model.replay.switch_windows, 0);
 }
 
@@ -155,21 +185,40 @@ fn two_sources_then_swallowed_b2b() {
             ev::nmi(101_500, 0, A, PERF, 1_000, 0),
         ],
     );
-    assert_eq!(kinds(&r), vec![(Kind::SwallowedNmi, Severity::Info, Confidence::Observed)]);
+    assert_eq!(
+        kinds(&r),
+        vec![(Kind::SwallowedNmi, Severity::Info, Confidence::Observed)]
+    );
     assert_eq!(r.nmis.instances, 2);
 }
 
 #[test]
 fn empty_non_b2b_nmi_is_unknown() {
-    let r = analyze("4.19", &[ev::other(1_000, 0, A), ev::nmi(100_000, 0, A, PERF, 3_000, 1), ev::nmi(500_000, 0, A, PERF, 1_000, 0)]);
+    let r = analyze(
+        "4.19",
+        &[
+            ev::other(1_000, 0, A),
+            ev::nmi(100_000, 0, A, PERF, 3_000, 1),
+            ev::nmi(500_000, 0, A, PERF, 1_000, 0),
+        ],
+    );
     let k = kinds(&r);
-    assert_eq!(k, vec![(Kind::UnknownNmi, Severity::Warning, Confidence::Observed)]);
+    assert_eq!(
+        k,
+        vec![(Kind::UnknownNmi, Severity::Warning, Confidence::Observed)]
+    );
     assert_eq!(only(&r, "unknown_nmi")[0].details_json()["b2b"], false);
 }
 
 #[test]
 fn empty_b2b_without_swallow_is_unknown() {
-    let r = analyze("4.19", &[ev::nmi(100_000, 0, A, PERF, 3_000, 1), ev::nmi(101_000, 0, A, PERF, 500, 0)]);
+    let r = analyze(
+        "4.19",
+        &[
+            ev::nmi(100_000, 0, A, PERF, 3_000, 1),
+            ev::nmi(101_000, 0, A, PERF, 500, 0),
+        ],
+    );
     assert_eq!(only(&r, "unknown_nmi").len(), 1);
     assert!(only(&r, "swallowed_nmi").is_empty());
 }
@@ -203,7 +252,11 @@ fn three_sources_and_swallowed_follower_is_one_lost() {
 fn two_sources_no_follower_is_one_lost() {
     let r = analyze(
         "4.19",
-        &[ev::nmi(100_000, 0, A, PERF, 3_000, 1), ev::nmi(100_100, 0, A, "nmi_cpu_backtrace_handler", 100, 1), ev::nmi(900_000, 0, A, PERF, 3_000, 1)],
+        &[
+            ev::nmi(100_000, 0, A, PERF, 3_000, 1),
+            ev::nmi(100_100, 0, A, "nmi_cpu_backtrace_handler", 100, 1),
+            ev::nmi(900_000, 0, A, PERF, 3_000, 1),
+        ],
     );
     let lost = only(&r, "lost_nmi");
     assert_eq!(lost.len(), 1, "{:?}", kinds(&r));
@@ -214,7 +267,13 @@ fn two_sources_no_follower_is_one_lost() {
 fn one_pmi_handling_two_counters_is_one_edge_not_a_loss() {
     // x86_pmu_handle_irq returns the number of overflowed counters it
     // serviced in one PMI: handled 2 from one handler is one NMI edge.
-    let r = analyze("4.19", &[ev::nmi(100_000, 0, A, PERF, 3_000, 2), ev::nmi(900_000, 0, A, PERF, 3_000, 1)]);
+    let r = analyze(
+        "4.19",
+        &[
+            ev::nmi(100_000, 0, A, PERF, 3_000, 2),
+            ev::nmi(900_000, 0, A, PERF, 3_000, 1),
+        ],
+    );
     assert!(only(&r, "lost_nmi").is_empty(), "{:?}", kinds(&r));
 }
 
@@ -237,11 +296,18 @@ fn nested_nmi_after_fault_on_pre_3_3() {
     assert_eq!(n.len(), 1, "{:?}", kinds(&r));
     assert_eq!(n[0].severity, Severity::Error);
     assert_eq!(n[0].details_json()["after_fault_in_nmi"], true);
-    assert!(n[0].evidence[0].contains("page_fault_kernel"), "{:?}", n[0].evidence);
+    assert!(
+        n[0].evidence[0].contains("page_fault_kernel"),
+        "{:?}",
+        n[0].evidence
+    );
     let v = only(&r, "nmi_vmalloc_fault");
     assert_eq!(v.len(), 1, "{:?}", kinds(&r));
     assert_eq!(v[0].severity, Severity::Error);
-    assert_eq!(v[0].details_json()["nmi_context_from"], "nmi_handler interval");
+    assert_eq!(
+        v[0].details_json()["nmi_context_from"],
+        "nmi_handler interval"
+    );
 }
 
 #[test]
@@ -266,13 +332,23 @@ fn vmalloc_fault_in_nmi_by_flags_and_era() {
         ev::other(20_000, 0, A).ctx(false, false, false),
     ];
     let r = analyze("6.1", &evs);
-    assert_eq!(kinds(&r), vec![(Kind::NmiPageFault, Severity::Info, Confidence::Observed)]);
+    assert_eq!(
+        kinds(&r),
+        vec![(Kind::NmiPageFault, Severity::Info, Confidence::Observed)]
+    );
 }
 
 #[test]
 fn kernel_fault_outside_nmi_is_no_finding() {
     let vm = 0xffff_c900_0010_0000u64;
-    let r = analyze("4.19", &[ev::other(1_000, 0, A), ev::kfault(12_000, 0, A, vm), ev::nmi(100_000, 0, A, PERF, 2_000, 1)]);
+    let r = analyze(
+        "4.19",
+        &[
+            ev::other(1_000, 0, A),
+            ev::kfault(12_000, 0, A, vm),
+            ev::nmi(100_000, 0, A, PERF, 2_000, 1),
+        ],
+    );
     assert!(r.findings.is_empty(), "{:?}", kinds(&r));
 }
 
@@ -291,13 +367,25 @@ fn console_unknown_line_confirms() {
         "6.1",
         &[
             ev::nmi(100_000, 3, A, PERF, 1_000, 0),
-            ev::console(200_000, 3, A, "Uhhuh. NMI received for unknown reason 3d on CPU 3."),
-            ev::console(300_000, 1, A, "Uhhuh. NMI received for unknown reason 2c on CPU 1."),
+            ev::console(
+                200_000,
+                3,
+                A,
+                "Uhhuh. NMI received for unknown reason 3d on CPU 3.",
+            ),
+            ev::console(
+                300_000,
+                1,
+                A,
+                "Uhhuh. NMI received for unknown reason 2c on CPU 1.",
+            ),
         ],
     );
     let u = only(&r, "unknown_nmi");
     assert_eq!(u.len(), 2, "{:?}", kinds(&r));
-    assert!(u.iter().all(|f| f.details_json()["console_confirmed"] == true));
+    assert!(u
+        .iter()
+        .all(|f| f.details_json()["console_confirmed"] == true));
 }
 
 #[test]
@@ -308,7 +396,14 @@ fn periodic_source_missing_beats_while_busy() {
         if i == 8 || i == 9 {
             continue;
         }
-        evs.push(ev::nmi(i * period, 0, A, "watchdog_overflow_callback", 2_000, 1));
+        evs.push(ev::nmi(
+            i * period,
+            0,
+            A,
+            "watchdog_overflow_callback",
+            2_000,
+            1,
+        ));
     }
     let r = analyze("6.1", &evs);
     let l = only(&r, "lost_nmi");
@@ -358,7 +453,10 @@ fn text_report_has_verdict_model_and_evidence() {
         ],
     );
     let t = r.render_text();
-    assert!(t.lines().nth(1).unwrap().starts_with("verdict: WARNINGS"), "{t}");
+    assert!(
+        t.lines().nth(1).unwrap().starts_with("verdict: WARNINGS"),
+        "{t}"
+    );
     assert!(t.contains("model: x86_64 4.19"));
     assert!(t.contains("| ") && t.contains("tlb_flush"));
     let j = serde_json::to_value(&r).unwrap();
@@ -367,19 +465,36 @@ fn text_report_has_verdict_model_and_evidence() {
 
 #[test]
 fn lost_events_close_the_window() {
-    let cfg = Config { kernel: Some("4.19".into()), arch: Some("x86_64".into()), ..Config::default() };
+    let cfg = Config {
+        kernel: Some("4.19".into()),
+        arch: Some("x86_64".into()),
+        ..Config::default()
+    };
     let mut a = Analyzer::new(cfg);
-    for e in [ev::flush0(100, 1, ("x", 5)), ev::other(1_000, 0, A), ev::switch(10_000, 0, A, B), ev::flush0(11_000, 0, A)] {
+    for e in [
+        ev::flush0(100, 1, ("x", 5)),
+        ev::other(1_000, 0, A),
+        ev::switch(10_000, 0, A, B),
+        ev::flush0(11_000, 0, A),
+    ] {
         e.with(|ev| {
             let _ = a.event(ev);
         });
     }
-    a.notice(&Notice::LostEvents { cpu: 0, count: Some(10), ts_ns: Some(50_000), origin: nmitrace_parser::Origin::None });
+    a.notice(&Notice::LostEvents {
+        cpu: 0,
+        count: Some(10),
+        ts_ns: Some(50_000),
+        origin: nmitrace_parser::Origin::None,
+    });
     ev::nmi(60_000, 0, A, PERF, 2_000, 1).with(|ev| {
         let _ = a.event(ev);
     });
     let r = a.finish("t", &TraceInfo::default(), &ParseStats::default());
-    assert_eq!(kinds(&r), vec![(Kind::TraceDataLoss, Severity::Warning, Confidence::Observed)]);
+    assert_eq!(
+        kinds(&r),
+        vec![(Kind::TraceDataLoss, Severity::Warning, Confidence::Observed)]
+    );
     // input.kernel is what the trace says (nothing); the model says what was used, and why
     assert_eq!(r.input.kernel, None);
     assert_eq!(r.input.model.kernel, "4.19");
@@ -397,9 +512,18 @@ fn random_event_soup_does_not_panic() {
         seed ^= seed << 17;
         seed % n
     };
-    let tasks = [("bash", 100), ("cc1", 200), ("kworker/0:1", 41), ("swapper/0", 0), ("perf", 300)];
+    let tasks = [
+        ("bash", 100),
+        ("cc1", 200),
+        ("kworker/0:1", 41),
+        ("swapper/0", 0),
+        ("perf", 300),
+    ];
     for kernel in ["2.6.35", "4.4", "6.1"] {
-        let cfg = Config { kernel: Some(kernel.into()), ..Config::default() };
+        let cfg = Config {
+            kernel: Some(kernel.into()),
+            ..Config::default()
+        };
         let mut a = Analyzer::new(cfg);
         let mut ts = 1_000u64;
         for _ in 0..5_000 {
@@ -411,24 +535,47 @@ fn random_event_soup_does_not_panic() {
             let mut e = match rnd(12) {
                 0 => ev::switch(ts, cpu, who, other),
                 1 => ev::flush0(ts, cpu, who),
-                2 | 3 => ev::nmi(ts, cpu, who, ["perf_event_nmi_handler", "nmi_cpu_backtrace_handler"][rnd(2) as usize], rnd(8_000), rnd(3) as i64),
+                2 | 3 => ev::nmi(
+                    ts,
+                    cpu,
+                    who,
+                    ["perf_event_nmi_handler", "nmi_cpu_backtrace_handler"][rnd(2) as usize],
+                    rnd(8_000),
+                    rnd(3) as i64,
+                ),
                 4 => ev::kfault(ts, cpu, who, vm),
                 5 => ev::kfault(ts, cpu, who, rnd(1 << 40)),
                 6 => ev::exec(ts, cpu, who),
-                7 => ev::newtask(ts, cpu, who, 1000 + rnd(50) as i32, if rnd(2) == 0 { 0x100 } else { 0x11 }),
+                7 => ev::newtask(
+                    ts,
+                    cpu,
+                    who,
+                    1000 + rnd(50) as i32,
+                    if rnd(2) == 0 { 0x100 } else { 0x11 },
+                ),
                 8 => ev::fork(ts, cpu, who, 1000 + rnd(50) as i32),
                 9 => ev::vmap(ts, cpu, who, vm, 4096 * (1 + rnd(600))),
-                10 => ev::console(ts, cpu, who, "Uhhuh. NMI received for unknown reason 3d on CPU 1."),
+                10 => ev::console(
+                    ts,
+                    cpu,
+                    who,
+                    "Uhhuh. NMI received for unknown reason 3d on CPU 1.",
+                ),
                 _ => ev::ufault(ts, cpu, who, 0x400000),
             };
             if rnd(2) == 0 {
                 e = e.ctx(rnd(4) == 0, rnd(4) == 0, rnd(2) == 0);
             }
             e.with(|ev| {
-            let _ = a.event(ev);
-        });
+                let _ = a.event(ev);
+            });
             if rnd(500) == 0 {
-                a.notice(&Notice::LostEvents { cpu, count: Some(3), ts_ns: Some(ts), origin: nmitrace_parser::Origin::None });
+                a.notice(&Notice::LostEvents {
+                    cpu,
+                    count: Some(3),
+                    ts_ns: Some(ts),
+                    origin: nmitrace_parser::Origin::None,
+                });
             }
         }
         let r = a.finish("soup", &TraceInfo::default(), &ParseStats::default());

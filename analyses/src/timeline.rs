@@ -38,7 +38,12 @@ impl<T> Default for Decimated<T> {
 
 impl<T> Decimated<T> {
     pub fn with_cap(cap: usize) -> Decimated<T> {
-        Decimated { items: Vec::new(), cap: cap.max(2), stride: 1, seen: 0 }
+        Decimated {
+            items: Vec::new(),
+            cap: cap.max(2),
+            stride: 1,
+            seen: 0,
+        }
     }
 
     /// Will the next push be kept? (Lets callers skip building an item.)
@@ -258,12 +263,20 @@ impl Timeline {
         }
         self.close_previous(cpu, replay);
         self.open_windows[ci] = Some(w.start_ts);
-        self.windows.push(WindowMark { cpu, start_ns: w.start_ts, end_ns: None, prev_pid: w.prev_pid, next_pid: w.next_pid });
+        self.windows.push(WindowMark {
+            cpu,
+            start_ns: w.start_ts,
+            end_ns: None,
+            prev_pid: w.prev_pid,
+            next_pid: w.next_pid,
+        });
     }
 
     /// Give the CPU's last recorded window its end (the replay's `last_window`).
     fn close_previous(&mut self, cpu: u32, replay: &Replay) {
-        let Some(start) = self.open_windows.get(cpu as usize).copied().flatten() else { return };
+        let Some(start) = self.open_windows.get(cpu as usize).copied().flatten() else {
+            return;
+        };
         let Some(c) = replay.cpu(cpu) else { return };
         let lw = &c.last_window;
         if lw.start_ts != start || lw.end_ts.is_none() {
@@ -283,7 +296,11 @@ impl Timeline {
             return;
         }
         self.last_out_of_sync = Some(n);
-        self.mm_sync.push(MmSample { ts_ns, out_of_sync: n as u32, live: replay.mms.live() as u32 });
+        self.mm_sync.push(MmSample {
+            ts_ns,
+            out_of_sync: n as u32,
+            live: replay.mms.live() as u32,
+        });
     }
 
     /// End of trace: close the open windows, last mm sample.
@@ -293,7 +310,11 @@ impl Timeline {
         }
         if let (Some(ts), Some(n)) = (last_ts, self.last_out_of_sync) {
             if self.mm_sync.last().is_some_and(|s| s.ts_ns < ts) {
-                self.mm_sync.push(MmSample { ts_ns: ts, out_of_sync: n as u32, live: replay.mms.live() as u32 });
+                self.mm_sync.push(MmSample {
+                    ts_ns: ts,
+                    out_of_sync: n as u32,
+                    live: replay.mms.live() as u32,
+                });
             }
         }
     }
@@ -313,7 +334,11 @@ mod tests {
         assert_eq!(d.seen(), 1000);
         assert_eq!(d.dropped(), 1000 - d.items().len() as u64);
         let s = d.stride();
-        assert!(d.items().iter().all(|x| x % s == 0), "{:?} stride {s}", d.items());
+        assert!(
+            d.items().iter().all(|x| x % s == 0),
+            "{:?} stride {s}",
+            d.items()
+        );
         assert_eq!(d.items()[0], 0);
     }
 }

@@ -5,16 +5,22 @@
 //! run of 1,000 line mutations of real traces in each text format. None may
 //! panic (a panic fails the test); errors and warnings are fine.
 
-#[path = "../../fuzz/fuzz_targets/common.rs"]
-mod common;
 #[path = "../../fuzz/fuzz_targets/bases.rs"]
 mod bases;
+#[path = "../../fuzz/fuzz_targets/common.rs"]
+mod common;
 
 use std::path::Path;
 
 fn files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut v: Vec<_> = rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<_> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
     v.sort();
     v
 }
@@ -48,8 +54,12 @@ fn fuzz_inputs_replay_without_panics() {
     n += replay("input", common::input_layer);
     n += replay("analyze", common::analyze_bytes);
     n += replay("tracedat", common::tracedat);
-    n += replay("text_mutate", |d| common::analyze_bytes(&common::mutate_lines(d, &text)));
-    n += replay("tracedat_mutate", |d| common::tracedat(&common::mutate_tracedat(d, &dat)));
+    n += replay("text_mutate", |d| {
+        common::analyze_bytes(&common::mutate_lines(d, &text))
+    });
+    n += replay("tracedat_mutate", |d| {
+        common::tracedat(&common::mutate_tracedat(d, &dat))
+    });
     eprintln!("{n} fuzz inputs replayed");
     assert!(n > 10);
 }
@@ -76,13 +86,24 @@ fn a_thousand_line_mutations_per_format_never_panic() {
     for (format, base) in ["tracefs", "report", "perf"].iter().zip(0u8..) {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ base as u64);
         for i in 0..1000 {
-            let mut program = vec![base, rng.next() as u8, rng.next() as u8, (rng.next() % 200) as u8];
+            let mut program = vec![
+                base,
+                rng.next() as u8,
+                rng.next() as u8,
+                (rng.next() % 200) as u8,
+            ];
             for _ in 0..(1 + rng.next() % 12) {
                 program.extend_from_slice(&(rng.next() as u32).to_le_bytes()[..3]);
             }
             let text = common::mutate_lines(&program, &bases);
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| common::analyze_bytes(&text)));
-            assert!(r.is_ok(), "{format} mutation {i} panicked; program {program:?}\n{}", String::from_utf8_lossy(&text));
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                common::analyze_bytes(&text)
+            }));
+            assert!(
+                r.is_ok(),
+                "{format} mutation {i} panicked; program {program:?}\n{}",
+                String::from_utf8_lossy(&text)
+            );
         }
     }
 }

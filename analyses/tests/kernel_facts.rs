@@ -3,9 +3,9 @@
 //! written in the kernel's own text format (kernel/trace/trace_output.c:
 //! `COMM-PID [CPU] FLAGS SECS.USECS: EVENT: FIELDS`).
 
-use nmitrace_analyses::{Config, Finding, Report};
 #[allow(unused_imports)]
 use nmitrace_analyses::{Confidence, Kind, Severity};
+use nmitrace_analyses::{Config, Finding, Report};
 use nmitrace_parser::{Input, Trace};
 
 /// A raw tracefs text trace, built line by line.
@@ -26,11 +26,20 @@ impl Raw {
     }
 
     fn header(mut self, line: &str) -> Raw {
-        self.text.insert_str("# tracer: nop\n".len(), &format!("{line}\n"));
+        self.text
+            .insert_str("# tracer: nop\n".len(), &format!("{line}\n"));
         self
     }
 
-    fn ev(mut self, who: (&str, i32), cpu: u32, flags: &str, us: u64, event: &str, fields: &str) -> Raw {
+    fn ev(
+        mut self,
+        who: (&str, i32),
+        cpu: u32,
+        flags: &str,
+        us: u64,
+        event: &str,
+        fields: &str,
+    ) -> Raw {
         self.text.push_str(&format!(
             "{:>16}-{:<7} [{cpu:03}] {flags} {:>5}.{:06}: {event}: {fields}\n",
             who.0,
@@ -50,15 +59,53 @@ impl Raw {
     }
 
     fn flush0(self, cpu: u32, us: u64, who: (&str, i32), flags: &str) -> Raw {
-        self.ev(who, cpu, flags, us, "tlb_flush", "pages:-1 reason:flush on task switch (0)")
+        self.ev(
+            who,
+            cpu,
+            flags,
+            us,
+            "tlb_flush",
+            "pages:-1 reason:flush on task switch (0)",
+        )
     }
 
-    fn nmi(self, cpu: u32, us: u64, who: (&str, i32), flags: &str, handler: &str, delta_ns: u64, handled: i64) -> Raw {
-        self.ev(who, cpu, flags, us, "nmi_handler", &format!("{handler}() delta_ns: {delta_ns} handled: {handled}"))
+    fn nmi(
+        self,
+        cpu: u32,
+        us: u64,
+        who: (&str, i32),
+        flags: &str,
+        handler: &str,
+        delta_ns: u64,
+        handled: i64,
+    ) -> Raw {
+        self.ev(
+            who,
+            cpu,
+            flags,
+            us,
+            "nmi_handler",
+            &format!("{handler}() delta_ns: {delta_ns} handled: {handled}"),
+        )
     }
 
-    fn kfault(self, cpu: u32, us: u64, who: (&str, i32), flags: &str, addr: u64, error_code: u64) -> Raw {
-        self.ev(who, cpu, flags, us, "page_fault_kernel", &format!("address=0x{addr:x} ip=perf_callchain error_code=0x{error_code:x}"))
+    fn kfault(
+        self,
+        cpu: u32,
+        us: u64,
+        who: (&str, i32),
+        flags: &str,
+        addr: u64,
+        error_code: u64,
+    ) -> Raw {
+        self.ev(
+            who,
+            cpu,
+            flags,
+            us,
+            "page_fault_kernel",
+            &format!("address=0x{addr:x} ip=perf_callchain error_code=0x{error_code:x}"),
+        )
     }
 
     fn console(self, cpu: u32, us: u64, who: (&str, i32), flags: &str, msg: &str) -> Raw {
@@ -72,21 +119,39 @@ impl Raw {
     }
 
     fn analyze(self, kernel: &str, arch: &str) -> Report {
-        let cfg = Config { kernel: Some(kernel.into()), arch: Some(arch.into()), ..Config::default() };
-        let mut t = Trace::from_input("raw".into(), Input::from_bytes("raw", self.text.clone().into_bytes()).unwrap()).unwrap();
+        let cfg = Config {
+            kernel: Some(kernel.into()),
+            arch: Some(arch.into()),
+            ..Config::default()
+        };
+        let mut t = Trace::from_input(
+            "raw".into(),
+            Input::from_bytes("raw", self.text.clone().into_bytes()).unwrap(),
+        )
+        .unwrap();
         t.probe().unwrap();
         let r = nmitrace_analyses::analyze_trace(t, &cfg).unwrap().report;
-        assert_eq!(r.parse.unparsed_lines, 0, "{:?}\n{}", r.parse.unparsed_examples, self.text);
+        assert_eq!(
+            r.parse.unparsed_lines, 0,
+            "{:?}\n{}",
+            r.parse.unparsed_examples, self.text
+        );
         r
     }
 }
 
 fn of<'a>(r: &'a Report, kind: &str) -> Vec<&'a Finding> {
-    r.findings.iter().filter(|f| f.kind.as_str() == kind).collect()
+    r.findings
+        .iter()
+        .filter(|f| f.kind.as_str() == kind)
+        .collect()
 }
 
 fn kinds(r: &Report) -> Vec<String> {
-    r.findings.iter().map(|f| format!("{} {} {}", f.kind, f.severity, f.confidence)).collect()
+    r.findings
+        .iter()
+        .map(|f| format!("{} {} {}", f.kind, f.severity, f.confidence))
+        .collect()
 }
 
 const A: (&str, i32) = ("bash", 100);
@@ -97,14 +162,35 @@ const PERF: &str = "perf_event_nmi_handler";
 /// kernel-mode fault on the vmalloc entry opened during the trace.
 fn fault_in_window() -> Raw {
     Raw::new(true)
-        .ev(A, 0, "d..2.", 1_000, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
-        .ev(B, 1, "d..2.", 1_100, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=001")
+        .ev(
+            A,
+            0,
+            "d..2.",
+            1_000,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=000",
+        )
+        .ev(
+            B,
+            1,
+            "d..2.",
+            1_100,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=001",
+        )
         .new_chunk(1, 2_000, ".....")
         .switch(0, 10_000, A, B, "d..2.")
         .flush0(0, 10_001, A, "d..2.")
         .kfault(0, 10_003, A, "d.Z2.", TOP_CHUNK + 0x100, 0)
         .nmi(0, 10_006, A, "d.Z2.", PERF, 4_000, 1)
-        .ev(B, 0, "d..2.", 10_010, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
+        .ev(
+            B,
+            0,
+            "d..2.",
+            10_010,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=000",
+        )
 }
 
 /// arch/x86/mm/fault.c `vmalloc_fault()`, 4.7.4 line 442:
@@ -119,7 +205,10 @@ fn up_to_4_7_vmalloc_fault_fills_current_active_mm() {
     assert_eq!(v[0].severity, Severity::Error);
     assert_eq!(v[0].details_json()["wrong_pgd"], true);
     let w = of(&r, "cr3_current_mismatch");
-    assert_eq!((w.len(), w[0].severity.as_str(), w[0].confidence.as_str()), (1, "error", "observed"));
+    assert_eq!(
+        (w.len(), w[0].severity.as_str(), w[0].confidence.as_str()),
+        (1, "error", "observed")
+    );
 }
 
 /// 4.8.15 fault.c line 442: `pgd = (pgd_t *)__va(read_cr3()) + pgd_index(address);`
@@ -128,15 +217,30 @@ fn up_to_4_7_vmalloc_fault_fills_current_active_mm() {
 fn from_4_8_vmalloc_fault_fills_cr3() {
     let r = fault_in_window().analyze("4.8", "x86_64");
     let v = of(&r, "nmi_vmalloc_fault");
-    assert_eq!((v.len(), v[0].severity.as_str()), (1, "warning"), "{:?}", kinds(&r));
+    assert_eq!(
+        (v.len(), v[0].severity.as_str()),
+        (1, "warning"),
+        "{:?}",
+        kinds(&r)
+    );
     assert_eq!(v[0].details_json()["wrong_pgd"], false);
-    assert_eq!(of(&r, "cr3_current_mismatch")[0].severity, Severity::Warning);
+    assert_eq!(
+        of(&r, "cr3_current_mismatch")[0].severity,
+        Severity::Warning
+    );
 }
 
 /// A vmalloc fault in NMI, outside any switch.
 fn fault_in_nmi(addr: u64, error_code: u64) -> Raw {
     Raw::new(true)
-        .ev(A, 0, "d..2.", 1_000, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
+        .ev(
+            A,
+            0,
+            "d..2.",
+            1_000,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=000",
+        )
         .kfault(0, 10_003, A, "d.Z1.", addr, error_code)
         .nmi(0, 10_006, A, "d.Z1.", PERF, 4_000, 1)
 }
@@ -148,11 +252,25 @@ fn fault_in_nmi(addr: u64, error_code: u64) -> Raw {
 #[test]
 fn from_5_8_no_x86_faults_vmalloc_lazily() {
     for arch in ["x86_64", "x86_64-la57"] {
-        let addr = if arch == "x86_64" { TOP_CHUNK } else { 0xffa0_0000_0010_0000 };
+        let addr = if arch == "x86_64" {
+            TOP_CHUNK
+        } else {
+            0xffa0_0000_0010_0000
+        };
         let r = fault_in_nmi(addr, 0).analyze("5.8", arch);
-        assert_eq!(of(&r, "nmi_vmalloc_fault")[0].severity, Severity::Error, "{arch}: {:?}", kinds(&r));
+        assert_eq!(
+            of(&r, "nmi_vmalloc_fault")[0].severity,
+            Severity::Error,
+            "{arch}: {:?}",
+            kinds(&r)
+        );
         let r = fault_in_nmi(addr, 0).analyze("5.7", arch);
-        assert_eq!(of(&r, "nmi_vmalloc_fault")[0].severity, Severity::Warning, "{arch}: {:?}", kinds(&r));
+        assert_eq!(
+            of(&r, "nmi_vmalloc_fault")[0].severity,
+            Severity::Warning,
+            "{arch}: {:?}",
+            kinds(&r)
+        );
     }
 }
 
@@ -162,9 +280,30 @@ fn from_5_8_no_x86_faults_vmalloc_lazily() {
 #[test]
 fn x86_32_got_vmalloc_fault_back_in_5_9_for_a_race() {
     let addr = 0xf880_0000 + 0x40_0000;
-    assert_eq!(of(&fault_in_nmi(addr, 0).analyze("5.8", "x86_32"), "nmi_vmalloc_fault")[0].severity, Severity::Error);
-    assert_eq!(of(&fault_in_nmi(addr, 0).analyze("5.9", "x86_32"), "nmi_vmalloc_fault")[0].severity, Severity::Warning);
-    assert_eq!(of(&fault_in_nmi(addr, 0).analyze("5.8.8", "x86_32"), "nmi_vmalloc_fault")[0].severity, Severity::Warning);
+    assert_eq!(
+        of(
+            &fault_in_nmi(addr, 0).analyze("5.8", "x86_32"),
+            "nmi_vmalloc_fault"
+        )[0]
+        .severity,
+        Severity::Error
+    );
+    assert_eq!(
+        of(
+            &fault_in_nmi(addr, 0).analyze("5.9", "x86_32"),
+            "nmi_vmalloc_fault"
+        )[0]
+        .severity,
+        Severity::Warning
+    );
+    assert_eq!(
+        of(
+            &fault_in_nmi(addr, 0).analyze("5.8.8", "x86_32"),
+            "nmi_vmalloc_fault"
+        )[0]
+        .severity,
+        Severity::Warning
+    );
 }
 
 /// arch/x86/mm/fault.c (4.19.1 `__do_page_fault`, 5.4.59 `do_kern_addr_fault`):
@@ -220,15 +359,32 @@ fn pae_with_a_shared_kernel_pmd_never_syncs_lazily() {
 fn before_4_6_nmi_events_print_h() {
     let raw = || {
         Raw::new(false)
-            .ev(A, 0, "d..2", 1_000, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
+            .ev(
+                A,
+                0,
+                "d..2",
+                1_000,
+                "sched_wakeup",
+                "comm=x pid=1 prio=120 target_cpu=000",
+            )
             .kfault(0, 10_003, A, "d.h1", 0xffff_c900_0010_0000, 0)
             .nmi(0, 10_006, A, "d.h1", PERF, 4_000, 1)
-            .ev(A, 0, "d..2", 10_020, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
+            .ev(
+                A,
+                0,
+                "d..2",
+                10_020,
+                "sched_wakeup",
+                "comm=x pid=1 prio=120 target_cpu=000",
+            )
     };
     let r = raw().analyze("4.4", "x86_64");
     let v = of(&r, "nmi_vmalloc_fault");
     assert_eq!(v.len(), 1, "{:?}", kinds(&r));
-    assert_eq!(v[0].details_json()["nmi_context_from"], "nmi_handler interval");
+    assert_eq!(
+        v[0].details_json()["nmi_context_from"],
+        "nmi_handler interval"
+    );
     let r = raw().analyze("4.6", "x86_64");
     assert!(of(&r, "nmi_vmalloc_fault").is_empty(), "{:?}", kinds(&r));
 }
@@ -244,7 +400,10 @@ fn b2b_verdicts_say_they_rest_on_timing() {
         .analyze("6.1", "x86_64");
     let s = of(&r, "swallowed_nmi");
     assert_eq!(s.len(), 1, "{:?}", kinds(&r));
-    assert!(s[0].details_json()["b2b_from"].as_str().unwrap().contains("last_nmi_rip"));
+    assert!(s[0].details_json()["b2b_from"]
+        .as_str()
+        .unwrap()
+        .contains("last_nmi_rip"));
 }
 
 /// x86_pmu_handle_irq() returns the number of overflowed counters one PMI
@@ -252,16 +411,31 @@ fn b2b_verdicts_say_they_rest_on_timing() {
 /// `handled: 2` is one NMI edge. Lost edges are counted per source.
 #[test]
 fn lost_nmis_are_counted_per_source_not_per_handled() {
-    let one_pmi_two_counters = Raw::new(true).nmi(0, 100_000, A, "d.Z1.", PERF, 3_000, 2).nmi(0, 900_000, A, "d.Z1.", PERF, 3_000, 1);
+    let one_pmi_two_counters = Raw::new(true)
+        .nmi(0, 100_000, A, "d.Z1.", PERF, 3_000, 2)
+        .nmi(0, 900_000, A, "d.Z1.", PERF, 3_000, 1);
     let r = one_pmi_two_counters.analyze("6.1", "x86_64");
     assert!(of(&r, "lost_nmi").is_empty(), "{:?}", kinds(&r));
     let two_sources = Raw::new(true)
         .nmi(0, 100_000, A, "d.Z1.", PERF, 3_000, 1)
-        .nmi(0, 100_002, A, "d.Z1.", "nmi_cpu_backtrace_handler", 1_500, 1)
+        .nmi(
+            0,
+            100_002,
+            A,
+            "d.Z1.",
+            "nmi_cpu_backtrace_handler",
+            1_500,
+            1,
+        )
         .nmi(0, 900_000, A, "d.Z1.", PERF, 3_000, 1);
     let r = two_sources.analyze("6.1", "x86_64");
     let l = of(&r, "lost_nmi");
-    assert_eq!((l.len(), l[0].details_json()["lost"].as_i64()), (1, Some(1)), "{:?}", kinds(&r));
+    assert_eq!(
+        (l.len(), l[0].details_json()["lost"].as_i64()),
+        (1, Some(1)),
+        "{:?}",
+        kinds(&r)
+    );
 }
 
 /// kernel/trace/trace.c `print_event_info()`: `# entries-in-buffer/entries-written:
@@ -272,12 +446,38 @@ fn lost_nmis_are_counted_per_source_not_per_handled() {
 fn a_flight_recorders_overwritten_past_is_a_note() {
     let r = Raw::new(true)
         .header("#\n# entries-in-buffer/entries-written: 3/5000   #P:2")
-        .ev(A, 0, "d..2.", 1_000, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
-        .ev(A, 0, "d..2.", 1_100, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
-        .ev(A, 1, "d..2.", 1_200, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=001")
+        .ev(
+            A,
+            0,
+            "d..2.",
+            1_000,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=000",
+        )
+        .ev(
+            A,
+            0,
+            "d..2.",
+            1_100,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=000",
+        )
+        .ev(
+            A,
+            1,
+            "d..2.",
+            1_200,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=001",
+        )
         .analyze("6.1", "x86_64");
     let o = of(&r, "trace_overwritten");
-    assert_eq!((o.len(), o[0].severity.as_str()), (1, "info"), "{:?}", kinds(&r));
+    assert_eq!(
+        (o.len(), o[0].severity.as_str()),
+        (1, "info"),
+        "{:?}",
+        kinds(&r)
+    );
     assert_eq!(o[0].details_json()["overwritten"], 4997);
     assert!(of(&r, "trace_data_loss").is_empty());
     assert_eq!(r.events.overwritten_events, 4997);
@@ -289,9 +489,15 @@ fn a_flight_recorders_overwritten_past_is_a_note() {
 #[test]
 fn a_loss_before_a_cpus_first_event_is_the_overwritten_past() {
     let text = "cpus=2\nCPU:0 [400 EVENTS DROPPED]\n            bash-100   [000]     1.001000: sched_wakeup:         comm=x pid=1 prio=120 target_cpu=000\nCPU:0 [7 EVENTS DROPPED]\n            bash-100   [000]     1.002000: sched_wakeup:         comm=x pid=1 prio=120 target_cpu=000\n";
-    let mut t = Trace::from_input("r".into(), Input::from_bytes("r", text.as_bytes().to_vec()).unwrap()).unwrap();
+    let mut t = Trace::from_input(
+        "r".into(),
+        Input::from_bytes("r", text.as_bytes().to_vec()).unwrap(),
+    )
+    .unwrap();
     t.probe().unwrap();
-    let r = nmitrace_analyses::analyze_trace(t, &Config::default()).unwrap().report;
+    let r = nmitrace_analyses::analyze_trace(t, &Config::default())
+        .unwrap()
+        .report;
     assert_eq!(of(&r, "trace_overwritten").len(), 1, "{:?}", kinds(&r));
     let l = of(&r, "trace_data_loss");
     assert_eq!((l.len(), l[0].severity.as_str()), (1, "warning"));
@@ -307,7 +513,13 @@ fn took_too_long_is_printed_for_a_new_maximum_only() {
     let bt = "nmi_cpu_backtrace_handler";
     let r = Raw::new(true)
         .nmi(0, 100_000, A, "d.Z1.", bt, 2_000_000, 1)
-        .console(0, 100_001, A, "d.Z1.", "INFO: NMI handler (nmi_cpu_backtrace_handler) took too long to run: 2.000 msecs")
+        .console(
+            0,
+            100_001,
+            A,
+            "d.Z1.",
+            "INFO: NMI handler (nmi_cpu_backtrace_handler) took too long to run: 2.000 msecs",
+        )
         .nmi(0, 900_000, A, "d.Z1.", bt, 1_500_000, 1)
         .nmi(0, 1_900_000, A, "d.Z1.", bt, 1_000_000, 1)
         .analyze("6.12", "x86_64");
@@ -327,7 +539,13 @@ fn took_too_long_is_printed_for_a_new_maximum_only() {
 fn took_too_long_on_5_6_to_5_9_prints_the_previous_maximum() {
     let r = Raw::new(true)
         .nmi(0, 100_000, A, "d.Z1.", PERF, 2_000_000, 1)
-        .console(0, 100_001, A, "d.Z1.", "INFO: NMI handler (perf_event_nmi_handler) took too long to run: 0.000 msecs")
+        .console(
+            0,
+            100_001,
+            A,
+            "d.Z1.",
+            "INFO: NMI handler (perf_event_nmi_handler) took too long to run: 0.000 msecs",
+        )
         .analyze("5.8", "x86_64");
     let s = of(&r, "slow_nmi_handler");
     assert_eq!(s.len(), 1, "{:?}", kinds(&r));
@@ -341,15 +559,28 @@ fn took_too_long_on_5_6_to_5_9_prints_the_previous_maximum() {
 fn vmalloc_faults_warn_in_nmi_up_to_5_1() {
     let warn = "WARNING: CPU: 0 PID: 100 at arch/x86/mm/fault.c:378 vmalloc_fault+0x1c7/0x1e0";
     let r = Raw::new(false)
-        .ev(A, 0, "d..2", 1_000, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
+        .ev(
+            A,
+            0,
+            "d..2",
+            1_000,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=000",
+        )
         .kfault(0, 10_003, A, "d.Z1", 0xffff_c900_0010_0000, 0)
         .console(0, 10_004, A, "d.Z1", warn)
         .nmi(0, 10_006, A, "d.Z1", PERF, 4_000, 1)
         .analyze("4.19", "x86_64");
     let v = of(&r, "nmi_vmalloc_fault");
     assert_eq!(v.len(), 1, "{:?}", kinds(&r));
-    assert!(v[0].details_json()["confirmed_by"].as_str().unwrap().contains("WARN_ON_ONCE"));
-    let r = Raw::new(false).console(0, 10_004, A, "d.Z1", warn).nmi(0, 10_006, A, "d.Z1", PERF, 4_000, 1).analyze("4.19", "x86_64");
+    assert!(v[0].details_json()["confirmed_by"]
+        .as_str()
+        .unwrap()
+        .contains("WARN_ON_ONCE"));
+    let r = Raw::new(false)
+        .console(0, 10_004, A, "d.Z1", warn)
+        .nmi(0, 10_006, A, "d.Z1", PERF, 4_000, 1)
+        .analyze("4.19", "x86_64");
     assert_eq!(of(&r, "nmi_vmalloc_fault").len(), 1, "{:?}", kinds(&r));
 }
 
@@ -359,20 +590,52 @@ fn vmalloc_faults_warn_in_nmi_up_to_5_1() {
 #[test]
 fn an_oops_on_a_fault_in_nmi_is_an_error() {
     let r = Raw::new(true)
-        .ev(A, 0, "d..2.", 1_000, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
+        .ev(
+            A,
+            0,
+            "d..2.",
+            1_000,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=000",
+        )
         .kfault(0, 10_003, A, "d.Z1.", 0xffff_8880_0000_1000, 0)
-        .console(0, 10_004, A, "d.Z1.", "BUG: unable to handle page fault for address: ffff888000001000")
+        .console(
+            0,
+            10_004,
+            A,
+            "d.Z1.",
+            "BUG: unable to handle page fault for address: ffff888000001000",
+        )
         .nmi(0, 10_006, A, "d.Z1.", PERF, 4_000, 1)
         .analyze("6.1", "x86_64");
     let p = of(&r, "nmi_page_fault");
-    assert_eq!((p.len(), p[0].severity.as_str()), (1, "error"), "{:?}", kinds(&r));
+    assert_eq!(
+        (p.len(), p[0].severity.as_str()),
+        (1, "error"),
+        "{:?}",
+        kinds(&r)
+    );
 }
 
 /// A switch from A to B on CPU 0 with an NMI whose stamp and dump vary.
 fn window(nmi_who: (&str, i32), after_flush: bool, dump: &[&str]) -> Raw {
     let mut r = Raw::new(true)
-        .ev(A, 0, "d..2.", 1_000, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
-        .ev(B, 1, "d..2.", 1_100, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=001")
+        .ev(
+            A,
+            0,
+            "d..2.",
+            1_000,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=000",
+        )
+        .ev(
+            B,
+            1,
+            "d..2.",
+            1_100,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=001",
+        )
         .switch(0, 10_000, A, B, "d..2.");
     if after_flush {
         r = r.flush0(0, 10_001, A, "d..2.");
@@ -385,11 +648,26 @@ fn window(nmi_who: (&str, i32), after_flush: bool, dump: &[&str]) -> Raw {
             r = r.console(0, us, nmi_who, "d.Z2.", l);
         }
     }
-    r = r.nmi(0, us + 1, nmi_who, "d.Z2.", "nmi_cpu_backtrace_handler", 1_500 + 1_000 * dump.len() as u64, 1);
+    r = r.nmi(
+        0,
+        us + 1,
+        nmi_who,
+        "d.Z2.",
+        "nmi_cpu_backtrace_handler",
+        1_500 + 1_000 * dump.len() as u64,
+        1,
+    );
     if !after_flush {
         r = r.flush0(0, us + 2, A, "d..2.");
     }
-    r.ev(B, 0, "d..2.", us + 5, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
+    r.ev(
+        B,
+        0,
+        "d..2.",
+        us + 5,
+        "sched_wakeup",
+        "comm=x pid=1 prio=120 target_cpu=000",
+    )
 }
 
 /// kernel/sched/core.c `__schedule()` traces sched_switch with `current` =
@@ -402,7 +680,10 @@ fn window(nmi_who: (&str, i32), after_flush: bool, dump: &[&str]) -> Raw {
 fn the_stamp_places_the_nmi() {
     let w = |who, after| {
         let r = window(who, after, &[]).analyze("6.1", "x86_64");
-        of(&r, "cr3_current_mismatch").iter().map(|f| f.confidence.clone()).collect::<Vec<_>>()
+        of(&r, "cr3_current_mismatch")
+            .iter()
+            .map(|f| f.confidence.clone())
+            .collect::<Vec<_>>()
     };
     assert_eq!(w(A, true), vec![Confidence::Observed]);
     assert_eq!(w(A, false), vec![Confidence::Inferred]);
@@ -415,13 +696,42 @@ fn the_stamp_places_the_nmi() {
 /// confirms a possible window; a user-mode RIP (CS 0033) refutes it.
 #[test]
 fn the_nmis_own_dump_decides() {
-    let r = window(A, false, &["CPU: 0 UID: 0 PID: 100 Comm: bash Not tainted 6.1.0 #1", "RIP: 0010:__switch_to+0x13/0x4a0", "Call Trace:", " <TASK>", " __schedule+0x397/0xf60"])
-        .analyze("6.1", "x86_64");
+    let r = window(
+        A,
+        false,
+        &[
+            "CPU: 0 UID: 0 PID: 100 Comm: bash Not tainted 6.1.0 #1",
+            "RIP: 0010:__switch_to+0x13/0x4a0",
+            "Call Trace:",
+            " <TASK>",
+            " __schedule+0x397/0xf60",
+        ],
+    )
+    .analyze("6.1", "x86_64");
     let f = of(&r, "cr3_current_mismatch");
-    assert_eq!((f.len(), f[0].confidence.as_str()), (1, "observed"), "{:?}", kinds(&r));
-    assert!(f[0].details_json()["confirmed_by"].as_str().unwrap().contains("__switch_to"));
-    assert_eq!(f[0].details_json()["interrupted_rip"], "0010:__switch_to+0x13/0x4a0");
-    let r = window(A, true, &["CPU: 0 UID: 0 PID: 100 Comm: bash Not tainted 6.1.0 #1", "RIP: 0033:0x7f54b31da011"]).analyze("6.1", "x86_64");
+    assert_eq!(
+        (f.len(), f[0].confidence.as_str()),
+        (1, "observed"),
+        "{:?}",
+        kinds(&r)
+    );
+    assert!(f[0].details_json()["confirmed_by"]
+        .as_str()
+        .unwrap()
+        .contains("__switch_to"));
+    assert_eq!(
+        f[0].details_json()["interrupted_rip"],
+        "0010:__switch_to+0x13/0x4a0"
+    );
+    let r = window(
+        A,
+        true,
+        &[
+            "CPU: 0 UID: 0 PID: 100 Comm: bash Not tainted 6.1.0 #1",
+            "RIP: 0033:0x7f54b31da011",
+        ],
+    )
+    .analyze("6.1", "x86_64");
     assert!(of(&r, "cr3_current_mismatch").is_empty(), "{:?}", kinds(&r));
     assert_eq!(r.input.model.replay.switch_windows_refuted_by_nmi_dump, 1);
 }
@@ -434,7 +744,14 @@ fn a_reason0_flush_outside_a_switch_is_no_window() {
     let idle = ("<idle>", 0);
     let kw = ("kworker/0:1", 30);
     let r = Raw::new(true)
-        .ev(idle, 0, "d..1.", 1_000, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
+        .ev(
+            idle,
+            0,
+            "d..1.",
+            1_000,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=000",
+        )
         .flush0(0, 2_000, idle, "d..1.")
         .nmi(0, 2_010, idle, "d.Z1.", PERF, 3_000, 1)
         .flush0(1, 3_000, kw, "d..1.")
@@ -450,11 +767,36 @@ fn a_reason0_flush_outside_a_switch_is_no_window() {
 #[test]
 fn execs_reverse_window_shows_in_the_dump() {
     let r = Raw::new(true)
-        .ev(A, 0, "d..2.", 1_000, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
+        .ev(
+            A,
+            0,
+            "d..2.",
+            1_000,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=000",
+        )
         .console(0, 2_000, A, "d.Z1.", "NMI backtrace for cpu 0")
-        .console(0, 2_001, A, "d.Z1.", "CPU: 0 UID: 0 PID: 100 Comm: bash Not tainted 6.1.0 #1")
-        .console(0, 2_002, A, "d.Z1.", "RIP: 0010:switch_mm_irqs_off+0x200/0x3d0")
-        .console(0, 2_003, A, "d.Z1.", "Code: 48 09 c7 <48> 0f ba ef 3f 0f 22 df 0f 1f 00")
+        .console(
+            0,
+            2_001,
+            A,
+            "d.Z1.",
+            "CPU: 0 UID: 0 PID: 100 Comm: bash Not tainted 6.1.0 #1",
+        )
+        .console(
+            0,
+            2_002,
+            A,
+            "d.Z1.",
+            "RIP: 0010:switch_mm_irqs_off+0x200/0x3d0",
+        )
+        .console(
+            0,
+            2_003,
+            A,
+            "d.Z1.",
+            "Code: 48 09 c7 <48> 0f ba ef 3f 0f 22 df 0f 1f 00",
+        )
         .console(0, 2_004, A, "d.Z1.", "Call Trace:")
         .console(0, 2_005, A, "d.Z1.", " <TASK>")
         .console(0, 2_006, A, "d.Z1.", " switch_mm+0x2e/0x50")
@@ -462,10 +804,22 @@ fn execs_reverse_window_shows_in_the_dump() {
         .console(0, 2_008, A, "d.Z1.", " begin_new_exec+0x140/0x7e0")
         .nmi(0, 2_010, A, "d.Z1.", "nmi_cpu_backtrace_handler", 12_000, 1)
         .flush0(0, 2_020, A, "d..1.")
-        .ev(A, 0, ".....", 2_030, "sched_process_exec", "filename=/usr/bin/true pid=100 old_pid=100")
+        .ev(
+            A,
+            0,
+            ".....",
+            2_030,
+            "sched_process_exec",
+            "filename=/usr/bin/true pid=100 old_pid=100",
+        )
         .analyze("6.1", "x86_64");
     let f = of(&r, "cr3_current_mismatch");
-    assert_eq!((f.len(), f[0].confidence.as_str()), (1, "observed"), "{:?}", kinds(&r));
+    assert_eq!(
+        (f.len(), f[0].confidence.as_str()),
+        (1, "observed"),
+        "{:?}",
+        kinds(&r)
+    );
     assert_eq!(f[0].details_json()["reverse"], true);
 }
 
@@ -475,12 +829,33 @@ fn execs_reverse_window_shows_in_the_dump() {
 #[test]
 fn a_switch_that_prev_outlives_is_no_window() {
     let r = Raw::new(true)
-        .ev(A, 0, "d..2.", 1_000, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=000")
-        .ev(B, 1, "d..2.", 1_100, "sched_wakeup", "comm=x pid=1 prio=120 target_cpu=001")
+        .ev(
+            A,
+            0,
+            "d..2.",
+            1_000,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=000",
+        )
+        .ev(
+            B,
+            1,
+            "d..2.",
+            1_100,
+            "sched_wakeup",
+            "comm=x pid=1 prio=120 target_cpu=001",
+        )
         .switch(0, 10_000, A, B, "d..2.")
         .flush0(0, 10_001, A, "d..2.")
         .nmi(0, 10_400, A, "d.Z..", PERF, 3_000, 1)
-        .ev(A, 0, "d....", 10_460, "page_fault_user", "address=0x563afb56d040 ip=0x7f1b217076a8 error_code=0x4")
+        .ev(
+            A,
+            0,
+            "d....",
+            10_460,
+            "page_fault_user",
+            "address=0x563afb56d040 ip=0x7f1b217076a8 error_code=0x4",
+        )
         .analyze("6.1", "x86_64");
     assert!(of(&r, "cr3_current_mismatch").is_empty(), "{:?}", kinds(&r));
     assert_eq!(r.input.model.replay.switches_contradicted, 1);

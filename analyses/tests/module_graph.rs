@@ -9,8 +9,15 @@ use std::path::{Path, PathBuf};
 /// `src/detect/latch.rs` → `detect::latch`; `src/detect/mod.rs` → `detect`.
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap().with_extension("");
-    let parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-    let parts: Vec<&str> = parts.iter().map(|s| s.as_str()).filter(|p| *p != "mod" && *p != "lib").collect();
+    let parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let parts: Vec<&str> = parts
+        .iter()
+        .map(|s| s.as_str())
+        .filter(|p| *p != "mod" && *p != "lib")
+        .collect();
     if parts.is_empty() {
         "crate".into()
     } else {
@@ -32,7 +39,10 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The longest known module that `path` (`a::b::c`, after `crate::`) starts with.
 fn resolve(path: &str, modules: &BTreeSet<String>) -> Option<String> {
     let segs: Vec<&str> = path.split("::").collect();
-    (1..=segs.len()).rev().map(|n| segs[..n].join("::")).find(|m| modules.contains(m))
+    (1..=segs.len())
+        .rev()
+        .map(|n| segs[..n].join("::"))
+        .find(|m| modules.contains(m))
 }
 
 /// Module → modules it names, outside its own `#[cfg(test)]` items.
@@ -52,9 +62,22 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
             Some(i) => &text[..i],
             None => &text[..],
         };
-        let parent = me.rsplit_once("::").map(|(p, _)| p.to_string()).unwrap_or_else(|| "crate".into());
+        let parent = me
+            .rsplit_once("::")
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_else(|| "crate".into());
         let mut uses = BTreeSet::new();
-        for (prefix, base) in [("crate::", String::new()), ("super::", if parent == "crate" { String::new() } else { format!("{parent}::") })] {
+        for (prefix, base) in [
+            ("crate::", String::new()),
+            (
+                "super::",
+                if parent == "crate" {
+                    String::new()
+                } else {
+                    format!("{parent}::")
+                },
+            ),
+        ] {
             let mut rest = text;
             while let Some(i) = rest.find(prefix) {
                 let after = &rest[i + prefix.len()..];
@@ -63,7 +86,10 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
                 // `crate::{a, b}`: each item.
                 let paths: Vec<String> = if after[end..].starts_with('{') {
                     let close = after[end..].find('}').map_or(after.len(), |c| end + c);
-                    after[end + 1..close].split(',').map(|p| format!("{path}::{}", p.trim().split("::").next().unwrap_or(""))).collect()
+                    after[end + 1..close]
+                        .split(',')
+                        .map(|p| format!("{path}::{}", p.trim().split("::").next().unwrap_or("")))
+                        .collect()
                 } else {
                     vec![path]
                 };
@@ -87,7 +113,12 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
 fn modules_import_one_way() {
     let g = graph();
     // Depth-first search for a cycle.
-    fn visit<'a>(m: &'a str, g: &'a BTreeMap<String, BTreeSet<String>>, path: &mut Vec<&'a str>, done: &mut BTreeSet<&'a str>) {
+    fn visit<'a>(
+        m: &'a str,
+        g: &'a BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) {
         if done.contains(m) {
             return;
         }
@@ -105,20 +136,45 @@ fn modules_import_one_way() {
     for m in g.keys() {
         visit(m, &g, &mut Vec::new(), &mut done);
     }
-    assert!(g.len() > 20, "modules found: {:?}", g.keys().collect::<Vec<_>>());
+    assert!(
+        g.len() > 20,
+        "modules found: {:?}",
+        g.keys().collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn findings_are_a_leaf_and_detectors_do_not_see_the_outputs() {
     let g = graph();
-    assert_eq!(g["finding"], BTreeSet::new(), "finding.rs imports nothing of the crate");
-    let outputs = ["report", "timeline", "text_report", "html_report", "plots", "tables", "analyzer"];
+    assert_eq!(
+        g["finding"],
+        BTreeSet::new(),
+        "finding.rs imports nothing of the crate"
+    );
+    let outputs = [
+        "report",
+        "timeline",
+        "text_report",
+        "html_report",
+        "plots",
+        "tables",
+        "analyzer",
+    ];
     for (m, uses) in &g {
         if m.starts_with("detect") || m.starts_with("nmi") {
             for u in uses {
-                assert!(!outputs.iter().any(|o| u == o || u.starts_with(&format!("{o}::"))), "{m} uses {u}");
+                assert!(
+                    !outputs
+                        .iter()
+                        .any(|o| u == o || u.starts_with(&format!("{o}::"))),
+                    "{m} uses {u}"
+                );
             }
         }
     }
-    assert!(g["detect::switch_window"].contains("nmi::instance"), "{:?}", g["detect::switch_window"]);
+    assert!(
+        g["detect::switch_window"].contains("nmi::instance"),
+        "{:?}",
+        g["detect::switch_window"]
+    );
 }

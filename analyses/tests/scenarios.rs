@@ -3,14 +3,16 @@
 //! `../shared/traces/real` give no warning/error finding except
 //! `trace_data_loss` (skipped when `../shared` is absent).
 
-use nmitrace_analyses::{Config, Report};
 #[allow(unused_imports)]
 use nmitrace_analyses::{Confidence, Kind, Severity};
+use nmitrace_analyses::{Config, Report};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn analyze(path: &Path, cfg: &Config) -> Report {
-    nmitrace_analyses::analyze_path(path, cfg).unwrap_or_else(|e| panic!("{}: {e}", path.display())).report
+    nmitrace_analyses::analyze_path(path, cfg)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .report
 }
 
 fn config(args: &[String]) -> Config {
@@ -46,7 +48,13 @@ fn expected(j: &serde_json::Value) -> BTreeMap<Key, u64> {
 fn actual(r: &Report) -> BTreeMap<Key, u64> {
     let mut m = BTreeMap::new();
     for f in &r.findings {
-        *m.entry((f.kind.to_string(), f.severity.to_string(), f.confidence.to_string(), f.cpu.map(u64::from))).or_default() += 1;
+        *m.entry((
+            f.kind.to_string(),
+            f.severity.to_string(),
+            f.confidence.to_string(),
+            f.cpu.map(u64::from),
+        ))
+        .or_default() += 1;
     }
     m
 }
@@ -60,7 +68,11 @@ fn scenarios_give_exactly_their_expected_findings() {
     let dir = scenarios_dir();
     let mut runs = 0;
     let mut failures = Vec::new();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
     dirs.sort();
     for sc in dirs {
         let mut exps: Vec<PathBuf> = std::fs::read_dir(&sc)
@@ -73,9 +85,12 @@ fn scenarios_give_exactly_their_expected_findings() {
             .collect();
         exps.sort();
         for exp in exps {
-            let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&exp).unwrap()).unwrap();
+            let j: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&exp).unwrap()).unwrap();
             let args: Vec<String> = match &j["args"] {
-                serde_json::Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+                serde_json::Value::Array(a) => {
+                    a.iter().map(|v| v.as_str().unwrap().to_string()).collect()
+                }
                 serde_json::Value::String(s) => s.split_whitespace().map(String::from).collect(),
                 _ => Vec::new(),
             };
@@ -91,7 +106,16 @@ fn scenarios_give_exactly_their_expected_findings() {
                 runs += 1;
                 let got = actual(&r);
                 if got != want {
-                    let msgs: Vec<String> = r.findings.iter().map(|f| format!("  {} {} {} cpu {:?}: {}", f.kind, f.severity, f.confidence, f.cpu, f.message)).collect();
+                    let msgs: Vec<String> = r
+                        .findings
+                        .iter()
+                        .map(|f| {
+                            format!(
+                                "  {} {} {} cpu {:?}: {}",
+                                f.kind, f.severity, f.confidence, f.cpu, f.message
+                            )
+                        })
+                        .collect();
                     failures.push(format!(
                         "{} with {}: expected {:?}\n got {:?}\n{}",
                         p.display(),
@@ -105,7 +129,12 @@ fn scenarios_give_exactly_their_expected_findings() {
         }
     }
     assert!(runs > 0, "no scenarios found in {}", dir.display());
-    assert!(failures.is_empty(), "{} of {runs} runs differ:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs differ:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 /// The same story replayed in three formats gives the same findings in the
@@ -116,9 +145,22 @@ fn scenario_formats_agree_on_timestamps() {
     if !dir.exists() {
         return;
     }
-    let cfg = config(&["--kernel".into(), "2.6.35".into(), "--arch".into(), "x86_64".into()]);
-    let reports: Vec<Report> = ["trace.txt", "report.txt", "perf.txt"].iter().map(|f| analyze(&dir.join(f), &cfg)).collect();
-    let key = |r: &Report| r.findings.iter().map(|f| (f.kind.clone(), f.ts_ns, f.cpu, f.pid)).collect::<Vec<_>>();
+    let cfg = config(&[
+        "--kernel".into(),
+        "2.6.35".into(),
+        "--arch".into(),
+        "x86_64".into(),
+    ]);
+    let reports: Vec<Report> = ["trace.txt", "report.txt", "perf.txt"]
+        .iter()
+        .map(|f| analyze(&dir.join(f), &cfg))
+        .collect();
+    let key = |r: &Report| {
+        r.findings
+            .iter()
+            .map(|f| (f.kind.clone(), f.ts_ns, f.cpu, f.pid))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(key(&reports[0]), key(&reports[1]));
     assert_eq!(key(&reports[0]), key(&reports[2]));
     for r in &reports {
@@ -130,7 +172,9 @@ fn scenario_formats_agree_on_timestamps() {
 
 fn real_traces() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/real");
-    let Ok(rd) = std::fs::read_dir(&root) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(&root) else {
+        return Vec::new();
+    };
     let mut v = Vec::new();
     for d in rd.flatten() {
         if let Ok(files) = std::fs::read_dir(d.path()) {
@@ -153,7 +197,11 @@ fn check_real(p: &Path) {
         .collect();
     assert!(bad.is_empty(), "{}: {}", p.display(), bad.join("\n"));
     // trace_data_loss only where the trace lost events.
-    let losses = r.findings.iter().filter(|f| f.kind == Kind::TraceDataLoss).count() as u64;
+    let losses = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == Kind::TraceDataLoss)
+        .count() as u64;
     assert_eq!(losses, r.events.lost_event_markers, "{}", p.display());
 }
 
@@ -185,7 +233,11 @@ fn scenarios_as_trace_dat_give_the_same_findings() {
     std::fs::create_dir_all(&tmp).unwrap();
     let mut failures = Vec::new();
     let mut runs = 0;
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
     dirs.sort();
     for sc in dirs {
         let src = sc.join("trace.txt");
@@ -193,28 +245,61 @@ fn scenarios_as_trace_dat_give_the_same_findings() {
         if !src.exists() || !exp.exists() {
             continue;
         }
-        let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&exp).unwrap()).unwrap();
-        let args: Vec<String> = j["args"].as_array().map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect()).unwrap_or_default();
+        let j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&exp).unwrap()).unwrap();
+        let args: Vec<String> = j["args"]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
         let cfg = config(&args);
         let want = expected(&j);
-        let text_handlers: Vec<(String, u64, u64)> = analyze(&src, &cfg).nmis.by_handler.iter().map(|(k, v)| (k.clone(), v.count, v.handled)).collect();
+        let text_handlers: Vec<(String, u64, u64)> = analyze(&src, &cfg)
+            .nmis
+            .by_handler
+            .iter()
+            .map(|(k, v)| (k.clone(), v.count, v.handled))
+            .collect();
         for version in [7u32, 6] {
-            let out = tmp.join(format!("{}-v{version}.dat", sc.file_name().unwrap().to_string_lossy()));
-            let opts = WriterOptions { version, compression: if version == 7 { nmitrace_parser::tracedat::compress::Compression::Zstd } else { nmitrace_parser::tracedat::compress::Compression::None }, ..WriterOptions::default() };
-            convert(&src, std::fs::File::create(&out).unwrap(), opts).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+            let out = tmp.join(format!(
+                "{}-v{version}.dat",
+                sc.file_name().unwrap().to_string_lossy()
+            ));
+            let opts = WriterOptions {
+                version,
+                compression: if version == 7 {
+                    nmitrace_parser::tracedat::compress::Compression::Zstd
+                } else {
+                    nmitrace_parser::tracedat::compress::Compression::None
+                },
+                ..WriterOptions::default()
+            };
+            convert(&src, std::fs::File::create(&out).unwrap(), opts)
+                .unwrap_or_else(|e| panic!("{}: {e}", src.display()));
             let r = analyze(&out, &cfg);
             runs += 1;
             let got = actual(&r);
             if got != want {
-                failures.push(format!("{} (trace.dat v{version}): expected {want:?}\n got {got:?}", sc.display()));
+                failures.push(format!(
+                    "{} (trace.dat v{version}): expected {want:?}\n got {got:?}",
+                    sc.display()
+                ));
             }
-            let handlers: Vec<(String, u64, u64)> = r.nmis.by_handler.iter().map(|(k, v)| (k.clone(), v.count, v.handled)).collect();
+            let handlers: Vec<(String, u64, u64)> = r
+                .nmis
+                .by_handler
+                .iter()
+                .map(|(k, v)| (k.clone(), v.count, v.handled))
+                .collect();
             if handlers != text_handlers {
                 failures.push(format!("{} (trace.dat v{version}): handlers {handlers:?}, the text gives {text_handlers:?}", sc.display()));
             }
             for f in &r.findings {
                 if f.evidence.is_empty() {
-                    failures.push(format!("{} v{version}: {} without evidence", sc.display(), f.kind));
+                    failures.push(format!(
+                        "{} v{version}: {} without evidence",
+                        sc.display(),
+                        f.kind
+                    ));
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! `nmitrace analyze`: run the analyses over each trace and print the report.
 
 use anyhow::Result;
-use clap::{ValueEnum};
+use clap::ValueEnum;
 use nmitrace_analyses::{Analysis, Config};
 use nmitrace_parser::Trace;
 use std::io::Write;
@@ -60,14 +60,24 @@ pub struct Args {
     pub tables: Option<PathBuf>,
 }
 
-pub fn analyze_one(path: &std::path::Path, config: &Config, threads: Option<usize>) -> Result<Analysis> {
+pub fn analyze_one(
+    path: &std::path::Path,
+    config: &Config,
+    threads: Option<usize>,
+) -> Result<Analysis> {
     analyze_trace(Trace::open(path)?, config, threads, true, None)
 }
 
 /// Run the analyses over an opened trace. `progress`: show a progress line
 /// on a terminal (off where the caller draws its own, as `batch` does);
 /// `deadline`: give up then (an error saying so).
-pub fn analyze_trace(mut trace: Trace, config: &Config, threads: Option<usize>, progress: bool, deadline: Option<std::time::Instant>) -> Result<Analysis> {
+pub fn analyze_trace(
+    mut trace: Trace,
+    config: &Config,
+    threads: Option<usize>,
+    progress: bool,
+    deadline: Option<std::time::Instant>,
+) -> Result<Analysis> {
     let t0 = std::time::Instant::now();
     trace.threads = threads;
     trace.probe()?;
@@ -76,7 +86,10 @@ pub fn analyze_trace(mut trace: Trace, config: &Config, threads: Option<usize>, 
     let analysis = nmitrace_analyses::analyze_trace_watched(trace, config, &mut p);
     p.done();
     if p.timed_out {
-        anyhow::bail!("{name}: gave up after {:.1} s (--timeout); the trace was not analysed to its end", t0.elapsed().as_secs_f64());
+        anyhow::bail!(
+            "{name}: gave up after {:.1} s (--timeout); the trace was not analysed to its end",
+            t0.elapsed().as_secs_f64()
+        );
     }
     Ok(analysis?)
 }
@@ -94,7 +107,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             if reports.len() == 1 {
                 serde_json::to_writer_pretty(&mut out, &reports[0].report)?;
             } else {
-                let all: Vec<&nmitrace_analyses::Report> = reports.iter().map(|a| &a.report).collect();
+                let all: Vec<&nmitrace_analyses::Report> =
+                    reports.iter().map(|a| &a.report).collect();
                 serde_json::to_writer_pretty(&mut out, &all)?;
             }
             writeln!(out)?;
@@ -109,7 +123,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
     out.flush()?;
-    let extra = crate::analyze_outputs::Outputs { plot: args.plot.as_deref(), report: args.report.as_deref(), tables: args.tables.as_deref() };
+    let extra = crate::analyze_outputs::Outputs {
+        plot: args.plot.as_deref(),
+        report: args.report.as_deref(),
+        tables: args.tables.as_deref(),
+    };
     if extra.plot.is_some() || extra.report.is_some() || extra.tables.is_some() {
         crate::analyze_outputs::write(&extra, &reports, args.threads)?;
     }

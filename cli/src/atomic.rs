@@ -29,13 +29,22 @@ impl Staged {
     fn new(target: &Path, is_file: bool) -> Result<Staged> {
         // Stage beside the target: inside it for a directory target that
         // exists (its own filesystem), else beside it.
-        let base = if !is_file && target.is_dir() { target.to_path_buf() } else { parent_of(target) };
-        std::fs::create_dir_all(&base).with_context(|| format!("{}: cannot create the directory", base.display()))?;
+        let base = if !is_file && target.is_dir() {
+            target.to_path_buf()
+        } else {
+            parent_of(target)
+        };
+        std::fs::create_dir_all(&base)
+            .with_context(|| format!("{}: cannot create the directory", base.display()))?;
         let dir = tempfile::Builder::new()
             .prefix(".nmitrace-staging-")
             .tempdir_in(&base)
             .with_context(|| format!("{}: cannot create a staging directory", base.display()))?;
-        Ok(Staged { target: target.to_path_buf(), dir, is_file })
+        Ok(Staged {
+            target: target.to_path_buf(),
+            dir,
+            is_file,
+        })
     }
 
     /// Stage a directory target.
@@ -52,7 +61,9 @@ impl Staged {
     /// the file's staged path.
     pub fn path(&self) -> PathBuf {
         if self.is_file {
-            self.dir.path().join(self.target.file_name().unwrap_or_else(|| "out".as_ref()))
+            self.dir
+                .path()
+                .join(self.target.file_name().unwrap_or_else(|| "out".as_ref()))
         } else {
             self.dir.path().to_path_buf()
         }
@@ -63,26 +74,41 @@ impl Staged {
     pub fn commit(self) -> Result<()> {
         if self.is_file {
             let from = self.path();
-            std::fs::rename(&from, &self.target).with_context(|| format!("{}: cannot move the finished file into place", self.target.display()))?;
+            std::fs::rename(&from, &self.target).with_context(|| {
+                format!(
+                    "{}: cannot move the finished file into place",
+                    self.target.display()
+                )
+            })?;
             return Ok(());
         }
-        std::fs::create_dir_all(&self.target).with_context(|| format!("{}: cannot create", self.target.display()))?;
+        std::fs::create_dir_all(&self.target)
+            .with_context(|| format!("{}: cannot create", self.target.display()))?;
         move_tree(self.dir.path(), &self.target)
     }
 }
 
 /// Rename every file under `from` to the same place under `to`.
 fn move_tree(from: &Path, to: &Path) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(from).with_context(|| format!("{}", from.display()))?.flatten().collect();
+    let mut entries: Vec<_> = std::fs::read_dir(from)
+        .with_context(|| format!("{}", from.display()))?
+        .flatten()
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let src = e.path();
         let dst = to.join(e.file_name());
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            std::fs::create_dir_all(&dst).with_context(|| format!("{}: cannot create", dst.display()))?;
+            std::fs::create_dir_all(&dst)
+                .with_context(|| format!("{}: cannot create", dst.display()))?;
             move_tree(&src, &dst)?;
         } else {
-            std::fs::rename(&src, &dst).with_context(|| format!("{}: cannot move the finished file into place", dst.display()))?;
+            std::fs::rename(&src, &dst).with_context(|| {
+                format!(
+                    "{}: cannot move the finished file into place",
+                    dst.display()
+                )
+            })?;
         }
     }
     Ok(())
@@ -103,12 +129,26 @@ mod tests {
         std::fs::write(s.path().join("a.svg"), "new").unwrap();
         std::fs::create_dir(s.path().join("sub")).unwrap();
         std::fs::write(s.path().join("sub/b.png"), "png").unwrap();
-        assert_eq!(std::fs::read_to_string(out.join("a.svg")).unwrap(), "old", "nothing moves before the commit");
+        assert_eq!(
+            std::fs::read_to_string(out.join("a.svg")).unwrap(),
+            "old",
+            "nothing moves before the commit"
+        );
         s.commit().unwrap();
         assert_eq!(std::fs::read_to_string(out.join("a.svg")).unwrap(), "new");
-        assert_eq!(std::fs::read_to_string(out.join("sub/b.png")).unwrap(), "png");
-        assert_eq!(std::fs::read_to_string(out.join("mine.txt")).unwrap(), "keep");
-        let left: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".nmitrace")).collect();
+        assert_eq!(
+            std::fs::read_to_string(out.join("sub/b.png")).unwrap(),
+            "png"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("mine.txt")).unwrap(),
+            "keep"
+        );
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".nmitrace"))
+            .collect();
         assert!(left.is_empty(), "the staging directory is gone");
     }
 

@@ -14,11 +14,11 @@
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nmitrace_analyses::histogram::{bucket_lower, LogHistogram};
 use nmitrace_analyses::html_report::{self, badge, esc, table, Chart};
 use nmitrace_analyses::plots::{self, fleet, fmt_ns};
 use nmitrace_analyses::regression::{compare, read_baseline, Baseline, Comparison};
 use nmitrace_analyses::tables;
-use nmitrace_analyses::histogram::{bucket_lower, LogHistogram};
 use nmitrace_analyses::{Config, Finding, Kind, Severity};
 use nmitrace_parser::{detect, Input, Trace};
 use polars::prelude::{Column, DataFrame, PolarsResult};
@@ -32,7 +32,26 @@ use std::time::Instant;
 
 /// Files with these extensions are never traces.
 const NOT_TRACES: &[&str] = &[
-    "md", "json", "jsonl", "py", "pyc", "rs", "toml", "lock", "csv", "html", "htm", "parquet", "png", "svg", "jpg", "sh", "yml", "yaml", "gitignore", "pdf",
+    "md",
+    "json",
+    "jsonl",
+    "py",
+    "pyc",
+    "rs",
+    "toml",
+    "lock",
+    "csv",
+    "html",
+    "htm",
+    "parquet",
+    "png",
+    "svg",
+    "jpg",
+    "sh",
+    "yml",
+    "yaml",
+    "gitignore",
+    "pdf",
 ];
 
 #[derive(clap::Args)]
@@ -145,7 +164,11 @@ impl TraceResult {
 
     /// Kinds with at least one warning or error.
     fn serious_kinds(&self) -> BTreeSet<Kind> {
-        self.findings.iter().filter(|f| f.severity >= Severity::Warning).map(|f| f.kind).collect()
+        self.findings
+            .iter()
+            .filter(|f| f.severity >= Severity::Warning)
+            .map(|f| f.kind)
+            .collect()
     }
 }
 
@@ -162,12 +185,18 @@ pub struct Walk {
 pub fn read_list(list: &Path) -> Result<Vec<PathBuf>> {
     let text = if list == Path::new("-") {
         let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("--files-from -: standard input")?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .context("--files-from -: standard input")?;
         s
     } else {
         std::fs::read_to_string(list).with_context(|| format!("--files-from {}", list.display()))?
     };
-    Ok(text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).map(PathBuf::from).collect())
+    Ok(text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(PathBuf::from)
+        .collect())
 }
 
 /// Walk the inputs: each regular file once (by device and inode, so hard
@@ -196,33 +225,53 @@ pub fn walk(paths: &[PathBuf]) -> Result<Walk> {
         // Follows symlinks: a link to a trace is analysed (once, by inode).
         let md = match std::fs::metadata(&p) {
             Ok(m) => m,
-            Err(e) if paths.contains(&p) => return Err(e).with_context(|| format!("{}", p.display())),
+            Err(e) if paths.contains(&p) => {
+                return Err(e).with_context(|| format!("{}", p.display()))
+            }
             Err(e) => {
-                w.skipped.push((p.display().to_string(), format!("unreadable: {e}")));
+                w.skipped
+                    .push((p.display().to_string(), format!("unreadable: {e}")));
                 continue;
             }
         };
         let id = (md.dev(), md.ino());
         if md.is_dir() {
             if !seen_dirs.insert(id) {
-                w.skipped.push((p.display().to_string(), "directory seen already (a symlink loop or a second link)".into()));
+                w.skipped.push((
+                    p.display().to_string(),
+                    "directory seen already (a symlink loop or a second link)".into(),
+                ));
                 continue;
             }
             let rd = match std::fs::read_dir(&p) {
                 Ok(rd) => rd,
                 Err(e) => {
-                    w.skipped.push((p.display().to_string(), format!("unreadable directory: {e}")));
+                    w.skipped.push((
+                        p.display().to_string(),
+                        format!("unreadable directory: {e}"),
+                    ));
                     continue;
                 }
             };
-            let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|e| !e.file_name().and_then(|n| n.to_str()).unwrap_or("").starts_with('.')).collect();
+            let mut entries: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|e| {
+                    !e.file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("")
+                        .starts_with('.')
+                })
+                .collect();
             entries.sort();
             stack.extend(entries.into_iter().rev());
         } else if md.is_file() {
             if seen_files.insert(id) {
                 w.files.push(p);
             } else {
-                w.skipped.push((p.display().to_string(), "the same file as one listed before (a link)".into()));
+                w.skipped.push((
+                    p.display().to_string(),
+                    "the same file as one listed before (a link)".into(),
+                ));
             }
         } else if seen_files.insert(id) {
             w.skipped.push((p.display().to_string(), kind(&md).into()));
@@ -262,22 +311,40 @@ fn open_trace(path: &Path) -> std::result::Result<Result<Trace>, String> {
     Ok(Trace::from_input(display, input).map_err(Into::into))
 }
 
-fn process(trace: Trace, config: &Config, threads: usize, timeout: Option<std::time::Duration>) -> TraceResult {
+fn process(
+    trace: Trace,
+    config: &Config,
+    threads: usize,
+    timeout: Option<std::time::Duration>,
+) -> TraceResult {
     let t0 = Instant::now();
     let path = trace.name.clone();
-    let format = trace.info.format.map(|f| f.name().to_string()).unwrap_or_default();
+    let format = trace
+        .info
+        .format
+        .map(|f| f.name().to_string())
+        .unwrap_or_default();
     let deadline = timeout.map(|t| t0 + t);
-    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::analyze::analyze_trace(trace, config, Some(threads), false, deadline)));
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::analyze::analyze_trace(trace, config, Some(threads), false, deadline)
+    }));
     let secs = t0.elapsed().as_secs_f64();
     let a = match res {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => return TraceResult::failed(path, format, format!("{e:#}"), secs),
         Err(p) => {
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
             return TraceResult::failed(path, format, format!("panic: {msg}"), secs);
         }
     };
-    let nmitrace_analyses::Analysis { report: r, timeline } = a;
+    let nmitrace_analyses::Analysis {
+        report: r,
+        timeline,
+    } = a;
     let h = &r.nmis.by_handler;
     TraceResult {
         path,
@@ -321,36 +388,152 @@ fn traces_df(results: &[TraceResult]) -> PolarsResult<DataFrame> {
     let n = results.len();
     // The contract's kinds always, then any other kind found, by name.
     let mut kinds: Vec<Kind> = Kind::CONTRACT.to_vec();
-    let extra: BTreeSet<Kind> = results.iter().flat_map(|r| r.summary.keys().copied()).filter(|k| !Kind::CONTRACT.contains(k)).collect();
+    let extra: BTreeSet<Kind> = results
+        .iter()
+        .flat_map(|r| r.summary.keys().copied())
+        .filter(|k| !Kind::CONTRACT.contains(k))
+        .collect();
     kinds.extend(extra);
     let mut cols = vec![
-        Column::new("path".into(), results.iter().map(|r| r.path.as_str()).collect::<Vec<_>>()),
-        Column::new("format".into(), results.iter().map(|r| r.format.as_str()).collect::<Vec<_>>()),
-        Column::new("compression".into(), results.iter().map(|r| r.compression.clone()).collect::<Vec<_>>()),
-        Column::new("status".into(), results.iter().map(|r| r.status).collect::<Vec<_>>()),
-        Column::new("error".into(), results.iter().map(|r| r.error.clone()).collect::<Vec<_>>()),
-        Column::new("kernel".into(), results.iter().map(|r| r.kernel.clone()).collect::<Vec<_>>()),
-        Column::new("model".into(), results.iter().map(|r| r.model.clone()).collect::<Vec<_>>()),
-        Column::new("kernel_source".into(), results.iter().map(|r| r.kernel_source.clone()).collect::<Vec<_>>()),
-        Column::new("arch".into(), results.iter().map(|r| r.arch.clone()).collect::<Vec<_>>()),
-        Column::new("arch_source".into(), results.iter().map(|r| r.arch_source.clone()).collect::<Vec<_>>()),
-        Column::new("verdict".into(), results.iter().map(|r| r.verdict.clone()).collect::<Vec<_>>()),
-        Column::new("events".into(), results.iter().map(|r| r.events).collect::<Vec<u64>>()),
-        Column::new("lost_events".into(), results.iter().map(|r| r.lost_events).collect::<Vec<u64>>()),
-        Column::new("first_ts_ns".into(), results.iter().map(|r| r.first_ts_ns).collect::<Vec<_>>()),
-        Column::new("last_ts_ns".into(), results.iter().map(|r| r.last_ts_ns).collect::<Vec<_>>()),
-        Column::new("nmi_instances".into(), results.iter().map(|r| r.nmi_instances).collect::<Vec<u64>>()),
-        Column::new("nmi_p50_ns".into(), results.iter().map(|r| r.nmi_p50_ns).collect::<Vec<_>>()),
-        Column::new("nmi_p99_ns".into(), results.iter().map(|r| r.nmi_p99_ns).collect::<Vec<_>>()),
-        Column::new("nmi_max_ns".into(), results.iter().map(|r| r.nmi_max_ns).collect::<Vec<_>>()),
-        Column::new("findings".into(), results.iter().map(|r| r.findings.len() as u64).collect::<Vec<u64>>()),
-        Column::new("errors".into(), results.iter().map(|r| r.findings.iter().filter(|f| f.severity == Severity::Error).count() as u64).collect::<Vec<u64>>()),
-        Column::new("warnings".into(), results.iter().map(|r| r.findings.iter().filter(|f| f.severity == Severity::Warning).count() as u64).collect::<Vec<u64>>()),
+        Column::new(
+            "path".into(),
+            results.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "format".into(),
+            results
+                .iter()
+                .map(|r| r.format.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "compression".into(),
+            results
+                .iter()
+                .map(|r| r.compression.clone())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "status".into(),
+            results.iter().map(|r| r.status).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "error".into(),
+            results.iter().map(|r| r.error.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "kernel".into(),
+            results.iter().map(|r| r.kernel.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "model".into(),
+            results.iter().map(|r| r.model.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "kernel_source".into(),
+            results
+                .iter()
+                .map(|r| r.kernel_source.clone())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "arch".into(),
+            results.iter().map(|r| r.arch.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "arch_source".into(),
+            results
+                .iter()
+                .map(|r| r.arch_source.clone())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "verdict".into(),
+            results
+                .iter()
+                .map(|r| r.verdict.clone())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "events".into(),
+            results.iter().map(|r| r.events).collect::<Vec<u64>>(),
+        ),
+        Column::new(
+            "lost_events".into(),
+            results.iter().map(|r| r.lost_events).collect::<Vec<u64>>(),
+        ),
+        Column::new(
+            "first_ts_ns".into(),
+            results.iter().map(|r| r.first_ts_ns).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "last_ts_ns".into(),
+            results.iter().map(|r| r.last_ts_ns).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "nmi_instances".into(),
+            results
+                .iter()
+                .map(|r| r.nmi_instances)
+                .collect::<Vec<u64>>(),
+        ),
+        Column::new(
+            "nmi_p50_ns".into(),
+            results.iter().map(|r| r.nmi_p50_ns).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "nmi_p99_ns".into(),
+            results.iter().map(|r| r.nmi_p99_ns).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "nmi_max_ns".into(),
+            results.iter().map(|r| r.nmi_max_ns).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "findings".into(),
+            results
+                .iter()
+                .map(|r| r.findings.len() as u64)
+                .collect::<Vec<u64>>(),
+        ),
+        Column::new(
+            "errors".into(),
+            results
+                .iter()
+                .map(|r| {
+                    r.findings
+                        .iter()
+                        .filter(|f| f.severity == Severity::Error)
+                        .count() as u64
+                })
+                .collect::<Vec<u64>>(),
+        ),
+        Column::new(
+            "warnings".into(),
+            results
+                .iter()
+                .map(|r| {
+                    r.findings
+                        .iter()
+                        .filter(|f| f.severity == Severity::Warning)
+                        .count() as u64
+                })
+                .collect::<Vec<u64>>(),
+        ),
     ];
     for k in &kinds {
-        cols.push(Column::new(k.as_str().into(), results.iter().map(|r| r.summary.get(k).copied().unwrap_or(0)).collect::<Vec<u64>>()));
+        cols.push(Column::new(
+            k.as_str().into(),
+            results
+                .iter()
+                .map(|r| r.summary.get(k).copied().unwrap_or(0))
+                .collect::<Vec<u64>>(),
+        ));
     }
-    cols.push(Column::new("seconds".into(), results.iter().map(|r| r.seconds).collect::<Vec<f64>>()));
+    cols.push(Column::new(
+        "seconds".into(),
+        results.iter().map(|r| r.seconds).collect::<Vec<f64>>(),
+    ));
     DataFrame::new(n, cols)
 }
 
@@ -387,7 +570,15 @@ fn kind_rates(results: &[TraceResult]) -> Vec<fleet::KindRate> {
             *m.entry(*k).or_insert(0) += 1;
         }
     }
-    let mut v: Vec<fleet::KindRate> = m.into_iter().map(|(k, n)| fleet::KindRate { kind: k.into(), traces: n, baseline_traces: None, regressed: false }).collect();
+    let mut v: Vec<fleet::KindRate> = m
+        .into_iter()
+        .map(|(k, n)| fleet::KindRate {
+            kind: k.into(),
+            traces: n,
+            baseline_traces: None,
+            regressed: false,
+        })
+        .collect();
     v.sort_by(|a, b| b.traces.cmp(&a.traces).then(a.kind.cmp(&b.kind)));
     v
 }
@@ -413,31 +604,54 @@ pub struct Options {
 impl Options {
     /// `jobs` traces at once (default: all cores), each with the cores left
     /// over (`threads`, default cores / jobs, at least 1).
-    pub fn new(jobs: Option<usize>, threads: Option<usize>, config: Config, timeout: Option<f64>, progress: bool) -> Options {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    pub fn new(
+        jobs: Option<usize>,
+        threads: Option<usize>,
+        config: Config,
+        timeout: Option<f64>,
+        progress: bool,
+    ) -> Options {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let jobs = jobs.unwrap_or(cores).max(1);
         let threads = threads.unwrap_or(cores / jobs).max(1);
-        Options { jobs, threads, config, timeout: timeout.map(std::time::Duration::from_secs_f64), progress }
+        Options {
+            jobs,
+            threads,
+            config,
+            timeout: timeout.map(std::time::Duration::from_secs_f64),
+            progress,
+        }
     }
 }
 
 /// Analyse `files` (in parallel, largest first): one result per trace, in
 /// the order given, and the files that are not traces with the reason.
-pub fn analyse_files(files: &[PathBuf], opts: &Options) -> Result<(Vec<TraceResult>, Vec<(String, String)>)> {
+pub fn analyse_files(
+    files: &[PathBuf],
+    opts: &Options,
+) -> Result<(Vec<TraceResult>, Vec<(String, String)>)> {
     let pb = ProgressBar::new(files.len() as u64);
     if !opts.progress || !std::io::stderr().is_terminal() {
         pb.set_draw_target(ProgressDrawTarget::hidden());
     } else {
         pb.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:24.cyan/blue} {pos}/{len} traces  {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:24.cyan/blue} {pos}/{len} traces  {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
     }
     // Largest first, one trace per task: the big traces do not end up last on
     // one worker. Each file is opened by its worker (not all at once).
     let mut work: Vec<usize> = (0..files.len()).collect();
-    work.sort_by_key(|&i| std::cmp::Reverse(std::fs::metadata(&files[i]).map(|m| m.len()).unwrap_or(0)));
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).build()?;
+    work.sort_by_key(|&i| {
+        std::cmp::Reverse(std::fs::metadata(&files[i]).map(|m| m.len()).unwrap_or(0))
+    });
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs)
+        .build()?;
     let mut done: Vec<(usize, std::result::Result<TraceResult, String>)> = pool.install(|| {
         work.into_par_iter()
             .with_max_len(1)
@@ -446,7 +660,12 @@ pub fn analyse_files(files: &[PathBuf], opts: &Options) -> Result<(Vec<TraceResu
                 pb.set_message(tail(&path, 40));
                 let r = match open_trace(&files[i]) {
                     Ok(Ok(t)) => Ok(process(t, &opts.config, opts.threads, opts.timeout)),
-                    Ok(Err(e)) => Ok(TraceResult::failed(path, String::new(), format!("{e:#}"), 0.0)),
+                    Ok(Err(e)) => Ok(TraceResult::failed(
+                        path,
+                        String::new(),
+                        format!("{e:#}"),
+                        0.0,
+                    )),
                     Err(why) => Err(why),
                 };
                 pb.inc(1);
@@ -489,13 +708,39 @@ pub struct Skip {
 }
 
 impl Batch {
-    pub fn new(results: Vec<TraceResult>, not_traces: Vec<(String, String)>, walk_skipped: Vec<(String, String)>, elapsed: f64, jobs: usize) -> Batch {
+    pub fn new(
+        results: Vec<TraceResult>,
+        not_traces: Vec<(String, String)>,
+        walk_skipped: Vec<(String, String)>,
+        elapsed: f64,
+        jobs: usize,
+    ) -> Batch {
         // As the table keeps them (log buckets): a merge of parts, which
         // reads the tables back, then gates and draws exactly as one batch.
-        let durations = merge_durations(&results).into_iter().map(|(k, h)| (k, h.bucketed())).collect();
-        let mut skipped: Vec<Skip> = not_traces.into_iter().map(|(path, reason)| Skip { path, reason, by_walk: false }).collect();
-        skipped.extend(walk_skipped.into_iter().map(|(path, reason)| Skip { path, reason, by_walk: true }));
-        Batch { results, skipped, durations, elapsed, jobs }
+        let durations = merge_durations(&results)
+            .into_iter()
+            .map(|(k, h)| (k, h.bucketed()))
+            .collect();
+        let mut skipped: Vec<Skip> = not_traces
+            .into_iter()
+            .map(|(path, reason)| Skip {
+                path,
+                reason,
+                by_walk: false,
+            })
+            .collect();
+        skipped.extend(walk_skipped.into_iter().map(|(path, reason)| Skip {
+            path,
+            reason,
+            by_walk: true,
+        }));
+        Batch {
+            results,
+            skipped,
+            durations,
+            elapsed,
+            jobs,
+        }
     }
 }
 
@@ -505,16 +750,35 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(list) = &args.files_from {
         paths.extend(read_list(list)?);
     }
-    let Walk { files, skipped: walk_skipped } = walk(&paths)?;
+    let Walk {
+        files,
+        skipped: walk_skipped,
+    } = walk(&paths)?;
     let baseline = match &args.baseline {
         Some(d) => Some(read_baseline(d).map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let opts = Options::new(args.jobs, args.threads, args.model.config(), args.timeout, !args.no_progress);
+    let opts = Options::new(
+        args.jobs,
+        args.threads,
+        args.model.config(),
+        args.timeout,
+        !args.no_progress,
+    );
     let (results, not_traces) = analyse_files(&files, &opts)?;
-    let batch = Batch::new(results, not_traces, walk_skipped, t0.elapsed().as_secs_f64(), opts.jobs);
+    let batch = Batch::new(
+        results,
+        not_traces,
+        walk_skipped,
+        t0.elapsed().as_secs_f64(),
+        opts.jobs,
+    );
     let mut named: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
-    named.extend(args.files_from.iter().map(|l| format!("the paths listed in {}", l.display())));
+    named.extend(
+        args.files_from
+            .iter()
+            .map(|l| format!("the paths listed in {}", l.display())),
+    );
     let (text, code) = finish(&args.out, &batch, baseline.as_ref(), &named.join(" "))?;
     print_summary(&text);
     Ok(ExitCode::from(code))
@@ -523,12 +787,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
 /// Write everything into a staging area, move it into `out`, and give the
 /// summary to print and the exit status (1: a regression against the
 /// baseline). A failed or killed run leaves the previous output as it was.
-pub fn finish(out: &Path, batch: &Batch, baseline: Option<&Baseline>, named: &str) -> Result<(String, u8)> {
+pub fn finish(
+    out: &Path,
+    batch: &Batch,
+    baseline: Option<&Baseline>,
+    named: &str,
+) -> Result<(String, u8)> {
     if batch.results.is_empty() && batch.skipped.is_empty() {
         bail!("no files under {named}");
     }
     let staged = crate::atomic::Staged::dir(out)?;
-    let comparison = write_outputs(&staged.path(), batch, baseline).with_context(|| format!("{}: cannot write the batch output", out.display()))?;
+    let comparison = write_outputs(&staged.path(), batch, baseline)
+        .with_context(|| format!("{}: cannot write the batch output", out.display()))?;
     staged.commit()?;
     Ok(summarize(out, batch, comparison.as_ref(), baseline))
 }
@@ -536,7 +806,8 @@ pub fn finish(out: &Path, batch: &Batch, baseline: Option<&Baseline>, named: &st
 /// Only the tables (a fleet shard's part: `nmitrace merge` draws the rest).
 pub fn write_part(out: &Path, batch: &Batch) -> Result<()> {
     let staged = crate::atomic::Staged::dir(out)?;
-    write_tables(&staged.path(), batch).with_context(|| format!("{}: cannot write the part", out.display()))?;
+    write_tables(&staged.path(), batch)
+        .with_context(|| format!("{}: cannot write the part", out.display()))?;
     staged.commit()
 }
 
@@ -544,10 +815,21 @@ pub fn write_part(out: &Path, batch: &Batch) -> Result<()> {
 fn write_tables(out: &Path, batch: &Batch) -> Result<()> {
     let results = &batch.results;
     tables::write_parquet(&mut traces_df(results)?, &out.join("traces.parquet"))?;
-    let all_findings = results.iter().flat_map(|r| r.findings.iter().map(move |f| (r.path.as_str(), f)));
-    tables::write_parquet(&mut tables::findings_df(all_findings)?, &out.join("findings.parquet"))?;
-    tables::write_parquet(&mut durations_df(&batch.durations)?, &out.join("nmi_durations.parquet"))?;
-    tables::write_parquet(&mut skipped_df(&batch.skipped)?, &out.join("skipped.parquet"))?;
+    let all_findings = results
+        .iter()
+        .flat_map(|r| r.findings.iter().map(move |f| (r.path.as_str(), f)));
+    tables::write_parquet(
+        &mut tables::findings_df(all_findings)?,
+        &out.join("findings.parquet"),
+    )?;
+    tables::write_parquet(
+        &mut durations_df(&batch.durations)?,
+        &out.join("nmi_durations.parquet"),
+    )?;
+    tables::write_parquet(
+        &mut skipped_df(&batch.skipped)?,
+        &out.join("skipped.parquet"),
+    )?;
     Ok(())
 }
 
@@ -555,15 +837,28 @@ fn skipped_df(s: &[Skip]) -> PolarsResult<DataFrame> {
     DataFrame::new(
         s.len(),
         vec![
-            Column::new("path".into(), s.iter().map(|k| k.path.as_str()).collect::<Vec<_>>()),
-            Column::new("reason".into(), s.iter().map(|k| k.reason.as_str()).collect::<Vec<_>>()),
-            Column::new("by_walk".into(), s.iter().map(|k| k.by_walk).collect::<Vec<bool>>()),
+            Column::new(
+                "path".into(),
+                s.iter().map(|k| k.path.as_str()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "reason".into(),
+                s.iter().map(|k| k.reason.as_str()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "by_walk".into(),
+                s.iter().map(|k| k.by_walk).collect::<Vec<bool>>(),
+            ),
         ],
     )
 }
 
 /// Tables, charts and the page, into the staging directory `out`.
-fn write_outputs(out: &Path, batch: &Batch, baseline: Option<&Baseline>) -> Result<Option<Comparison>> {
+fn write_outputs(
+    out: &Path,
+    batch: &Batch,
+    baseline: Option<&Baseline>,
+) -> Result<Option<Comparison>> {
     write_tables(out, batch)?;
     let results = &batch.results;
     let fleet_durations = &batch.durations;
@@ -574,13 +869,19 @@ fn write_outputs(out: &Path, batch: &Batch, baseline: Option<&Baseline>) -> Resu
     let mut charts = Vec::new();
     let rates = fleet::FindingRatesPlot {
         name: "finding_rates".into(),
-        title: format!("Finding kinds across the fleet (traces with at least one, any severity; {ok} traces)"),
+        title: format!(
+            "Finding kinds across the fleet (traces with at least one, any severity; {ok} traces)"
+        ),
         n_traces: ok,
         baseline_n: None,
         rates: kind_rates(results),
     };
     charts.push(plots::render(&rates, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
-    let lat = plots::durations::DurationsPlot::from_hists("fleet_nmi_latency", "NMI handler latency across the fleet", fleet_durations);
+    let lat = plots::durations::DurationsPlot::from_hists(
+        "fleet_nmi_latency",
+        "NMI handler latency across the fleet",
+        fleet_durations,
+    );
     charts.push(plots::render(&lat, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
     let comparison = baseline.map(|b| {
         let ok: Vec<&TraceResult> = results.iter().filter(|r| r.status == "ok").collect();
@@ -598,9 +899,24 @@ fn write_outputs(out: &Path, batch: &Batch, baseline: Option<&Baseline>) -> Resu
             baseline_n: Some(b.traces_ok),
             rates: c.rates.clone(),
         };
-        charts.insert(0, plots::render(&reg, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
-        charts.insert(1, plots::render(&fleet::P99Plot { rows: c.p99.clone() }, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?);
-        std::fs::write(out.join("regressions.json"), serde_json::to_string_pretty(&c.regressions)?)?;
+        charts.insert(
+            0,
+            plots::render(&reg, Some(plot_dir.as_path())).map_err(anyhow::Error::msg)?,
+        );
+        charts.insert(
+            1,
+            plots::render(
+                &fleet::P99Plot {
+                    rows: c.p99.clone(),
+                },
+                Some(plot_dir.as_path()),
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
+        std::fs::write(
+            out.join("regressions.json"),
+            serde_json::to_string_pretty(&c.regressions)?,
+        )?;
     }
 
     // HTML.
@@ -610,7 +926,12 @@ fn write_outputs(out: &Path, batch: &Batch, baseline: Option<&Baseline>) -> Resu
 }
 
 /// What was done, as lines for standard output, and the exit status.
-fn summarize(out: &Path, batch: &Batch, comparison: Option<&Comparison>, baseline: Option<&Baseline>) -> (String, u8) {
+fn summarize(
+    out: &Path,
+    batch: &Batch,
+    comparison: Option<&Comparison>,
+    baseline: Option<&Baseline>,
+) -> (String, u8) {
     let results = &batch.results;
     let mut o = String::new();
     let ok = results.iter().filter(|r| r.status == "ok").count() as u64;
@@ -632,17 +953,30 @@ fn summarize(out: &Path, batch: &Batch, comparison: Option<&Comparison>, baselin
         if batch.jobs == 1 { "" } else { "s" }
     );
     for f in &failed {
-        let _ = writeln!(o, "  failed: {}: {}", f.path, f.error.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            o,
+            "  failed: {}: {}",
+            f.path,
+            f.error.as_deref().unwrap_or("")
+        );
     }
     for s in batch.skipped.iter().filter(|s| s.by_walk) {
         let _ = writeln!(o, "  skipped: {}: {}", s.path, s.reason);
     }
     let rates = kind_rates(results);
     if !rates.is_empty() {
-        let s: Vec<String> = rates.iter().map(|r| format!("{} in {} traces", r.kind, r.traces)).collect();
+        let s: Vec<String> = rates
+            .iter()
+            .map(|r| format!("{} in {} traces", r.kind, r.traces))
+            .collect();
         let _ = writeln!(o, "findings: {}", s.join(", "));
     }
-    let _ = writeln!(o, "wrote {}", out.join("{traces,findings,nmi_durations,skipped}.parquet, report.html, plots/").display());
+    let _ = writeln!(
+        o,
+        "wrote {}",
+        out.join("{traces,findings,nmi_durations,skipped}.parquet, report.html, plots/")
+            .display()
+    );
     let mut code = 0;
     if let (Some(c), Some(b)) = (comparison, baseline) {
         if c.regressions.is_empty() {
@@ -650,7 +984,11 @@ fn summarize(out: &Path, batch: &Batch, comparison: Option<&Comparison>, baselin
         } else {
             let _ = writeln!(o, "REGRESSIONS against {}:", b.dir.display());
             for r in &c.regressions {
-                let _ = writeln!(o, "  {} {}: {} -> {} ({})", r.what, r.kind_or_handler, r.baseline, r.current, r.rule);
+                let _ = writeln!(
+                    o,
+                    "  {} {}: {} -> {} ({})",
+                    r.what, r.kind_or_handler, r.baseline, r.current, r.rule
+                );
             }
             code = 1;
         }
@@ -658,8 +996,14 @@ fn summarize(out: &Path, batch: &Batch, comparison: Option<&Comparison>, baselin
     (o, code)
 }
 
-fn batch_html(batch: &Batch, charts: &[plots::Rendered], cmp: Option<&Comparison>, base: Option<&Baseline>) -> String {
-    let (results, skipped, elapsed, jobs) = (&batch.results, &batch.skipped, batch.elapsed, batch.jobs);
+fn batch_html(
+    batch: &Batch,
+    charts: &[plots::Rendered],
+    cmp: Option<&Comparison>,
+    base: Option<&Baseline>,
+) -> String {
+    let (results, skipped, elapsed, jobs) =
+        (&batch.results, &batch.skipped, batch.elapsed, batch.jobs);
     let mut b = String::new();
     let ok = results.iter().filter(|r| r.status == "ok").count();
     let failed = results.len() - ok;
@@ -673,26 +1017,63 @@ fn batch_html(batch: &Batch, charts: &[plots::Rendered], cmp: Option<&Comparison
     );
     if let (Some(c), Some(base)) = (cmp, base) {
         if c.regressions.is_empty() {
-            let _ = write!(b, "<p>No regression against <code>{}</code>.</p>", esc(&base.dir.display().to_string()));
+            let _ = write!(
+                b,
+                "<p>No regression against <code>{}</code>.</p>",
+                esc(&base.dir.display().to_string())
+            );
         } else {
-            let _ = write!(b, "<p class=\"regression\">{} regression(s) against <code>{}</code>:</p>", c.regressions.len(), esc(&base.dir.display().to_string()));
+            let _ = write!(
+                b,
+                "<p class=\"regression\">{} regression(s) against <code>{}</code>:</p>",
+                c.regressions.len(),
+                esc(&base.dir.display().to_string())
+            );
             let rows: Vec<Vec<String>> = c
                 .regressions
                 .iter()
-                .map(|r| vec![esc(&r.what), esc(&r.kind_or_handler), esc(&r.baseline), esc(&r.current), esc(&r.rule)])
+                .map(|r| {
+                    vec![
+                        esc(&r.what),
+                        esc(&r.kind_or_handler),
+                        esc(&r.baseline),
+                        esc(&r.current),
+                        esc(&r.rule),
+                    ]
+                })
                 .collect();
-            b.push_str(&table(&["what", "kind / handler", "baseline", "this batch", "rule"], &rows));
+            b.push_str(&table(
+                &["what", "kind / handler", "baseline", "this batch", "rule"],
+                &rows,
+            ));
         }
     }
     b.push_str("</section>\n");
-    let chart_list: Vec<Chart> = charts.iter().map(|c| Chart { title: c.title.clone(), svg: c.svg.clone() }).collect();
+    let chart_list: Vec<Chart> = charts
+        .iter()
+        .map(|c| Chart {
+            title: c.title.clone(),
+            svg: c.svg.clone(),
+        })
+        .collect();
     b.push_str(&html_report::charts_html(&chart_list));
     // Traces.
     let rows: Vec<Vec<String>> = results
         .iter()
         .map(|r| {
-            let status = if r.status == "ok" { badge("ok") } else { format!("<span class=\"badge failed\">failed</span> {}", esc(r.error.as_deref().unwrap_or(""))) };
-            let kinds: Vec<String> = r.summary.iter().map(|(k, n)| format!("{}×{n}", esc(k.as_str()))).collect();
+            let status = if r.status == "ok" {
+                badge("ok")
+            } else {
+                format!(
+                    "<span class=\"badge failed\">failed</span> {}",
+                    esc(r.error.as_deref().unwrap_or(""))
+                )
+            };
+            let kinds: Vec<String> = r
+                .summary
+                .iter()
+                .map(|(k, n)| format!("{}×{n}", esc(k.as_str())))
+                .collect();
             vec![
                 esc(&r.path),
                 esc(&r.format),
@@ -700,7 +1081,9 @@ fn batch_html(batch: &Batch, charts: &[plots::Rendered], cmp: Option<&Comparison
                 r.events.to_string(),
                 r.lost_events.to_string(),
                 r.nmi_instances.to_string(),
-                r.nmi_p99_ns.map(|v| esc(&fmt_ns(v as f64))).unwrap_or_default(),
+                r.nmi_p99_ns
+                    .map(|v| esc(&fmt_ns(v as f64)))
+                    .unwrap_or_default(),
                 kinds.join(", "),
             ]
         })
@@ -708,22 +1091,46 @@ fn batch_html(batch: &Batch, charts: &[plots::Rendered], cmp: Option<&Comparison
     let _ = write!(
         b,
         "<section><h2>Traces</h2>{}</section>\n",
-        table(&["trace", "format", "status", "events", "lost", "NMIs", "NMI p99", "findings"], &rows)
+        table(
+            &["trace", "format", "status", "events", "lost", "NMIs", "NMI p99", "findings"],
+            &rows
+        )
     );
     // Findings (warnings and errors first).
-    let mut fs: Vec<(&str, &Finding)> = results.iter().flat_map(|r| r.findings.iter().map(move |f| (r.path.as_str(), f))).collect();
+    let mut fs: Vec<(&str, &Finding)> = results
+        .iter()
+        .flat_map(|r| r.findings.iter().map(move |f| (r.path.as_str(), f)))
+        .collect();
     fs.sort_by_key(|(_, f)| std::cmp::Reverse(f.severity));
-    let _ = write!(b, "<section id=\"findings\"><h2>Findings ({})</h2>", fs.len());
+    let _ = write!(
+        b,
+        "<section id=\"findings\"><h2>Findings ({})</h2>",
+        fs.len()
+    );
     for (t, f) in fs.iter().take(html_report::MAX_FINDINGS_SHOWN) {
-        b.push_str(&html_report::findings_html(std::slice::from_ref(*f), Some(*t)));
+        b.push_str(&html_report::findings_html(
+            std::slice::from_ref(*f),
+            Some(*t),
+        ));
     }
     if fs.len() > html_report::MAX_FINDINGS_SHOWN {
-        let _ = write!(b, "<p>{} more in findings.parquet.</p>", fs.len() - html_report::MAX_FINDINGS_SHOWN);
+        let _ = write!(
+            b,
+            "<p>{} more in findings.parquet.</p>",
+            fs.len() - html_report::MAX_FINDINGS_SHOWN
+        );
     }
     b.push_str("</section>\n");
     if !skipped.is_empty() {
-        let rows: Vec<Vec<String>> = skipped.iter().map(|s| vec![esc(&s.path), esc(&s.reason)]).collect();
+        let rows: Vec<Vec<String>> = skipped
+            .iter()
+            .map(|s| vec![esc(&s.path), esc(&s.reason)])
+            .collect();
         let _ = write!(b, "<section><h2>Skipped files</h2><details><summary>{} files</summary>{}</details></section>", skipped.len(), table(&["file", "why"], &rows));
     }
-    html_report::page("nmitrace batch report", &format!("{} traces", results.len()), &b)
+    html_report::page(
+        "nmitrace batch report",
+        &format!("{} traces", results.len()),
+        &b,
+    )
 }

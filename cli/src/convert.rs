@@ -45,17 +45,25 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     if args.output == args.input {
-        bail!("{}: output would overwrite the input", args.output.display());
+        bail!(
+            "{}: output would overwrite the input",
+            args.output.display()
+        );
     }
     let opts = WriterOptions {
         version: args.file_version,
-        compression: if args.file_version == 6 || args.compression == Comp::None { Compression::None } else { Compression::Zstd },
+        compression: if args.file_version == 6 || args.compression == Comp::None {
+            Compression::None
+        } else {
+            Compression::Zstd
+        },
         ..Default::default()
     };
     // Written under a staging name and moved into place when complete: a
     // failure leaves any previous file as it was.
     let staged = crate::atomic::Staged::file(&args.output)?;
-    let out = std::fs::File::create(staged.path()).with_context(|| format!("{}: cannot create", args.output.display()))?;
+    let out = std::fs::File::create(staged.path())
+        .with_context(|| format!("{}: cannot create", args.output.display()))?;
     let stats = convert(&args.input, std::io::BufWriter::new(out), opts).map_err(|e| {
         // A failure to write names the output; one to read names the input already.
         let write = e.path == "trace.dat writer";
@@ -67,7 +75,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     })?;
     staged.commit()?;
-    eprintln!("nmitrace: wrote {} events to {} ({} bytes)", stats.events, args.output.display(), stats.bytes);
+    eprintln!(
+        "nmitrace: wrote {} events to {} ({} bytes)",
+        stats.events,
+        args.output.display(),
+        stats.bytes
+    );
     let skipped: u64 = stats.skipped.values().sum();
     if skipped > 0 {
         eprintln!("nmitrace: skipped {skipped} events without a carried format:");
@@ -76,7 +89,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
     for (field, n) in &stats.unencodable {
-        eprintln!("nmitrace: warning: {n} values of {field} were not numbers and were written as 0");
+        eprintln!(
+            "nmitrace: warning: {n} values of {field} were not numbers and were written as 0"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

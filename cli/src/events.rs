@@ -99,7 +99,11 @@ impl<W: Write> Printer<W> {
                 let _ = write!(l, ",{},{},", ev.ctx.label(), ev.system.unwrap_or(""));
                 csv_field(l, ev.name);
                 l.push(',');
-                let fields: Vec<String> = ev.fields.iter().map(|f| format!("{}={}", f.name, f.value)).collect();
+                let fields: Vec<String> = ev
+                    .fields
+                    .iter()
+                    .map(|f| format!("{}={}", f.name, f.value))
+                    .collect();
                 csv_field(l, &fields.join(" "));
                 l.push('\n');
             }
@@ -141,9 +145,17 @@ impl<W: Write> Sink for Printer<W> {
 
     fn notice(&mut self, n: &Notice) {
         match n {
-            Notice::Warning { origin, message } => eprintln!("nmitrace: warning: {origin}: {message}"),
-            Notice::Unparsed { origin, text, reason } => eprintln!("nmitrace: warning: {origin}: not parsed ({reason}): {text}"),
-            Notice::LostEvents { cpu, count, origin, .. } => match count {
+            Notice::Warning { origin, message } => {
+                eprintln!("nmitrace: warning: {origin}: {message}")
+            }
+            Notice::Unparsed {
+                origin,
+                text,
+                reason,
+            } => eprintln!("nmitrace: warning: {origin}: not parsed ({reason}): {text}"),
+            Notice::LostEvents {
+                cpu, count, origin, ..
+            } => match count {
                 Some(c) => eprintln!("nmitrace: warning: {origin}: CPU {cpu} lost {c} events"),
                 None => eprintln!("nmitrace: warning: {origin}: CPU {cpu} lost events"),
             },
@@ -167,7 +179,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if args.split {
             let staged = crate::atomic::Staged::dir(out)?;
             let cannot = || format!("{}: cannot write", out.display());
-            let mut w = nmitrace_analyses::tables::SplitWriter::create(&staged.path()).with_context(cannot)?;
+            let mut w = nmitrace_analyses::tables::SplitWriter::create(&staged.path())
+                .with_context(cannot)?;
             trace.run(&mut w)?;
             for n in &w.notices {
                 eprintln!("nmitrace: warning: {n}");
@@ -178,12 +191,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
             if mismatched + extra + over > 0 {
                 eprintln!("nmitrace: warning: {mismatched} values not of their column's type (null), {extra} events with fields their first row lacked (not stored), {over} events beyond the table cap");
             }
-            eprintln!("nmitrace: wrote {rows} events in {tables} tables to {}", out.display());
+            eprintln!(
+                "nmitrace: wrote {rows} events in {tables} tables to {}",
+                out.display()
+            );
             return Ok(ExitCode::SUCCESS);
         }
         let staged = crate::atomic::Staged::file(out)?;
         let cannot = || format!("{}: cannot write", out.display());
-        let mut w = nmitrace_analyses::tables::EventsWriter::create(&staged.path()).with_context(cannot)?;
+        let mut w =
+            nmitrace_analyses::tables::EventsWriter::create(&staged.path()).with_context(cannot)?;
         trace.run(&mut w)?;
         for n in &w.notices {
             eprintln!("nmitrace: warning: {n}");
@@ -194,15 +211,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.output.is_some() {
-        eprintln!("nmitrace: error: -o is for --format parquet; text formats go to standard output");
+        eprintln!(
+            "nmitrace: error: -o is for --format parquet; text formats go to standard output"
+        );
         return Ok(ExitCode::from(2));
     }
     let mut trace = Trace::open(&args.trace)?;
     trace.threads = args.threads;
     let stdout = std::io::stdout();
-    let mut p = Printer { out: BufWriter::with_capacity(1 << 16, stdout.lock()), format: args.format, err: None, line: String::with_capacity(OUT_CHUNK + 4096), count: 0 };
+    let mut p = Printer {
+        out: BufWriter::with_capacity(1 << 16, stdout.lock()),
+        format: args.format,
+        err: None,
+        line: String::with_capacity(OUT_CHUNK + 4096),
+        count: 0,
+    };
     if args.format == EventsFormat::Csv {
-        let _ = p.out.write_all(b"ts_ns,cpu,pid,comm,context,system,name,fields\n");
+        let _ = p
+            .out
+            .write_all(b"ts_ns,cpu,pid,comm,context,system,name,fields\n");
     }
     trace.run(&mut p)?;
     if p.err.is_none() {

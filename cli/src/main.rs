@@ -68,7 +68,10 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "panic".into());
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         if let Ok(mut g) = LAST_PANIC.lock() {
             *g = Some(format!("{msg}{at}"));
         }
@@ -92,11 +95,18 @@ fn main() -> ExitCode {
         Ok(Ok(code)) => code,
         Ok(Err(e)) => {
             eprintln!("nmitrace: error: {e:#}");
-            let internal = e.chain().any(|c| c.downcast_ref::<nmitrace_parser::Error>().is_some_and(|p| p.internal));
+            let internal = e.chain().any(|c| {
+                c.downcast_ref::<nmitrace_parser::Error>()
+                    .is_some_and(|p| p.internal)
+            });
             ExitCode::from(if internal { EXIT_INTERNAL } else { 2 })
         }
         Err(_) => {
-            let why = LAST_PANIC.lock().ok().and_then(|g| g.clone()).unwrap_or_default();
+            let why = LAST_PANIC
+                .lock()
+                .ok()
+                .and_then(|g| g.clone())
+                .unwrap_or_default();
             eprintln!("nmitrace: internal error: {why}; this is a bug in nmitrace: please report it with the input");
             ExitCode::from(EXIT_INTERNAL)
         }

@@ -53,7 +53,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 /// Merge `parts` into `out`; `walk_skipped`: files the caller's own walk
 /// passed over (listed after the parts' own). The summary and exit status.
-pub fn merge(parts: &[PathBuf], out: &Path, baseline: Option<&nmitrace_analyses::regression::Baseline>, walk_skipped: Vec<(String, String)>) -> Result<(String, u8)> {
+pub fn merge(
+    parts: &[PathBuf],
+    out: &Path,
+    baseline: Option<&nmitrace_analyses::regression::Baseline>,
+    walk_skipped: Vec<(String, String)>,
+) -> Result<(String, u8)> {
     let t0 = Instant::now();
     let mut results = Vec::new();
     let mut skipped = Vec::new();
@@ -66,8 +71,18 @@ pub fn merge(parts: &[PathBuf], out: &Path, baseline: Option<&nmitrace_analyses:
             durations.entry(k).or_default().merge(&h);
         }
     }
-    skipped.extend(walk_skipped.into_iter().map(|(path, reason)| Skip { path, reason, by_walk: true }));
-    let batch = Batch { results, skipped, durations, elapsed: t0.elapsed().as_secs_f64(), jobs: 1 };
+    skipped.extend(walk_skipped.into_iter().map(|(path, reason)| Skip {
+        path,
+        reason,
+        by_walk: true,
+    }));
+    let batch = Batch {
+        results,
+        skipped,
+        durations,
+        elapsed: t0.elapsed().as_secs_f64(),
+        jobs: 1,
+    };
     let named: Vec<String> = parts.iter().map(|p| p.display().to_string()).collect();
     batch::finish(out, &batch, baseline, &named.join(" "))
 }
@@ -85,7 +100,12 @@ fn table(dir: &Path, name: &str) -> Result<DataFrame> {
 }
 
 fn strs(df: &DataFrame, c: &str) -> PolarsResult<Vec<Option<String>>> {
-    Ok(df.column(c)?.str()?.iter().map(|v| v.map(str::to_string)).collect())
+    Ok(df
+        .column(c)?
+        .str()?
+        .iter()
+        .map(|v| v.map(str::to_string))
+        .collect())
 }
 
 fn u64s(df: &DataFrame, c: &str) -> PolarsResult<Vec<Option<u64>>> {
@@ -100,15 +120,48 @@ pub fn read_part(dir: &Path) -> Result<Part> {
     let t = table(dir, "traces.parquet")?;
     let get = |c: &str| strs(&t, c).with_context(|| format!("traces.parquet: column {c}"));
     let getn = |c: &str| u64s(&t, c).with_context(|| format!("traces.parquet: column {c}"));
-    let (path, format, compression, status, error) = (get("path")?, get("format")?, get("compression")?, get("status")?, get("error")?);
-    let (kernel, model, kernel_source, arch, arch_source, verdict) = (get("kernel")?, get("model")?, get("kernel_source")?, get("arch")?, get("arch_source")?, get("verdict")?);
-    let (events, lost, first, last, nmis) = (getn("events")?, getn("lost_events")?, getn("first_ts_ns")?, getn("last_ts_ns")?, getn("nmi_instances")?);
-    let (p50, p99, max) = (getn("nmi_p50_ns")?, getn("nmi_p99_ns")?, getn("nmi_max_ns")?);
-    let seconds: Vec<Option<f64>> = t.column("seconds").and_then(|c| c.f64().map(|c| c.iter().collect())).context("traces.parquet: column seconds")?;
+    let (path, format, compression, status, error) = (
+        get("path")?,
+        get("format")?,
+        get("compression")?,
+        get("status")?,
+        get("error")?,
+    );
+    let (kernel, model, kernel_source, arch, arch_source, verdict) = (
+        get("kernel")?,
+        get("model")?,
+        get("kernel_source")?,
+        get("arch")?,
+        get("arch_source")?,
+        get("verdict")?,
+    );
+    let (events, lost, first, last, nmis) = (
+        getn("events")?,
+        getn("lost_events")?,
+        getn("first_ts_ns")?,
+        getn("last_ts_ns")?,
+        getn("nmi_instances")?,
+    );
+    let (p50, p99, max) = (
+        getn("nmi_p50_ns")?,
+        getn("nmi_p99_ns")?,
+        getn("nmi_max_ns")?,
+    );
+    let seconds: Vec<Option<f64>> = t
+        .column("seconds")
+        .and_then(|c| c.f64().map(|c| c.iter().collect()))
+        .context("traces.parquet: column seconds")?;
     // The kind columns: between `warnings` and `seconds`.
     let names: Vec<String> = t.get_column_names().iter().map(|s| s.to_string()).collect();
-    let from = names.iter().position(|n| n == "warnings").context("traces.parquet: no warnings column")? + 1;
-    let to = names.iter().position(|n| n == "seconds").context("traces.parquet: no seconds column")?;
+    let from = names
+        .iter()
+        .position(|n| n == "warnings")
+        .context("traces.parquet: no warnings column")?
+        + 1;
+    let to = names
+        .iter()
+        .position(|n| n == "seconds")
+        .context("traces.parquet: no seconds column")?;
     let mut kinds = Vec::new();
     for n in &names[from..to] {
         let k = Kind::parse(n).with_context(|| format!("traces.parquet: finding kind {n:?} unknown to this nmitrace (a part written by another version?)"))?;
@@ -119,8 +172,17 @@ pub fn read_part(dir: &Path) -> Result<Part> {
     for i in 0..t.height() {
         let p = path[i].clone().unwrap_or_default();
         index.insert(p.clone(), i);
-        let mut r = TraceResult::failed(p, format[i].clone().unwrap_or_default(), String::new(), seconds[i].unwrap_or(0.0));
-        r.status = if status[i].as_deref() == Some("ok") { "ok" } else { "failed" };
+        let mut r = TraceResult::failed(
+            p,
+            format[i].clone().unwrap_or_default(),
+            String::new(),
+            seconds[i].unwrap_or(0.0),
+        );
+        r.status = if status[i].as_deref() == Some("ok") {
+            "ok"
+        } else {
+            "failed"
+        };
         r.error = error[i].clone();
         r.compression = compression[i].clone();
         r.kernel = kernel[i].clone();
@@ -147,23 +209,41 @@ pub fn read_part(dir: &Path) -> Result<Part> {
 
     let f = table(dir, "findings.parquet")?;
     let fget = |c: &str| strs(&f, c).with_context(|| format!("findings.parquet: column {c}"));
-    let (trace, kind, sev, conf, comm, message, details, evidence) =
-        (fget("trace")?, fget("kind")?, fget("severity")?, fget("confidence")?, fget("comm")?, fget("message")?, fget("details")?, fget("evidence")?);
+    let (trace, kind, sev, conf, comm, message, details, evidence) = (
+        fget("trace")?,
+        fget("kind")?,
+        fget("severity")?,
+        fget("confidence")?,
+        fget("comm")?,
+        fget("message")?,
+        fget("details")?,
+        fget("evidence")?,
+    );
     let ts = u64s(&f, "ts_ns").context("findings.parquet: column ts_ns")?;
-    let cpu: Vec<Option<u32>> = f.column("cpu").and_then(|c| c.u32().map(|c| c.iter().collect())).context("findings.parquet: column cpu")?;
-    let pid: Vec<Option<i32>> = f.column("pid").and_then(|c| c.i32().map(|c| c.iter().collect())).context("findings.parquet: column pid")?;
+    let cpu: Vec<Option<u32>> = f
+        .column("cpu")
+        .and_then(|c| c.u32().map(|c| c.iter().collect()))
+        .context("findings.parquet: column cpu")?;
+    let pid: Vec<Option<i32>> = f
+        .column("pid")
+        .and_then(|c| c.i32().map(|c| c.iter().collect()))
+        .context("findings.parquet: column pid")?;
     for i in 0..f.height() {
         let row = || format!("findings.parquet row {i}");
         let t = trace[i].as_deref().unwrap_or("");
-        let &ri = index.get(t).with_context(|| format!("{}: trace {t:?} is not in traces.parquet", row()))?;
+        let &ri = index
+            .get(t)
+            .with_context(|| format!("{}: trace {t:?} is not in traces.parquet", row()))?;
         let k = kind[i].as_deref().unwrap_or("");
-        let k = Kind::parse(k).with_context(|| format!("{}: finding kind {k:?} unknown to this nmitrace", row()))?;
+        let k = Kind::parse(k)
+            .with_context(|| format!("{}: finding kind {k:?} unknown to this nmitrace", row()))?;
         let s = sev[i].as_deref().unwrap_or("");
         let s = Severity::parse(s).with_context(|| format!("{}: severity {s:?}", row()))?;
         let c = conf[i].as_deref().unwrap_or("");
         let c = Confidence::parse(c).with_context(|| format!("{}: confidence {c:?}", row()))?;
         let d: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(details[i].as_deref().unwrap_or("{}")).with_context(|| format!("{}: details are not a JSON object", row()))?;
+            serde_json::from_str(details[i].as_deref().unwrap_or("{}"))
+                .with_context(|| format!("{}: details are not a JSON object", row()))?;
         let mut fd = Finding::new(k, s, c, Details::Recorded(d));
         fd.ts_ns = ts[i];
         fd.cpu = cpu[i];
@@ -179,12 +259,20 @@ pub fn read_part(dir: &Path) -> Result<Part> {
 
     let d = table(dir, "nmi_durations.parquet")?;
     let handler = strs(&d, "handler").context("nmi_durations.parquet: column handler")?;
-    let bucket: Vec<Option<u32>> = d.column("bucket").and_then(|c| c.u32().map(|c| c.iter().collect())).context("nmi_durations.parquet: column bucket")?;
+    let bucket: Vec<Option<u32>> = d
+        .column("bucket")
+        .and_then(|c| c.u32().map(|c| c.iter().collect()))
+        .context("nmi_durations.parquet: column bucket")?;
     let count = u64s(&d, "count").context("nmi_durations.parquet: column count")?;
     let mut durations: BTreeMap<String, LogHistogram> = BTreeMap::new();
     for i in 0..d.height() {
-        let (Some(h), Some(b), Some(n)) = (&handler[i], bucket[i], count[i]) else { bail!("nmi_durations.parquet row {i}: a null") };
-        durations.entry(h.clone()).or_default().add_bucket(b as usize, n);
+        let (Some(h), Some(b), Some(n)) = (&handler[i], bucket[i], count[i]) else {
+            bail!("nmi_durations.parquet row {i}: a null")
+        };
+        durations
+            .entry(h.clone())
+            .or_default()
+            .add_bucket(b as usize, n);
     }
 
     // Batches before `skipped.parquet` existed listed skipped files only in
@@ -195,8 +283,16 @@ pub fn read_part(dir: &Path) -> Result<Part> {
         let (p, why) = (strs(&s, "path")?, strs(&s, "reason")?);
         let by_walk: Vec<Option<bool>> = s.column("by_walk")?.bool()?.iter().collect();
         for i in 0..s.height() {
-            skipped.push(Skip { path: p[i].clone().unwrap_or_default(), reason: why[i].clone().unwrap_or_default(), by_walk: by_walk[i].unwrap_or(false) });
+            skipped.push(Skip {
+                path: p[i].clone().unwrap_or_default(),
+                reason: why[i].clone().unwrap_or_default(),
+                by_walk: by_walk[i].unwrap_or(false),
+            });
         }
     }
-    Ok(Part { results, skipped, durations })
+    Ok(Part {
+        results,
+        skipped,
+        durations,
+    })
 }

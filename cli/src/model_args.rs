@@ -22,6 +22,10 @@ fn kernel_version(s: &str) -> Result<String, String> {
 
 impl ModelArgs {
     pub fn config(&self) -> Config {
-        Config { kernel: self.kernel.clone(), arch: self.arch.clone(), b2b_threshold_ns: self.b2b_threshold_ns }
+        Config {
+            kernel: self.kernel.clone(),
+            arch: self.arch.clone(),
+            b2b_threshold_ns: self.b2b_threshold_ns,
+        }
     }
 }

@@ -38,7 +38,9 @@ impl Progress {
     #[cold]
     fn tick(&mut self) {
         let now = Instant::now();
-        if now.duration_since(self.start) < Duration::from_secs(1) || now.duration_since(self.last) < Duration::from_millis(500) {
+        if now.duration_since(self.start) < Duration::from_secs(1)
+            || now.duration_since(self.last) < Duration::from_millis(500)
+        {
             return;
         }
         self.last = now;

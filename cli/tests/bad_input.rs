@@ -46,7 +46,10 @@ fn binary_garbage_is_exit_2_naming_the_file_and_offset() {
         assert_no_panic(&o);
         assert_eq!(o.status.code(), Some(2), "{cmd}");
         let e = stderr(&o);
-        assert!(e.contains("garbage.bin") && e.contains("byte ") && e.contains("expected"), "{e}");
+        assert!(
+            e.contains("garbage.bin") && e.contains("byte ") && e.contains("expected"),
+            "{e}"
+        );
     }
 }
 
@@ -57,7 +60,11 @@ fn empty_file_is_exit_2() {
     let o = nmitrace(&["analyze", &p]);
     assert_no_panic(&o);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("empty.txt") && stderr(&o).contains("empty input"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("empty.txt") && stderr(&o).contains("empty input"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -72,7 +79,10 @@ fn comments_only_is_exit_2() {
     let o = nmitrace(&["analyze", &p]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("prose.txt: line 1:") && e.contains("expected"), "{e}");
+    assert!(
+        e.contains("prose.txt: line 1:") && e.contains("expected"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -88,7 +98,11 @@ fn directory_is_exit_2() {
 fn missing_file_is_exit_2() {
     let o = nmitrace(&["analyze", "/nonexistent/trace.dat"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("/nonexistent/trace.dat"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/trace.dat"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -126,7 +140,10 @@ fn truncated_gzip_warns_and_analyses_what_was_read() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let total = doc["events"]["total"].as_u64().unwrap();
-    assert!(total > 1000 && total < 20_000, "events read before the cut: {total}");
+    assert!(
+        total > 1000 && total < 20_000,
+        "events read before the cut: {total}"
+    );
     assert!(doc["parse"]["warnings"].as_u64().unwrap() >= 1);
     let msgs = doc["parse"]["warning_examples"].to_string();
     assert!(msgs.contains("gzip"), "{msgs}");
@@ -142,15 +159,24 @@ fn truncated_zstd_warns() {
     assert_no_panic(&o);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(doc["parse"]["warning_examples"].to_string().contains("zstd"));
+    assert!(doc["parse"]["warning_examples"]
+        .to_string()
+        .contains("zstd"));
     let total = doc["events"]["total"].as_u64().unwrap();
-    assert!(total > 1000 && total < 20_000, "events read before the cut: {total}");
+    assert!(
+        total > 1000 && total < 20_000,
+        "events read before the cut: {total}"
+    );
     // Cut inside the first block: nothing decodes, so it is an error that says so.
     let p = write_tmp(&d, "tiny.txt.zst", &z[..20]);
     let o = nmitrace(&["analyze", &p]);
     assert_no_panic(&o);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("tiny.txt.zst: zstd stream is corrupt or truncated"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("tiny.txt.zst: zstd stream is corrupt or truncated"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -165,7 +191,11 @@ fn line_cut_in_half_is_a_warning_and_the_rest_is_analysed() {
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["events"]["total"], 3);
     assert_eq!(doc["parse"]["warnings"], 1);
-    assert!(doc["parse"]["warning_examples"][0]["at"] == "line 6", "{}", doc["parse"]);
+    assert!(
+        doc["parse"]["warning_examples"][0]["at"] == "line 6",
+        "{}",
+        doc["parse"]
+    );
 }
 
 #[test]
@@ -182,7 +212,10 @@ fn malformed_lines_in_the_middle_are_counted_with_line_numbers() {
     assert_eq!(doc["parse"]["unparsed_lines"], 2);
     assert_eq!(doc["parse"]["unparsed_examples"][0]["at"], "line 6");
     assert_eq!(doc["parse"]["unparsed_examples"][1]["at"], "line 7");
-    assert_eq!(doc["parse"]["unparsed_examples"][1]["reason"], "malformed timestamp");
+    assert_eq!(
+        doc["parse"]["unparsed_examples"][1]["reason"],
+        "malformed timestamp"
+    );
 }
 
 #[test]
@@ -206,7 +239,10 @@ fn stdin_is_read_with_dash() {
 #[test]
 fn mutated_lines_never_panic() {
     let d = tempfile::tempdir().unwrap();
-    let base = String::from_utf8(read_decompressed(&repo().join("sample-traces/real/shell-python.report.txt.gz"))).unwrap();
+    let base = String::from_utf8(read_decompressed(
+        &repo().join("sample-traces/real/shell-python.report.txt.gz"),
+    ))
+    .unwrap();
     let lines: Vec<&str> = base.lines().take(400).collect();
     let mut x: u64 = 0x9e3779b97f4a7c15;
     let mut next = || {
@@ -239,7 +275,11 @@ fn mutated_lines_never_panic() {
     for cmd in [vec!["analyze", "--format", "json", &p], vec!["events", &p]] {
         let o = nmitrace(&cmd);
         assert_no_panic(&o);
-        assert!(matches!(o.status.code(), Some(0) | Some(1)), "{}", stderr(&o));
+        assert!(
+            matches!(o.status.code(), Some(0) | Some(1)),
+            "{}",
+            stderr(&o)
+        );
     }
 }
 
@@ -248,7 +288,11 @@ fn assert_clean_exit(o: &Output, what: &str) {
     assert_no_panic(o);
     let e = stderr(o);
     assert!(!e.contains("internal error"), "{what}: {e}");
-    assert!(matches!(o.status.code(), Some(0..=2)), "{what}: status {:?} (a signal if None): {e}", o.status.code());
+    assert!(
+        matches!(o.status.code(), Some(0..=2)),
+        "{what}: status {:?} (a signal if None): {e}",
+        o.status.code()
+    );
 }
 
 /// Inputs that once panicked, whole-process: a blank comm before the PID
@@ -263,7 +307,12 @@ fn inputs_that_once_panicked_exit_cleanly() {
     let o = nmitrace(&["analyze", &blank]);
     assert_clean_exit(&o, "blank comm");
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("blank-comm.txt: line 1") && stderr(&o).contains("no task name before the PID"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("blank-comm.txt: line 1")
+            && stderr(&o).contains("no task name before the PID"),
+        "{}",
+        stderr(&o)
+    );
     let dat = repo().join("fuzz/regressions/tracedat/v6-data-offset-8-page-cut-at-12.dat");
     for cmd in ["analyze", "events"] {
         let o = nmitrace(&[cmd, dat.to_str().unwrap()]);
@@ -272,7 +321,10 @@ fn inputs_that_once_panicked_exit_cleanly() {
     let o = nmitrace(&["analyze", "--format", "json", dat.to_str().unwrap()]);
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let w = doc["parse"]["warning_examples"].to_string();
-    assert!(w.contains("shorter than its 16-byte header"), "the cut page is a warning naming the offset: {w}");
+    assert!(
+        w.contains("shorter than its 16-byte header"),
+        "the cut page is a warning naming the offset: {w}"
+    );
 }
 
 /// Line mutations of real traces in each text format, through the whole
@@ -287,9 +339,21 @@ fn mutated_real_traces_exit_cleanly_in_every_format() {
         x ^= x << 17;
         x
     };
-    for (k, f) in ["shell-python.trace.txt.gz", "shell-python.report.txt.gz", "shell-python.perf-script.txt.gz", "nmi-switch-window-before-flush.trace.txt.gz"].iter().enumerate() {
+    for (k, f) in [
+        "shell-python.trace.txt.gz",
+        "shell-python.report.txt.gz",
+        "shell-python.perf-script.txt.gz",
+        "nmi-switch-window-before-flush.trace.txt.gz",
+    ]
+    .iter()
+    .enumerate()
+    {
         let base = read_decompressed(&repo().join("sample-traces/real").join(f));
-        let mut lines: Vec<Vec<u8>> = base.split(|&c| c == b'\n').take(600).map(|l| l.to_vec()).collect();
+        let mut lines: Vec<Vec<u8>> = base
+            .split(|&c| c == b'\n')
+            .take(600)
+            .map(|l| l.to_vec())
+            .collect();
         for _ in 0..400 {
             let i = (next() % lines.len() as u64) as usize;
             let l = &mut lines[i];
@@ -304,7 +368,11 @@ fn mutated_real_traces_exit_cleanly_in_every_format() {
             }
         }
         let p = write_tmp(&d, &format!("m{k}.txt"), &lines.join(&b'\n'));
-        for cmd in [vec!["analyze", "--format", "json", &p], vec!["events", &p], vec!["convert", &p, "-o"]] {
+        for cmd in [
+            vec!["analyze", "--format", "json", &p],
+            vec!["events", &p],
+            vec!["convert", &p, "-o"],
+        ] {
             let mut cmd = cmd;
             let out = d.path().join(format!("m{k}.dat"));
             if cmd[0] == "convert" {
@@ -325,15 +393,29 @@ fn batch_walks_each_file_once_and_never_opens_a_fifo() {
     let tree = d.path().join("tree");
     std::fs::create_dir_all(tree.join("a/b")).unwrap();
     let trace = tree.join("a/t.txt.gz");
-    std::fs::copy(repo().join("sample-traces/real/shell-python.trace.txt.gz"), &trace).unwrap();
+    std::fs::copy(
+        repo().join("sample-traces/real/shell-python.trace.txt.gz"),
+        &trace,
+    )
+    .unwrap();
     std::os::unix::fs::symlink(&tree, tree.join("a/b/loop")).unwrap();
     std::fs::hard_link(&trace, tree.join("a/b/again.txt.gz")).unwrap();
     let fifo = tree.join("fifo");
-    let st = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(st.success());
     let out = d.path().join("out");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nmitrace"))
-        .args(["batch", tree.to_str().unwrap(), fifo.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-progress"])
+        .args([
+            "batch",
+            tree.to_str().unwrap(),
+            fifo.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -353,7 +435,11 @@ fn batch_walks_each_file_once_and_never_opens_a_fifo() {
     assert!(so.contains("fifo: a FIFO"), "{so}");
     assert!(so.contains("loop: directory seen already"), "{so}");
     assert!(so.contains("the same file as one listed before"), "{so}");
-    assert_eq!(so.matches("a FIFO").count(), 1, "the FIFO listed once: {so}");
+    assert_eq!(
+        so.matches("a FIFO").count(),
+        1,
+        "the FIFO listed once: {so}"
+    );
 }
 
 /// `--timeout`: a trace that takes longer gets a failed row saying so; the
@@ -364,12 +450,32 @@ fn batch_timeout_fails_the_slow_trace_only() {
     let big = write_tmp(&d, "big.txt", many_lines().repeat(40).as_bytes());
     let small = repo().join("sample-traces/real/shell-python.trace.txt.gz");
     let out = d.path().join("out");
-    let o = nmitrace(&["batch", &big, small.to_str().unwrap(), "--out", out.to_str().unwrap(), "--timeout", "0.000001", "--jobs", "1"]);
+    let o = nmitrace(&[
+        "batch",
+        &big,
+        small.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--timeout",
+        "0.000001",
+        "--jobs",
+        "1",
+    ]);
     assert_clean_exit(&o, "batch --timeout");
     assert_eq!(o.status.code(), Some(0));
     let so = String::from_utf8_lossy(&o.stdout);
-    assert!(so.contains("failed: ") && so.contains("gave up after") && so.contains("--timeout"), "{so}");
-    let o = nmitrace(&["batch", &big, "--out", out.to_str().unwrap(), "--timeout", "-3"]);
+    assert!(
+        so.contains("failed: ") && so.contains("gave up after") && so.contains("--timeout"),
+        "{so}"
+    );
+    let o = nmitrace(&[
+        "batch",
+        &big,
+        "--out",
+        out.to_str().unwrap(),
+        "--timeout",
+        "-3",
+    ]);
     assert_eq!(o.status.code(), Some(2), "a negative timeout is bad usage");
 }
 

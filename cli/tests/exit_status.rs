@@ -15,20 +15,37 @@ fn fail_on_gates_exit_status_by_severity() {
         nmitrace(&a).status.code()
     };
     // This scenario has error findings.
-    assert_eq!(run(&[]), Some(0), "no --fail-on: findings do not change the exit status");
+    assert_eq!(
+        run(&[]),
+        Some(0),
+        "no --fail-on: findings do not change the exit status"
+    );
     assert_eq!(run(&["--fail-on", "error"]), Some(1));
     assert_eq!(run(&["--fail-on", "warning"]), Some(1));
     assert_eq!(run(&["--fail-on", "never"]), Some(0));
     // A real 6.18 trace has no warning or error findings.
     let real = repo().join("sample-traces/real/shell-python.trace.txt.gz");
-    assert_eq!(nmitrace(&["analyze", real.to_str().unwrap(), "--fail-on", "warning"]).status.code(), Some(0));
+    assert_eq!(
+        nmitrace(&["analyze", real.to_str().unwrap(), "--fail-on", "warning"])
+            .status
+            .code(),
+        Some(0)
+    );
 }
 
 #[test]
 fn several_traces_give_a_json_array_and_the_worst_status() {
     let a = repo().join("sample-traces/real/shell-python.report.txt.gz");
     let b = repo().join("sample-traces/scenarios/unknown-nmi/trace.txt");
-    let o = nmitrace(&["analyze", "--format", "json", "--fail-on", "warning", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let o = nmitrace(&[
+        "analyze",
+        "--format",
+        "json",
+        "--fail-on",
+        "warning",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc.as_array().map(|v| v.len()), Some(2));

@@ -24,7 +24,10 @@ fn peak_rss_kib(args: &[&str]) -> i64 {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
     assert_eq!(pid, child.id() as i32);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{args:?}: status {status}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{args:?}: status {status}"
+    );
     ru.ru_maxrss
 }
 
@@ -33,7 +36,11 @@ fn check(path: &Path, label: &str) {
     for args in [vec!["analyze", p], vec!["events", p, "--format", "jsonl"]] {
         let kib = peak_rss_kib(&args);
         eprintln!("{label}: {} peak RSS {} KiB", args[0], kib);
-        assert!(kib <= LIMIT_KIB, "{label}: {} used {kib} KiB (limit {LIMIT_KIB})", args[0]);
+        assert!(
+            kib <= LIMIT_KIB,
+            "{label}: {} used {kib} KiB (limit {LIMIT_KIB})",
+            args[0]
+        );
     }
 }
 
@@ -45,9 +52,23 @@ fn peak_rss_stays_flat_in_every_input_form() {
     let tmp = tempfile::tempdir().unwrap();
     let v7 = tmp.path().join("v7-none.dat");
     let v6 = tmp.path().join("v6.dat");
-    let o = nmitrace(&["convert", large.join("trace.dat").to_str().unwrap(), "--compression", "none", "-o", v7.to_str().unwrap()]);
+    let o = nmitrace(&[
+        "convert",
+        large.join("trace.dat").to_str().unwrap(),
+        "--compression",
+        "none",
+        "-o",
+        v7.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = nmitrace(&["convert", large.join("trace.dat").to_str().unwrap(), "--file-version", "6", "-o", v6.to_str().unwrap()]);
+    let o = nmitrace(&[
+        "convert",
+        large.join("trace.dat").to_str().unwrap(),
+        "--file-version",
+        "6",
+        "-o",
+        v6.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let size = std::fs::metadata(&v7).unwrap().len();
     assert!(size > 150_000_000, "{size}");
@@ -55,8 +76,19 @@ fn peak_rss_stays_flat_in_every_input_form() {
     // resident set at the spawn (the kernel folds it in at exec), so this
     // process never holds a large buffer.
     let zst = tmp.path().join("v7-none.dat.zst");
-    let z = std::process::Command::new("zstd").args(["-q", "-1", v7.to_str().unwrap(), "-o", zst.to_str().unwrap()]).status();
-    assert!(z.is_ok_and(|s| s.success()), "zstd (scripts/setup.sh installs it) failed");
+    let z = std::process::Command::new("zstd")
+        .args([
+            "-q",
+            "-1",
+            v7.to_str().unwrap(),
+            "-o",
+            zst.to_str().unwrap(),
+        ])
+        .status();
+    assert!(
+        z.is_ok_and(|s| s.success()),
+        "zstd (scripts/setup.sh installs it) failed"
+    );
     check(&large.join("trace.dat"), "v7 zstd");
     check(&v7, "v7 uncompressed");
     check(&v6, "v6");

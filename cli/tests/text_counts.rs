@@ -70,16 +70,45 @@ fn check(path: &Path) {
     assert!(total > 0, "{}: the oracle found no events", path.display());
     let doc = analyze_json(path, &["--fail-on", "never"]);
     let ev = &doc["events"];
-    let got: BTreeMap<String, u64> =
-        ev["by_name"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect();
-    assert_eq!(got, by_name, "{}: by_name differs from the independent count", path.display());
-    assert_eq!(ev["total"].as_u64().unwrap(), total, "{}: total", path.display());
-    assert_eq!(doc["parse"]["unparsed_lines"].as_u64(), Some(0), "{}: unparsed lines: {}", path.display(), doc["parse"]);
-    eprintln!("{}: {} events, {} names, format {}", path.display(), total, by_name.len(), doc["input"]["format"]);
+    let got: BTreeMap<String, u64> = ev["by_name"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        by_name,
+        "{}: by_name differs from the independent count",
+        path.display()
+    );
+    assert_eq!(
+        ev["total"].as_u64().unwrap(),
+        total,
+        "{}: total",
+        path.display()
+    );
+    assert_eq!(
+        doc["parse"]["unparsed_lines"].as_u64(),
+        Some(0),
+        "{}: unparsed lines: {}",
+        path.display(),
+        doc["parse"]
+    );
+    eprintln!(
+        "{}: {} events, {} names, format {}",
+        path.display(),
+        total,
+        by_name.len(),
+        doc["input"]["format"]
+    );
 }
 
 fn text_traces_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -120,7 +149,10 @@ fn shared_real_and_public_text_traces_match_independent_counts() {
     let mut files = Vec::new();
     text_traces_under(&shared, &mut files);
     // Every text form of every shared trace: raw, report and perf script.
-    assert!(files.len() >= 15, "expected the shared text traces, found {files:?}");
+    assert!(
+        files.len() >= 15,
+        "expected the shared text traces, found {files:?}"
+    );
     for f in files {
         check(&f);
     }

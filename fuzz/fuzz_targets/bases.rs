@@ -16,10 +16,16 @@ pub fn text() -> Vec<&'static [u8]> {
             &include_bytes!("../../sample-traces/real/shell-python.trace.txt.gz")[..],
             &include_bytes!("../../sample-traces/real/shell-python.report.txt.gz")[..],
             &include_bytes!("../../sample-traces/real/shell-python.perf-script.txt.gz")[..],
-            &include_bytes!("../../sample-traces/real/nmi-switch-window-before-flush.trace.txt.gz")[..],
-            &include_bytes!("../../sample-traces/real/nmi-page-fault-copy-from-user.trace.txt.gz")[..],
-            &include_bytes!("../../analyses/tests/data/real-nmi/pingpong-c/capture-005/report.txt.gz")[..],
-            &include_bytes!("../../analyses/tests/data/real-nmi/perf-pingpong/capture-007/perf.txt.gz")[..],
+            &include_bytes!("../../sample-traces/real/nmi-switch-window-before-flush.trace.txt.gz")
+                [..],
+            &include_bytes!("../../sample-traces/real/nmi-page-fault-copy-from-user.trace.txt.gz")
+                [..],
+            &include_bytes!(
+                "../../analyses/tests/data/real-nmi/pingpong-c/capture-005/report.txt.gz"
+            )[..],
+            &include_bytes!(
+                "../../analyses/tests/data/real-nmi/perf-pingpong/capture-007/perf.txt.gz"
+            )[..],
         ]
         .iter()
         .map(|b| gunzip(b))
@@ -41,7 +47,11 @@ pub fn tracedat() -> Vec<&'static [u8]> {
         ];
         if let Some(dir) = std::env::var_os("NMITRACE_FUZZ_BASE") {
             if let Ok(rd) = std::fs::read_dir(dir) {
-                let mut paths: Vec<_> = rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "dat")).collect();
+                let mut paths: Vec<_> = rd
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "dat"))
+                    .collect();
                 paths.sort();
                 v.extend(paths.iter().filter_map(|p| std::fs::read(p).ok()));
             }

@@ -17,8 +17,12 @@ fn render(r: &nmitrace_analyses::Report) {
 
 /// Detect, read and analyse `data` as a user's file would be.
 pub fn analyze_bytes(data: &[u8]) {
-    let Ok(input) = Input::from_bytes("fuzz", data.to_vec()) else { return };
-    let Ok(mut t) = Trace::from_input("fuzz".into(), input) else { return };
+    let Ok(input) = Input::from_bytes("fuzz", data.to_vec()) else {
+        return;
+    };
+    let Ok(mut t) = Trace::from_input("fuzz".into(), input) else {
+        return;
+    };
     t.threads = Some(1);
     if t.probe().is_err() {
         return;
@@ -33,14 +37,21 @@ pub fn analyze_bytes(data: &[u8]) {
 /// The text parser in the format the first byte picks (tracefs, `trace-cmd
 /// report`, `perf script`), whatever the detection would say.
 pub fn text_as(data: &[u8]) {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let format = match sel % 3 {
         0 => Format::TracefsText,
         1 => Format::TraceCmdReport,
         _ => Format::PerfScript,
     };
-    let Ok(input) = Input::from_bytes("fuzz.txt", rest.to_vec()) else { return };
-    let mut info = nmitrace_parser::TraceInfo { format: Some(format), ..Default::default() };
+    let Ok(input) = Input::from_bytes("fuzz.txt", rest.to_vec()) else {
+        return;
+    };
+    let mut info = nmitrace_parser::TraceInfo {
+        format: Some(format),
+        ..Default::default()
+    };
     let _ = nmitrace_parser::text::probe("fuzz.txt", input.head(), &mut info);
     let mut a = Analyzer::for_trace(Config::default(), &info);
     if let Ok(stats) = nmitrace_parser::text::run("fuzz.txt", format, input, &mut a, Some(1)) {
@@ -56,7 +67,9 @@ pub fn detect(data: &[u8]) {
 
 /// The input layer (gzip / zstd by magic): decompress, at most 64 MiB out.
 pub fn input_layer(data: &[u8]) {
-    let Ok(input) = Input::from_bytes("fuzz.gz", data.to_vec()) else { return };
+    let Ok(input) = Input::from_bytes("fuzz.gz", data.to_vec()) else {
+        return;
+    };
     let _ = input.head().len();
     let (_, rest, _) = input.into_parts();
     let mut sink = std::io::sink();
@@ -105,7 +118,11 @@ pub fn mutate_lines(data: &[u8], bases: &[&[u8]]) -> Vec<u8> {
     let base = bases[g.u8().unwrap_or(0) as usize % bases.len()];
     let lines: Vec<&[u8]> = base.split(|&c| c == b'\n').collect();
     // keep the header lines (# …, cpus=) and a window of the rest
-    let header: Vec<&[u8]> = lines.iter().take_while(|l| l.first() == Some(&b'#') || l.starts_with(b"cpus=")).copied().collect();
+    let header: Vec<&[u8]> = lines
+        .iter()
+        .take_while(|l| l.first() == Some(&b'#') || l.starts_with(b"cpus="))
+        .copied()
+        .collect();
     let body = &lines[header.len()..];
     let start = g.u16().unwrap_or(0) as usize % body.len().max(1);
     let count = 1 + g.u8().unwrap_or(60) as usize;
@@ -119,7 +136,11 @@ pub fn mutate_lines(data: &[u8], bases: &[&[u8]]) -> Vec<u8> {
         }
         // mostly edit the event lines, sometimes the header
         let hh = h.min(n);
-        let i = if op & 0x80 != 0 || n == hh { li as usize % n } else { hh + li as usize % (n - hh) };
+        let i = if op & 0x80 != 0 || n == hh {
+            li as usize % n
+        } else {
+            hh + li as usize % (n - hh)
+        };
         let l = &mut out[i];
         let p = pos as usize % (l.len() + 1);
         match op % 8 {
@@ -174,7 +195,11 @@ pub fn mutate_tracedat(data: &[u8], bases: &[&[u8]]) -> Vec<u8> {
     for w in [4usize, 8] {
         let mut i = 0;
         while i + w <= head {
-            let v = if w == 4 { u32::from_le_bytes(f[i..i + 4].try_into().unwrap()) as u64 } else { u64::from_le_bytes(f[i..i + 8].try_into().unwrap()) };
+            let v = if w == 4 {
+                u32::from_le_bytes(f[i..i + 4].try_into().unwrap()) as u64
+            } else {
+                u64::from_le_bytes(f[i..i + 8].try_into().unwrap())
+            };
             if v > 0 && v <= len {
                 words.push((i, w));
             }
@@ -197,7 +222,18 @@ pub fn mutate_tracedat(data: &[u8], bases: &[&[u8]]) -> Vec<u8> {
             }
         }
     }
-    const EDGES: [u64; 10] = [0, 1, 2, 3, 4, 7, 8, 0xffff_ffff, 0x7fff_ffff_ffff_ffff, u64::MAX];
+    const EDGES: [u64; 10] = [
+        0,
+        1,
+        2,
+        3,
+        4,
+        7,
+        8,
+        0xffff_ffff,
+        0x7fff_ffff_ffff_ffff,
+        u64::MAX,
+    ];
     while let (Some(op), Some(sel)) = (g.u8(), g.u16()) {
         if op >= 0xf0 {
             let cut = (sel as usize * 64).min(f.len() / 2);

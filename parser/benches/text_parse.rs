@@ -21,7 +21,9 @@ fn load(p: &Path) -> Option<Vec<u8>> {
     let raw = std::fs::read(p).ok()?;
     let mut out = Vec::new();
     if raw.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).ok()?;
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .ok()?;
         Some(out)
     } else {
         Some(raw)
@@ -31,10 +33,22 @@ fn load(p: &Path) -> Option<Vec<u8>> {
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let inputs = [
-        ("sample tracefs text", root.join("sample-traces/real/shell-python.trace.txt.gz")),
-        ("sample trace-cmd report", root.join("sample-traces/real/shell-python.report.txt.gz")),
-        ("gcc-medium tracefs text", root.join("../shared/traces/real/gcc-medium/trace.txt.gz")),
-        ("gcc-medium trace-cmd report", root.join("../shared/traces/real/gcc-medium/report.txt.gz")),
+        (
+            "sample tracefs text",
+            root.join("sample-traces/real/shell-python.trace.txt.gz"),
+        ),
+        (
+            "sample trace-cmd report",
+            root.join("sample-traces/real/shell-python.report.txt.gz"),
+        ),
+        (
+            "gcc-medium tracefs text",
+            root.join("../shared/traces/real/gcc-medium/trace.txt.gz"),
+        ),
+        (
+            "gcc-medium trace-cmd report",
+            root.join("../shared/traces/real/gcc-medium/report.txt.gz"),
+        ),
     ];
     let mut g = c.benchmark_group("text_parse");
     g.sample_size(20);
@@ -43,7 +57,9 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(bytes.len() as u64));
         g.bench_function(name, |b| {
             b.iter(|| {
-                let t = Trace::from_input(name.into(), Input::from_bytes(name, bytes.clone()).unwrap()).unwrap();
+                let t =
+                    Trace::from_input(name.into(), Input::from_bytes(name, bytes.clone()).unwrap())
+                        .unwrap();
                 let mut s = Count(0);
                 t.run(&mut s).unwrap();
                 s.0

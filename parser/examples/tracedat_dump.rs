@@ -53,7 +53,8 @@ fn main() {
         if args.iter().any(|a| a == "none") {
             opts.compression = nmitrace_parser::tracedat::compress::Compression::None;
         }
-        let st = nmitrace_parser::tracedat::convert(std::path::Path::new(file), out, opts).expect("convert");
+        let st = nmitrace_parser::tracedat::convert(std::path::Path::new(file), out, opts)
+            .expect("convert");
         eprintln!("{st:?}");
         return;
     }
@@ -69,15 +70,31 @@ fn main() {
         }
         return;
     }
-    let threads = args.iter().position(|a| a == "--threads").map(|i| args[i + 1].parse().unwrap());
+    let threads = args
+        .iter()
+        .position(|a| a == "--threads")
+        .map(|i| args[i + 1].parse().unwrap());
     let t0 = std::time::Instant::now();
     let mut trace = Trace::open(file).expect("open");
     trace.threads = threads;
     trace.probe().expect("probe");
     eprintln!("info: {:?}", trace.info);
     let stdout = std::io::stdout();
-    let mut sink = Print { out: std::io::BufWriter::new(stdout.lock()), count_only, n: 0, lost: 0, notices: 0 };
+    let mut sink = Print {
+        out: std::io::BufWriter::new(stdout.lock()),
+        count_only,
+        n: 0,
+        lost: 0,
+        notices: 0,
+    };
     let stats = trace.run(&mut sink).expect("run");
     let _ = sink.out.flush();
-    eprintln!("{} events, {} lost-event notices, {} notices, stats {:?}, {:.3} s", sink.n, sink.lost, sink.notices, stats, t0.elapsed().as_secs_f64());
+    eprintln!(
+        "{} events, {} lost-event notices, {} notices, stats {:?}, {:.3} s",
+        sink.n,
+        sink.lost,
+        sink.notices,
+        stats,
+        t0.elapsed().as_secs_f64()
+    );
 }

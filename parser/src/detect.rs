@@ -46,12 +46,26 @@ pub fn detect(name: &str, head: &[u8]) -> Result<Format> {
     }
     if head.starts_with(TRACE_DAT_MAGIC) {
         let rest = &head[TRACE_DAT_MAGIC.len()..];
-        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len()).min(8);
-        let version = std::str::from_utf8(&rest[..end]).ok().and_then(|s| s.parse::<u32>().ok());
+        let end = rest
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(rest.len())
+            .min(8);
+        let version = std::str::from_utf8(&rest[..end])
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok());
         return match version {
             Some(v @ (6 | 7)) => Ok(Format::TraceDat { version: v }),
-            Some(v) => Err(Error::at(name, 10, format!("trace.dat file version {v} is not supported, expected 6 or 7"))),
-            None => Err(Error::at(name, 10, "trace.dat magic without a version string, expected \"6\" or \"7\"")),
+            Some(v) => Err(Error::at(
+                name,
+                10,
+                format!("trace.dat file version {v} is not supported, expected 6 or 7"),
+            )),
+            None => Err(Error::at(
+                name,
+                10,
+                "trace.dat magic without a version string, expected \"6\" or \"7\"",
+            )),
         };
     }
     crate::text::detect_text(name, head)

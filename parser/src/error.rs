@@ -20,11 +20,23 @@ pub struct Error {
 
 impl Error {
     pub fn new(path: &str, origin: Origin, message: impl Into<String>) -> Error {
-        Error { path: path.to_string(), origin, message: message.into(), io: None, internal: false }
+        Error {
+            path: path.to_string(),
+            origin,
+            message: message.into(),
+            io: None,
+            internal: false,
+        }
     }
 
     pub fn io(path: &str, err: std::io::Error) -> Error {
-        Error { path: path.to_string(), origin: Origin::None, message: err.to_string(), io: Some(err), internal: false }
+        Error {
+            path: path.to_string(),
+            origin: Origin::None,
+            message: err.to_string(),
+            io: Some(err),
+            internal: false,
+        }
     }
 
     /// A panic caught while reading `path` at `origin`: a bug to report.

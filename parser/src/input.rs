@@ -64,12 +64,27 @@ impl Input {
         Input::from_reader(name.to_string(), Box::new(io::Cursor::new(bytes)), None)
     }
 
-    fn from_reader(name: String, mut raw: Box<dyn Read + Send>, file: Option<File>) -> Result<Input> {
+    fn from_reader(
+        name: String,
+        mut raw: Box<dyn Read + Send>,
+        file: Option<File>,
+    ) -> Result<Input> {
         let mut magic = Vec::with_capacity(4);
-        (&mut raw).take(4).read_to_end(&mut magic).map_err(|e| Error::io(&name, e))?;
+        (&mut raw)
+            .take(4)
+            .read_to_end(&mut magic)
+            .map_err(|e| Error::io(&name, e))?;
         let chained: Box<dyn Read + Send> = Box::new(io::Cursor::new(magic.clone()).chain(raw));
-        let (mut rest, compression, plain_file): (Box<dyn Read + Send>, _, _) = if magic.starts_with(GZIP_MAGIC) {
-            (Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 16, chained))), Some("gzip"), None)
+        let (mut rest, compression, plain_file): (Box<dyn Read + Send>, _, _) = if magic
+            .starts_with(GZIP_MAGIC)
+        {
+            (
+                Box::new(flate2::read::MultiGzDecoder::new(
+                    io::BufReader::with_capacity(1 << 16, chained),
+                )),
+                Some("gzip"),
+                None,
+            )
         } else if magic.starts_with(ZSTD_MAGIC) {
             let dec = zstd::stream::read::Decoder::new(chained).map_err(|e| Error::io(&name, e))?;
             (Box::new(dec), Some("zstd"), None)
@@ -85,7 +100,13 @@ impl Input {
             // analysed; the error surfaces (as a warning) where it happened.
             rest = Box::new(FailingReader(Some(e)));
         }
-        Ok(Input { name, head, rest, compression, plain_file })
+        Ok(Input {
+            name,
+            head,
+            rest,
+            compression,
+            plain_file,
+        })
     }
 
     /// The first (decompressed) bytes, for format detection.
@@ -116,13 +137,22 @@ impl Input {
                 return Ok(Bytes::Mmap(m));
             }
         }
-        let Input { name, mut head, mut rest, compression, .. } = self;
+        let Input {
+            name,
+            mut head,
+            mut rest,
+            compression,
+            ..
+        } = self;
         // A compressed file or a pipe: up to IN_MEMORY bytes are kept in
         // memory; a longer one goes to an unlinked temporary file, mapped,
         // so that its pages too are given back as they are read (flat memory
         // whatever the size).
         let want = IN_MEMORY.saturating_sub(head.len()) as u64 + 1;
-        (&mut rest).take(want).read_to_end(&mut head).map_err(|e| decompress_error(&name, compression, e))?;
+        (&mut rest)
+            .take(want)
+            .read_to_end(&mut head)
+            .map_err(|e| decompress_error(&name, compression, e))?;
         if head.len() <= IN_MEMORY {
             return Ok(Bytes::Vec(head));
         }
@@ -150,7 +180,8 @@ impl Input {
             }
             // No temporary directory: the rest in memory, as before.
             Err(_) => {
-                rest.read_to_end(&mut head).map_err(|e| decompress_error(&name, compression, e))?;
+                rest.read_to_end(&mut head)
+                    .map_err(|e| decompress_error(&name, compression, e))?;
                 Ok(Bytes::Vec(head))
             }
         }

@@ -86,14 +86,32 @@ mod tests {
     #[test]
     fn numbers_stay_numbers_and_text_is_escaped() {
         let f = [
-            Field { name: "pid", value: Value::Str("0012") },
-            Field { name: "addr", value: Value::Str("0xff") },
-            Field { name: "comm", value: Value::Str("a\"b\\c\n") },
-            Field { name: "neg", value: Value::Int(-1) },
-            Field { name: "arr", value: Value::Bytes(&[1, 2]) },
+            Field {
+                name: "pid",
+                value: Value::Str("0012"),
+            },
+            Field {
+                name: "addr",
+                value: Value::Str("0xff"),
+            },
+            Field {
+                name: "comm",
+                value: Value::Str("a\"b\\c\n"),
+            },
+            Field {
+                name: "neg",
+                value: Value::Int(-1),
+            },
+            Field {
+                name: "arr",
+                value: Value::Bytes(&[1, 2]),
+            },
         ];
         let mut s = String::new();
         json_fields(&mut s, &Fields::List(&f));
-        assert_eq!(s, r#"{"pid":12,"addr":255,"comm":"a\"b\\c\n","neg":-1,"arr":[1,2]}"#);
+        assert_eq!(
+            s,
+            r#"{"pid":12,"addr":255,"comm":"a\"b\\c\n","neg":-1,"arr":[1,2]}"#
+        );
     }
 }

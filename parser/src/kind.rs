@@ -69,7 +69,9 @@ impl EventKind {
                 "alloc_vmap_area_ret" => VmallocProbe,
                 _ => Other,
             },
-            Some(b'v') if name == "vmalloc_sync_mappings" || name == "vmalloc_sync_unmappings" => VmallocProbe,
+            Some(b'v') if name == "vmalloc_sync_mappings" || name == "vmalloc_sync_unmappings" => {
+                VmallocProbe
+            }
             Some(b'c') if name == "console" => Console,
             _ => Other,
         };
@@ -82,7 +84,10 @@ impl EventKind {
 
     /// Read by the replay or the analyses beyond counting.
     pub fn modelled(self) -> bool {
-        !matches!(self, EventKind::Other | EventKind::IrqEntry | EventKind::IrqExit)
+        !matches!(
+            self,
+            EventKind::Other | EventKind::IrqEntry | EventKind::IrqExit
+        )
     }
 }
 

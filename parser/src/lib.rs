@@ -54,7 +54,11 @@ pub enum Notice {
     /// `##### CPU N buffer started ####`: events before this on CPU N were overwritten.
     BufferStarted { cpu: u32, origin: Origin },
     /// A line that is not an event and not known metadata. Counted, never silently dropped.
-    Unparsed { origin: Origin, text: String, reason: String },
+    Unparsed {
+        origin: Origin,
+        text: String,
+        reason: String,
+    },
     /// A recoverable problem (torn last line, truncated chunk…); the rest is still read.
     Warning { origin: Origin, message: String },
 }
@@ -176,7 +180,13 @@ impl Trace {
             compression: input.compression(),
             ..Default::default()
         };
-        Ok(Trace { name, input, info, threads: None, meta: None })
+        Ok(Trace {
+            name,
+            input,
+            info,
+            threads: None,
+            meta: None,
+        })
     }
 
     pub fn format(&self) -> Format {
@@ -197,7 +207,13 @@ impl Trace {
 
     /// Stream every event into `sink`, in trace order.
     pub fn run(self, sink: &mut dyn Sink) -> Result<ParseStats> {
-        let Trace { name, input, info, threads, meta } = self;
+        let Trace {
+            name,
+            input,
+            info,
+            threads,
+            meta,
+        } = self;
         match info.format.expect("format detected at open") {
             Format::TraceDat { .. } => tracedat::run(&name, input, meta, sink, threads),
             f => text::run(&name, f, input, sink, threads),

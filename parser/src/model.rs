@@ -66,31 +66,74 @@ pub enum Modelled<'a> {
     NmiHandler(NmiHandler<'a>),
     SchedSwitch(SchedSwitch<'a>),
     /// `sched_process_fork`: parent and child.
-    Fork { parent_comm: &'a str, parent_pid: i32, child_comm: &'a str, child_pid: i32 },
+    Fork {
+        parent_comm: &'a str,
+        parent_pid: i32,
+        child_comm: &'a str,
+        child_pid: i32,
+    },
     /// `task_newtask`: the new task and its clone flags (0x100 = CLONE_VM).
-    NewTask { pid: i32, comm: &'a str, clone_flags: u64 },
+    NewTask {
+        pid: i32,
+        comm: &'a str,
+        clone_flags: u64,
+    },
     /// `sched_process_exec`.
-    Exec { filename: &'a str, pid: i32, old_pid: i32 },
+    Exec {
+        filename: &'a str,
+        pid: i32,
+        old_pid: i32,
+    },
     /// `sched_process_exit`.
-    Exit { comm: &'a str, pid: i32 },
+    Exit {
+        comm: &'a str,
+        pid: i32,
+    },
     /// `sched_process_free`.
-    Free { comm: &'a str, pid: i32 },
+    Free {
+        comm: &'a str,
+        pid: i32,
+    },
     /// `tlb_flush`: reason 0 = flush on task switch.
-    TlbFlush { pages: i64, reason: i64 },
+    TlbFlush {
+        pages: i64,
+        reason: i64,
+    },
     /// `vmalloc:alloc_vmap_area`: `addr` is va_start; vstart/vend bound the vmalloc range.
-    AllocVmapArea { addr: u64, size: u64, align: u64, vstart: u64, vend: u64, failed: bool },
+    AllocVmapArea {
+        addr: u64,
+        size: u64,
+        align: u64,
+        vstart: u64,
+        vend: u64,
+        failed: bool,
+    },
     /// `vmalloc:free_vmap_area_noflush`.
-    FreeVmapArea { va_start: u64 },
+    FreeVmapArea {
+        va_start: u64,
+    },
     /// `percpu:percpu_create_chunk`: base address (None when the text hashed it).
-    PercpuCreateChunk { base_addr: Option<u64> },
+    PercpuCreateChunk {
+        base_addr: Option<u64>,
+    },
     /// `percpu:percpu_alloc_percpu`.
-    PercpuAlloc { base_addr: Option<u64>, off: u64, size: u64 },
+    PercpuAlloc {
+        base_addr: Option<u64>,
+        off: u64,
+        size: u64,
+    },
     /// Interrupt entry (`irq_vectors:*_entry`, `irq:irq_handler_entry`, `irq:softirq_entry`).
-    IrqEntry { kind: IrqKind },
+    IrqEntry {
+        kind: IrqKind,
+    },
     /// Interrupt exit.
-    IrqExit { kind: IrqKind },
+    IrqExit {
+        kind: IrqKind,
+    },
     /// A console/printk line (`console` event, field `msg`).
-    Console { msg: &'a str },
+    Console {
+        msg: &'a str,
+    },
     Other,
 }
 
@@ -102,7 +145,10 @@ pub enum IrqKind {
 
 /// The values of `names` in one pass over the fields (text payloads are
 /// split on access: one pass instead of one per name); the first of each.
-fn fields_of<'a, const N: usize>(f: &Fields<'a>, names: [&str; N]) -> [Option<crate::Value<'a>>; N] {
+fn fields_of<'a, const N: usize>(
+    f: &Fields<'a>,
+    names: [&str; N],
+) -> [Option<crate::Value<'a>>; N] {
     let mut out = [None; N];
     for fl in f.iter() {
         if let Some(k) = names.iter().position(|n| *n == fl.name) {
@@ -183,7 +229,8 @@ impl<'a> Modelled<'a> {
             })(),
             K::SchedSwitch => (|| {
                 // One pass over the fields (text fields are decoded on access).
-                let (mut pc, mut pp, mut ppr, mut ps, mut nc, mut np, mut npr) = ("", None, 0, "", "", None, 0);
+                let (mut pc, mut pp, mut ppr, mut ps, mut nc, mut np, mut npr) =
+                    ("", None, 0, "", "", None, 0);
                 for fl in f.iter() {
                     let v = fl.value;
                     match fl.name {
@@ -208,9 +255,22 @@ impl<'a> Modelled<'a> {
                 }))
             })(),
             K::SchedProcessFork => (|| {
-                let [pc, c, pp, p, cc, cp] = fields_of(f, ["parent_comm", "comm", "parent_pid", "pid", "child_comm", "child_pid"]);
+                let [pc, c, pp, p, cc, cp] = fields_of(
+                    f,
+                    [
+                        "parent_comm",
+                        "comm",
+                        "parent_pid",
+                        "pid",
+                        "child_comm",
+                        "child_pid",
+                    ],
+                );
                 Some(Modelled::Fork {
-                    parent_comm: pc.and_then(|v| v.as_str()).or_else(|| c.and_then(|v| v.as_str())).unwrap_or(""),
+                    parent_comm: pc
+                        .and_then(|v| v.as_str())
+                        .or_else(|| c.and_then(|v| v.as_str()))
+                        .unwrap_or(""),
                     parent_pid: i32v(pp).or_else(|| i32v(p))?,
                     child_comm: cc.and_then(|v| v.as_str()).unwrap_or(""),
                     child_pid: i32v(cp)?,
@@ -218,24 +278,39 @@ impl<'a> Modelled<'a> {
             })(),
             K::TaskNewtask => (|| {
                 let [p, c, cf] = fields_of(f, ["pid", "comm", "clone_flags"]);
-                Some(Modelled::NewTask { pid: i32v(p)?, comm: c.and_then(|v| v.as_str()).unwrap_or(""), clone_flags: hex_value(cf?)? })
+                Some(Modelled::NewTask {
+                    pid: i32v(p)?,
+                    comm: c.and_then(|v| v.as_str()).unwrap_or(""),
+                    clone_flags: hex_value(cf?)?,
+                })
             })(),
             K::SchedProcessExec => (|| {
                 let [fl, p, op] = fields_of(f, ["filename", "pid", "old_pid"]);
-                Some(Modelled::Exec { filename: fl.and_then(|v| v.as_str()).unwrap_or(""), pid: i32v(p)?, old_pid: i32v(op).or_else(|| i32v(p))? })
+                Some(Modelled::Exec {
+                    filename: fl.and_then(|v| v.as_str()).unwrap_or(""),
+                    pid: i32v(p)?,
+                    old_pid: i32v(op).or_else(|| i32v(p))?,
+                })
             })(),
-            K::SchedProcessFree => {
-                i32f(f, "pid").map(|pid| Modelled::Free { comm: f.str("comm").unwrap_or(""), pid })
-            }
+            K::SchedProcessFree => i32f(f, "pid").map(|pid| Modelled::Free {
+                comm: f.str("comm").unwrap_or(""),
+                pid,
+            }),
             K::TlbFlush => (|| {
                 let [p, r] = fields_of(f, ["pages", "reason"]);
-                Some(Modelled::TlbFlush { pages: p?.as_i64()?, reason: r?.as_i64()? })
+                Some(Modelled::TlbFlush {
+                    pages: p?.as_i64()?,
+                    reason: r?.as_i64()?,
+                })
             })(),
             K::AllocVmapArea => (|| {
                 // The print format is `va_start: %lu size=...`: text splitters
                 // may hand the first pair over as `va_start` or inside `msg`.
                 let addr = f.u64("addr").or_else(|| f.u64("va_start")).or_else(|| {
-                    f.str("msg")?.trim().strip_prefix("va_start:").and_then(|v| v.trim().parse().ok())
+                    f.str("msg")?
+                        .trim()
+                        .strip_prefix("va_start:")
+                        .and_then(|v| v.trim().parse().ok())
                 })?;
                 Some(Modelled::AllocVmapArea {
                     addr,
@@ -246,11 +321,18 @@ impl<'a> Modelled<'a> {
                     failed: f.i64("failed").unwrap_or(0) != 0,
                 })
             })(),
-            K::PercpuCreateChunk => Some(Modelled::PercpuCreateChunk { base_addr: pointer(f, "base_addr") }),
+            K::PercpuCreateChunk => Some(Modelled::PercpuCreateChunk {
+                base_addr: pointer(f, "base_addr"),
+            }),
             K::Console => f.str("msg").map(|msg| Modelled::Console { msg }),
             K::Other | K::IrqEntry | K::IrqExit | K::VmallocProbe => match ev.name {
-                "sched_process_exit" => i32f(f, "pid").map(|pid| Modelled::Exit { comm: f.str("comm").unwrap_or(""), pid }),
-                "free_vmap_area_noflush" => f.u64("va_start").map(|va_start| Modelled::FreeVmapArea { va_start }),
+                "sched_process_exit" => i32f(f, "pid").map(|pid| Modelled::Exit {
+                    comm: f.str("comm").unwrap_or(""),
+                    pid,
+                }),
+                "free_vmap_area_noflush" => f
+                    .u64("va_start")
+                    .map(|va_start| Modelled::FreeVmapArea { va_start }),
                 "percpu_alloc_percpu" => Some(Modelled::PercpuAlloc {
                     base_addr: pointer(f, "base_addr"),
                     off: f.u64("off").unwrap_or(0),
@@ -265,10 +347,26 @@ impl<'a> Modelled<'a> {
 
 fn irq_kind(system: Option<&str>, name: &str) -> Option<Modelled<'static>> {
     match name {
-        "irq_handler_entry" => return Some(Modelled::IrqEntry { kind: IrqKind::Hard }),
-        "irq_handler_exit" => return Some(Modelled::IrqExit { kind: IrqKind::Hard }),
-        "softirq_entry" => return Some(Modelled::IrqEntry { kind: IrqKind::Soft }),
-        "softirq_exit" => return Some(Modelled::IrqExit { kind: IrqKind::Soft }),
+        "irq_handler_entry" => {
+            return Some(Modelled::IrqEntry {
+                kind: IrqKind::Hard,
+            })
+        }
+        "irq_handler_exit" => {
+            return Some(Modelled::IrqExit {
+                kind: IrqKind::Hard,
+            })
+        }
+        "softirq_entry" => {
+            return Some(Modelled::IrqEntry {
+                kind: IrqKind::Soft,
+            })
+        }
+        "softirq_exit" => {
+            return Some(Modelled::IrqExit {
+                kind: IrqKind::Soft,
+            })
+        }
         _ => {}
     }
     // irq_vectors:*_entry / *_exit (local_timer_entry, reschedule_exit, ...).
@@ -277,11 +375,15 @@ fn irq_kind(system: Option<&str>, name: &str) -> Option<Modelled<'static>> {
     let vector_system = matches!(system, Some("irq_vectors"));
     if let Some(base) = name.strip_suffix("_entry") {
         if vector_system || is_vector(base) {
-            return Some(Modelled::IrqEntry { kind: IrqKind::Hard });
+            return Some(Modelled::IrqEntry {
+                kind: IrqKind::Hard,
+            });
         }
     } else if let Some(base) = name.strip_suffix("_exit") {
         if vector_system || is_vector(base) {
-            return Some(Modelled::IrqExit { kind: IrqKind::Hard });
+            return Some(Modelled::IrqExit {
+                kind: IrqKind::Hard,
+            });
         }
     }
     None

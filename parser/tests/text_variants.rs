@@ -36,7 +36,11 @@ impl Sink for Collect {
             depth: e.ctx.preempt_depth,
             system: e.system.map(String::from),
             name: e.name.to_string(),
-            fields: e.fields.iter().map(|f| (f.name.to_string(), f.value.to_string())).collect(),
+            fields: e
+                .fields
+                .iter()
+                .map(|f| (f.name.to_string(), f.value.to_string()))
+                .collect(),
             instance: e.instance.map(String::from),
             line: e.origin,
         });
@@ -48,7 +52,11 @@ impl Sink for Collect {
 }
 
 fn parse(text: &str) -> (Format, Collect) {
-    let t = Trace::from_input("test".into(), Input::from_bytes("test", text.as_bytes().to_vec()).unwrap()).unwrap();
+    let t = Trace::from_input(
+        "test".into(),
+        Input::from_bytes("test", text.as_bytes().to_vec()).unwrap(),
+    )
+    .unwrap();
     let f = t.format();
     let mut c = Collect::default();
     t.run(&mut c).unwrap();
@@ -56,7 +64,10 @@ fn parse(text: &str) -> (Format, Collect) {
 }
 
 fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 #[test]
@@ -72,14 +83,30 @@ fn tracefs_five_char_flags_with_nmi_context() {
     assert_eq!(fmt, Format::TracefsText);
     assert_eq!(c.evs.len(), 4);
     let e = &c.evs[0];
-    assert_eq!((e.ts, e.cpu, e.pid, e.comm.as_deref()), (608_685_794_000, 3, 4242, Some("perf")));
+    assert_eq!(
+        (e.ts, e.cpu, e.pid, e.comm.as_deref()),
+        (608_685_794_000, 3, 4242, Some("perf"))
+    );
     assert_eq!((e.ctx, e.irqs_off, e.depth), ("nmi", true, Some(1)));
-    assert_eq!(e.fields, f(&[("handler", "perf_event_nmi_handler"), ("delta_ns", "4521"), ("handled", "1")]));
+    assert_eq!(
+        e.fields,
+        f(&[
+            ("handler", "perf_event_nmi_handler"),
+            ("delta_ns", "4521"),
+            ("handled", "1")
+        ])
+    );
     assert_eq!(c.evs[1].ctx, "nmi");
     assert_eq!(c.evs[1].fields[1], ("ip".into(), "__put_user_4".into()));
-    assert_eq!((c.evs[2].ctx, c.evs[2].comm.as_deref()), ("hardirq", Some("<idle>")));
+    assert_eq!(
+        (c.evs[2].ctx, c.evs[2].comm.as_deref()),
+        ("hardirq", Some("<idle>"))
+    );
     // `<...>`: comm unknown
-    assert_eq!((c.evs[3].ctx, c.evs[3].comm.as_deref(), c.evs[3].depth), ("softirq", None, Some(3)));
+    assert_eq!(
+        (c.evs[3].ctx, c.evs[3].comm.as_deref(), c.evs[3].depth),
+        ("softirq", None, Some(3))
+    );
     assert_eq!(c.evs[0].line, Origin::Line(3));
 }
 
@@ -95,9 +122,20 @@ fn tracefs_four_char_flags_and_no_flags_and_tgid() {
     assert_eq!(fmt, Format::TracefsText);
     assert_eq!(c.evs[0].comm.as_deref(), Some("Web Content"));
     assert_eq!(c.evs[0].ctx, "hardirq");
-    assert_eq!((c.evs[1].comm.as_deref(), c.evs[1].pid, c.evs[1].ctx), (Some("kworker/0:1"), 41, "hardirq"));
+    assert_eq!(
+        (c.evs[1].comm.as_deref(), c.evs[1].pid, c.evs[1].ctx),
+        (Some("kworker/0:1"), 41, "hardirq")
+    );
     assert_eq!((c.evs[2].pid, c.evs[2].cpu), (1234, 0));
-    assert_eq!(c.evs[2].fields.iter().find(|x| x.0 == "next_pid").unwrap().1, "0");
+    assert_eq!(
+        c.evs[2]
+            .fields
+            .iter()
+            .find(|x| x.0 == "next_pid")
+            .unwrap()
+            .1,
+        "0"
+    );
     // no flags column: context unknown
     assert_eq!((c.evs[3].ctx, c.evs[3].cpu), ("unknown", 1));
     assert_eq!(c.evs[3].fields, f(&[("pages", "-1"), ("reason", "0")]));
@@ -125,8 +163,22 @@ fn markers_buffer_started_and_lost_events() {
          \x20 a-1 [002] ..... 1.000009: x: a=1\n",
     );
     assert_eq!(c.evs.len(), 2);
-    assert_eq!(c.notices[0], Notice::BufferStarted { cpu: 2, origin: Origin::Line(2) });
-    assert_eq!(c.notices[1], Notice::LostEvents { cpu: 2, count: Some(1234), ts_ns: None, origin: Origin::Line(4) });
+    assert_eq!(
+        c.notices[0],
+        Notice::BufferStarted {
+            cpu: 2,
+            origin: Origin::Line(2)
+        }
+    );
+    assert_eq!(
+        c.notices[1],
+        Notice::LostEvents {
+            cpu: 2,
+            count: Some(1234),
+            ts_ns: None,
+            origin: Origin::Line(4)
+        }
+    );
 }
 
 #[test]
@@ -155,11 +207,36 @@ fn trace_cmd_report_plugins_and_dropped_events() {
             ("next_prio", "120")
         ])
     );
-    assert_eq!(c.evs[1].fields, f(&[("comm", "migration/1"), ("pid", "21"), ("prio", "0"), ("target_cpu", "001")]));
+    assert_eq!(
+        c.evs[1].fields,
+        f(&[
+            ("comm", "migration/1"),
+            ("pid", "21"),
+            ("prio", "0"),
+            ("target_cpu", "001")
+        ])
+    );
     assert_eq!(c.evs[2].fields, f(&[("pages", "0"), ("reason", "0")]));
-    assert_eq!(c.evs[3].fields[5], ("base_addr".into(), "0xffffe8ffffc00000".into()));
-    assert!(matches!(c.notices[0], Notice::LostEvents { cpu: 0, count: Some(1234), .. }));
-    assert!(matches!(c.notices[1], Notice::LostEvents { cpu: 1, count: None, .. }));
+    assert_eq!(
+        c.evs[3].fields[5],
+        ("base_addr".into(), "0xffffe8ffffc00000".into())
+    );
+    assert!(matches!(
+        c.notices[0],
+        Notice::LostEvents {
+            cpu: 0,
+            count: Some(1234),
+            ..
+        }
+    ));
+    assert!(matches!(
+        c.notices[1],
+        Notice::LostEvents {
+            cpu: 1,
+            count: None,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -172,10 +249,20 @@ fn trace_cmd_report_latency_ns_raw_and_instances() {
     );
     assert_eq!(fmt, Format::TraceCmdReport);
     assert_eq!(c.evs.len(), 3);
-    assert_eq!((c.evs[0].cpu, c.evs[0].ctx, c.evs[0].ts), (0, "task", 123_456_789_123));
+    assert_eq!(
+        (c.evs[0].cpu, c.evs[0].ctx, c.evs[0].ts),
+        (0, "task", 123_456_789_123)
+    );
     assert_eq!((c.evs[1].cpu, c.evs[1].ctx), (3, "hardirq"));
     assert_eq!(c.evs[1].fields, f(&[("reason", "0"), ("pages", "-1")]));
-    assert_eq!((c.evs[2].instance.as_deref(), c.evs[2].comm.as_deref(), c.evs[2].cpu), (Some("foo"), Some("bash"), 2));
+    assert_eq!(
+        (
+            c.evs[2].instance.as_deref(),
+            c.evs[2].comm.as_deref(),
+            c.evs[2].cpu
+        ),
+        (Some("foo"), Some("bash"), 2)
+    );
 }
 
 #[test]
@@ -188,9 +275,19 @@ fn perf_script_with_and_without_tid() {
     );
     assert_eq!(fmt, Format::PerfScript);
     assert_eq!(c.evs.len(), 4);
-    assert_eq!((c.evs[0].system.as_deref(), c.evs[0].name.as_str(), c.evs[0].pid), (Some("sched"), "sched_wakeup", 13099));
+    assert_eq!(
+        (
+            c.evs[0].system.as_deref(),
+            c.evs[0].name.as_str(),
+            c.evs[0].pid
+        ),
+        (Some("sched"), "sched_wakeup", 13099)
+    );
     // PID/TID: the tracer's pid is the thread
-    assert_eq!((c.evs[1].comm.as_deref(), c.evs[1].pid), (Some("Web Content"), 2712));
+    assert_eq!(
+        (c.evs[1].comm.as_deref(), c.evs[1].pid),
+        (Some("Web Content"), 2712)
+    );
     assert_eq!(c.evs[2].fields, f(&[("pages", "0"), ("reason", "0")]));
     assert_eq!(c.evs[3].fields[1], ("delta_ns".into(), "1234".into()));
     assert!(c.evs.iter().all(|e| e.ctx == "unknown"));
@@ -205,10 +302,19 @@ fn syscall_and_function_tracer_lines() {
          \x20  bash-1  [000] ....   395.705682: do_sys_open <-sys_open\n",
     );
     assert_eq!(c.evs[0].name, "sys_enter_ioctl");
-    assert_eq!(c.evs[0].fields, f(&[("fd", "0xff"), ("cmd", "0x5410"), ("arg", "0x7ffe0babe8fc")]));
-    assert_eq!((c.evs[1].name.as_str(), c.evs[1].fields.clone()), ("sys_exit_ioctl", f(&[("ret", "0x0")])));
+    assert_eq!(
+        c.evs[0].fields,
+        f(&[("fd", "0xff"), ("cmd", "0x5410"), ("arg", "0x7ffe0babe8fc")])
+    );
+    assert_eq!(
+        (c.evs[1].name.as_str(), c.evs[1].fields.clone()),
+        ("sys_exit_ioctl", f(&[("ret", "0x0")]))
+    );
     assert_eq!(c.evs[2].name, "function");
-    assert_eq!(c.evs[2].fields, f(&[("ip", "do_sys_open"), ("parent_ip", "sys_open")]));
+    assert_eq!(
+        c.evs[2].fields,
+        f(&[("ip", "do_sys_open"), ("parent_ip", "sys_open")])
+    );
 }
 
 #[test]
@@ -217,7 +323,14 @@ fn events_span_many_chunks_in_file_order() {
     let mut s = String::from("# tracer: nop\n");
     let n = 40_000;
     for i in 0..n {
-        s.push_str(&format!("  t-{} [{:03}] ..... {}.{:06}: x: seq={}\n", i % 50, i % 3, 1 + i / 1_000_000, i % 1_000_000, i));
+        s.push_str(&format!(
+            "  t-{} [{:03}] ..... {}.{:06}: x: seq={}\n",
+            i % 50,
+            i % 3,
+            1 + i / 1_000_000,
+            i % 1_000_000,
+            i
+        ));
     }
     let (_, c) = parse(&s);
     assert_eq!(c.evs.len(), n);

@@ -25,7 +25,13 @@ fn countable_kind(k: EventKind) -> bool {
 impl Sink for All {
     fn event(&mut self, ev: &Event<'_>) -> Flow {
         let plain = ev.ctx.known && !ev.ctx.nmi && !ev.ctx.hardirq;
-        self.seen.push((ev.cpu, ev.pid, countable_kind(ev.kind), plain, ev.name.to_string()));
+        self.seen.push((
+            ev.cpu,
+            ev.pid,
+            countable_kind(ev.kind),
+            plain,
+            ev.name.to_string(),
+        ));
         let (lo, hi) = self.span.unwrap_or((u64::MAX, 0));
         self.span = Some((lo.min(ev.ts_ns), hi.max(ev.ts_ns)));
         CONTINUE
@@ -37,12 +43,18 @@ impl Sink for All {
     fn counted(&mut self, c: &Counted<'_>) {
         *self.counted.entry((c.cpu, c.name.to_string())).or_default() += c.count;
         let (lo, hi) = self.span.unwrap();
-        assert!(c.first_ts_ns >= lo && c.last_ts_ns <= hi && c.first_ts_ns <= c.last_ts_ns, "{c:?}");
+        assert!(
+            c.first_ts_ns >= lo && c.last_ts_ns <= hi && c.first_ts_ns <= c.last_ts_ns,
+            "{c:?}"
+        );
     }
 }
 
 fn read(path: &PathBuf, countable: bool) -> All {
-    let mut s = All { countable, ..Default::default() };
+    let mut s = All {
+        countable,
+        ..Default::default()
+    };
     let mut t = Trace::open(path).unwrap();
     t.threads = Some(2);
     t.run(&mut s).unwrap();
@@ -52,13 +64,18 @@ fn read(path: &PathBuf, countable: bool) -> All {
 #[test]
 #[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
 fn counted_events_are_the_ones_that_tell_nothing_new() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/real/gcc-medium/trace.dat");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/traces/real/gcc-medium/trace.dat");
     let all = read(&path, false);
     let some = read(&path, true);
     assert!(all.counted.is_empty());
     let counted: u64 = some.counted.values().sum();
     assert_eq!(some.seen.len() as u64 + counted, all.seen.len() as u64);
-    assert!(counted * 2 > all.seen.len() as u64, "only {counted} of {} counted", all.seen.len());
+    assert!(
+        counted * 2 > all.seen.len() as u64,
+        "only {counted} of {} counted",
+        all.seen.len()
+    );
     // Per CPU and name, delivered + counted = all.
     let tally = |v: &[(u32, i32, bool, bool, String)]| {
         let mut m: BTreeMap<(u32, String), u64> = BTreeMap::new();
@@ -89,7 +106,10 @@ fn counted_events_are_the_ones_that_tell_nothing_new() {
     }
     let mut delivered: BTreeMap<u32, Vec<(i32, String)>> = BTreeMap::new();
     for (cpu, pid, _, _, name) in &some.seen {
-        delivered.entry(*cpu).or_default().push((*pid, name.clone()));
+        delivered
+            .entry(*cpu)
+            .or_default()
+            .push((*pid, name.clone()));
     }
     for (cpu, (keep, _)) in cpus {
         assert_eq!(delivered.get(&cpu), Some(&keep), "CPU {cpu}");

@@ -41,7 +41,10 @@ fn regenerate_oracle() {
     std::fs::create_dir_all(data_dir()).unwrap();
     for (name, path) in files() {
         let report = trace_cmd_report(&path);
-        let lines: Vec<&str> = report.lines().filter(|l| parse_oracle_line(l).is_some()).collect();
+        let lines: Vec<&str> = report
+            .lines()
+            .filter(|l| parse_oracle_line(l).is_some())
+            .collect();
         let evs: Vec<OracleEvent> = lines.iter().filter_map(|l| parse_oracle_line(l)).collect();
         let (n, h) = header_hash(evs.iter().map(|e| (e.ts_ns, e.cpu, e.pid, e.name.as_str())));
         let mut out = format!("events {n} fnv {h:016x}\n");
@@ -78,19 +81,48 @@ fn matches_committed_oracle() {
         let summary: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
         let n: u64 = summary[1].parse().unwrap();
         let h = u64::from_str_radix(summary[3], 16).unwrap();
-        let first: usize = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-        let head: Vec<OracleEvent> = (&mut lines).take(first).map(|l| parse_oracle_line(l).unwrap()).collect();
-        let last: usize = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-        let tail: Vec<OracleEvent> = (&mut lines).take(last).map(|l| parse_oracle_line(l).unwrap()).collect();
+        let first: usize = lines
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let head: Vec<OracleEvent> = (&mut lines)
+            .take(first)
+            .map(|l| parse_oracle_line(l).unwrap())
+            .collect();
+        let last: usize = lines
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let tail: Vec<OracleEvent> = (&mut lines)
+            .take(last)
+            .map(|l| parse_oracle_line(l).unwrap())
+            .collect();
 
         let mine = decode(&path, None);
-        let (mn, mh) = header_hash(mine.events.iter().map(|e| (e.ts_ns, e.cpu, e.pid, e.name.as_str())));
+        let (mn, mh) = header_hash(
+            mine.events
+                .iter()
+                .map(|e| (e.ts_ns, e.cpu, e.pid, e.name.as_str())),
+        );
         assert_eq!(mn, n, "{name}: event count");
         assert_eq!(mh, h, "{name}: hash of every event's ts/cpu/pid/name");
         let hex = hex_field_table(&path);
         let hexf = |e: &str, f: &str| hex.contains(&(e.to_string(), f.to_string()));
         let tail_mine = &mine.events[mine.events.len() - tail.len()..];
-        for (m, o) in mine.events.iter().zip(&head).chain(tail_mine.iter().zip(&tail)) {
+        for (m, o) in mine
+            .events
+            .iter()
+            .zip(&head)
+            .chain(tail_mine.iter().zip(&tail))
+        {
             if let Err(e) = compare(m, o, &hexf) {
                 panic!("{name}: {e}");
             }

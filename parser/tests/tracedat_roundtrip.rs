@@ -17,8 +17,19 @@ fn roundtrip(src: &std::path::Path, opts: WriterOptions, tag: &str) {
     let oracle = parse_report(&report);
     let hex = hex_field_table(&out);
     let hexf = |e: &str, f: &str| hex.contains(&(e.to_string(), f.to_string()));
-    assert_eq!(stats.events as usize, mine.events.len(), "{}: all events written ({:?})", src.display(), stats.skipped);
-    assert_eq!(oracle.len(), mine.events.len(), "{} [{tag}]: trace-cmd reads back every event", src.display());
+    assert_eq!(
+        stats.events as usize,
+        mine.events.len(),
+        "{}: all events written ({:?})",
+        src.display(),
+        stats.skipped
+    );
+    assert_eq!(
+        oracle.len(),
+        mine.events.len(),
+        "{} [{tag}]: trace-cmd reads back every event",
+        src.display()
+    );
     let mut n = 0;
     for (i, (m, o)) in mine.events.iter().zip(&oracle).enumerate() {
         match compare(m, o, &hexf) {
@@ -30,14 +41,31 @@ fn roundtrip(src: &std::path::Path, opts: WriterOptions, tag: &str) {
     let back = decode(&out, None);
     assert_eq!(back.events.len(), mine.events.len());
     for (a, b) in mine.events.iter().zip(&back.events) {
-        assert_eq!((a.ts_ns, a.cpu, a.pid, &a.name, a.flags), (b.ts_ns, b.cpu, b.pid, &b.name, b.flags));
-        assert_eq!(a.fields, b.fields, "{} [{tag}] fields of {}", src.display(), a.name);
+        assert_eq!(
+            (a.ts_ns, a.cpu, a.pid, &a.name, a.flags),
+            (b.ts_ns, b.cpu, b.pid, &b.name, b.flags)
+        );
+        assert_eq!(
+            a.fields,
+            b.fields,
+            "{} [{tag}] fields of {}",
+            src.display(),
+            a.name
+        );
     }
-    eprintln!("{} [{tag}]: {} events, {n} numeric fields equal, {} bytes", src.display(), oracle.len(), stats.bytes);
+    eprintln!(
+        "{} [{tag}]: {} events, {n} numeric fields equal, {} bytes",
+        src.display(),
+        oracle.len(),
+        stats.bytes
+    );
     let _ = std::fs::remove_file(&out);
 }
 
-#[cfg_attr(not(trace_cmd), ignore = "trace-cmd is not installed (scripts/setup.sh installs it)")]
+#[cfg_attr(
+    not(trace_cmd),
+    ignore = "trace-cmd is not installed (scripts/setup.sh installs it)"
+)]
 #[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
 #[test]
 fn shared_trace_dat_round_trip() {
@@ -48,8 +76,22 @@ fn shared_trace_dat_round_trip() {
     for (name, p) in shared_dat_files() {
         roundtrip(&p, WriterOptions::default(), &format!("{name}-v7zstd"));
         if name.starts_with("real__shell") || name.contains("trappy__trace.dat") {
-            roundtrip(&p, WriterOptions { compression: Compression::None, ..Default::default() }, &format!("{name}-v7none"));
-            roundtrip(&p, WriterOptions { version: 6, ..Default::default() }, &format!("{name}-v6"));
+            roundtrip(
+                &p,
+                WriterOptions {
+                    compression: Compression::None,
+                    ..Default::default()
+                },
+                &format!("{name}-v7none"),
+            );
+            roundtrip(
+                &p,
+                WriterOptions {
+                    version: 6,
+                    ..Default::default()
+                },
+                &format!("{name}-v6"),
+            );
         }
     }
 }
@@ -59,7 +101,10 @@ fn shared_trace_dat_round_trip() {
 /// the source (timestamp, cpu, pid, name as a multiset; values as nmitrace
 /// reads the converted file), and trace-cmd agrees with nmitrace on every
 /// numeric field of the converted file.
-#[cfg_attr(not(trace_cmd), ignore = "trace-cmd is not installed (scripts/setup.sh installs it)")]
+#[cfg_attr(
+    not(trace_cmd),
+    ignore = "trace-cmd is not installed (scripts/setup.sh installs it)"
+)]
 #[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
 #[test]
 fn shared_text_traces_round_trip() {
@@ -69,7 +114,13 @@ fn shared_text_traces_round_trip() {
     }
     let root = shared_traces().unwrap();
     let mut files = Vec::new();
-    for dir in ["real/shell-python", "real/gcc-medium", "public/lisa", "public/trappy", "public/tracecompass"] {
+    for dir in [
+        "real/shell-python",
+        "real/gcc-medium",
+        "public/lisa",
+        "public/trappy",
+        "public/tracecompass",
+    ] {
         for e in std::fs::read_dir(root.join(dir)).unwrap() {
             let p = e.unwrap().path();
             let n = p.file_name().unwrap().to_string_lossy().to_string();
@@ -92,7 +143,12 @@ fn shared_text_traces_round_trip() {
         let report = trace_cmd_report(&out);
         let oracle = parse_report(&report);
         assert_eq!(back.events.len() as u64, stats.events, "{}", src.display());
-        assert_eq!(oracle.len(), back.events.len(), "{}: trace-cmd reads every written event", src.display());
+        assert_eq!(
+            oracle.len(),
+            back.events.len(),
+            "{}: trace-cmd reads every written event",
+            src.display()
+        );
         let hex = hex_field_table(&out);
         let hexf = |e: &str, f: &str| hex.contains(&(e.to_string(), f.to_string()));
         for (i, (m, o)) in back.events.iter().zip(&oracle).enumerate() {
@@ -100,14 +156,48 @@ fn shared_text_traces_round_trip() {
                 panic!("{} event {i}: {e}", src.display());
             }
         }
-        let written: std::collections::HashSet<&str> = back.events.iter().map(|e| e.name.as_str()).collect();
-        let mut a: Vec<(u64, u32, i32, &str)> = source.events.iter().filter(|e| written.contains(e.name.as_str())).map(|e| (e.ts_ns, e.cpu, e.pid, e.name.as_str())).collect();
-        let mut b: Vec<(u64, u32, i32, &str)> = oracle.iter().map(|e| (e.ts_ns, e.cpu, e.pid, e.name.as_str())).collect();
+        let written: std::collections::HashSet<&str> =
+            back.events.iter().map(|e| e.name.as_str()).collect();
+        let mut a: Vec<(u64, u32, i32, &str)> = source
+            .events
+            .iter()
+            .filter(|e| written.contains(e.name.as_str()))
+            .map(|e| (e.ts_ns, e.cpu, e.pid, e.name.as_str()))
+            .collect();
+        let mut b: Vec<(u64, u32, i32, &str)> = oracle
+            .iter()
+            .map(|e| (e.ts_ns, e.cpu, e.pid, e.name.as_str()))
+            .collect();
         a.sort();
         b.sort();
-        assert_eq!(a.len() as u64 + stats.skipped.values().sum::<u64>(), source.events.len() as u64 - source.events.iter().filter(|e| !written.contains(e.name.as_str()) && !stats.skipped.keys().any(|k| k.ends_with(&format!(":{}", e.name)))).count() as u64, "{}: every source event written or counted as skipped", src.display());
-        assert!(a == b, "{}: trace-cmd's events differ from the source's modelled events", src.display());
-        eprintln!("{}: {} events written, {} skipped ({} kinds), unencodable values {:?}", src.display(), stats.events, stats.skipped.values().sum::<u64>(), stats.skipped.len(), stats.unencodable);
+        assert_eq!(
+            a.len() as u64 + stats.skipped.values().sum::<u64>(),
+            source.events.len() as u64
+                - source
+                    .events
+                    .iter()
+                    .filter(|e| !written.contains(e.name.as_str())
+                        && !stats
+                            .skipped
+                            .keys()
+                            .any(|k| k.ends_with(&format!(":{}", e.name))))
+                    .count() as u64,
+            "{}: every source event written or counted as skipped",
+            src.display()
+        );
+        assert!(
+            a == b,
+            "{}: trace-cmd's events differ from the source's modelled events",
+            src.display()
+        );
+        eprintln!(
+            "{}: {} events written, {} skipped ({} kinds), unencodable values {:?}",
+            src.display(),
+            stats.events,
+            stats.skipped.values().sum::<u64>(),
+            stats.skipped.len(),
+            stats.unencodable
+        );
         let _ = std::fs::remove_file(&out);
     }
 }

@@ -17,7 +17,12 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver};
 
-create_exception!(_native, TraceError, PyValueError, "A trace nmitrace cannot read (the message names the file and what was wrong).");
+create_exception!(
+    _native,
+    TraceError,
+    PyValueError,
+    "A trace nmitrace cannot read (the message names the file and what was wrong)."
+);
 
 /// Run `f` with the GIL released; an error or a panic becomes a TraceError.
 fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, String> + Send) -> PyResult<T> {
@@ -26,29 +31,48 @@ fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, String> + Sen
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(TraceError::new_err(e)),
         Err(p) => {
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-            Err(TraceError::new_err(format!("internal error in nmitrace (a bug; please report it with the input): {msg}")))
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(TraceError::new_err(format!(
+                "internal error in nmitrace (a bug; please report it with the input): {msg}"
+            )))
         }
     }
 }
 
 fn config(kernel: Option<String>, arch: Option<String>, b2b_threshold_ns: u64) -> PyResult<Config> {
     if let Some(k) = &kernel {
-        nmitrace_replay::kernel_model::check_kernel(k).map_err(|e| PyValueError::new_err(format!("kernel={k:?}: {e}")))?;
+        nmitrace_replay::kernel_model::check_kernel(k)
+            .map_err(|e| PyValueError::new_err(format!("kernel={k:?}: {e}")))?;
     }
     if let Some(a) = &arch {
         const ARCHES: [&str; 4] = ["x86_64", "x86_64-5level", "x86_32", "x86_32-pae"];
         if !ARCHES.contains(&a.as_str()) {
-            return Err(PyValueError::new_err(format!("arch={a:?}: not one of {}", ARCHES.join(", "))));
+            return Err(PyValueError::new_err(format!(
+                "arch={a:?}: not one of {}",
+                ARCHES.join(", ")
+            )));
         }
     }
-    Ok(Config { kernel, arch, b2b_threshold_ns })
+    Ok(Config {
+        kernel,
+        arch,
+        b2b_threshold_ns,
+    })
 }
 
 /// What `nmitrace analyze` runs, without its progress line.
-fn analysis(path: &std::path::Path, config: &Config, threads: Option<usize>) -> Result<Analysis, String> {
+fn analysis(
+    path: &std::path::Path,
+    config: &Config,
+    threads: Option<usize>,
+) -> Result<Analysis, String> {
     let t = Trace::open(path).map_err(|e| e.to_string())?;
-    nmitrace_cli::analyze::analyze_trace(t, config, threads, false, None).map_err(|e| format!("{e:#}"))
+    nmitrace_cli::analyze::analyze_trace(t, config, threads, false, None)
+        .map_err(|e| format!("{e:#}"))
 }
 
 fn ipc(mut df: DataFrame) -> Result<Vec<u8>, String> {
@@ -58,7 +82,14 @@ fn ipc(mut df: DataFrame) -> Result<Vec<u8>, String> {
 /// The `analyze --format json` document of one trace, as JSON text.
 #[pyfunction]
 #[pyo3(signature = (path, kernel=None, arch=None, b2b_threshold_ns=DEFAULT_B2B_THRESHOLD_NS, threads=None))]
-fn analyze_json(py: Python<'_>, path: PathBuf, kernel: Option<String>, arch: Option<String>, b2b_threshold_ns: u64, threads: Option<usize>) -> PyResult<String> {
+fn analyze_json(
+    py: Python<'_>,
+    path: PathBuf,
+    kernel: Option<String>,
+    arch: Option<String>,
+    b2b_threshold_ns: u64,
+    threads: Option<usize>,
+) -> PyResult<String> {
     let cfg = config(kernel, arch, b2b_threshold_ns)?;
     detached(py, || {
         let a = analysis(&path, &cfg, threads)?;
@@ -82,17 +113,27 @@ fn analyze_tables(
         let a = analysis(&path, &cfg, threads)?;
         let json = serde_json::to_string_pretty(&a.report).map_err(|e| e.to_string())?;
         let nmis = ipc(tables::nmi_instances_df(&a).map_err(|e| e.to_string())?)?;
-        let rows = a.report.findings.iter().map(|f| (a.report.input.path.as_str(), f));
+        let rows = a
+            .report
+            .findings
+            .iter()
+            .map(|f| (a.report.input.path.as_str(), f));
         let findings = ipc(tables::findings_df(rows).map_err(|e| e.to_string())?)?;
         Ok((json, nmis, findings))
     })?;
-    Ok((json, PyBytes::new(py, &nmis).unbind(), PyBytes::new(py, &findings).unbind()))
+    Ok((
+        json,
+        PyBytes::new(py, &nmis).unbind(),
+        PyBytes::new(py, &findings).unbind(),
+    ))
 }
 
 /// The events table's schema, as an empty Arrow IPC stream.
 #[pyfunction]
 fn events_schema(py: Python<'_>) -> PyResult<Py<PyBytes>> {
-    let b = detached(py, || ipc(DataFrame::empty_with_schema(&tables::events_schema())))?;
+    let b = detached(py, || {
+        ipc(DataFrame::empty_with_schema(&tables::events_schema()))
+    })?;
     Ok(PyBytes::new(py, &b).unbind())
 }
 
@@ -155,7 +196,9 @@ impl EventStream {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
         let taken = self.rx.lock().ok().and_then(|mut g| g.take());
-        let Some(rx) = taken else { return Err(PyStopIteration::new_err(())) };
+        let Some(rx) = taken else {
+            return Err(PyStopIteration::new_err(()));
+        };
         let (rx, got) = py.allow_threads(move || {
             let got = rx.recv();
             (rx, got)
@@ -189,7 +232,12 @@ impl EventStream {
 
 #[pyfunction]
 #[pyo3(signature = (path, names=None, threads=None))]
-fn events_stream(py: Python<'_>, path: PathBuf, names: Option<Vec<String>>, threads: Option<usize>) -> PyResult<EventStream> {
+fn events_stream(
+    py: Python<'_>,
+    path: PathBuf,
+    names: Option<Vec<String>>,
+    threads: Option<usize>,
+) -> PyResult<EventStream> {
     // Opened here, so that a missing or unreadable file raises at once.
     let mut trace = detached(py, || Trace::open(&path).map_err(|e| e.to_string()))?;
     trace.threads = threads;
@@ -217,7 +265,10 @@ fn events_stream(py: Python<'_>, path: PathBuf, names: Option<Vec<String>>, thre
             }
         })
         .map_err(|e| TraceError::new_err(format!("cannot start the decoding thread: {e}")))?;
-    Ok(EventStream { rx: std::sync::Mutex::new(Some(rx)), warnings })
+    Ok(EventStream {
+        rx: std::sync::Mutex::new(Some(rx)),
+        warnings,
+    })
 }
 
 /// The files under `paths` as `nmitrace batch` walks them (each once, by
@@ -226,13 +277,21 @@ fn events_stream(py: Python<'_>, path: PathBuf, names: Option<Vec<String>>, thre
 fn walk(py: Python<'_>, paths: Vec<PathBuf>) -> PyResult<(Vec<String>, Vec<(String, String)>)> {
     detached(py, || {
         let w = batch::walk(&paths).map_err(|e| format!("{e:#}"))?;
-        Ok((w.files.iter().map(|p| p.display().to_string()).collect(), w.skipped))
+        Ok((
+            w.files.iter().map(|p| p.display().to_string()).collect(),
+            w.skipped,
+        ))
     })
 }
 
 fn part_summary(b: &Batch) -> (usize, usize, usize, u64) {
     let failed = b.results.iter().filter(|r| r.status != "ok").count();
-    (b.results.len(), failed, b.skipped.len(), b.results.iter().map(|r| r.events).sum())
+    (
+        b.results.len(),
+        failed,
+        b.skipped.len(),
+        b.results.iter().map(|r| r.events).sum(),
+    )
 }
 
 /// Analyse `files` as one shard of a fleet and write its tables into `out`
@@ -255,8 +314,15 @@ fn batch_part(
     detached(py, || {
         let t0 = std::time::Instant::now();
         let opts = Options::new(jobs, threads, cfg, timeout, false);
-        let (results, not_traces) = batch::analyse_files(&files, &opts).map_err(|e| format!("{e:#}"))?;
-        let b = Batch::new(results, not_traces, Vec::new(), t0.elapsed().as_secs_f64(), opts.jobs);
+        let (results, not_traces) =
+            batch::analyse_files(&files, &opts).map_err(|e| format!("{e:#}"))?;
+        let b = Batch::new(
+            results,
+            not_traces,
+            Vec::new(),
+            t0.elapsed().as_secs_f64(),
+            opts.jobs,
+        );
         batch::write_part(&out, &b).map_err(|e| format!("{e:#}"))?;
         Ok(part_summary(&b))
     })
@@ -265,9 +331,17 @@ fn batch_part(
 /// A part in which every one of `files` failed with `reason` (a shard whose
 /// workers kept dying): the traces keep their rows.
 #[pyfunction]
-fn failed_part(py: Python<'_>, files: Vec<String>, out: PathBuf, reason: String) -> PyResult<(usize, usize, usize, u64)> {
+fn failed_part(
+    py: Python<'_>,
+    files: Vec<String>,
+    out: PathBuf,
+    reason: String,
+) -> PyResult<(usize, usize, usize, u64)> {
     detached(py, || {
-        let results: Vec<TraceResult> = files.into_iter().map(|f| TraceResult::failed(f, String::new(), reason.clone(), 0.0)).collect();
+        let results: Vec<TraceResult> = files
+            .into_iter()
+            .map(|f| TraceResult::failed(f, String::new(), reason.clone(), 0.0))
+            .collect();
         let b = Batch::new(results, Vec::new(), Vec::new(), 0.0, 1);
         batch::write_part(&out, &b).map_err(|e| format!("{e:#}"))?;
         Ok(part_summary(&b))
@@ -278,13 +352,20 @@ fn failed_part(py: Python<'_>, files: Vec<String>, out: PathBuf, reason: String)
 /// caller's walk skipped: (the summary text, the exit status).
 #[pyfunction]
 #[pyo3(signature = (parts, out, baseline=None, walk_skipped=Vec::new()))]
-fn merge(py: Python<'_>, parts: Vec<PathBuf>, out: PathBuf, baseline: Option<PathBuf>, walk_skipped: Vec<(String, String)>) -> PyResult<(String, u8)> {
+fn merge(
+    py: Python<'_>,
+    parts: Vec<PathBuf>,
+    out: PathBuf,
+    baseline: Option<PathBuf>,
+    walk_skipped: Vec<(String, String)>,
+) -> PyResult<(String, u8)> {
     detached(py, || {
         let base = match &baseline {
             Some(d) => Some(nmitrace_analyses::regression::read_baseline(d)?),
             None => None,
         };
-        nmitrace_cli::merge::merge(&parts, &out, base.as_ref(), walk_skipped).map_err(|e| format!("{e:#}"))
+        nmitrace_cli::merge::merge(&parts, &out, base.as_ref(), walk_skipped)
+            .map_err(|e| format!("{e:#}"))
     })
 }
 

@@ -146,7 +146,11 @@ impl CapturedLine {
             return Some(r.clone());
         }
         if let Some((format, endian)) = &self.record {
-            let fields = RecordFields { format, data: &self.record_data, endian: *endian };
+            let fields = RecordFields {
+                format,
+                data: &self.record_data,
+                endian: *endian,
+            };
             let ev = Event {
                 ts_ns: self.ts_ns,
                 cpu: self.cpu,

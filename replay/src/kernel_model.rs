@@ -63,7 +63,8 @@ impl ModelSource {
 }
 
 /// The accepted forms of `--kernel`, for usage errors.
-pub const KERNEL_FORMS: &str = "a kernel release: MAJOR.MINOR[.PATCH][-suffix], e.g. 2.6.35, 5.8, 6.18.44-1-default";
+pub const KERNEL_FORMS: &str =
+    "a kernel release: MAJOR.MINOR[.PATCH][-suffix], e.g. 2.6.35, 5.8, 6.18.44-1-default";
 
 /// Check a `--kernel` value.
 pub fn check_kernel(s: &str) -> Result<(), String> {
@@ -162,13 +163,25 @@ impl KernelModel {
             v
         });
         let (version, version_text, source) = match (cli_v, trace_v) {
-            (Some(v), _) => (v, cli_kernel.unwrap().trim().to_string(), ModelSource::CommandLine),
-            (None, Some(v)) => (v, trace_kernel.unwrap().trim().to_string(), ModelSource::Trace),
+            (Some(v), _) => (
+                v,
+                cli_kernel.unwrap().trim().to_string(),
+                ModelSource::CommandLine,
+            ),
+            (None, Some(v)) => (
+                v,
+                trace_kernel.unwrap().trim().to_string(),
+                ModelSource::Trace,
+            ),
             (None, None) => {
                 notes.push(format!(
                     "kernel version unknown (the trace does not say; use --kernel): assuming a current kernel ({DEFAULT_KERNEL})"
                 ));
-                (parse_version(DEFAULT_KERNEL).unwrap(), DEFAULT_KERNEL.to_string(), ModelSource::Default)
+                (
+                    parse_version(DEFAULT_KERNEL).unwrap(),
+                    DEFAULT_KERNEL.to_string(),
+                    ModelSource::Default,
+                )
             }
         };
         let mut foreign_arch = None;
@@ -306,9 +319,15 @@ mod tests {
     #[test]
     fn eras() {
         let m = KernelModel::choose(None, None, Some("2.6.35"), Some("x86_64"));
-        assert!(m.nested_nmi_corrupts_stack && m.lazy_vmalloc_faults && m.vmalloc_fault_uses_active_mm);
+        assert!(
+            m.nested_nmi_corrupts_stack && m.lazy_vmalloc_faults && m.vmalloc_fault_uses_active_mm
+        );
         let m = KernelModel::choose(None, None, Some("4.19"), None);
-        assert!(!m.nested_nmi_corrupts_stack && m.lazy_vmalloc_faults && !m.vmalloc_fault_uses_active_mm);
+        assert!(
+            !m.nested_nmi_corrupts_stack
+                && m.lazy_vmalloc_faults
+                && !m.vmalloc_fault_uses_active_mm
+        );
         let m = KernelModel::choose(Some("6.18.4"), Some("x86_64"), None, None);
         assert!(!m.lazy_vmalloc_faults && !m.what_if && m.source == ModelSource::Trace);
         let m = KernelModel::choose(Some("6.18.4"), Some("x86_64"), Some("2.6.35"), None);
@@ -321,18 +340,29 @@ mod tests {
         let m = KernelModel::choose(None, None, Some("4.4"), Some("x86_32-pae"));
         assert!(!m.lazy_vmalloc_faults && !m.vmalloc_fault_handled && !m.nested_nmi_corrupts_stack);
         // vmalloc_fault via current->active_mm up to 4.7 (4.7.4 fault.c:442), via cr3 from 4.8.
-        assert!(KernelModel::choose(None, None, Some("4.7.4"), Some("x86_64")).vmalloc_fault_uses_active_mm);
-        assert!(!KernelModel::choose(None, None, Some("4.8"), Some("x86_64")).vmalloc_fault_uses_active_mm);
+        assert!(
+            KernelModel::choose(None, None, Some("4.7.4"), Some("x86_64"))
+                .vmalloc_fault_uses_active_mm
+        );
+        assert!(
+            !KernelModel::choose(None, None, Some("4.8"), Some("x86_64"))
+                .vmalloc_fault_uses_active_mm
+        );
         // 5.8 removed vmalloc faulting for every x86, 5-level included.
         for a in ["x86_64", "x86_64-la57", "x86_32"] {
             let m = KernelModel::choose(None, None, Some("5.8"), Some(a));
             assert!(!m.lazy_vmalloc_faults && !m.vmalloc_fault_handled, "{a}");
-            assert!(KernelModel::choose(None, None, Some("5.7"), Some(a)).lazy_vmalloc_faults, "{a}");
+            assert!(
+                KernelModel::choose(None, None, Some("5.7"), Some(a)).lazy_vmalloc_faults,
+                "{a}"
+            );
         }
         // x86_32 got vmalloc_fault back for a race in 5.9 (4819e15f740e) and 5.8.8.
         let m = KernelModel::choose(None, None, Some("5.9"), Some("x86_32"));
         assert!(!m.lazy_vmalloc_faults && m.vmalloc_fault_handled);
-        assert!(!KernelModel::choose(None, None, Some("5.9"), Some("x86_64")).vmalloc_fault_handled);
+        assert!(
+            !KernelModel::choose(None, None, Some("5.9"), Some("x86_64")).vmalloc_fault_handled
+        );
         // The ftrace NMI flag (TRACE_FLAG_NMI) from 4.6.
         assert!(!KernelModel::choose(None, None, Some("4.5"), None).ftrace_nmi_flag);
         assert!(KernelModel::choose(None, None, Some("4.6"), None).ftrace_nmi_flag);

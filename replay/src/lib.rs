@@ -68,7 +68,10 @@ pub enum Outcome {
     /// A new vmalloc top-level entry appeared (index into `vmalloc.opened`).
     EntryOpened(usize),
     /// cr3 was loaded with an mm that lacks entries opened during the trace.
-    ExposedLoad { mm: MmId, lacking: EntrySet },
+    ExposedLoad {
+        mm: MmId,
+        lacking: EntrySet,
+    },
     /// A switch window opened (reason-0 flush after sched_switch, or the fallback).
     WindowOpened,
     /// A reason-0 flush that is not a switch (exec's activate_mm, use_mm).
@@ -144,7 +147,9 @@ impl Replay {
     #[inline]
     pub fn touch(&mut self, ev: &Event<'_>) {
         let nmi_flag = self.model.ftrace_nmi_flag;
-        let Some(mut c) = self.cpu_slot(ev.cpu) else { return };
+        let Some(mut c) = self.cpu_slot(ev.cpu) else {
+            return;
+        };
         if c.window.phase != Phase::Idle {
             if ev.pid == c.window.next_pid {
                 let flushed = c.window.phase == Phase::Open;
@@ -176,7 +181,11 @@ impl Replay {
     #[inline]
     pub fn flush_matters(&mut self, ev: &Event<'_>) -> bool {
         self.tlb_flush_seen = true;
-        ev.pid == 0 || self.cpus.get(ev.cpu as usize).is_some_and(|c| c.window.phase != Phase::Idle)
+        ev.pid == 0
+            || self
+                .cpus
+                .get(ev.cpu as usize)
+                .is_some_and(|c| c.window.phase != Phase::Idle)
     }
 
     /// Apply a modelled event (call [`Replay::touch`] first).
@@ -189,14 +198,21 @@ impl Replay {
                 self.tlb_flush_seen = true;
                 Outcome::Nothing
             }
-            Modelled::NewTask { pid, clone_flags, .. } => {
+            Modelled::NewTask {
+                pid, clone_flags, ..
+            } => {
                 if self.pending_clone.len() >= 64 {
                     self.pending_clone.remove(0);
                 }
                 self.pending_clone.push((pid, clone_flags));
                 Outcome::Nothing
             }
-            Modelled::Fork { parent_pid, child_pid, child_comm, .. } => {
+            Modelled::Fork {
+                parent_pid,
+                child_pid,
+                child_comm,
+                ..
+            } => {
                 self.stats.forks += 1;
                 let flags = self
                     .pending_clone
@@ -205,7 +221,14 @@ impl Replay {
                     .map(|i| self.pending_clone.swap_remove(i).1);
                 // Without task_newtask the flags are unknown: a new mm (fork) is assumed.
                 let clone_vm = flags.is_some_and(|f| f & 0x100 != 0);
-                self.tasks.spawn(ev.ts_ns, parent_pid, child_pid, child_comm, clone_vm, &mut self.mms);
+                self.tasks.spawn(
+                    ev.ts_ns,
+                    parent_pid,
+                    child_pid,
+                    child_comm,
+                    clone_vm,
+                    &mut self.mms,
+                );
                 Outcome::Nothing
             }
             Modelled::Exec { pid, .. } => {
@@ -223,16 +246,32 @@ impl Replay {
                 self.tasks.free(pid, &mut self.mms);
                 Outcome::Nothing
             }
-            Modelled::AllocVmapArea { addr, size, vstart, vend, failed: false, .. } => {
-                match self.vmalloc.alloc(&mut self.model.pgd, addr, size, vstart, vend, false) {
-                    Some((set, percpu)) => self.open_entries(ev, set, "alloc_vmap_area", Some(addr), percpu),
+            Modelled::AllocVmapArea {
+                addr,
+                size,
+                vstart,
+                vend,
+                failed: false,
+                ..
+            } => {
+                match self
+                    .vmalloc
+                    .alloc(&mut self.model.pgd, addr, size, vstart, vend, false)
+                {
+                    Some((set, percpu)) => {
+                        self.open_entries(ev, set, "alloc_vmap_area", Some(addr), percpu)
+                    }
                     None => Outcome::Nothing,
                 }
             }
-            Modelled::PercpuCreateChunk { base_addr } => match self.vmalloc.percpu_chunk(&self.model.pgd, base_addr) {
-                Some((e, assumed)) => self.open_entry(ev, e, "percpu_create_chunk", base_addr, true, assumed),
-                None => Outcome::Nothing,
-            },
+            Modelled::PercpuCreateChunk { base_addr } => {
+                match self.vmalloc.percpu_chunk(&self.model.pgd, base_addr) {
+                    Some((e, assumed)) => {
+                        self.open_entry(ev, e, "percpu_create_chunk", base_addr, true, assumed)
+                    }
+                    None => Outcome::Nothing,
+                }
+            }
             Modelled::IrqEntry { kind } => {
                 if let Some(c) = self.cpu_slot(ev.cpu) {
                     match kind {
@@ -263,14 +302,22 @@ impl Replay {
     /// this for them).
     pub fn apply_probe(&mut self, ev: &Event<'_>, p: &VmallocProbe) -> Outcome {
         match *p {
-            VmallocProbe::Area { start, end } => match self.vmalloc.area(&self.model.pgd, start, end, false) {
-                Some((set, _)) => self.open_entries(ev, set, "alloc_vmap_area", Some(start), false),
-                None => Outcome::Nothing,
-            },
-            VmallocProbe::PercpuArea { start, end } => match self.vmalloc.area(&self.model.pgd, start, end, true) {
-                Some((set, _)) => self.open_entries(ev, set, "pcpu_get_vm_areas", Some(start), true),
-                None => Outcome::Nothing,
-            },
+            VmallocProbe::Area { start, end } => {
+                match self.vmalloc.area(&self.model.pgd, start, end, false) {
+                    Some((set, _)) => {
+                        self.open_entries(ev, set, "alloc_vmap_area", Some(start), false)
+                    }
+                    None => Outcome::Nothing,
+                }
+            }
+            VmallocProbe::PercpuArea { start, end } => {
+                match self.vmalloc.area(&self.model.pgd, start, end, true) {
+                    Some((set, _)) => {
+                        self.open_entries(ev, set, "pcpu_get_vm_areas", Some(start), true)
+                    }
+                    None => Outcome::Nothing,
+                }
+            }
             VmallocProbe::SyncMappings | VmallocProbe::SyncUnmappings => {
                 // vmalloc_sync() copies every vmalloc PMD/PGD entry init_mm
                 // has into every pgd on pgd_list (x86_32 without a shared
@@ -307,7 +354,14 @@ impl Replay {
 
     /// Open every entry of `set` (see [`Replay::open_entry`]); the outcome
     /// names the first one opened.
-    fn open_entries(&mut self, ev: &Event<'_>, set: EntrySet, how: &'static str, addr: Option<u64>, percpu: bool) -> Outcome {
+    fn open_entries(
+        &mut self,
+        ev: &Event<'_>,
+        set: EntrySet,
+        how: &'static str,
+        addr: Option<u64>,
+        percpu: bool,
+    ) -> Outcome {
         let mut first = Outcome::Nothing;
         for e in set.iter() {
             let o = self.open_entry(ev, e, how, addr, percpu, false);
@@ -318,7 +372,15 @@ impl Replay {
         first
     }
 
-    fn open_entry(&mut self, ev: &Event<'_>, e: u16, how: &'static str, addr: Option<u64>, percpu: bool, assumed: bool) -> Outcome {
+    fn open_entry(
+        &mut self,
+        ev: &Event<'_>,
+        e: u16,
+        how: &'static str,
+        addr: Option<u64>,
+        percpu: bool,
+        assumed: bool,
+    ) -> Outcome {
         if self.vmalloc.opened_set.contains(e) {
             return Outcome::Nothing;
         }
@@ -387,9 +449,14 @@ impl Replay {
         // What switch_mm compares against: prev->active_mm (a kernel thread's
         // borrowed mm, even after leave_mm moved cr3 to init_mm).
         let before = self.cpu(ev.cpu).and_then(|c| c.active_mm).or(loaded);
-        let next = self.tasks.get_or_insert(s.next_pid, Some(s.next_comm), &mut self.mms).clone();
+        let next = self
+            .tasks
+            .get_or_insert(s.next_pid, Some(s.next_comm), &mut self.mms)
+            .clone();
         let fallback_open = !self.tlb_flush_seen && next.mm.is_some() && next.mm != before;
-        let Some(c) = self.cpu_slot(ev.cpu) else { return Outcome::Nothing };
+        let Some(c) = self.cpu_slot(ev.cpu) else {
+            return Outcome::Nothing;
+        };
         // context_switch: a kernel thread next borrows prev->active_mm.
         c.active_mm = next.mm.or(before);
         // Idle accounting.
@@ -444,8 +511,11 @@ impl Replay {
     fn flush(&mut self, ev: &Event<'_>) -> Outcome {
         self.tlb_flush_seen = true;
         let cpu = ev.cpu;
-        let Some(c) = self.cpu_slot(cpu) else { return Outcome::Nothing };
-        let switching = matches!(c.window.phase, Phase::Switched) || (c.window.phase == Phase::Open && c.window.fallback);
+        let Some(c) = self.cpu_slot(cpu) else {
+            return Outcome::Nothing;
+        };
+        let switching = matches!(c.window.phase, Phase::Switched)
+            || (c.window.phase == Phase::Open && c.window.fallback);
         if switching && ev.pid == c.window.prev_pid {
             // switch_mm_irqs_off wrote cr3: the window opens here.
             let next_pid = c.window.next_pid;
@@ -498,7 +568,9 @@ impl Replay {
             in_window,
             in_vmalloc: vmalloc_entry.is_some(),
         };
-        let Some(e) = entry else { return Outcome::KernelFault(info) };
+        let Some(e) = entry else {
+            return Outcome::KernelFault(info);
+        };
         let cr3 = self.cr3_of(ev.cpu, ev.pid, ev.comm);
         info.cr3_mm = cr3;
         if let Some(m) = cr3 {

@@ -18,8 +18,12 @@ pub enum MmBirth {
     Init,
     /// Already existed when the trace started (age unknown).
     BeforeTrace,
-    Fork { ts_ns: u64 },
-    Exec { ts_ns: u64 },
+    Fork {
+        ts_ns: u64,
+    },
+    Exec {
+        ts_ns: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -43,9 +47,22 @@ impl Mm {
     pub fn describe(&self) -> String {
         match self.birth {
             MmBirth::Init => "init_mm".into(),
-            MmBirth::BeforeTrace => format!("mm#{} of pid {} (predates the trace)", self.serial, self.owner_pid),
-            MmBirth::Fork { ts_ns } => format!("mm#{} of pid {} (fork at {})", self.serial, self.owner_pid, crate::fmt_ts(ts_ns)),
-            MmBirth::Exec { ts_ns } => format!("mm#{} of pid {} (exec at {})", self.serial, self.owner_pid, crate::fmt_ts(ts_ns)),
+            MmBirth::BeforeTrace => format!(
+                "mm#{} of pid {} (predates the trace)",
+                self.serial, self.owner_pid
+            ),
+            MmBirth::Fork { ts_ns } => format!(
+                "mm#{} of pid {} (fork at {})",
+                self.serial,
+                self.owner_pid,
+                crate::fmt_ts(ts_ns)
+            ),
+            MmBirth::Exec { ts_ns } => format!(
+                "mm#{} of pid {} (exec at {})",
+                self.serial,
+                self.owner_pid,
+                crate::fmt_ts(ts_ns)
+            ),
         }
     }
 }
@@ -73,8 +90,23 @@ impl Default for MmTable {
 
 impl MmTable {
     pub fn new() -> MmTable {
-        let init = Mm { has: EntrySet::ALL, synced: EntrySet::EMPTY, birth: MmBirth::Init, owner_pid: 0, refs: u32::MAX / 2, serial: 0, live: true };
-        MmTable { mms: vec![init], free: Vec::new(), next_serial: 1, opened: EntrySet::EMPTY, opened_since_sync: EntrySet::EMPTY, stale: 0 }
+        let init = Mm {
+            has: EntrySet::ALL,
+            synced: EntrySet::EMPTY,
+            birth: MmBirth::Init,
+            owner_pid: 0,
+            refs: u32::MAX / 2,
+            serial: 0,
+            live: true,
+        };
+        MmTable {
+            mms: vec![init],
+            free: Vec::new(),
+            next_serial: 1,
+            opened: EntrySet::EMPTY,
+            opened_since_sync: EntrySet::EMPTY,
+            stale: 0,
+        }
     }
 
     /// `m` lacks an entry `init_mm` gained during the trace.
@@ -187,7 +219,11 @@ impl MmTable {
     /// [`MmTable::out_of_sync`] counted from scratch (tests check the kept count against it).
     #[cfg(test)]
     fn out_of_sync_recount(&self) -> usize {
-        self.mms.iter().skip(1).filter(|m| m.live && Self::is_stale(&self.opened, m)).count()
+        self.mms
+            .iter()
+            .skip(1)
+            .filter(|m| m.live && Self::is_stale(&self.opened, m))
+            .count()
     }
 
     pub fn live(&self) -> usize {

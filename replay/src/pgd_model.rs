@@ -116,7 +116,12 @@ pub struct PgdModel {
 impl PgdModel {
     pub fn new(kind: PgdKind) -> PgdModel {
         let (s, e) = kind.default_range();
-        PgdModel { kind, vmalloc_start: s, vmalloc_end: e, range_from_trace: false }
+        PgdModel {
+            kind,
+            vmalloc_start: s,
+            vmalloc_end: e,
+            range_from_trace: false,
+        }
     }
 
     /// Learn the vmalloc range from an `alloc_vmap_area` vstart/vend pair.
@@ -128,7 +133,9 @@ impl PgdModel {
         }
         let span = vend - vstart;
         let plausible = match self.kind {
-            PgdKind::X86_64FourLevel | PgdKind::X86_64FiveLevel => vstart >= 0xff00_0000_0000_0000 && span >= 1 << 40,
+            PgdKind::X86_64FourLevel | PgdKind::X86_64FiveLevel => {
+                vstart >= 0xff00_0000_0000_0000 && span >= 1 << 40
+            }
             _ => vstart >= 0x8000_0000 && vend <= 0xffff_ffff && span >= 1 << 24,
         };
         if !plausible {
@@ -216,7 +223,9 @@ mod tests {
     fn x86_32_default_covers_every_lowmem_size() {
         // 5.4.59 i386, 1 GiB RAM, vmalloc=512M: boot log `vmalloc : 0xdf3fe000 - 0xff3fe000`.
         let m = PgdModel::new(PgdKind::X86_32);
-        assert!(m.in_vmalloc(0xdf3f_e000) && m.in_vmalloc(0xe700_0000) && m.in_vmalloc(0xff3f_dfff));
+        assert!(
+            m.in_vmalloc(0xdf3f_e000) && m.in_vmalloc(0xe700_0000) && m.in_vmalloc(0xff3f_dfff)
+        );
         assert!(!m.in_vmalloc(0xbfff_f000) && !m.in_vmalloc(0xc000_1000));
         assert_eq!(m.entries(), 252);
         assert_eq!(m.table_index(m.entry(0xe700_0000).unwrap()), 0xe70 >> 2);

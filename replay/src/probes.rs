@@ -19,16 +19,27 @@ use nmitrace_parser::Event;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VmallocProbe {
     /// `[start, end)` from `alloc_vmap_area`.
-    Area { start: u64, end: u64 },
+    Area {
+        start: u64,
+        end: u64,
+    },
     /// `[start, end)` of a per-cpu chunk's area from `pcpu_get_vm_areas`.
-    PercpuArea { start: u64, end: u64 },
+    PercpuArea {
+        start: u64,
+        end: u64,
+    },
     SyncMappings,
     SyncUnmappings,
 }
 
 impl VmallocProbe {
     /// Event names the replay reads as probes (for the analyses' filter).
-    pub const NAMES: [&'static str; 4] = ["alloc_vmap_area_ret", "pcpu_get_vm_areas_ret", "vmalloc_sync_mappings", "vmalloc_sync_unmappings"];
+    pub const NAMES: [&'static str; 4] = [
+        "alloc_vmap_area_ret",
+        "pcpu_get_vm_areas_ret",
+        "vmalloc_sync_mappings",
+        "vmalloc_sync_unmappings",
+    ];
 
     pub fn is_name(name: &str) -> bool {
         Self::NAMES.iter().any(|n| crate::name_eq(n, name))
@@ -45,7 +56,10 @@ impl VmallocProbe {
             "pcpu_get_vm_areas_ret" => {
                 // a failed pcpu_get_vm_areas returns NULL: the probe reads garbage
                 let (start, size) = (f.u64("addr")?, f.u64("size")?);
-                (start != 0 && size != 0).then_some(VmallocProbe::PercpuArea { start, end: start.saturating_add(size) })
+                (start != 0 && size != 0).then_some(VmallocProbe::PercpuArea {
+                    start,
+                    end: start.saturating_add(size),
+                })
             }
             "vmalloc_sync_mappings" => Some(VmallocProbe::SyncMappings),
             "vmalloc_sync_unmappings" => Some(VmallocProbe::SyncUnmappings),

@@ -98,7 +98,9 @@ impl SwitchWindow {
             return false;
         }
         let w_end = self.end_ts.unwrap_or(u64::MAX);
-        start <= w_end.saturating_add(tolerance) && end.saturating_add(tolerance) >= self.start_ts && start < w_end
+        start <= w_end.saturating_add(tolerance)
+            && end.saturating_add(tolerance) >= self.start_ts
+            && start < w_end
     }
 
     /// Can this event, stamped with prev's pid, happen while the switch is
@@ -115,10 +117,22 @@ impl SwitchWindow {
             return ev.ctx.nmi || (!nmi_flag_traced && ev.ctx.hardirq);
         }
         // No flags: the events an NMI handler can emit.
-        matches!(name, "nmi_handler" | "console" | "page_fault_kernel" | "bprint" | "bputs" | "print" | "mce_record")
+        matches!(
+            name,
+            "nmi_handler"
+                | "console"
+                | "page_fault_kernel"
+                | "bprint"
+                | "bputs"
+                | "print"
+                | "mce_record"
+        )
     }
 
     pub fn evidence(&self) -> Vec<String> {
-        [&self.switch_line, &self.flush_line].iter().filter_map(|l| l.render()).collect()
+        [&self.switch_line, &self.flush_line]
+            .iter()
+            .filter_map(|l| l.render())
+            .collect()
     }
 }

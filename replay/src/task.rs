@@ -15,11 +15,57 @@ pub struct Task {
 
 /// Comm prefixes of kernel threads (used only when the trace gives nothing better).
 const KTHREAD_PREFIXES: &[&str] = &[
-    "swapper", "<idle>", "kworker/", "ksoftirqd/", "migration/", "rcu_", "rcuc/", "rcuop/", "cpuhp/", "idle_inject/",
-    "watchdog/", "watchdogd", "kthreadd", "kswapd", "khugepaged", "kcompactd", "irq/", "jbd2/", "oom_reaper",
-    "kauditd", "ksmd", "kblockd", "kdevtmpfs", "khungtaskd", "kintegrityd", "writeback", "scsi_", "xfs", "btrfs",
-    "ext4-", "md", "kthrotld", "kstrn", "ipv6_addrconf", "mm_percpu_wq", "pool_workqueue", "netns", "events", "kmpath",
-    "krfcommd", "kvm", "nvme", "ttm", "card", "poll_", "zswap", "cryptd", "edac-", "ata_", "usb-storage", "khvcd",
+    "swapper",
+    "<idle>",
+    "kworker/",
+    "ksoftirqd/",
+    "migration/",
+    "rcu_",
+    "rcuc/",
+    "rcuop/",
+    "cpuhp/",
+    "idle_inject/",
+    "watchdog/",
+    "watchdogd",
+    "kthreadd",
+    "kswapd",
+    "khugepaged",
+    "kcompactd",
+    "irq/",
+    "jbd2/",
+    "oom_reaper",
+    "kauditd",
+    "ksmd",
+    "kblockd",
+    "kdevtmpfs",
+    "khungtaskd",
+    "kintegrityd",
+    "writeback",
+    "scsi_",
+    "xfs",
+    "btrfs",
+    "ext4-",
+    "md",
+    "kthrotld",
+    "kstrn",
+    "ipv6_addrconf",
+    "mm_percpu_wq",
+    "pool_workqueue",
+    "netns",
+    "events",
+    "kmpath",
+    "krfcommd",
+    "kvm",
+    "nvme",
+    "ttm",
+    "card",
+    "poll_",
+    "zswap",
+    "cryptd",
+    "edac-",
+    "ata_",
+    "usb-storage",
+    "khvcd",
 ];
 
 pub fn comm_is_kthread(pid: i32, comm: &str) -> bool {
@@ -47,7 +93,11 @@ impl TaskTable {
                 mms.grab(id);
                 Some(id)
             };
-            Task { mm, kthread: k, kthread_guessed: pid != 0 }
+            Task {
+                mm,
+                kthread: k,
+                kthread_guessed: pid != 0,
+            }
         })
     }
 
@@ -67,7 +117,15 @@ impl TaskTable {
 
     /// A new task. `share_with` = the parent when CLONE_VM, kthread when the
     /// parent is kthreadd.
-    pub fn spawn(&mut self, ts_ns: u64, parent: i32, child: i32, child_comm: &str, clone_vm: bool, mms: &mut MmTable) {
+    pub fn spawn(
+        &mut self,
+        ts_ns: u64,
+        parent: i32,
+        child: i32,
+        child_comm: &str,
+        clone_vm: bool,
+        mms: &mut MmTable,
+    ) {
         if let Some(old) = self.tasks.remove(&child) {
             if let Some(m) = old.mm {
                 mms.drop_ref(m);
@@ -85,7 +143,14 @@ impl TaskTable {
         if let Some(m) = mm {
             mms.grab(m);
         }
-        self.tasks.insert(child, Task { mm, kthread: mm.is_none(), kthread_guessed: false });
+        self.tasks.insert(
+            child,
+            Task {
+                mm,
+                kthread: mm.is_none(),
+                kthread_guessed: false,
+            },
+        );
     }
 
     /// exec: a fresh mm (kernel part copied from init_mm now). Returns the new mm and the old one.

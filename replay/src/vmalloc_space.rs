@@ -43,7 +43,15 @@ impl VmallocSpace {
     /// An `alloc_vmap_area`. Returns the entries it opened, if any (bottom-up
     /// growth into entries above every one seen so far), and whether they
     /// hold a per-cpu chunk.
-    pub fn alloc(&mut self, pgd: &mut PgdModel, addr: u64, size: u64, vstart: u64, vend: u64, percpu_pending: bool) -> Option<(EntrySet, bool)> {
+    pub fn alloc(
+        &mut self,
+        pgd: &mut PgdModel,
+        addr: u64,
+        size: u64,
+        vstart: u64,
+        vend: u64,
+        percpu_pending: bool,
+    ) -> Option<(EntrySet, bool)> {
         self.vmap_allocs += 1;
         if !self.frozen {
             pgd.learn_range(vstart, vend);
@@ -61,7 +69,13 @@ impl VmallocSpace {
     /// `alloc_vmap_area` for vmalloc, vmap, ioremap and modules (bottom-up),
     /// `pcpu_get_vm_areas` for per-cpu chunks (top-down). Returns the
     /// entries it opened.
-    pub fn area(&mut self, pgd: &PgdModel, start: u64, end: u64, percpu: bool) -> Option<(EntrySet, bool)> {
+    pub fn area(
+        &mut self,
+        pgd: &PgdModel,
+        start: u64,
+        end: u64,
+        percpu: bool,
+    ) -> Option<(EntrySet, bool)> {
         if percpu {
             // percpu_create_chunk, which follows, counts the chunk
             self.percpu_from_probe = true;
@@ -87,17 +101,26 @@ impl VmallocSpace {
         // entries far above the ones between, which stay empty until later
         // areas reach them; the kernel's lazy faults there show it. Opening
         // only entries above the highest one seen missed 33 of 127 faults.
-        self.place(pgd, start, end.saturating_sub(start), true).map(|(set, _)| (set, percpu))
+        self.place(pgd, start, end.saturating_sub(start), true)
+            .map(|(set, _)| (set, percpu))
     }
 
     /// Mark the entries of `[addr, addr + size)` seen. Opened now: every
     /// entry not seen before of a top-down area; of a bottom-up one, those
     /// above every bottom-up entry seen (the first area's entries are taken
     /// to predate the trace). An area may span several entries: all count.
-    fn place(&mut self, pgd: &PgdModel, addr: u64, size: u64, top_down: bool) -> Option<(EntrySet, bool)> {
+    fn place(
+        &mut self,
+        pgd: &PgdModel,
+        addr: u64,
+        size: u64,
+        top_down: bool,
+    ) -> Option<(EntrySet, bool)> {
         let e = pgd.entry(addr)?;
         self.frozen = true;
-        let last = pgd.entry(addr.saturating_add(size.saturating_sub(1))).unwrap_or(e);
+        let last = pgd
+            .entry(addr.saturating_add(size.saturating_sub(1)))
+            .unwrap_or(e);
         let mut opened = EntrySet::EMPTY;
         for i in e..=last {
             if !self.seen.contains(i) {

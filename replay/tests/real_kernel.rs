@@ -30,7 +30,9 @@ use nmitrace_replay::{KernelModel, MmBirth, Outcome, Replay, VmallocProbe};
 const KERNEL_VMALLOC: (u64, u64) = (0xdf3f_e000, 0xff3f_e000);
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/linux-5.4.59-i386").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/linux-5.4.59-i386")
+        .join(name)
 }
 
 #[derive(Default, Debug)]
@@ -100,7 +102,11 @@ impl Sink for Check {
         for i in opened_before..self.r.vmalloc.opened.len() {
             let e = self.r.vmalloc.opened[i].entry;
             for (_, mm) in self.r.loaded_lacking(e) {
-                if self.at_open.insert((self.r.mms.get(mm).serial, e), false).is_none() {
+                if self
+                    .at_open
+                    .insert((self.r.mms.get(mm).serial, e), false)
+                    .is_none()
+                {
                     self.c.exposed_at_open += 1;
                 }
             }
@@ -114,7 +120,9 @@ impl Sink for Check {
                 self.c.in_model_range += fi.in_vmalloc as u64;
                 let (Some(e), Some(mm)) = (fi.entry, fi.cr3_mm) else {
                     if kernel_vmalloc && fi.error_code & 0b1001 == 0 {
-                        self.c.unexpected.push(format!("not a sync by the model: {}", line(ev)));
+                        self.c
+                            .unexpected
+                            .push(format!("not a sync by the model: {}", line(ev)));
                     }
                     return CONTINUE;
                 };
@@ -124,8 +132,14 @@ impl Sink for Check {
                     self.c.second_faults += 1;
                 }
                 self.entries_faulted.insert(e);
-                let at_load = self.exposed.get_mut(&(serial, e)).map(|hit| !std::mem::replace(hit, true));
-                let at_open = self.at_open.get_mut(&(serial, e)).map(|hit| !std::mem::replace(hit, true));
+                let at_load = self
+                    .exposed
+                    .get_mut(&(serial, e))
+                    .map(|hit| !std::mem::replace(hit, true));
+                let at_open = self
+                    .at_open
+                    .get_mut(&(serial, e))
+                    .map(|hit| !std::mem::replace(hit, true));
                 match (at_load, at_open) {
                     (Some(first), _) => self.c.exposed_then_faulted += first as u64,
                     (None, Some(first)) => self.c.exposed_at_open_then_faulted += first as u64,
@@ -135,7 +149,9 @@ impl Sink for Check {
                     self.c.expected += 1;
                 } else {
                     let d = self.r.mms.get(mm).describe();
-                    self.c.unexpected.push(format!("{d} had entry {e} by the model: {}", line(ev)));
+                    self.c
+                        .unexpected
+                        .push(format!("{d} had entry {e} by the model: {}", line(ev)));
                 }
             }
             Outcome::ExposedLoad { mm, lacking } => {
@@ -146,8 +162,16 @@ impl Sink for Check {
                 };
                 for e in lacking.iter() {
                     self.entries_loaded.insert(e);
-                    let opened = self.r.vmalloc.opened.iter().find(|o| o.entry == e).map_or(u64::MAX, |o| o.ts_ns);
-                    let eager = self.last_eager_sync_ns.is_some_and(|t| opened < t && born < t);
+                    let opened = self
+                        .r
+                        .vmalloc
+                        .opened
+                        .iter()
+                        .find(|o| o.entry == e)
+                        .map_or(u64::MAX, |o| o.ts_ns);
+                    let eager = self
+                        .last_eager_sync_ns
+                        .is_some_and(|t| opened < t && born < t);
                     if self.synced.contains(&(serial, e)) || eager {
                         self.c.re_expected += 1;
                     }
@@ -179,13 +203,17 @@ impl Sink for Check {
 }
 
 fn line(ev: &Event<'_>) -> String {
-    ev.raw.map(str::to_string).unwrap_or_else(|| format!("{} {}", ev.ts_ns, ev.name))
+    ev.raw
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{} {}", ev.ts_ns, ev.name))
 }
 
 fn replay(file: &str, probes: bool) -> Counts {
     // NMITRACE_REAL_5_4_TRACE=…/record/trace.txt replays another recording of
     // the same kernel and boot (the whole one, untrimmed) instead.
-    let path = std::env::var_os("NMITRACE_REAL_5_4_TRACE").map(PathBuf::from).unwrap_or_else(|| data(file));
+    let path = std::env::var_os("NMITRACE_REAL_5_4_TRACE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data(file));
     let t = Trace::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     // The text says neither kernel nor arch: given, as `--kernel 5.4.59 --arch x86_32` would.
     let model = KernelModel::choose(None, None, Some("5.4.59"), Some("x86_32"));
@@ -240,15 +268,30 @@ fn every_lazy_vmalloc_fault_of_5_4_x86_32_is_one_the_replay_expected() {
     // The replay's vmalloc range holds every fault the kernel's does, and no other.
     assert_eq!(c.in_model_range, c.in_kernel_range, "{c:?}");
     assert!(c.observed >= 100, "the trace holds real lazy syncs: {c:?}");
-    assert!(c.unexpected.is_empty(), "{} unexpected faults: {:#?}", c.unexpected.len(), c.unexpected);
+    assert!(
+        c.unexpected.is_empty(),
+        "{} unexpected faults: {:#?}",
+        c.unexpected.len(),
+        c.unexpected
+    );
     assert_eq!(c.expected, c.observed);
-    assert_eq!(c.second_faults, 0, "the kernel never faults twice on one (mm, entry)");
+    assert_eq!(
+        c.second_faults, 0,
+        "the kernel never faults twice on one (mm, entry)"
+    );
     assert_eq!(c.re_expected, 0);
     // Every fault was on a pair the replay could name beforehand: exposed at
     // a cr3 load, or in a cr3 when its entry opened.
     assert_eq!(c.faulted_unexposed, 0, "{c:?}");
-    assert_eq!(c.exposed_then_faulted + c.exposed_at_open_then_faulted, c.observed, "{c:?}");
-    assert!(c.eager_syncs > 0, "5.4.59 purges sync every pgd (vmalloc_sync_unmappings)");
+    assert_eq!(
+        c.exposed_then_faulted + c.exposed_at_open_then_faulted,
+        c.observed,
+        "{c:?}"
+    );
+    assert!(
+        c.eager_syncs > 0,
+        "5.4.59 purges sync every pgd (vmalloc_sync_unmappings)"
+    );
 }
 
 /// What the replay sees without the kprobe events (the analyses' filter passes

@@ -4,7 +4,9 @@
 //! per-cpu buffers, seed 000), the fault happens in NMI context.
 
 use super::{Cx, Detector};
-use crate::finding::{Confidence, Details, ExposureDetails, Finding, FindingId, Findings, Kind, Severity};
+use crate::finding::{
+    Confidence, Details, ExposureDetails, Finding, FindingId, Findings, Kind, Severity,
+};
 use nmitrace_parser::Event;
 use nmitrace_replay::{fmt_ts, EntrySet, MmId, Outcome, Replay};
 
@@ -27,7 +29,14 @@ const MAX_MMS: usize = 4096;
 
 impl Exposure {
     /// cr3 was loaded (on `ev`'s CPU) with `mm`, which lacks `lacking`.
-    fn on_load(&mut self, ev: &Event<'_>, mm: MmId, lacking: EntrySet, replay: &Replay, out: &mut Findings) {
+    fn on_load(
+        &mut self,
+        ev: &Event<'_>,
+        mm: MmId,
+        lacking: EntrySet,
+        replay: &Replay,
+        out: &mut Findings,
+    ) {
         let (pid, comm) = match ev.kind {
             nmitrace_parser::EventKind::SchedSwitch | nmitrace_parser::EventKind::TlbFlush => {
                 let w = &replay.cpu(ev.cpu).unwrap().window;
@@ -40,15 +49,32 @@ impl Exposure {
 
     /// `mm`, in cr3 on `cpu` with `who` running, lacks `lacking`.
     #[allow(clippy::too_many_arguments)]
-    fn exposed(&mut self, ts_ns: u64, cpu: u32, who: (i32, String), mm: MmId, lacking: EntrySet, replay: &Replay, out: &mut Findings) {
+    fn exposed(
+        &mut self,
+        ts_ns: u64,
+        cpu: u32,
+        who: (i32, String),
+        mm: MmId,
+        lacking: EntrySet,
+        replay: &Replay,
+        out: &mut Findings,
+    ) {
         let (pid, comm) = who;
         let m = replay.mms.get(mm);
         for e in lacking.iter() {
-            let Some(opened) = replay.vmalloc.opened.iter().find(|o| o.entry == e) else { continue };
+            let Some(opened) = replay.vmalloc.opened.iter().find(|o| o.entry == e) else {
+                continue;
+            };
             let pos = match self.entries.iter().position(|x| x.entry == e) {
                 Some(p) => p,
                 None => {
-                    self.entries.push(EntryExposure { entry: e, finding: None, loads: 0, mms: Vec::new(), mms_overflow: false });
+                    self.entries.push(EntryExposure {
+                        entry: e,
+                        finding: None,
+                        loads: 0,
+                        mms: Vec::new(),
+                        mms_overflow: false,
+                    });
                     self.entries.len() - 1
                 }
             };
@@ -64,7 +90,11 @@ impl Exposure {
             if x.finding.is_some() {
                 continue;
             }
-            let sev = if opened.percpu { Severity::Warning } else { Severity::Info };
+            let sev = if opened.percpu {
+                Severity::Warning
+            } else {
+                Severity::Info
+            };
             let mut f = Finding::new(
                 Kind::VmallocExposure,
                 sev,
@@ -90,7 +120,11 @@ impl Exposure {
             let what = if opened.percpu {
                 format!(
                     "a per-cpu chunk{} (NMI handlers such as perf touch per-cpu data)",
-                    if opened.assumed { " (address hashed in the trace: assumed at the top of the vmalloc range)" } else { "" }
+                    if opened.assumed {
+                        " (address hashed in the trace: assumed at the top of the vmalloc range)"
+                    } else {
+                        ""
+                    }
                 )
             } else {
                 "a vmalloc area".to_string()
@@ -112,7 +146,6 @@ impl Exposure {
             x.finding = out.push(f);
         }
     }
-
 }
 
 impl Detector for Exposure {
@@ -126,8 +159,18 @@ impl Detector for Exposure {
                 // of the 114 lazy faults of replay/tests/real_kernel.rs).
                 // (An area spanning several entries opens them all at once.)
                 let r = cx.replay;
-                let opened: Vec<u16> = r.vmalloc.opened.get(*i..).unwrap_or_default().iter().map(|o| o.entry).collect();
-                let exposed: Vec<(u16, u32, MmId)> = opened.iter().flat_map(|&e| r.loaded_lacking(e).map(move |(c, m)| (e, c, m))).collect();
+                let opened: Vec<u16> = r
+                    .vmalloc
+                    .opened
+                    .get(*i..)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|o| o.entry)
+                    .collect();
+                let exposed: Vec<(u16, u32, MmId)> = opened
+                    .iter()
+                    .flat_map(|&e| r.loaded_lacking(e).map(move |(c, m)| (e, c, m)))
+                    .collect();
                 for (e, cpu, mm) in exposed {
                     let Some(c) = r.cpu(cpu) else { continue };
                     // The task's name, as its CPU's last switch printed it.
@@ -157,7 +200,9 @@ impl Detector for Exposure {
             return;
         }
         for x in &self.entries {
-            let Some(f) = x.finding.and_then(|id| out.get_mut(id)) else { continue };
+            let Some(f) = x.finding.and_then(|id| out.get_mut(id)) else {
+                continue;
+            };
             if let Details::Exposure(d) = &mut f.details {
                 d.exposed_loads = Some(x.loads);
                 d.exposed_mms = Some(x.mms.len() as u64);
@@ -178,7 +223,12 @@ mod tests {
 
     #[test]
     fn an_mm_loaded_without_an_entry_opened_during_the_trace_is_exposed() {
-        let mut replay = Replay::new(nmitrace_replay::KernelModel::choose(None, None, Some("4.19"), Some("x86_64")));
+        let mut replay = Replay::new(nmitrace_replay::KernelModel::choose(
+            None,
+            None,
+            Some("4.19"),
+            Some("x86_64"),
+        ));
         let cfg = crate::Config::default();
         let mut d = Exposure::default();
         let mut out = Findings::default();
@@ -206,8 +256,12 @@ mod tests {
         d.finish(&cx, &mut out);
         let v: Vec<&Finding> = out.iter().map(|(_, f)| f).collect();
         assert!(!v.is_empty(), "no exposure");
-        assert!(v.iter().all(|f| f.kind == Kind::VmallocExposure && f.confidence == Confidence::Inferred));
-        let Details::Exposure(x) = &v[0].details else { panic!() };
+        assert!(v
+            .iter()
+            .all(|f| f.kind == Kind::VmallocExposure && f.confidence == Confidence::Inferred));
+        let Details::Exposure(x) = &v[0].details else {
+            panic!()
+        };
         assert!(x.exposed_mms.is_some_and(|n| n >= 1), "{x:?}");
         let n = v.len() as u64;
         // With page faults traced the inference gives way.

@@ -2,7 +2,9 @@
 //! address) and `nmi_page_fault` (any other fault), judged by the kernel era.
 
 use super::{Cx, Detector};
-use crate::finding::{Confidence, Details, FaultDetails, Finding, Findings, Kind, Severity, VmallocEntry};
+use crate::finding::{
+    Confidence, Details, FaultDetails, Finding, Findings, Kind, Severity, VmallocEntry,
+};
 use crate::nmi::instance::{interrupted, Instance};
 use nmitrace_replay::Replay;
 
@@ -30,9 +32,16 @@ fn report(inst: &Instance, replay: &Replay, out: &mut Findings, in_window: bool)
     let m = &replay.model;
     for fl in &inst.faults {
         let fi = &fl.info;
-        let addr = fi.address.map(|a| format!("{a:#x}")).unwrap_or_else(|| "?".into());
+        let addr = fi
+            .address
+            .map(|a| format!("{a:#x}"))
+            .unwrap_or_else(|| "?".into());
         let handlers: Vec<&str> = inst.handlers.iter().map(|(n, _, _)| n.as_str()).collect();
-        let in_handler = if handlers.is_empty() { String::new() } else { format!(" (handler {})", handlers.join(", ")) };
+        let in_handler = if handlers.is_empty() {
+            String::new()
+        } else {
+            format!(" (handler {})", handlers.join(", "))
+        };
         let mut d = FaultDetails::default();
         let (kind, severity, message);
         if let Some(e) = fi.entry {
@@ -94,12 +103,22 @@ fn report(inst: &Instance, replay: &Replay, out: &mut Findings, in_window: bool)
             } else {
                 "legal since 3.3 (the fault is fixed up or fails; nested NMIs are deferred), but costly in NMI context"
             };
-            message = format!("page fault on {what} {addr} inside an NMI on CPU {}{in_handler}: {era}", inst.cpu);
+            message = format!(
+                "page fault on {what} {addr} inside an NMI on CPU {}{in_handler}: {era}",
+                inst.cpu
+            );
             d.user_address = Some(user);
         }
         d.address = Some(addr);
         d.error_code = Some(format!("{:#x}", fi.error_code));
-        d.nmi_context_from = Some(if fl.by_flag { "event flags" } else { "nmi_handler interval" }.into());
+        d.nmi_context_from = Some(
+            if fl.by_flag {
+                "event flags"
+            } else {
+                "nmi_handler interval"
+            }
+            .into(),
+        );
         d.in_switch_window = Some(in_window || fi.in_window);
         d.era = Some(m.era().into());
         if !inst.handlers.is_empty() {
@@ -107,7 +126,12 @@ fn report(inst: &Instance, replay: &Replay, out: &mut Findings, in_window: bool)
             d.handlers = Some(handlers.iter().map(|h| h.to_string()).collect());
         }
         d.interrupted = inst.dump.as_ref().map(interrupted);
-        let mut f = Finding::new(kind, severity, Confidence::Observed, Details::Fault(Box::new(d)));
+        let mut f = Finding::new(
+            kind,
+            severity,
+            Confidence::Observed,
+            Details::Fault(Box::new(d)),
+        );
         f.message = message;
         f.ts_ns = Some(fl.ts_ns);
         f.cpu = Some(inst.cpu);
@@ -131,15 +155,47 @@ mod tests {
     use nmitrace_replay::FaultInfo;
 
     fn fault(address: u64, entry: Option<u16>) -> NmiFault {
-        let info = FaultInfo { address: Some(address), error_code: 0, entry, cr3_mm: None, lacked: true, synced_into: None, wrong_pgd: false, in_window: false, in_vmalloc: entry.is_some() };
-        NmiFault { ts_ns: 5_000, pid: 1, comm: "perf".into(), info, line: "fault line".into(), by_flag: true, cr3_mm: None, synced_into: None }
+        let info = FaultInfo {
+            address: Some(address),
+            error_code: 0,
+            entry,
+            cr3_mm: None,
+            lacked: true,
+            synced_into: None,
+            wrong_pgd: false,
+            in_window: false,
+            in_vmalloc: entry.is_some(),
+        };
+        NmiFault {
+            ts_ns: 5_000,
+            pid: 1,
+            comm: "perf".into(),
+            info,
+            line: "fault line".into(),
+            by_flag: true,
+            cr3_mm: None,
+            synced_into: None,
+        }
     }
 
     fn judge(kernel: &str, f: NmiFault, in_window: bool) -> Finding {
-        let replay = Replay::new(nmitrace_replay::KernelModel::choose(None, None, Some(kernel), Some("x86_64")));
+        let replay = Replay::new(nmitrace_replay::KernelModel::choose(
+            None,
+            None,
+            Some(kernel),
+            Some("x86_64"),
+        ));
         let cfg = crate::Config::default();
         let cx = cx_for(&replay, &cfg);
-        let mut inst = Instance { cpu: 2, start: 4_000, end: 6_000, handlers: vec![("perf_event_nmi_handler".into(), 2_000, 1)], faults: vec![f], in_switch_window: in_window, ..Default::default() };
+        let mut inst = Instance {
+            cpu: 2,
+            start: 4_000,
+            end: 6_000,
+            handlers: vec![("perf_event_nmi_handler".into(), 2_000, 1)],
+            faults: vec![f],
+            in_switch_window: in_window,
+            ..Default::default()
+        };
         let mut out = Findings::default();
         FaultsInNmi.on_instance(&mut inst, &cx, &mut out);
         let v: Vec<Finding> = out.into_vec();
@@ -153,13 +209,31 @@ mod tests {
         let f = judge("6.1", fault(0x7f00_0000_1000, None), false);
         assert_eq!((f.kind, f.severity), (Kind::NmiPageFault, Severity::Info));
         // before 3.3, any fault in an NMI re-enables NMIs by its IRET.
-        assert_eq!(judge("3.2", fault(0x7f00_0000_1000, None), false).severity, Severity::Error);
+        assert_eq!(
+            judge("3.2", fault(0x7f00_0000_1000, None), false).severity,
+            Severity::Error
+        );
         // a lazy vmalloc sync on 4.19: legal, costly.
         let f = judge("4.19", fault(0xffff_c900_0000_1000, Some(0)), true);
-        assert_eq!((f.kind, f.severity), (Kind::NmiVmallocFault, Severity::Warning));
-        let Details::Fault(d) = &f.details else { panic!() };
-        assert_eq!((d.in_switch_window, d.nmi_start_ns, d.nmi_context_from.as_deref()), (Some(true), Some(4_000), Some("event flags")));
+        assert_eq!(
+            (f.kind, f.severity),
+            (Kind::NmiVmallocFault, Severity::Warning)
+        );
+        let Details::Fault(d) = &f.details else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                d.in_switch_window,
+                d.nmi_start_ns,
+                d.nmi_context_from.as_deref()
+            ),
+            (Some(true), Some(4_000), Some("event flags"))
+        );
         // from 5.8 (x86_64) no vmalloc fault is a sync: the address was not mapped.
-        assert_eq!(judge("6.1", fault(0xffff_c900_0000_1000, Some(0)), false).severity, Severity::Error);
+        assert_eq!(
+            judge("6.1", fault(0xffff_c900_0000_1000, Some(0)), false).severity,
+            Severity::Error
+        );
     }
 }

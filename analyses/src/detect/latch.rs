@@ -6,7 +6,10 @@
 //! (overlapping instances).
 
 use super::{Cx, Detector};
-use crate::finding::{Confidence, Details, Finding, FindingId, Findings, Kind, LatchDetails, LostDetails, NestedDetails, Severity};
+use crate::finding::{
+    Confidence, Details, Finding, FindingId, Findings, Kind, LatchDetails, LostDetails,
+    NestedDetails, Severity,
+};
 use crate::nmi::instance::Instance;
 use nmitrace_replay::fmt_ts;
 
@@ -44,7 +47,9 @@ impl Latch {
     /// No follower will come for the last NMI on `cpu` (lost events, end of
     /// trace): settle its edges alone.
     pub fn end_cpu(&mut self, cpu: u32, out: &mut Findings) {
-        let Some(c) = self.cpus.get_mut(cpu as usize) else { return };
+        let Some(c) = self.cpus.get_mut(cpu as usize) else {
+            return;
+        };
         if let Some(p) = c.prev.take() {
             lost_check(&p, None, out);
         }
@@ -63,7 +68,10 @@ impl Detector for Latch {
         let (thr, tol) = (cx.b2b_threshold_ns, cx.tol);
         let cpu = inst.cpu;
         let c = self.cpu(cpu);
-        let b2b = c.prev.as_ref().is_some_and(|p| inst.start + tol >= p.end && inst.start <= p.end + thr);
+        let b2b = c
+            .prev
+            .as_ref()
+            .is_some_and(|p| inst.start + tol >= p.end && inst.start <= p.end + thr);
         let gap = c.prev.as_ref().map(|p| inst.start as i64 - p.end as i64);
         if !b2b {
             c.swallow = false;
@@ -162,7 +170,9 @@ pub fn about(f: &mut Finding, inst: &Instance) {
 /// most 10 s before `ts_ns`.
 pub fn empty_nmi_before(out: &Findings, cpu: u32, ts_ns: u64) -> Option<FindingId> {
     out.iter()
-        .filter(|(_, f)| matches!(f.kind, Kind::UnknownNmi | Kind::SwallowedNmi) && f.cpu == Some(cpu))
+        .filter(|(_, f)| {
+            matches!(f.kind, Kind::UnknownNmi | Kind::SwallowedNmi) && f.cpu == Some(cpu)
+        })
         .filter_map(|(id, f)| Some((id, f.details.nmi()?.nmi_start_ns)))
         .filter(|(_, start)| *start <= ts_ns && ts_ns - *start < 10_000_000_000)
         .max_by_key(|(_, start)| *start)
@@ -180,14 +190,22 @@ fn lost_check(i: &Instance, follower: Option<&Instance>, out: &mut Findings) {
     // services every overflowed counter at once (x86_pmu_handle_irq returns
     // their number), and AMD's perf handler also claims NMIs that arrive in
     // its window after a PMI (amd_pmu_adjust_nmi_window).
-    let claimed: Vec<&str> = i.handlers.iter().filter(|(_, _, h)| *h > 0).map(|(n, _, _)| n.as_str()).collect();
+    let claimed: Vec<&str> = i
+        .handlers
+        .iter()
+        .filter(|(_, _, h)| *h > 0)
+        .map(|(n, _, _)| n.as_str())
+        .collect();
     let sources = claimed.len() as i64;
     let delivered = 1 + follower.is_some() as i64;
     let lost = sources - delivered;
     if lost <= 0 {
         return;
     }
-    let amd = i.handlers.iter().any(|(n, _, _)| n.contains("ibs") || n.starts_with("amd_"));
+    let amd = i
+        .handlers
+        .iter()
+        .any(|(n, _, _)| n.contains("ibs") || n.starts_with("amd_"));
     let mut f = Finding::new(
         Kind::LostNmi,
         Severity::Info,
@@ -228,7 +246,11 @@ fn nested_finding(inner: &Instance, o: &crate::nmi::instance::Overlap, cx: &Cx<'
     let fatal = cx.replay.model.nested_nmi_corrupts_stack;
     let mut f = Finding::new(
         Kind::NestedNmi,
-        if fatal { Severity::Error } else { Severity::Warning },
+        if fatal {
+            Severity::Error
+        } else {
+            Severity::Warning
+        },
         Confidence::Observed,
         Details::Nested(Box::new(NestedDetails {
             nmi: inner.facts(),
@@ -241,7 +263,12 @@ fn nested_finding(inner: &Instance, o: &crate::nmi::instance::Overlap, cx: &Cx<'
     );
     about(&mut f, inner);
     let after_fault = !o.faults_before.is_empty();
-    f.evidence = o.faults_before.iter().cloned().chain(inner.lines.iter().cloned()).collect();
+    f.evidence = o
+        .faults_before
+        .iter()
+        .cloned()
+        .chain(inner.lines.iter().cloned())
+        .collect();
     f.message = if fatal {
         format!(
             "NMI nested inside another NMI on CPU {} ({} started at {} and was still running): on x86_64 before 3.3 the {}IRET re-enabled NMIs and the nested NMI reused the NMI stack — stack corruption, usually a triple fault or silent memory damage",
@@ -273,7 +300,10 @@ mod tests {
             start,
             end: start + 1_000,
             handled: handlers.iter().map(|h| h.1).sum(),
-            handlers: handlers.iter().map(|(n, h)| (n.to_string(), 1_000, *h)).collect(),
+            handlers: handlers
+                .iter()
+                .map(|(n, h)| (n.to_string(), 1_000, *h))
+                .collect(),
             pid: 7,
             comm: "t".into(),
             lines: vec![format!("nmi at {start}")],
@@ -287,28 +317,58 @@ mod tests {
 
     #[test]
     fn default_do_nmi_replayed() {
-        let replay = nmitrace_replay::Replay::new(nmitrace_replay::KernelModel::choose(None, None, Some("6.1"), Some("x86_64")));
+        let replay = nmitrace_replay::Replay::new(nmitrace_replay::KernelModel::choose(
+            None,
+            None,
+            Some("6.1"),
+            Some("x86_64"),
+        ));
         let cfg = crate::Config::default();
         let cx = cx_for(&replay, &cfg);
         let mut l = Latch::default();
         let mut out = Findings::default();
         // Two sources claimed in one NMI: swallow_nmi set, one edge collapsed
         // unless an empty b2b follower comes.
-        l.on_instance(&mut nmi(1_000_000, &[("perf_event_nmi_handler", 1), ("nmi_cpu_backtrace_handler", 1)]), &cx, &mut out);
+        l.on_instance(
+            &mut nmi(
+                1_000_000,
+                &[
+                    ("perf_event_nmi_handler", 1),
+                    ("nmi_cpu_backtrace_handler", 1),
+                ],
+            ),
+            &cx,
+            &mut out,
+        );
         assert!(kinds(&out).is_empty());
         // Its empty follower 500 ns after it ended: b2b with swallow_nmi → swallowed; the follower counts, so no loss.
-        l.on_instance(&mut nmi(1_001_500, &[("perf_event_nmi_handler", 0)]), &cx, &mut out);
+        l.on_instance(
+            &mut nmi(1_001_500, &[("perf_event_nmi_handler", 0)]),
+            &cx,
+            &mut out,
+        );
         assert_eq!(kinds(&out), vec![Kind::SwallowedNmi]);
         // An empty NMI long after: unknown.
-        l.on_instance(&mut nmi(50_000_000, &[("perf_event_nmi_handler", 0)]), &cx, &mut out);
+        l.on_instance(
+            &mut nmi(50_000_000, &[("perf_event_nmi_handler", 0)]),
+            &cx,
+            &mut out,
+        );
         assert_eq!(kinds(&out), vec![Kind::SwallowedNmi, Kind::UnknownNmi]);
-        let Details::Latch(d) = &out.iter().nth(1).unwrap().1.details else { panic!() };
+        let Details::Latch(d) = &out.iter().nth(1).unwrap().1.details else {
+            panic!()
+        };
         assert_eq!((d.b2b, d.swallow_nmi), (Some(false), Some(false)));
         // Two sources and no follower: one edge lost, settled at the end.
         l.on_instance(&mut nmi(90_000_000, &[("a", 1), ("b", 2)]), &cx, &mut out);
         l.end_cpu(0, &mut out);
         assert_eq!(kinds(&out).last(), Some(&Kind::LostNmi));
         assert_eq!((l.instances, l.b2b), (4, 1));
-        assert_eq!(empty_nmi_before(&out, 0, 60_000_000).and_then(|id| out.iter().find(|(i, _)| *i == id)).map(|(_, f)| f.kind), Some(Kind::UnknownNmi));
+        assert_eq!(
+            empty_nmi_before(&out, 0, 60_000_000)
+                .and_then(|id| out.iter().find(|(i, _)| *i == id))
+                .map(|(_, f)| f.kind),
+            Some(Kind::UnknownNmi)
+        );
     }
 }

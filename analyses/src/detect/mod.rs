@@ -53,9 +53,23 @@ pub struct HandlerEvent<'e, 'a> {
 /// A detector. Every method has a default that does nothing.
 pub trait Detector {
     /// The replay applied a modelled event and says what changed.
-    fn on_outcome(&mut self, _ev: &Event<'_>, _outcome: &Outcome, _cx: &Cx<'_>, _out: &mut Findings) {}
+    fn on_outcome(
+        &mut self,
+        _ev: &Event<'_>,
+        _outcome: &Outcome,
+        _cx: &Cx<'_>,
+        _out: &mut Findings,
+    ) {
+    }
     /// An `nmi_handler` event joined the open instance `inst` of its CPU.
-    fn on_handler(&mut self, _h: &HandlerEvent<'_, '_>, _inst: &Instance, _cx: &Cx<'_>, _out: &mut Findings) {}
+    fn on_handler(
+        &mut self,
+        _h: &HandlerEvent<'_, '_>,
+        _inst: &Instance,
+        _cx: &Cx<'_>,
+        _out: &mut Findings,
+    ) {
+    }
     /// An NMI is complete (the detectors run in a fixed order; the switch
     /// window's verdict is on the instance for those after it).
     fn on_instance(&mut self, _inst: &mut Instance, _cx: &Cx<'_>, _out: &mut Findings) {}
@@ -72,14 +86,34 @@ pub(crate) mod tests_support {
     use nmitrace_replay::testkit::ev;
 
     pub fn cx_for<'a>(replay: &'a Replay, config: &'a Config) -> Cx<'a> {
-        Cx { replay, config, tol: 1000, b2b_threshold_ns: config.b2b_threshold_ns, faults_traced: false }
+        Cx {
+            replay,
+            config,
+            tol: 1000,
+            b2b_threshold_ns: config.b2b_threshold_ns,
+            faults_traced: false,
+        }
     }
 
     /// An `nmi_handler` event of `handler` on CPU 0 (pid 100), ending at `ts`.
-    pub fn handler_event(ts: u64, handler: &str, delta_ns: u64, f: impl FnOnce(&HandlerEvent<'_, '_>)) {
+    pub fn handler_event(
+        ts: u64,
+        handler: &str,
+        delta_ns: u64,
+        f: impl FnOnce(&HandlerEvent<'_, '_>),
+    ) {
         ev::nmi(ts, 0, ("bash", 100), handler, delta_ns, 1).with(|e| {
-            let nmitrace_parser::model::Modelled::NmiHandler(h) = nmitrace_parser::model::Modelled::from_event(e) else { panic!("not an nmi_handler") };
-            f(&HandlerEvent { ev: e, h: &h, name: handler, dump: None })
+            let nmitrace_parser::model::Modelled::NmiHandler(h) =
+                nmitrace_parser::model::Modelled::from_event(e)
+            else {
+                panic!("not an nmi_handler")
+            };
+            f(&HandlerEvent {
+                ev: e,
+                h: &h,
+                name: handler,
+                dump: None,
+            })
         })
     }
 }

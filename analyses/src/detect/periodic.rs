@@ -55,7 +55,14 @@ pub struct PeriodicBeats {
 impl PeriodicBeats {
     /// A handler handled something at `ts` on `cpu`. Returns an inferred
     /// `lost_nmi` when beats are missing while the CPU was busy.
-    pub fn beat(&mut self, cpu: u32, handler: &str, ts: u64, line: &str, rc: &Cpu) -> Option<Finding> {
+    pub fn beat(
+        &mut self,
+        cpu: u32,
+        handler: &str,
+        ts: u64,
+        line: &str,
+        rc: &Cpu,
+    ) -> Option<Finding> {
         let c = cpu as usize;
         if c >= self.cpus.len() {
             self.cpus.resize_with(c + 1, Vec::new);
@@ -63,7 +70,14 @@ impl PeriodicBeats {
         let list = &mut self.cpus[c];
         let idle_now = rc.idle_until(ts);
         let Some(t) = list.iter_mut().find(|t| t.handler == handler) else {
-            list.push(Tracker { handler: handler.into(), line: line.into(), last: ts, idle_at_last: idle_now, intervals: [0; WINDOW], n: 0 });
+            list.push(Tracker {
+                handler: handler.into(),
+                line: line.into(),
+                last: ts,
+                idle_at_last: idle_now,
+                intervals: [0; WINDOW],
+                n: 0,
+            });
             return None;
         };
         let last_line = std::mem::replace(&mut t.line, line.to_string());
@@ -98,7 +112,13 @@ impl PeriodicBeats {
             Kind::LostNmi,
             Severity::Warning,
             Confidence::Inferred,
-            Details::Lost(Box::new(LostDetails::Beats { handler: handler.into(), period_ns: period, gap_ns: iv, lost: missing, idle_ns: idle })),
+            Details::Lost(Box::new(LostDetails::Beats {
+                handler: handler.into(),
+                period_ns: period,
+                gap_ns: iv,
+                lost: missing,
+                idle_ns: idle,
+            })),
         );
         f.ts_ns = Some(last);
         f.cpu = Some(cpu);
@@ -122,11 +142,24 @@ impl Detector for PeriodicBeats {
         if inst.handlerless {
             return;
         }
-        let Some(rc) = cx.replay.cpu(inst.cpu) else { return };
+        let Some(rc) = cx.replay.cpu(inst.cpu) else {
+            return;
+        };
         for (name, _, handled) in &inst.handlers {
             if *handled > 0 {
-                let line = inst.handlers.iter().position(|(n, _, _)| n == name).and_then(|i| inst.lines.get(i)).or(inst.lines.first());
-                if let Some(f) = self.beat(inst.cpu, name, inst.start, line.map_or("", |l| l.as_str()), rc) {
+                let line = inst
+                    .handlers
+                    .iter()
+                    .position(|(n, _, _)| n == name)
+                    .and_then(|i| inst.lines.get(i))
+                    .or(inst.lines.first());
+                if let Some(f) = self.beat(
+                    inst.cpu,
+                    name,
+                    inst.start,
+                    line.map_or("", |l| l.as_str()),
+                    rc,
+                ) {
                     out.push(f);
                 }
             }

@@ -17,7 +17,13 @@ pub struct SlowHandlers {
 }
 
 impl Detector for SlowHandlers {
-    fn on_handler(&mut self, he: &HandlerEvent<'_, '_>, _inst: &Instance, _cx: &Cx<'_>, out: &mut Findings) {
+    fn on_handler(
+        &mut self,
+        he: &HandlerEvent<'_, '_>,
+        _inst: &Instance,
+        _cx: &Cx<'_>,
+        out: &mut Findings,
+    ) {
         let (ev, h, name) = (he.ev, he.h, he.name);
         let i = match self.max.iter().position(|(n, _)| n == name) {
             Some(i) => i,
@@ -67,13 +73,25 @@ mod tests {
 
     #[test]
     fn a_new_maximum_at_or_over_one_ms_is_what_the_kernel_prints() {
-        let replay = nmitrace_replay::Replay::new(nmitrace_replay::KernelModel::choose(None, None, Some("6.1"), Some("x86_64")));
+        let replay = nmitrace_replay::Replay::new(nmitrace_replay::KernelModel::choose(
+            None,
+            None,
+            Some("6.1"),
+            Some("x86_64"),
+        ));
         let cfg = crate::Config::default();
         let cx = cx_for(&replay, &cfg);
         let mut d = SlowHandlers::default();
         let mut out = Findings::default();
-        for (ts, delta) in [(10_000_000u64, 2_000_000u64), (20_000_000, 1_500_000), (30_000_000, 999_999), (40_000_000, 3_000_000)] {
-            handler_event(ts, "nmi_cpu_backtrace_handler", delta, |he| d.on_handler(he, &Instance::default(), &cx, &mut out));
+        for (ts, delta) in [
+            (10_000_000u64, 2_000_000u64),
+            (20_000_000, 1_500_000),
+            (30_000_000, 999_999),
+            (40_000_000, 3_000_000),
+        ] {
+            handler_event(ts, "nmi_cpu_backtrace_handler", delta, |he| {
+                d.on_handler(he, &Instance::default(), &cx, &mut out)
+            });
         }
         let v: Vec<(u64, bool)> = out
             .iter()
@@ -82,6 +100,9 @@ mod tests {
                 _ => unreachable!(),
             })
             .collect();
-        assert_eq!(v, vec![(2_000_000, true), (1_500_000, false), (3_000_000, true)]);
+        assert_eq!(
+            v,
+            vec![(2_000_000, true), (1_500_000, false), (3_000_000, true)]
+        );
     }
 }

@@ -12,7 +12,9 @@
 
 use super::latch::about;
 use super::{Cx, Detector, HandlerEvent};
-use crate::finding::{Confidence, Details, Finding, FindingId, Findings, Kind, Severity, WindowBounds, WindowDetails};
+use crate::finding::{
+    Confidence, Details, Finding, FindingId, Findings, Kind, Severity, WindowBounds, WindowDetails,
+};
 use crate::nmi::dump::{cr3_write, Cr3Write, NmiDump};
 use crate::nmi::instance::Instance;
 use nmitrace_replay::{Cpu, Phase, Replay, SwitchWindow, WindowEnd};
@@ -148,11 +150,20 @@ const AFTER_WRITE: &[&str] = &[
 
 /// The tlb_flush tracepoint: `switch_mm_irqs_off` fires it right after the cr3
 /// write (arch/x86/mm/tlb.c, `load_new_mm_cr3()` then `trace_tlb_flush(TLB_FLUSH_ON_TASK_SWITCH, …)`).
-const TLB_FLUSH_TP: &[&str] = &["trace_event_raw_event_tlb_flush", "perf_trace_tlb_flush", "__traceiter_tlb_flush", "trace_tlb_flush"];
+const TLB_FLUSH_TP: &[&str] = &[
+    "trace_event_raw_event_tlb_flush",
+    "perf_trace_tlb_flush",
+    "__traceiter_tlb_flush",
+    "trace_tlb_flush",
+];
 
 /// The sched_switch tracepoint, traced in `__schedule` before `context_switch()`.
-const SCHED_SWITCH_TP: &[&str] =
-    &["trace_event_raw_event_sched_switch", "perf_trace_sched_switch", "__traceiter_sched_switch", "trace_sched_switch"];
+const SCHED_SWITCH_TP: &[&str] = &[
+    "trace_event_raw_event_sched_switch",
+    "perf_trace_sched_switch",
+    "__traceiter_sched_switch",
+    "trace_sched_switch",
+];
 
 /// Code of the switch that runs before the cr3 write: `prepare_task_switch()`
 /// and what it calls, `membarrier_switch_mm()`, and the first part of
@@ -174,26 +185,77 @@ const BEFORE_WRITE: &[&str] = &[
 ];
 
 /// `switch_mm_irqs_off` (4.8+), `switch_mm` (before), and the cr3 writer.
-const SWITCH_MM: &[&str] = &["switch_mm_irqs_off", "switch_mm", "load_new_mm_cr3", "__switch_mm"];
+const SWITCH_MM: &[&str] = &[
+    "switch_mm_irqs_off",
+    "switch_mm",
+    "load_new_mm_cr3",
+    "__switch_mm",
+];
 
 /// The scheduler around the switch: where a dump says "in a switch" but not which side.
-const SCHEDULER: &[&str] =
-    &["__schedule", "context_switch", "schedule", "schedule_idle", "preempt_schedule", "preempt_schedule_common", "preempt_schedule_irq", "do_task_dead"];
+const SCHEDULER: &[&str] = &[
+    "__schedule",
+    "context_switch",
+    "schedule",
+    "schedule_idle",
+    "preempt_schedule",
+    "preempt_schedule_common",
+    "preempt_schedule_irq",
+    "do_task_dead",
+];
 
 /// Code reached from everywhere (locks, MSR and tracing helpers): says
 /// nothing about where the CPU was; the caller decides.
 fn is_helper(f: &str) -> bool {
     const PREFIXES: &[&str] = &[
         // locks, MSRs, paravirt
-        "native_", "__raw_callee_save", "_raw_spin", "raw_spin", "queued_spin", "__pv_queued", "pv_", "lock_", "__lock",
+        "native_",
+        "__raw_callee_save",
+        "_raw_spin",
+        "raw_spin",
+        "queued_spin",
+        "__pv_queued",
+        "pv_",
+        "lock_",
+        "__lock",
         // return thunks and speculation mitigations
-        "srso", "__x86_", "its_", "retbleed", "entry_untrain", "__pfx_", "__cfi_", "zen_untrain",
+        "srso",
+        "__x86_",
+        "its_",
+        "retbleed",
+        "entry_untrain",
+        "__pfx_",
+        "__cfi_",
+        "zen_untrain",
         // tracing and perf, reached from any tracepoint
-        "trace_", "__trace", "tracing_", "rb_", "__rb_", "ring_buffer_", "perf_", "__perf", "bpf_", "__bpf",
+        "trace_",
+        "__trace",
+        "tracing_",
+        "rb_",
+        "__rb_",
+        "ring_buffer_",
+        "perf_",
+        "__perf",
+        "bpf_",
+        "__bpf",
         // clocks read by the tracer
-        "local_clock", "sched_clock", "pvclock", "kvm_clock", "kvm_sched_clock", "ktime_", "read_tsc",
+        "local_clock",
+        "sched_clock",
+        "pvclock",
+        "kvm_clock",
+        "kvm_sched_clock",
+        "ktime_",
+        "read_tsc",
         // copies, printk
-        "memcpy", "memset", "__memcpy", "__memset", "rep_", "__fentry__", "printk", "vprintk", "_printk",
+        "memcpy",
+        "memset",
+        "__memcpy",
+        "__memset",
+        "rep_",
+        "__fentry__",
+        "printk",
+        "vprintk",
+        "_printk",
     ];
     PREFIXES.iter().any(|p| f.starts_with(p))
 }
@@ -217,7 +279,11 @@ pub fn place(d: &NmiDump) -> DumpPlace {
             if d.in_any(SWITCH_MM) {
                 return DumpPlace::AfterCr3Write;
             }
-            return if d.frames.is_empty() { DumpPlace::Undecided } else { DumpPlace::OutsideSwitch };
+            return if d.frames.is_empty() {
+                DumpPlace::Undecided
+            } else {
+                DumpPlace::OutsideSwitch
+            };
         }
         if SCHED_SWITCH_TP.contains(&f) || BEFORE_WRITE.contains(&f) {
             return DumpPlace::BeforeCr3Write;
@@ -250,7 +316,11 @@ pub fn place(d: &NmiDump) -> DumpPlace {
         // Without a call trace a function name alone cannot say (it may be
         // a helper the switch calls).
         if !in_scheduler {
-            return if d.frames.is_empty() { DumpPlace::Undecided } else { DumpPlace::OutsideSwitch };
+            return if d.frames.is_empty() {
+                DumpPlace::Undecided
+            } else {
+                DumpPlace::OutsideSwitch
+            };
         }
     }
     // Only helpers: their caller is unknown.
@@ -265,7 +335,13 @@ pub fn place(d: &NmiDump) -> DumpPlace {
 /// `tsk->active_mm = mm` before `switch_mm` writes cr3: `exec_mmap()` (fs/exec.c,
 /// 4.4 and 6.12: `tsk->active_mm = mm; … activate_mm(active_mm, mm)`) and
 /// `kthread_use_mm()` (5.8+; `use_mm()` before, mm/mmu_context.c).
-const ADOPT_MM: &[&str] = &["exec_mmap", "begin_new_exec", "flush_old_exec", "kthread_use_mm", "use_mm"];
+const ADOPT_MM: &[&str] = &[
+    "exec_mmap",
+    "begin_new_exec",
+    "flush_old_exec",
+    "kthread_use_mm",
+    "use_mm",
+];
 
 /// The dump shows an NMI in the reverse window of exec (or kthread_use_mm):
 /// `current->active_mm` is already the new mm while cr3 still holds the old one.
@@ -277,11 +353,23 @@ pub fn adopt_mm_reverse_window(d: &NmiDump) -> Option<&'static str> {
     }
     let f = d.stack().find(|f| ADOPT_MM.contains(f))?;
     let before = d.in_any(&["paravirt_enter_mmap"]) || place(d) == DumpPlace::BeforeCr3Write;
-    before.then(|| ADOPT_MM.iter().find(|a| **a == f).copied().unwrap_or("exec_mmap"))
+    before.then(|| {
+        ADOPT_MM
+            .iter()
+            .find(|a| **a == f)
+            .copied()
+            .unwrap_or("exec_mmap")
+    })
 }
 
 fn reverse_finding(inst: &Instance, d: &NmiDump, via: &str, replay: &Replay) -> Finding {
-    let severity = if inst.faults.iter().any(|f| f.info.entry.is_some()) && replay.model.vmalloc_fault_uses_active_mm { Severity::Error } else { Severity::Warning };
+    let severity = if inst.faults.iter().any(|f| f.info.entry.is_some())
+        && replay.model.vmalloc_fault_uses_active_mm
+    {
+        Severity::Error
+    } else {
+        Severity::Warning
+    };
     let why = format!(
         "NMI backtrace: {}: interrupted in switch_mm under {via}, before the cr3 write, after {via} set current->active_mm to the new mm",
         d.describe()
@@ -308,7 +396,12 @@ fn reverse_finding(inst: &Instance, d: &NmiDump, via: &str, replay: &Replay) -> 
         "NMI on CPU {} ran in the reverse window of {via}: current->active_mm was already the new mm while cr3 still held the old page directory ({why}); code in the NMI that resolves through current->active_mm (x86_64 vmalloc_fault up to 4.7) uses the wrong directory",
         inst.cpu
     );
-    f.evidence = d.lines.iter().cloned().chain(inst.lines.iter().cloned()).collect();
+    f.evidence = d
+        .lines
+        .iter()
+        .cloned()
+        .chain(inst.lines.iter().cloned())
+        .collect();
     f
 }
 
@@ -324,7 +417,9 @@ const BOOK_MAX: usize = 65_536;
 impl PgdBook {
     /// Learn from a dump of a user task (a kernel thread's CR3 is a borrowed mm).
     pub fn learn(&mut self, d: &NmiDump, kthread: bool) {
-        let (Some(pid), Some(pgd)) = (d.pid, d.pgd()) else { return };
+        let (Some(pid), Some(pgd)) = (d.pid, d.pgd()) else {
+            return;
+        };
         if kthread || pid == 0 || place(d) != DumpPlace::OutsideSwitch {
             return;
         }
@@ -354,7 +449,10 @@ pub fn judge(d: &NmiDump, h: &WindowHit, book: &PgdBook) -> Verdict {
     let at = d.describe();
     if let Some(pid) = d.pid {
         if pid != h.prev_pid {
-            return Verdict::Refutes(format!("the NMI's dump names PID {pid} as current, not prev {} ({at})", h.prev_pid));
+            return Verdict::Refutes(format!(
+                "the NMI's dump names PID {pid} as current, not prev {} ({at})",
+                h.prev_pid
+            ));
         }
     }
     if let Some(pgd) = d.pgd() {
@@ -380,11 +478,22 @@ fn finding(inst: &Instance, w: &WindowHit, replay: &Replay, verdict: Option<&Ver
     let wrong = inst.faults.iter().any(|f| f.info.wrong_pgd);
     // Worse when a fault in the NMI is resolved through current->active_mm
     // (x86_64 vmalloc_fault up to 4.7): it fills prev's directory, not cr3's.
-    let severity = if wrong || (vmalloc_fault && replay.model.vmalloc_fault_uses_active_mm) { Severity::Error } else { Severity::Warning };
+    let severity = if wrong || (vmalloc_fault && replay.model.vmalloc_fault_uses_active_mm) {
+        Severity::Error
+    } else {
+        Severity::Warning
+    };
     let confirmed = matches!(verdict, Some(Verdict::Confirms(_)));
-    let confidence = if w.observed || confirmed { Confidence::Observed } else { Confidence::Inferred };
+    let confidence = if w.observed || confirmed {
+        Confidence::Observed
+    } else {
+        Confidence::Inferred
+    };
     let how = if w.observed {
-        format!("the NMI is stamped with prev's pid {} after the reason-0 tlb_flush (cr3 write)", w.prev_pid)
+        format!(
+            "the NMI is stamped with prev's pid {} after the reason-0 tlb_flush (cr3 write)",
+            w.prev_pid
+        )
     } else if w.fallback {
         "the trace has no tlb_flush events, so the window is taken from sched_switch (cr3 may not have been written yet)".to_string()
     } else {
@@ -398,7 +507,10 @@ fn finding(inst: &Instance, w: &WindowHit, replay: &Replay, verdict: Option<&Ver
         Some(Verdict::Undecided(why)) => format!("{how}; {why}"),
         _ => how,
     };
-    let mm = |m: Option<u32>| m.map(|m| replay.mms.get(m).describe()).unwrap_or_else(|| "unknown mm".into());
+    let mm = |m: Option<u32>| {
+        m.map(|m| replay.mms.get(m).describe())
+            .unwrap_or_else(|| "unknown mm".into())
+    };
     let consequence = if wrong {
         "a vmalloc fault in it was resolved through current->active_mm (prev's directory) while cr3 held next's: the entry went into the wrong page directory and the fault repeats"
     } else if w.prev_kthread {
@@ -427,7 +539,12 @@ fn finding(inst: &Instance, w: &WindowHit, replay: &Replay, verdict: Option<&Ver
             prev_comm: Some(w.prev_comm.clone()),
             next_pid: w.next_pid,
             next_comm: Some(w.next_comm.clone()),
-            bounds: Some(WindowBounds { current_mm: mm(w.prev_mm), cr3_mm: mm(w.next_mm), window_start_ns: w.start_ts, window_end_ns: w.end_ts }),
+            bounds: Some(WindowBounds {
+                current_mm: mm(w.prev_mm),
+                cr3_mm: mm(w.next_mm),
+                window_start_ns: w.start_ts,
+                window_end_ns: w.end_ts,
+            }),
             window_from: window_from.into(),
             fault_in_nmi: Some(faulted),
             reverse: None,
@@ -449,7 +566,11 @@ fn finding(inst: &Instance, w: &WindowHit, replay: &Replay, verdict: Option<&Ver
     );
     // In trace order: the switch, its flush (after the NMI when the NMI came
     // before it), the NMI's dump and handler lines, next's first event.
-    let split = if w.before_flush { w.lines.len().min(1) } else { w.lines.len() };
+    let split = if w.before_flush {
+        w.lines.len().min(1)
+    } else {
+        w.lines.len()
+    };
     let mut ev = w.lines[..split].to_vec();
     if let Some(d) = &inst.dump {
         ev.extend(d.lines.iter().cloned());
@@ -503,7 +624,9 @@ impl SwitchWindows {
     /// switch did not go on as traced.
     pub fn settle(&mut self, cpu: u32, replay: &Replay) {
         let Some(rc) = replay.cpu(cpu) else { return };
-        let Some(slot) = self.hits.get_mut(cpu as usize) else { return };
+        let Some(slot) = self.hits.get_mut(cpu as usize) else {
+            return;
+        };
         let Some(w) = slot.as_mut() else { return };
         if w.settled || (rc.window.phase != Phase::Idle && rc.window.seq == w.seq) {
             return;
@@ -539,9 +662,19 @@ impl SwitchWindows {
 
 impl Detector for SwitchWindows {
     /// The switch window, placed by the NMI's own stamp.
-    fn on_handler(&mut self, he: &HandlerEvent<'_, '_>, _inst: &Instance, cx: &Cx<'_>, _out: &mut Findings) {
-        let Some(rc) = cx.replay.cpu(he.ev.cpu) else { return };
-        let Some(hit) = check(rc, he.ev.pid, cx.replay) else { return };
+    fn on_handler(
+        &mut self,
+        he: &HandlerEvent<'_, '_>,
+        _inst: &Instance,
+        cx: &Cx<'_>,
+        _out: &mut Findings,
+    ) {
+        let Some(rc) = cx.replay.cpu(he.ev.cpu) else {
+            return;
+        };
+        let Some(hit) = check(rc, he.ev.pid, cx.replay) else {
+            return;
+        };
         let slot = self.hit_mut(he.ev.cpu);
         let better = match slot {
             None => true,
@@ -567,7 +700,10 @@ impl Detector for SwitchWindows {
             self.pending = self.pending.saturating_sub(1);
         }
         if let Some(d) = &inst.dump {
-            let kthread = d.pid.and_then(|p| replay.tasks.get(p)).is_some_and(|t| t.mm.is_none());
+            let kthread = d
+                .pid
+                .and_then(|p| replay.tasks.get(p))
+                .is_some_and(|t| t.mm.is_none());
             self.book.learn(d, kthread);
         }
         let verdict = match (&window, &inst.dump) {
@@ -588,7 +724,9 @@ impl Detector for SwitchWindows {
         }
         if let Some(w) = &window {
             let id = out.push(finding(inst, w, replay, verdict.as_ref()));
-            if let (Some(id), Some(Verdict::Undecided(_)), Some(pgd)) = (id, &verdict, inst.dump.as_ref().and_then(|d| d.pgd())) {
+            if let (Some(id), Some(Verdict::Undecided(_)), Some(pgd)) =
+                (id, &verdict, inst.dump.as_ref().and_then(|d| d.pgd()))
+            {
                 if self.undecided.len() < 10_000 {
                     self.undecided.push((id, pgd, w.prev_pid, w.next_pid));
                 }
@@ -632,35 +770,100 @@ mod tests {
     #[test]
     fn places_real_6_18_dumps() {
         // RIPs and call traces from the real captures of ../shared/traces/real-nmi.
-        assert_eq!(place(&dump("0033:0x7fc56b2cb350", &[], None)), DumpPlace::UserMode);
-        assert_eq!(place(&dump("0010:anon_pipe_write+0x27e/0x6e0", &["vfs_write", "ksys_write"], None)), DumpPlace::OutsideSwitch);
-        assert_eq!(place(&dump("0010:__wrgsbase_inactive+0x8/0x20", &[], None)), DumpPlace::AfterCr3Write);
+        assert_eq!(
+            place(&dump("0033:0x7fc56b2cb350", &[], None)),
+            DumpPlace::UserMode
+        );
+        assert_eq!(
+            place(&dump(
+                "0010:anon_pipe_write+0x27e/0x6e0",
+                &["vfs_write", "ksys_write"],
+                None
+            )),
+            DumpPlace::OutsideSwitch
+        );
+        assert_eq!(
+            place(&dump("0010:__wrgsbase_inactive+0x8/0x20", &[], None)),
+            DumpPlace::AfterCr3Write
+        );
         assert_eq!(
             place(&dump(
                 "0010:__rb_reserve_next.constprop.0+0x13d/0x470",
-                &["ring_buffer_lock_reserve", "trace_event_buffer_reserve", "trace_event_raw_event_tlb_flush", "switch_mm_irqs_off", "__schedule"],
+                &[
+                    "ring_buffer_lock_reserve",
+                    "trace_event_buffer_reserve",
+                    "trace_event_raw_event_tlb_flush",
+                    "switch_mm_irqs_off",
+                    "__schedule"
+                ],
                 None
             )),
             DumpPlace::AfterCr3Write
         );
         let code = "48 09 c7 48 0f ba ef 3f 0f 22 df <0f> 1f 00 eb 05";
-        assert_eq!(place(&dump("0010:switch_mm_irqs_off+0x23c/0x3d0", &["__schedule"], Some(code))), DumpPlace::AfterCr3Write);
-        assert_eq!(place(&dump("0010:choose_new_asid+0xbb/0x130", &["switch_mm_irqs_off", "__schedule"], None)), DumpPlace::BeforeCr3Write);
         assert_eq!(
-            place(&dump("0010:ring_buffer_unlock_commit+0x28/0x150", &["trace_event_raw_event_sched_switch", "__schedule"], None)),
+            place(&dump(
+                "0010:switch_mm_irqs_off+0x23c/0x3d0",
+                &["__schedule"],
+                Some(code)
+            )),
+            DumpPlace::AfterCr3Write
+        );
+        assert_eq!(
+            place(&dump(
+                "0010:choose_new_asid+0xbb/0x130",
+                &["switch_mm_irqs_off", "__schedule"],
+                None
+            )),
             DumpPlace::BeforeCr3Write
         );
-        assert_eq!(place(&dump("0010:__schedule+0x397/0xf60", &["schedule"], None)), DumpPlace::Undecided);
+        assert_eq!(
+            place(&dump(
+                "0010:ring_buffer_unlock_commit+0x28/0x150",
+                &["trace_event_raw_event_sched_switch", "__schedule"],
+                None
+            )),
+            DumpPlace::BeforeCr3Write
+        );
+        assert_eq!(
+            place(&dump("0010:__schedule+0x397/0xf60", &["schedule"], None)),
+            DumpPlace::Undecided
+        );
         // A helper without frames says nothing, nor does a function without a call trace.
-        assert_eq!(place(&dump("0010:native_write_msr+0xd/0x30", &[], None)), DumpPlace::Undecided);
-        assert_eq!(place(&dump("0010:its_return_thunk+0x0/0x10", &[], None)), DumpPlace::Undecided);
-        assert_eq!(place(&dump("0010:anon_pipe_write+0x27e/0x6e0", &[], None)), DumpPlace::Undecided);
+        assert_eq!(
+            place(&dump("0010:native_write_msr+0xd/0x30", &[], None)),
+            DumpPlace::Undecided
+        );
+        assert_eq!(
+            place(&dump("0010:its_return_thunk+0x0/0x10", &[], None)),
+            DumpPlace::Undecided
+        );
+        assert_eq!(
+            place(&dump("0010:anon_pipe_write+0x27e/0x6e0", &[], None)),
+            DumpPlace::Undecided
+        );
         // perf's tracepoint handler under the sched_switch tracepoint: before the write.
         assert_eq!(
-            place(&dump("0010:perf_output_sample+0x43b/0x8d0", &["perf_tp_event", "perf_trace_run_bpf_submit", "perf_trace_sched_switch", "__schedule"], None)),
+            place(&dump(
+                "0010:perf_output_sample+0x43b/0x8d0",
+                &[
+                    "perf_tp_event",
+                    "perf_trace_run_bpf_submit",
+                    "perf_trace_sched_switch",
+                    "__schedule"
+                ],
+                None
+            )),
             DumpPlace::BeforeCr3Write
         );
-        assert_eq!(place(&dump("0010:pv_native_safe_halt+0xb/0x10", &["default_idle", "do_idle"], None)), DumpPlace::OutsideSwitch);
+        assert_eq!(
+            place(&dump(
+                "0010:pv_native_safe_halt+0xb/0x10",
+                &["default_idle", "do_idle"],
+                None
+            )),
+            DumpPlace::OutsideSwitch
+        );
     }
 }
 
@@ -673,8 +876,17 @@ mod detector_tests {
 
     /// Replay `evs`, then give the detector the NMI `nmi` (its handler
     /// event, then the finished instance with `dump`).
-    fn run(evs: &[OwnedEvent], nmi: OwnedEvent, dump: Option<NmiDump>) -> (Findings, SwitchWindows) {
-        let mut replay = Replay::new(nmitrace_replay::KernelModel::choose(None, None, Some("6.1"), Some("x86_64")));
+    fn run(
+        evs: &[OwnedEvent],
+        nmi: OwnedEvent,
+        dump: Option<NmiDump>,
+    ) -> (Findings, SwitchWindows) {
+        let mut replay = Replay::new(nmitrace_replay::KernelModel::choose(
+            None,
+            None,
+            Some("6.1"),
+            Some("x86_64"),
+        ));
         for e in evs {
             e.with(|e| {
                 replay.touch(e);
@@ -686,10 +898,30 @@ mod detector_tests {
         let mut d = SwitchWindows::default();
         let mut out = Findings::default();
         nmi.with(|e| {
-            let Modelled::NmiHandler(h) = Modelled::from_event(e) else { panic!() };
+            let Modelled::NmiHandler(h) = Modelled::from_event(e) else {
+                panic!()
+            };
             let cx = cx_for(&replay, &cfg);
-            let mut inst = Instance { cpu: e.cpu, start: e.ts_ns - h.delta_ns, end: e.ts_ns, pid: e.pid, handlers: vec![("h".into(), h.delta_ns, 1)], dump, ..Default::default() };
-            d.on_handler(&HandlerEvent { ev: e, h: &h, name: "h", dump: None }, &inst, &cx, &mut out);
+            let mut inst = Instance {
+                cpu: e.cpu,
+                start: e.ts_ns - h.delta_ns,
+                end: e.ts_ns,
+                pid: e.pid,
+                handlers: vec![("h".into(), h.delta_ns, 1)],
+                dump,
+                ..Default::default()
+            };
+            d.on_handler(
+                &HandlerEvent {
+                    ev: e,
+                    h: &h,
+                    name: "h",
+                    dump: None,
+                },
+                &inst,
+                &cx,
+                &mut out,
+            );
             d.on_instance(&mut inst, &cx, &mut out);
             d.finish(&cx, &mut out);
             assert_eq!(inst.in_switch_window, out.iter().count() == 1);
@@ -701,28 +933,49 @@ mod detector_tests {
     const B: (&str, i32) = ("cc1", 200);
 
     fn switch_then_flush() -> Vec<OwnedEvent> {
-        vec![ev::flush0(100, 1, ("x", 5)), ev::other(1_000, 0, A), ev::other(1_500, 0, B), ev::switch(10_000, 0, A, B), ev::flush0(11_000, 0, A)]
+        vec![
+            ev::flush0(100, 1, ("x", 5)),
+            ev::other(1_000, 0, A),
+            ev::other(1_500, 0, B),
+            ev::switch(10_000, 0, A, B),
+            ev::flush0(11_000, 0, A),
+        ]
     }
 
     #[test]
     fn stamped_prev_after_the_flush_is_an_observed_window() {
-        let (out, d) = run(&switch_then_flush(), ev::nmi(15_000, 0, A, "h", 2_000, 1), None);
+        let (out, d) = run(
+            &switch_then_flush(),
+            ev::nmi(15_000, 0, A, "h", 2_000, 1),
+            None,
+        );
         let v: Vec<&Finding> = out.iter().map(|(_, f)| f).collect();
         assert_eq!(v.len(), 1);
-        assert_eq!((v[0].kind, v[0].confidence), (Kind::Cr3CurrentMismatch, Confidence::Observed));
+        assert_eq!(
+            (v[0].kind, v[0].confidence),
+            (Kind::Cr3CurrentMismatch, Confidence::Observed)
+        );
         assert_eq!(d.refuted_by_dump, 0);
     }
 
     #[test]
     fn stamped_next_is_no_window() {
-        let (out, _) = run(&switch_then_flush(), ev::nmi(15_000, 0, B, "h", 2_000, 1), None);
+        let (out, _) = run(
+            &switch_then_flush(),
+            ev::nmi(15_000, 0, B, "h", 2_000, 1),
+            None,
+        );
         assert_eq!(out.iter().count(), 0);
     }
 
     #[test]
     fn a_dump_in_user_mode_refutes_the_window() {
         let dump = NmiDump::from_lines(&["RIP: 0033:0x7fc56b2cb350".to_string()]);
-        let (out, d) = run(&switch_then_flush(), ev::nmi(15_000, 0, A, "h", 2_000, 1), Some(dump));
+        let (out, d) = run(
+            &switch_then_flush(),
+            ev::nmi(15_000, 0, A, "h", 2_000, 1),
+            Some(dump),
+        );
         assert_eq!(out.iter().count(), 0);
         assert_eq!(d.refuted_by_dump, 1);
     }

@@ -54,7 +54,10 @@ pub struct NmiDump {
 impl NmiDump {
     /// The interrupted function followed by the reliable callers.
     pub fn stack(&self) -> impl Iterator<Item = &str> {
-        self.rip_func.as_deref().into_iter().chain(self.frames.iter().map(|s| s.as_str()))
+        self.rip_func
+            .as_deref()
+            .into_iter()
+            .chain(self.frames.iter().map(|s| s.as_str()))
     }
 
     /// Any frame (or the RIP) is one of `names`.
@@ -93,7 +96,10 @@ impl NmiDump {
         let t = m.trim_start();
         // Evidence: the head (CPU/PID, RIP, Code), the CR3 line, and the
         // first frames of the call trace.
-        let keep = self.lines.len() < 4 || t.contains("CR3: ") || t.starts_with("Call Trace:") || (self.in_call_trace && !t.starts_with('<'));
+        let keep = self.lines.len() < 4
+            || t.contains("CR3: ")
+            || t.starts_with("Call Trace:")
+            || (self.in_call_trace && !t.starts_with('<'));
         if keep && self.lines.len() < MAX_LINES {
             self.lines.push(line);
         }
@@ -103,7 +109,10 @@ impl NmiDump {
                 let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
                 if let Ok(pid) = pid.parse() {
                     self.pid = Some(pid);
-                    self.comm = rest.find("Comm: ").and_then(|c| rest[c + 6..].split_whitespace().next()).map(String::from);
+                    self.comm = rest
+                        .find("Comm: ")
+                        .and_then(|c| rest[c + 6..].split_whitespace().next())
+                        .map(String::from);
                     return;
                 }
             }
@@ -122,7 +131,10 @@ impl NmiDump {
         }
         if self.cr3.is_none() {
             if let Some(p) = t.find("CR3: ") {
-                let hex: String = t[p + 5..].chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+                let hex: String = t[p + 5..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit())
+                    .collect();
                 self.cr3 = u64::from_str_radix(&hex, 16).ok();
                 return;
             }
@@ -158,7 +170,9 @@ impl NmiDump {
         // `0033:0x7f54b31da011` (user) / `0010:func+0x23c/0x3d0` (kernel);
         // before 4.9: `0010:[<ffffffff81012345>]  [<ffffffff81012345>] func+0x23c/0x3d0`.
         let (cs, rest) = match r.split_once(':') {
-            Some((cs, rest)) if cs.len() == 4 && cs.bytes().all(|b| b.is_ascii_hexdigit()) => (Some(cs), rest),
+            Some((cs, rest)) if cs.len() == 4 && cs.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                (Some(cs), rest)
+            }
             _ => (None, r),
         };
         let cs = cs.and_then(|c| u16::from_str_radix(c, 16).ok());
@@ -226,7 +240,8 @@ pub enum Cr3Write {
 
 pub fn cr3_write(code: &(Vec<u8>, usize)) -> Cr3Write {
     let (b, at) = (&code.0, code.1);
-    let is_write = |i: usize| i + 2 < b.len() && b[i] == 0x0f && b[i + 1] == 0x22 && (b[i + 2] & 0xf8) == 0xd8;
+    let is_write =
+        |i: usize| i + 2 < b.len() && b[i] == 0x0f && b[i + 1] == 0x22 && (b[i + 2] & 0xf8) == 0xd8;
     // A write that ended at RIP or at most a few bytes before it (a short
     // instruction or two in between) has executed.
     if (at.saturating_sub(11)..=at.saturating_sub(3)).any(|i| i + 3 <= at && is_write(i)) {
@@ -274,7 +289,9 @@ impl DumpCollector {
             });
             return;
         }
-        let Some(Some(d)) = self.open.get_mut(cpu) else { return };
+        let Some(Some(d)) = self.open.get_mut(cpu) else {
+            return;
+        };
         // `current` cannot change inside an NMI: a line under another pid, or
         // outside NMI context, is not part of this dump.
         if !nmi || ev.pid != d.stamp_pid {
@@ -346,7 +363,10 @@ mod tests {
 
     #[test]
     fn reads_user_mode_and_old_formats() {
-        let d = dump(&["CPU: 0 PID: 13298 Comm: pingpong Not tainted 4.19.0 #1", "RIP: 0033:0x7fc56b2cb350"]);
+        let d = dump(&[
+            "CPU: 0 PID: 13298 Comm: pingpong Not tainted 4.19.0 #1",
+            "RIP: 0033:0x7fc56b2cb350",
+        ]);
         assert!(d.user_mode && d.rip_func.is_none() && d.pid == Some(13298));
         // 4.4-era RIP line and call-trace frames.
         let d = dump(&[

@@ -79,7 +79,15 @@ impl Instance {
             nmi_start_ns: self.start,
             nmi_end_ns: self.end,
             handled: self.handled,
-            handlers: self.handlers.iter().map(|(n, d, h)| HandlerRun { handler: n.clone(), delta_ns: *d, handled: *h }).collect(),
+            handlers: self
+                .handlers
+                .iter()
+                .map(|(n, d, h)| HandlerRun {
+                    handler: n.clone(),
+                    delta_ns: *d,
+                    handled: *h,
+                })
+                .collect(),
             interrupted: self.dump.as_ref().map(interrupted),
         }
     }
@@ -87,7 +95,12 @@ impl Instance {
 
 /// What a dump says about the interrupted context, for a finding.
 pub fn interrupted(d: &NmiDump) -> Interrupted {
-    Interrupted { rip: d.rip.clone(), pid: d.pid, cr3: d.cr3.map(|c| format!("{c:#x}")), user_mode: d.user_mode }
+    Interrupted {
+        rip: d.rip.clone(),
+        pid: d.pid,
+        cr3: d.cr3.map(|c| format!("{c:#x}")),
+        user_mode: d.user_mode,
+    }
 }
 
 /// One handler's duration statistics.
@@ -143,7 +156,14 @@ pub fn handler_name<'a>(h: &NmiHandler<'a>) -> std::borrow::Cow<'a, str> {
 
 impl InstanceBuilder {
     pub fn new(b2b_threshold_ns: u64) -> InstanceBuilder {
-        InstanceBuilder { res_ns: 1000, b2b_threshold_ns, cpus: Vec::new(), handlers: Vec::new(), flagged_pending: 0, dumps: DumpCollector::default() }
+        InstanceBuilder {
+            res_ns: 1000,
+            b2b_threshold_ns,
+            cpus: Vec::new(),
+            handlers: Vec::new(),
+            flagged_pending: 0,
+            dumps: DumpCollector::default(),
+        }
     }
 
     /// The timing tolerance: the timestamps' resolution.
@@ -184,14 +204,26 @@ impl InstanceBuilder {
             info,
             line: event_line(ev),
             by_flag: nmi_flag,
-            cr3_mm: if info.entry.is_some() { describe(info.cr3_mm) } else { None },
-            synced_into: if info.entry.is_some() { describe(info.synced_into) } else { None },
+            cr3_mm: if info.entry.is_some() {
+                describe(info.cr3_mm)
+            } else {
+                None
+            },
+            synced_into: if info.entry.is_some() {
+                describe(info.synced_into)
+            } else {
+                None
+            },
         };
         if nmi_flag {
             self.flagged_pending += 1;
         }
         let c = self.cpu(ev.cpu);
-        let dropped = if c.pending.len() >= PENDING { Some(c.pending.remove(0)) } else { None };
+        let dropped = if c.pending.len() >= PENDING {
+            Some(c.pending.remove(0))
+        } else {
+            None
+        };
         c.pending.push(Candidate { fault });
         if dropped.is_some_and(|d| d.fault.by_flag) {
             self.flagged_pending = self.flagged_pending.saturating_sub(1);
@@ -207,9 +239,17 @@ impl InstanceBuilder {
         }
         let flagged: Vec<Candidate> = c.pending.drain(..).filter(|p| p.fault.by_flag).collect();
         self.flagged_pending = self.flagged_pending.saturating_sub(flagged.len());
-        let mut inst = Instance { cpu, handlerless: true, ..Default::default() };
+        let mut inst = Instance {
+            cpu,
+            handlerless: true,
+            ..Default::default()
+        };
         for cand in flagged {
-            inst.start = if inst.lines.is_empty() { cand.fault.ts_ns } else { inst.start };
+            inst.start = if inst.lines.is_empty() {
+                cand.fault.ts_ns
+            } else {
+                inst.start
+            };
             inst.end = cand.fault.ts_ns;
             inst.pid = cand.fault.pid;
             inst.comm = cand.fault.comm.clone();
@@ -223,7 +263,8 @@ impl InstanceBuilder {
         let i = match self.handlers.iter().position(|(n, _)| n == name) {
             Some(i) => i,
             None => {
-                self.handlers.push((name.to_string(), HandlerAcc::default()));
+                self.handlers
+                    .push((name.to_string(), HandlerAcc::default()));
                 self.handlers.len() - 1
             }
         };
@@ -236,7 +277,12 @@ impl InstanceBuilder {
     /// An `nmi_handler` event (named `name`): it joins the open instance on
     /// its CPU or starts a new one. The dump it printed, if any, is returned
     /// for the detectors that judge the handler itself.
-    pub fn handler(&mut self, ev: &Event<'_>, h: &NmiHandler<'_>, name: &str) -> (Step, Option<NmiDump>) {
+    pub fn handler(
+        &mut self,
+        ev: &Event<'_>,
+        h: &NmiHandler<'_>,
+        name: &str,
+    ) -> (Step, Option<NmiDump>) {
         let mut step = Step { finished: None };
         if ev.cpu as usize >= nmitrace_replay::MAX_CPUS {
             return (step, None);
@@ -277,16 +323,31 @@ impl InstanceBuilder {
                     .collect();
                 if let Some(o) = c.open.as_mut() {
                     o.nested = true;
-                    o.overlap = Some(Overlap { outer_handler: name.to_string(), outer_start: start, outer_end: ev.ts_ns, line: line.clone(), faults_before });
+                    o.overlap = Some(Overlap {
+                        outer_handler: name.to_string(),
+                        outer_start: start,
+                        outer_end: ev.ts_ns,
+                        line: line.clone(),
+                        faults_before,
+                    });
                 }
             }
             step.finished = c.open.take();
-            c.open = Some(Instance { cpu: ev.cpu, start, end, pid: ev.pid, comm: ev.comm.unwrap_or("").to_string(), nested, ..Default::default() });
+            c.open = Some(Instance {
+                cpu: ev.cpu,
+                start,
+                end,
+                pid: ev.pid,
+                comm: ev.comm.unwrap_or("").to_string(),
+                nested,
+                ..Default::default()
+            });
         }
         let inst = c.open.as_mut().unwrap();
         inst.end = inst.end.max(end);
         inst.handled += h.handled.max(0);
-        inst.handlers.push((name.to_string(), h.delta_ns, h.handled));
+        inst.handlers
+            .push((name.to_string(), h.delta_ns, h.handled));
         if dump.is_some() {
             inst.dump = dump.clone();
         }
@@ -347,6 +408,8 @@ impl InstanceBuilder {
 
     /// Flagged faults still waiting on `cpu`.
     pub fn has_flagged(&self, cpu: u32) -> bool {
-        self.cpus.get(cpu as usize).is_some_and(|c| c.pending.iter().any(|p| p.fault.by_flag))
+        self.cpus
+            .get(cpu as usize)
+            .is_some_and(|c| c.pending.iter().any(|p| p.fault.by_flag))
     }
 }

@@ -27,7 +27,11 @@ pub struct DurationHist {
 
 impl Default for DurationHist {
     fn default() -> Self {
-        DurationHist { buckets: vec![0; DURATION_BUCKETS], count: 0, max_ns: 0 }
+        DurationHist {
+            buckets: vec![0; DURATION_BUCKETS],
+            count: 0,
+            max_ns: 0,
+        }
     }
 }
 
@@ -63,14 +67,27 @@ pub struct DurationsPlot {
 
 impl DurationsPlot {
     pub fn new(a: &crate::Analysis) -> DurationsPlot {
-        DurationsPlot::from_hists("nmi_durations", "NMI handler durations", &a.timeline.durations)
+        DurationsPlot::from_hists(
+            "nmi_durations",
+            "NMI handler durations",
+            &a.timeline.durations,
+        )
     }
 
-    pub fn from_hists(name: &str, title: &str, hists: &BTreeMap<String, LogHistogram>) -> DurationsPlot {
-        let mut v: Vec<(String, LogHistogram)> = hists.iter().map(|(k, h)| (k.clone(), h.clone())).collect();
+    pub fn from_hists(
+        name: &str,
+        title: &str,
+        hists: &BTreeMap<String, LogHistogram>,
+    ) -> DurationsPlot {
+        let mut v: Vec<(String, LogHistogram)> =
+            hists.iter().map(|(k, h)| (k.clone(), h.clone())).collect();
         v.sort_by_key(|(_, h)| std::cmp::Reverse(h.count()));
         v.truncate(MAX_PANELS);
-        DurationsPlot { name: name.into(), title: title.into(), hists: v }
+        DurationsPlot {
+            name: name.into(),
+            title: title.into(),
+            hists: v,
+        }
     }
 }
 
@@ -92,16 +109,35 @@ impl Plot for DurationsPlot {
         if self.hists.is_empty() {
             return super::draw_message(root, &self.title, "no nmi_handler events in this trace");
         }
-        let root = root.titled(&format!("{} (log scale; red line: 1 ms, the kernel's nmi_longest_ns)", self.title), (FONT, 20)).map_err(e)?;
+        let root = root
+            .titled(
+                &format!(
+                    "{} (log scale; red line: 1 ms, the kernel's nmi_longest_ns)",
+                    self.title
+                ),
+                (FONT, 20),
+            )
+            .map_err(e)?;
         let panels = root.split_evenly((self.hists.len(), 1));
         for (area, (name, data)) in panels.iter().zip(&self.hists) {
             let h = &DurationHist::of(data);
-            let nz: Vec<usize> = (0..DURATION_BUCKETS).filter(|&b| h.buckets[b] > 0).collect();
-            let lo = DurationHist::bucket_low_ns(nz.first().copied().unwrap_or(0).saturating_sub(2)).min(1e3);
+            let nz: Vec<usize> = (0..DURATION_BUCKETS)
+                .filter(|&b| h.buckets[b] > 0)
+                .collect();
+            let lo =
+                DurationHist::bucket_low_ns(nz.first().copied().unwrap_or(0).saturating_sub(2))
+                    .min(1e3);
             let hi = DurationHist::bucket_low_ns(nz.last().copied().unwrap_or(0) + 3).max(3e6);
             let ymax = h.buckets.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.15;
             let (p50, p99) = (data.quantile(0.5) as f64, data.quantile(0.99) as f64);
-            let caption = format!("{name}: {} call{}, p50 ≈ {}, p99 ≈ {}, max {}", h.count, if h.count == 1 { "" } else { "s" }, fmt_ns(p50), fmt_ns(p99), fmt_ns(h.max_ns as f64));
+            let caption = format!(
+                "{name}: {} call{}, p50 ≈ {}, p99 ≈ {}, max {}",
+                h.count,
+                if h.count == 1 { "" } else { "s" },
+                fmt_ns(p50),
+                fmt_ns(p99),
+                fmt_ns(h.max_ns as f64)
+            );
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, (FONT, 16))
                 .margin(10)
@@ -124,17 +160,31 @@ impl Plot for DurationsPlot {
                 .draw_series(nz.iter().map(|&b| {
                     let x0 = DurationHist::bucket_low_ns(b);
                     let x1 = DurationHist::bucket_low_ns(b + 1);
-                    let c = if x0 >= SLOW_NS { palette::ERROR } else { palette::NMI };
+                    let c = if x0 >= SLOW_NS {
+                        palette::ERROR
+                    } else {
+                        palette::NMI
+                    };
                     Rectangle::new([(x0, 0.0), (x1, h.buckets[b] as f64)], c.mix(0.8).filled())
                 }))
                 .map_err(e)?
                 .label("calls per duration bucket")
-                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], palette::NMI.mix(0.8).filled()));
+                .legend(|(x, y)| {
+                    Rectangle::new(
+                        [(x, y - 5), (x + 10, y + 5)],
+                        palette::NMI.mix(0.8).filled(),
+                    )
+                });
             chart
-                .draw_series(std::iter::once(PathElement::new(vec![(SLOW_NS, 0.0), (SLOW_NS, ymax)], palette::ERROR.stroke_width(2))))
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(SLOW_NS, 0.0), (SLOW_NS, ymax)],
+                    palette::ERROR.stroke_width(2),
+                )))
                 .map_err(e)?
                 .label("1 ms: slow handler (nmi_longest_ns)")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], palette::ERROR.stroke_width(2)));
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 14, y)], palette::ERROR.stroke_width(2))
+                });
             super::draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         }
         Ok(())
@@ -158,8 +208,19 @@ mod tests {
     #[test]
     fn display_bins_hold_every_sample() {
         let mut h = LogHistogram::default();
-        [100u64, 1_000, 1_000_000, 1_500_000].iter().for_each(|&v| h.add(v));
+        [100u64, 1_000, 1_000_000, 1_500_000]
+            .iter()
+            .for_each(|&v| h.add(v));
         let d = DurationHist::of(&h);
-        assert_eq!((d.buckets[10], d.buckets[20], d.buckets[50], d.count, d.max_ns), (1, 1, 1, 4, 1_500_000));
+        assert_eq!(
+            (
+                d.buckets[10],
+                d.buckets[20],
+                d.buckets[50],
+                d.count,
+                d.max_ns
+            ),
+            (1, 1, 1, 4, 1_500_000)
+        );
     }
 }

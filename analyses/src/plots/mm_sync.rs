@@ -13,7 +13,10 @@ pub struct MmSyncPlot<'r> {
 
 impl<'r> MmSyncPlot<'r> {
     pub fn new(a: &'r crate::Analysis) -> MmSyncPlot<'r> {
-        MmSyncPlot { report: &a.report, timeline: &a.timeline }
+        MmSyncPlot {
+            report: &a.report,
+            timeline: &a.timeline,
+        }
     }
 }
 
@@ -40,11 +43,28 @@ impl Plot for MmSyncPlot<'_> {
                 "no vmalloc top-level entry opened during the trace: every mm stays in sync with init_mm",
             );
         }
-        let first = self.report.events.first_ts_ns.unwrap_or(s[0].ts_ns).min(s[0].ts_ns);
-        let last = self.report.events.last_ts_ns.unwrap_or(first).max(s[s.len() - 1].ts_ns).max(first + 1);
+        let first = self
+            .report
+            .events
+            .first_ts_ns
+            .unwrap_or(s[0].ts_ns)
+            .min(s[0].ts_ns);
+        let last = self
+            .report
+            .events
+            .last_ts_ns
+            .unwrap_or(first)
+            .max(s[s.len() - 1].ts_ns)
+            .max(first + 1);
         let ax = TimeAxis::for_span(first, last - first);
         let span = ax.x(last);
-        let ymax = s.iter().map(|p| p.live.max(p.out_of_sync)).max().unwrap_or(1).max(1) as f64 * 1.15;
+        let ymax = s
+            .iter()
+            .map(|p| p.live.max(p.out_of_sync))
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64
+            * 1.15;
         let mut chart = ChartBuilder::on(root)
             .caption(self.title(), (FONT, 20))
             .margin(12)
@@ -80,15 +100,25 @@ impl Plot for MmSyncPlot<'_> {
             pts
         };
         chart
-            .draw_series(LineSeries::new(step(&|p| p.live, false), palette::BASELINE.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                step(&|p| p.live, false),
+                palette::BASELINE.stroke_width(2),
+            ))
             .map_err(e)?
             .label("live mms (replay model)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], palette::BASELINE.stroke_width(2)));
+            .legend(|(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], palette::BASELINE.stroke_width(2))
+            });
         chart
-            .draw_series(LineSeries::new(step(&|p| p.out_of_sync, true), palette::ERROR.stroke_width(3)))
+            .draw_series(LineSeries::new(
+                step(&|p| p.out_of_sync, true),
+                palette::ERROR.stroke_width(3),
+            ))
             .map_err(e)?
             .label("mms lacking a vmalloc entry init_mm has (a lazy vmalloc fault away)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], palette::ERROR.stroke_width(3)));
+            .legend(|(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], palette::ERROR.stroke_width(3))
+            });
         super::draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     }

@@ -26,7 +26,10 @@ pub const FONT: &str = "sans-serif";
 
 /// Colours shared by the charts.
 /// The legend box every chart draws: white, framed, 13 px labels, at `pos`.
-pub fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>, pos: SeriesLabelPosition) -> Result<(), String>
+pub fn draw_legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    pos: SeriesLabelPosition,
+) -> Result<(), String>
 where
     DB: DrawingBackend + 'a,
     CT: CoordTranslate,
@@ -112,21 +115,38 @@ pub fn render<P: Plot>(plot: &P, dir: Option<&Path>) -> Result<Rendered, String>
         let root = BitMapBackend::new(&png_path, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         plot.draw(&root)?;
-        root.present().map_err(|e| format!("{}: {e}", png_path.display()))?;
+        root.present()
+            .map_err(|e| format!("{}: {e}", png_path.display()))?;
     }
-    Ok(Rendered { name: plot.name().to_string(), title: plot.title(), svg })
+    Ok(Rendered {
+        name: plot.name().to_string(),
+        title: plot.title(),
+        svg,
+    })
 }
 
 /// Draw a centred message (for charts without data).
-pub fn draw_message<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, msg: &str) -> Result<(), String> {
+pub fn draw_message<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    msg: &str,
+) -> Result<(), String> {
     let (w, h) = root.dim_in_pixel();
     let title_style = TextStyle::from((FONT, 22).into_font()).color(&BLACK);
-    root.draw(&Text::new(title.to_string(), (20, 15), title_style)).map_err(|e| e.to_string())?;
-    let style = TextStyle::from((FONT, 18).into_font()).color(&RGBColor(90, 90, 90)).pos(plotters::style::text_anchor::Pos::new(
-        plotters::style::text_anchor::HPos::Center,
-        plotters::style::text_anchor::VPos::Center,
-    ));
-    root.draw(&Text::new(msg.to_string(), (w as i32 / 2, h as i32 / 2), style)).map_err(|e| e.to_string())?;
+    root.draw(&Text::new(title.to_string(), (20, 15), title_style))
+        .map_err(|e| e.to_string())?;
+    let style = TextStyle::from((FONT, 18).into_font())
+        .color(&RGBColor(90, 90, 90))
+        .pos(plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Center,
+        ));
+    root.draw(&Text::new(
+        msg.to_string(),
+        (w as i32 / 2, h as i32 / 2),
+        style,
+    ))
+    .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -147,27 +167,51 @@ pub fn legend_height(rows: u32) -> u32 {
 
 /// A legend drawn as a horizontal strip (below a chart, never over data);
 /// wraps onto further rows.
-pub fn legend_strip<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, items: &[(String, Mark)]) -> Result<(), String> {
+pub fn legend_strip<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    items: &[(String, Mark)],
+) -> Result<(), String> {
     let e = |e: plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let (w, _) = area.dim_in_pixel();
-    let style = TextStyle::from((FONT, 14).into_font())
-        .color(&BLACK)
-        .pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Left, plotters::style::text_anchor::VPos::Center));
+    let style = TextStyle::from((FONT, 14).into_font()).color(&BLACK).pos(
+        plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Left,
+            plotters::style::text_anchor::VPos::Center,
+        ),
+    );
     let (mut x, mut y) = (80i32, 18i32);
     for (label, m) in items {
-        let tw = area.estimate_text_size(label, &style).map(|(w, _)| w as i32).unwrap_or(label.len() as i32 * 8);
+        let tw = area
+            .estimate_text_size(label, &style)
+            .map(|(w, _)| w as i32)
+            .unwrap_or(label.len() as i32 * 8);
         if x + 14 + tw > w as i32 - 10 && x > 80 {
             x = 80;
             y += 24;
         }
         match *m {
             Mark::Circle(c) => area.draw(&Circle::new((x, y), 5, c.filled())).map_err(e)?,
-            Mark::Triangle(c) => area.draw(&TriangleMarker::new((x, y), 6, c.filled())).map_err(e)?,
-            Mark::Rect(c) => area.draw(&Rectangle::new([(x - 6, y - 7), (x + 6, y + 7)], c.filled())).map_err(e)?,
-            Mark::Cross(c) => area.draw(&Cross::new((x, y), 6, c.stroke_width(3))).map_err(e)?,
-            Mark::Line(c) => area.draw(&PathElement::new(vec![(x - 9, y), (x + 9, y)], c.stroke_width(3))).map_err(e)?,
+            Mark::Triangle(c) => area
+                .draw(&TriangleMarker::new((x, y), 6, c.filled()))
+                .map_err(e)?,
+            Mark::Rect(c) => area
+                .draw(&Rectangle::new(
+                    [(x - 6, y - 7), (x + 6, y + 7)],
+                    c.filled(),
+                ))
+                .map_err(e)?,
+            Mark::Cross(c) => area
+                .draw(&Cross::new((x, y), 6, c.stroke_width(3)))
+                .map_err(e)?,
+            Mark::Line(c) => area
+                .draw(&PathElement::new(
+                    vec![(x - 9, y), (x + 9, y)],
+                    c.stroke_width(3),
+                ))
+                .map_err(e)?,
         }
-        area.draw(&Text::new(label.clone(), (x + 14, y), style.clone())).map_err(e)?;
+        area.draw(&Text::new(label.clone(), (x + 14, y), style.clone()))
+            .map_err(e)?;
         x += 14 + tw + 30;
     }
     Ok(())
@@ -199,7 +243,11 @@ impl TimeAxis {
         } else {
             (1e3, "µs")
         };
-        TimeAxis { origin_ns, div, unit }
+        TimeAxis {
+            origin_ns,
+            div,
+            unit,
+        }
     }
 
     pub fn x(&self, ns: u64) -> f64 {
@@ -219,6 +267,13 @@ pub fn trace_charts(a: &crate::Analysis, dir: Option<&Path>) -> Result<Vec<Rende
 }
 
 /// The zoomed charts of one trace, each with the index of its finding.
-pub fn zoom_charts(zooms: &[zoom::Zoom], dir: Option<&Path>) -> Result<Vec<(usize, Rendered)>, String> {
-    zooms.iter().enumerate().map(|(n, z)| Ok((z.finding, render(&zoom::ZoomPlot::new(z, n), dir)?))).collect()
+pub fn zoom_charts(
+    zooms: &[zoom::Zoom],
+    dir: Option<&Path>,
+) -> Result<Vec<(usize, Rendered)>, String> {
+    zooms
+        .iter()
+        .enumerate()
+        .map(|(n, z)| Ok((z.finding, render(&zoom::ZoomPlot::new(z, n), dir)?)))
+        .collect()
 }

@@ -55,10 +55,19 @@ pub struct Zoom {
 /// The zooms the report's findings call for (NMI and switch findings on a
 /// CPU, most severe first, then in time), without their events yet.
 pub fn plan(r: &Report) -> Vec<Zoom> {
-    let mut idx: Vec<usize> = (0..r.findings.len()).filter(|&i| r.findings[i].cpu.is_some() && r.findings[i].ts_ns.is_some()).collect();
+    let mut idx: Vec<usize> = (0..r.findings.len())
+        .filter(|&i| r.findings[i].cpu.is_some() && r.findings[i].ts_ns.is_some())
+        .collect();
     // trace-wide notes are no place to zoom
-    idx.retain(|&i| !r.findings[i].kind.is_trace_note() && r.findings[i].kind != crate::Kind::VmallocExposure);
-    idx.sort_by_key(|&i| (std::cmp::Reverse(r.findings[i].severity), r.findings[i].ts_ns));
+    idx.retain(|&i| {
+        !r.findings[i].kind.is_trace_note() && r.findings[i].kind != crate::Kind::VmallocExposure
+    });
+    idx.sort_by_key(|&i| {
+        (
+            std::cmp::Reverse(r.findings[i].severity),
+            r.findings[i].ts_ns,
+        )
+    });
     idx.truncate(MAX_ZOOMS);
     idx.sort_unstable();
     idx.into_iter()
@@ -79,7 +88,18 @@ pub fn plan(r: &Report) -> Vec<Zoom> {
                 hi = lo + MAX_SPAN_NS;
             }
             let window = f.details.window();
-            Zoom { finding: i, kind: f.kind, severity: f.severity, cpu: f.cpu.unwrap_or(0), ts_ns: ts, lo, hi, window, events: Vec::new(), dropped: 0 }
+            Zoom {
+                finding: i,
+                kind: f.kind,
+                severity: f.severity,
+                cpu: f.cpu.unwrap_or(0),
+                ts_ns: ts,
+                lo,
+                hi,
+                window,
+                events: Vec::new(),
+                dropped: 0,
+            }
         })
         .collect()
 }
@@ -107,7 +127,10 @@ fn label(ev: &Event<'_>) -> (String, Option<u64>) {
         "nmi_handler" => {
             let d = f.get("delta_ns").and_then(|v| v.as_u64()).unwrap_or(0);
             let h = f.get("handler").map(|v| v.to_string()).unwrap_or_default();
-            (h.trim_end_matches("()").to_string(), Some(ev.ts_ns.saturating_sub(d)))
+            (
+                h.trim_end_matches("()").to_string(),
+                Some(ev.ts_ns.saturating_sub(d)),
+            )
         }
         "console" => {
             let m = s("msg");
@@ -186,7 +209,10 @@ pub struct ZoomPlot<'z> {
 impl<'z> ZoomPlot<'z> {
     /// The `n`-th zoom of a trace: `zoom-N-KIND.svg`.
     pub fn new(zoom: &'z Zoom, n: usize) -> ZoomPlot<'z> {
-        ZoomPlot { zoom, name: format!("zoom-{}-{}", n + 1, zoom.kind) }
+        ZoomPlot {
+            zoom,
+            name: format!("zoom-{}-{}", n + 1, zoom.kind),
+        }
     }
 }
 
@@ -197,7 +223,13 @@ impl Plot for ZoomPlot<'_> {
 
     fn title(&self) -> String {
         let z = self.zoom;
-        format!("{} on CPU {} at {}: {} µs around it", z.kind, z.cpu, crate::units::fmt_ts(z.ts_ns), (z.hi - z.lo) / 1000)
+        format!(
+            "{} on CPU {} at {}: {} µs around it",
+            z.kind,
+            z.cpu,
+            crate::units::fmt_ts(z.ts_ns),
+            (z.hi - z.lo) / 1000
+        )
     }
 
     fn size(&self) -> (u32, u32) {
@@ -240,23 +272,57 @@ impl Plot for ZoomPlot<'_> {
             let xe = end.map(x).unwrap_or(x1).min(x1);
             let xs = x(s).max(x0);
             if xe >= xs {
-                chart.draw_series(std::iter::once(Rectangle::new([(xs, -0.6), (xe.max(xs + (x1 - x0) / 400.0), LANES.len() as f64 - 0.4)], palette::WINDOW.mix(0.25).filled()))).map_err(e)?;
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [
+                            (xs, -0.6),
+                            (xe.max(xs + (x1 - x0) / 400.0), LANES.len() as f64 - 0.4),
+                        ],
+                        palette::WINDOW.mix(0.25).filled(),
+                    )))
+                    .map_err(e)?;
             }
         }
         // NMI handler intervals as bars
-        let bars: Vec<(f64, f64)> = z.events.iter().filter_map(|ev| ev.nmi_start.map(|s| (x(s).max(x0), x(ev.ts_ns)))).collect();
-        chart.draw_series(bars.iter().map(|&(a, b)| Rectangle::new([(a, y_of(2) - 0.28), (b.max(a + (x1 - x0) / 500.0), y_of(2) + 0.28)], palette::NMI.mix(0.55).filled()))).map_err(e)?;
+        let bars: Vec<(f64, f64)> = z
+            .events
+            .iter()
+            .filter_map(|ev| ev.nmi_start.map(|s| (x(s).max(x0), x(ev.ts_ns))))
+            .collect();
+        chart
+            .draw_series(bars.iter().map(|&(a, b)| {
+                Rectangle::new(
+                    [
+                        (a, y_of(2) - 0.28),
+                        (b.max(a + (x1 - x0) / 500.0), y_of(2) + 0.28),
+                    ],
+                    palette::NMI.mix(0.55).filled(),
+                )
+            }))
+            .map_err(e)?;
         // the events, with a few labels (alternating heights so they do not
         // collide); the ones that bound the window and the NMI always
-        let style = TextStyle::from((FONT, 11).into_font()).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
-        let key_style = TextStyle::from((FONT, 12).into_font().style(FontStyle::Bold)).color(&palette::ERROR).pos(Pos::new(HPos::Left, VPos::Center));
+        let style = TextStyle::from((FONT, 11).into_font())
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        let key_style = TextStyle::from((FONT, 12).into_font().style(FontStyle::Bold))
+            .color(&palette::ERROR)
+            .pos(Pos::new(HPos::Left, VPos::Center));
         let (ws, we) = match z.window {
             Some((s, e)) => (Some(s), e),
             None => (None, None),
         };
-        let first_flush = ws.and_then(|s| z.events.iter().find(|e| e.name == "tlb_flush" && e.ts_ns >= s).map(|e| e.ts_ns));
+        let first_flush = ws.and_then(|s| {
+            z.events
+                .iter()
+                .find(|e| e.name == "tlb_flush" && e.ts_ns >= s)
+                .map(|e| e.ts_ns)
+        });
         let is_key = |ev: &ZoomEvent| {
-            Some(ev.ts_ns) == ws && ev.name == "sched_switch" || Some(ev.ts_ns) == we || ev.nmi_start.is_some() || (ev.name == "tlb_flush" && Some(ev.ts_ns) == first_flush)
+            Some(ev.ts_ns) == ws && ev.name == "sched_switch"
+                || Some(ev.ts_ns) == we
+                || ev.nmi_start.is_some()
+                || (ev.name == "tlb_flush" && Some(ev.ts_ns) == first_flush)
         };
         let mut last_label_x = [f64::MIN; LANES.len()];
         let mut flip = [false; LANES.len()];
@@ -274,34 +340,77 @@ impl Plot for ZoomPlot<'_> {
                 _ => RGBColor(120, 120, 120),
             };
             let px = x(ev.ts_ns);
-            chart.draw_series(std::iter::once(PathElement::new(vec![(px, y_of(l) - 0.2), (px, y_of(l) + 0.2)], c.stroke_width(2)))).map_err(e)?;
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(px, y_of(l) - 0.2), (px, y_of(l) + 0.2)],
+                    c.stroke_width(2),
+                )))
+                .map_err(e)?;
             let min_gap = (x1 - x0) / 14.0;
             if !is_key(ev) && px - last_label_x[l] >= min_gap {
                 last_label_x[l] = px;
                 flip[l] = !flip[l];
                 let dy = if flip[l] { 0.34 } else { -0.34 };
-                chart.draw_series(std::iter::once(Text::new(ev.label.clone(), (px, y_of(l) + dy), style.clone()))).map_err(e)?;
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        ev.label.clone(),
+                        (px, y_of(l) + dy),
+                        style.clone(),
+                    )))
+                    .map_err(e)?;
             }
         }
         for ev in keys {
             let l = lane(ev);
             let px = x(ev.ts_ns);
-            chart.draw_series(std::iter::once(PathElement::new(vec![(px, y_of(l) - 0.3), (px, y_of(l) + 0.3)], palette::ERROR.stroke_width(3)))).map_err(e)?;
-            let text = if ev.label == ev.name || ev.label.is_empty() { ev.name.clone() } else { format!("{} {}", ev.name, ev.label) };
-            chart.draw_series(std::iter::once(Text::new(text, (px, y_of(l) + 0.42), key_style.clone()))).map_err(e)?;
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(px, y_of(l) - 0.3), (px, y_of(l) + 0.3)],
+                    palette::ERROR.stroke_width(3),
+                )))
+                .map_err(e)?;
+            let text = if ev.label == ev.name || ev.label.is_empty() {
+                ev.name.clone()
+            } else {
+                format!("{} {}", ev.name, ev.label)
+            };
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    text,
+                    (px, y_of(l) + 0.42),
+                    key_style.clone(),
+                )))
+                .map_err(e)?;
         }
         // the finding
         let fc = palette::severity(z.severity.as_str());
-        chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, -0.6), (0.0, LANES.len() as f64 - 0.4)], fc.stroke_width(2)))).map_err(e)?;
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(0.0, -0.6), (0.0, LANES.len() as f64 - 0.4)],
+                fc.stroke_width(2),
+            )))
+            .map_err(e)?;
         let mut legend = vec![
-            (format!("{} ({})", z.kind, z.severity), super::Mark::Line(fc)),
-            ("NMI handler interval".to_string(), super::Mark::Rect(palette::NMI)),
+            (
+                format!("{} ({})", z.kind, z.severity),
+                super::Mark::Line(fc),
+            ),
+            (
+                "NMI handler interval".to_string(),
+                super::Mark::Rect(palette::NMI),
+            ),
         ];
         if z.window.is_some() {
-            legend.push(("switch window (cr3 = next, current = prev)".into(), super::Mark::Rect(palette::WINDOW)));
+            legend.push((
+                "switch window (cr3 = next, current = prev)".into(),
+                super::Mark::Rect(palette::WINDOW),
+            ));
         }
         if z.dropped > 0 {
-            legend.push((format!("{} more events not drawn", z.dropped), super::Mark::Line(RGBColor(200, 200, 200))));
+            legend.push((
+                format!("{} more events not drawn", z.dropped),
+                super::Mark::Line(RGBColor(200, 200, 200)),
+            ));
         }
         super::legend_strip(&legend_area, &legend)
     }
@@ -315,24 +424,48 @@ mod tests {
     fn plan_zooms_nmi_findings_around_their_bounds() {
         let mut r = Report::new("t", &Default::default());
         use crate::finding::*;
-        let nmi = NmiFacts { nmi_start_ns: 100_000, nmi_end_ns: 230_000, handled: 1, handlers: Vec::new(), interrupted: None };
+        let nmi = NmiFacts {
+            nmi_start_ns: 100_000,
+            nmi_end_ns: 230_000,
+            handled: 1,
+            handlers: Vec::new(),
+            interrupted: None,
+        };
         let w = WindowDetails {
             nmi,
             prev_pid: 1,
             prev_comm: None,
             next_pid: 2,
             next_comm: None,
-            bounds: Some(WindowBounds { current_mm: "a".into(), cr3_mm: "b".into(), window_start_ns: 90_000, window_end_ns: None }),
+            bounds: Some(WindowBounds {
+                current_mm: "a".into(),
+                cr3_mm: "b".into(),
+                window_start_ns: 90_000,
+                window_end_ns: None,
+            }),
             window_from: "tlb_flush reason 0".into(),
             fault_in_nmi: None,
             reverse: None,
             confirmed_by: None,
         };
-        let mut f = Finding::new(Kind::Cr3CurrentMismatch, Severity::Warning, Confidence::Observed, Details::Window(Box::new(w)));
+        let mut f = Finding::new(
+            Kind::Cr3CurrentMismatch,
+            Severity::Warning,
+            Confidence::Observed,
+            Details::Window(Box::new(w)),
+        );
         f.cpu = Some(1);
         f.ts_ns = Some(100_000);
         r.findings.push(f);
-        let mut note = Finding::new(Kind::TraceOverwritten, Severity::Info, Confidence::Observed, Details::Overwritten { overwritten: 1, at: None });
+        let mut note = Finding::new(
+            Kind::TraceOverwritten,
+            Severity::Info,
+            Confidence::Observed,
+            Details::Overwritten {
+                overwritten: 1,
+                at: None,
+            },
+        );
         note.cpu = Some(0);
         note.ts_ns = Some(1);
         r.findings.push(note);

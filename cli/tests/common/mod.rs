@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `../shared` beside the repository, when it is there (CI and developer
@@ -18,7 +21,10 @@ pub fn shared() -> Option<PathBuf> {
 }
 
 pub fn nmitrace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nmitrace")).args(args).output().expect("run nmitrace")
+    Command::new(env!("CARGO_BIN_EXE_nmitrace"))
+        .args(args)
+        .output()
+        .expect("run nmitrace")
 }
 
 /// Run `nmitrace analyze --format json FILE` and parse the document.
@@ -41,9 +47,14 @@ pub fn read_decompressed(path: &Path) -> Vec<u8> {
     let raw = std::fs::read(path).unwrap();
     let mut out = Vec::new();
     if raw.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).unwrap();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .unwrap();
     } else if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        zstd::stream::read::Decoder::new(&raw[..]).unwrap().read_to_end(&mut out).unwrap();
+        zstd::stream::read::Decoder::new(&raw[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
     } else {
         out = raw;
     }

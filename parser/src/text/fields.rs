@@ -21,12 +21,19 @@ impl Span {
 
     #[inline]
     pub fn new(start: usize, end: usize) -> Span {
-        Span { start: start as u32, len: (end - start) as u32 }
+        Span {
+            start: start as u32,
+            len: (end - start) as u32,
+        }
     }
 
     #[inline]
     pub fn get<'a>(&self, buf: &'a str, extra: &'a str) -> &'a str {
-        let (src, s) = if self.start & Self::EXTRA != 0 { (extra, self.start & !Self::EXTRA) } else { (buf, self.start) };
+        let (src, s) = if self.start & Self::EXTRA != 0 {
+            (extra, self.start & !Self::EXTRA)
+        } else {
+            (buf, self.start)
+        };
         src.get(s as usize..(s + self.len) as usize).unwrap_or("")
     }
 }
@@ -48,7 +55,12 @@ pub struct FieldSpan {
 #[derive(Clone, Copy, Debug)]
 pub enum TextFields<'a> {
     /// Spans computed while parsing (syscall and function-tracer lines).
-    Spans { event: &'a str, buf: &'a str, extra: &'a str, spans: &'a [FieldSpan] },
+    Spans {
+        event: &'a str,
+        buf: &'a str,
+        extra: &'a str,
+        spans: &'a [FieldSpan],
+    },
     /// The payload of event `event`, split only when a field is read.
     Payload { event: &'a str, payload: &'a str },
 }
@@ -61,7 +73,13 @@ pub struct Fixed {
 
 impl Fixed {
     fn new() -> Fixed {
-        Fixed { spans: [FieldSpan { name: Name::Static(""), value: Span::default() }; 8], len: 0 }
+        Fixed {
+            spans: [FieldSpan {
+                name: Name::Static(""),
+                value: Span::default(),
+            }; 8],
+            len: 0,
+        }
     }
 }
 
@@ -100,7 +118,12 @@ fn split_special(event: &str, payload: &str) -> Option<Fixed> {
 impl<'a> TextFields<'a> {
     pub fn get(&self, name: &str) -> Option<Value<'a>> {
         match *self {
-            TextFields::Spans { event, buf, extra, spans } => spans
+            TextFields::Spans {
+                event,
+                buf,
+                extra,
+                spans,
+            } => spans
                 .iter()
                 .find(|f| name_of(f, buf, extra) == name)
                 .map(|f| hex_fields::value(event, name, f.value.get(buf, extra))),
@@ -111,7 +134,9 @@ impl<'a> TextFields<'a> {
                         .find(|x| name_of(x, payload, "") == name)
                         .map(|x| Value::Str(x.value.get(payload, "")));
                 }
-                KvIter::new(payload).find(|(n, _)| *n == name).map(|(_, v)| hex_fields::value(event, name, v))
+                KvIter::new(payload)
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| hex_fields::value(event, name, v))
             }
         }
     }
@@ -126,7 +151,18 @@ impl<'a> TextFields<'a> {
 
     pub fn iter(&self) -> TextFieldIter<'a> {
         match *self {
-            TextFields::Spans { event, buf, extra, spans } => TextFieldIter::Spans { event, buf, extra, spans, i: 0 },
+            TextFields::Spans {
+                event,
+                buf,
+                extra,
+                spans,
+            } => TextFieldIter::Spans {
+                event,
+                buf,
+                extra,
+                spans,
+                i: 0,
+            },
             TextFields::Payload { event, payload } => match split_special(event, payload) {
                 Some(f) => TextFieldIter::Fixed { payload, f, i: 0 },
                 None => TextFieldIter::Kv(event, KvIter::new(payload)),
@@ -144,8 +180,18 @@ fn name_of<'a>(f: &FieldSpan, buf: &'a str, extra: &'a str) -> &'a str {
 }
 
 pub enum TextFieldIter<'a> {
-    Spans { event: &'a str, buf: &'a str, extra: &'a str, spans: &'a [FieldSpan], i: usize },
-    Fixed { payload: &'a str, f: Fixed, i: usize },
+    Spans {
+        event: &'a str,
+        buf: &'a str,
+        extra: &'a str,
+        spans: &'a [FieldSpan],
+        i: usize,
+    },
+    Fixed {
+        payload: &'a str,
+        f: Fixed,
+        i: usize,
+    },
     Kv(&'a str, KvIter<'a>),
 }
 
@@ -153,11 +199,20 @@ impl<'a> Iterator for TextFieldIter<'a> {
     type Item = Field<'a>;
     fn next(&mut self) -> Option<Field<'a>> {
         match self {
-            TextFieldIter::Spans { event, buf, extra, spans, i } => {
+            TextFieldIter::Spans {
+                event,
+                buf,
+                extra,
+                spans,
+                i,
+            } => {
                 let s = spans.get(*i)?;
                 *i += 1;
                 let name = name_of(s, buf, extra);
-                Some(Field { name, value: hex_fields::value(event, name, s.value.get(buf, extra)) })
+                Some(Field {
+                    name,
+                    value: hex_fields::value(event, name, s.value.get(buf, extra)),
+                })
             }
             TextFieldIter::Fixed { payload, f, i } => {
                 if *i >= f.len {
@@ -165,9 +220,15 @@ impl<'a> Iterator for TextFieldIter<'a> {
                 }
                 let s = f.spans[*i];
                 *i += 1;
-                Some(Field { name: name_of(&s, payload, ""), value: Value::Str(s.value.get(payload, "")) })
+                Some(Field {
+                    name: name_of(&s, payload, ""),
+                    value: Value::Str(s.value.get(payload, "")),
+                })
             }
-            TextFieldIter::Kv(event, k) => k.next().map(|(name, v)| Field { name, value: hex_fields::value(event, name, v) }),
+            TextFieldIter::Kv(event, k) => k.next().map(|(name, v)| Field {
+                name,
+                value: hex_fields::value(event, name, v),
+            }),
         }
     }
 }
@@ -185,7 +246,11 @@ pub struct KvIter<'a> {
 
 impl<'a> KvIter<'a> {
     pub fn new(p: &'a str) -> KvIter<'a> {
-        KvIter { p, pos: 0, started: false }
+        KvIter {
+            p,
+            pos: 0,
+            started: false,
+        }
     }
 
     /// The next token start at or after `from` that begins a `key=`: (start, '=' index).
@@ -245,7 +310,10 @@ impl Splitter<'_> {
     #[inline]
     fn push(&mut self, name: &'static str, s: usize, e: usize) {
         if self.out.len < self.out.spans.len() {
-            self.out.spans[self.out.len] = FieldSpan { name: Name::Static(name), value: Span::new(s, e) };
+            self.out.spans[self.out.len] = FieldSpan {
+                name: Name::Static(name),
+                value: Span::new(s, e),
+            };
             self.out.len += 1;
         }
     }
@@ -299,15 +367,23 @@ impl Splitter<'_> {
 
     /// `prev_comm:prev_pid [prev_prio] prev_state ==> next_comm:next_pid [next_prio]`
     fn sched_switch_plugin(&mut self, p: &str) -> bool {
-        let Some(arrow) = p.find(" ==> ") else { return false };
+        let Some(arrow) = p.find(" ==> ") else {
+            return false;
+        };
         let left = &p[..arrow];
         let rs = arrow + 5;
         let right = &p[rs..];
         // left: comm:pid [prio] STATE
-        let Some(sp) = left.rfind(' ') else { return false };
+        let Some(sp) = left.rfind(' ') else {
+            return false;
+        };
         let (who, state) = (&left[..sp], (sp + 1, left.len()));
-        let Some((comm, pid, prio)) = comm_pid_prio(who) else { return false };
-        let Some((ncomm, npid, nprio)) = comm_pid_prio(right.trim_end()) else { return false };
+        let Some((comm, pid, prio)) = comm_pid_prio(who) else {
+            return false;
+        };
+        let Some((ncomm, npid, nprio)) = comm_pid_prio(right.trim_end()) else {
+            return false;
+        };
         self.push("prev_comm", comm.0, comm.1);
         self.push("prev_pid", pid.0, pid.1);
         self.push("prev_prio", prio.0, prio.1);
@@ -320,13 +396,17 @@ impl Splitter<'_> {
 
     /// `comm:pid [prio] CPU:001` or `comm:pid [prio] success=1 CPU:002`
     fn sched_wakeup_plugin(&mut self, p: &str) -> bool {
-        let Some(cpu_at) = p.rfind(" CPU:") else { return false };
+        let Some(cpu_at) = p.rfind(" CPU:") else {
+            return false;
+        };
         let mut who_end = cpu_at;
         let success = p[..cpu_at].rfind(" success=").map(|s| (s + 9, cpu_at));
         if let Some((s, _)) = success {
             who_end = s - 9;
         }
-        let Some((comm, pid, prio)) = comm_pid_prio(&p[..who_end]) else { return false };
+        let Some((comm, pid, prio)) = comm_pid_prio(&p[..who_end]) else {
+            return false;
+        };
         self.push("comm", comm.0, comm.1);
         self.push("pid", pid.0, pid.1);
         self.push("prio", prio.0, prio.1);
@@ -339,8 +419,12 @@ impl Splitter<'_> {
 
     /// `perf_event_nmi_handler() delta_ns: 4521 handled: 1`
     fn nmi_handler(&mut self, p: &str) -> bool {
-        let Some(d) = p.find(" delta_ns: ") else { return false };
-        let Some(h) = p.find(" handled: ") else { return false };
+        let Some(d) = p.find(" delta_ns: ") else {
+            return false;
+        };
+        let Some(h) = p.find(" handled: ") else {
+            return false;
+        };
         if h < d {
             return false;
         }
@@ -354,21 +438,32 @@ impl Splitter<'_> {
     /// `va_start: 18446683600687333376 size=20480 align=16384 vstart=0x… vend=0x… failed=0`:
     /// the first field (format name `addr`) is printed `va_start: ` in decimal.
     fn alloc_vmap_area(&mut self, p: &str) -> bool {
-        let Some(rest) = p.strip_prefix("va_start: ") else { return false };
+        let Some(rest) = p.strip_prefix("va_start: ") else {
+            return false;
+        };
         let end = 10 + rest.find(' ').unwrap_or(rest.len());
         self.push("addr", 10, end);
         let mut pos = end;
         let base = p.as_ptr() as usize;
         // Where a piece the splitter returned lies in `p` (None for a piece
         // that is not a slice of it, e.g. an empty value).
-        let at = |s: &str| (s.as_ptr() as usize).checked_sub(base).filter(|&o| o + s.len() <= p.len());
+        let at = |s: &str| {
+            (s.as_ptr() as usize)
+                .checked_sub(base)
+                .filter(|&o| o + s.len() <= p.len())
+        };
         for (name, value) in KvIter::new(&p[end..]) {
             if name == "msg" {
                 continue;
             }
-            let (Some(ns), Some(vs)) = (at(name), at(value)) else { continue };
+            let (Some(ns), Some(vs)) = (at(name), at(value)) else {
+                continue;
+            };
             if self.out.len < self.out.spans.len() {
-                self.out.spans[self.out.len] = FieldSpan { name: Name::Span(Span::new(ns, ns + name.len())), value: Span::new(vs, vs + value.len()) };
+                self.out.spans[self.out.len] = FieldSpan {
+                    name: Name::Span(Span::new(ns, ns + name.len())),
+                    value: Span::new(vs, vs + value.len()),
+                };
                 self.out.len += 1;
             }
             pos = vs + value.len();
@@ -468,26 +563,49 @@ mod tests {
     use super::*;
 
     fn split(name: &str, p: &str) -> Vec<(String, String)> {
-        let tf = TextFields::Payload { event: name, payload: p };
-        let all: Vec<(String, String)> = tf.iter().map(|f| (f.name.to_string(), f.value.to_string())).collect();
+        let tf = TextFields::Payload {
+            event: name,
+            payload: p,
+        };
+        let all: Vec<(String, String)> = tf
+            .iter()
+            .map(|f| (f.name.to_string(), f.value.to_string()))
+            .collect();
         // get() agrees with iter()
         for (n, v) in &all {
-            assert_eq!(tf.get(n).map(|x| x.to_string()).as_deref(), Some(v.as_str()), "get({n})");
+            assert_eq!(
+                tf.get(n).map(|x| x.to_string()).as_deref(),
+                Some(v.as_str()),
+                "get({n})"
+            );
         }
         all
     }
 
     fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn generic_key_values() {
         assert_eq!(
-            split("x", "address=0x7f34e74e5408 ip=0x55f74c9e143d error_code=0x7"),
-            kv(&[("address", "0x7f34e74e5408"), ("ip", "0x55f74c9e143d"), ("error_code", "0x7")])
+            split(
+                "x",
+                "address=0x7f34e74e5408 ip=0x55f74c9e143d error_code=0x7"
+            ),
+            kv(&[
+                ("address", "0x7f34e74e5408"),
+                ("ip", "0x55f74c9e143d"),
+                ("error_code", "0x7")
+            ])
         );
-        assert_eq!(split("x", "my_field=foo=bar=baz"), kv(&[("my_field", "foo=bar=baz")]));
+        assert_eq!(
+            split("x", "my_field=foo=bar=baz"),
+            kv(&[("my_field", "foo=bar=baz")])
+        );
         assert_eq!(
             split("x", "reason=flush on task switch (0) pages=3"),
             kv(&[("reason", "flush on task switch (0)"), ("pages", "3")])
@@ -497,12 +615,24 @@ mod tests {
     #[test]
     fn leading_text_is_msg() {
         assert_eq!(
-            split("console", "[  123.456] Uhhuh. NMI received for unknown reason 3d on CPU 90."),
-            kv(&[("msg", "[  123.456] Uhhuh. NMI received for unknown reason 3d on CPU 90.")])
+            split(
+                "console",
+                "[  123.456] Uhhuh. NMI received for unknown reason 3d on CPU 90."
+            ),
+            kv(&[(
+                "msg",
+                "[  123.456] Uhhuh. NMI received for unknown reason 3d on CPU 90."
+            )])
         );
         assert_eq!(
-            split("bputs", "0xffff0000080feeb8s: equals_event: my_field=1foo=2"),
-            kv(&[("msg", "0xffff0000080feeb8s: equals_event:"), ("my_field", "1foo=2")])
+            split(
+                "bputs",
+                "0xffff0000080feeb8s: equals_event: my_field=1foo=2"
+            ),
+            kv(&[
+                ("msg", "0xffff0000080feeb8s: equals_event:"),
+                ("my_field", "1foo=2")
+            ])
         );
     }
 
@@ -538,7 +668,10 @@ mod tests {
     #[test]
     fn sched_switch_plugin_format() {
         assert_eq!(
-            split("sched_switch", "record-real-tra:12894 [120] D ==> record-real-tra:12897 [120]"),
+            split(
+                "sched_switch",
+                "record-real-tra:12894 [120] D ==> record-real-tra:12897 [120]"
+            ),
             kv(&[
                 ("prev_comm", "record-real-tra"),
                 ("prev_pid", "12894"),
@@ -551,7 +684,11 @@ mod tests {
         );
         // comm with spaces and colons
         assert_eq!(
-            split("sched_switch", "Web Content:2711 [120] R+ ==> kworker/0:1:41 [100]")[4..6].to_vec(),
+            split(
+                "sched_switch",
+                "Web Content:2711 [120] R+ ==> kworker/0:1:41 [100]"
+            )[4..6]
+                .to_vec(),
             kv(&[("next_comm", "kworker/0:1"), ("next_pid", "41")])
         );
     }
@@ -560,19 +697,37 @@ mod tests {
     fn sched_wakeup_plugin_format() {
         assert_eq!(
             split("sched_wakeup", "migration/1:21 [0] CPU:001"),
-            kv(&[("comm", "migration/1"), ("pid", "21"), ("prio", "0"), ("target_cpu", "001")])
+            kv(&[
+                ("comm", "migration/1"),
+                ("pid", "21"),
+                ("prio", "0"),
+                ("target_cpu", "001")
+            ])
         );
         assert_eq!(
             split("sched_wakeup", "sh:1642 [120] success=1 CPU:002"),
-            kv(&[("comm", "sh"), ("pid", "1642"), ("prio", "120"), ("success", "1"), ("target_cpu", "002")])
+            kv(&[
+                ("comm", "sh"),
+                ("pid", "1642"),
+                ("prio", "120"),
+                ("success", "1"),
+                ("target_cpu", "002")
+            ])
         );
     }
 
     #[test]
     fn nmi_handler_format() {
         assert_eq!(
-            split("nmi_handler", "perf_event_nmi_handler() delta_ns: 4521 handled: 1"),
-            kv(&[("handler", "perf_event_nmi_handler"), ("delta_ns", "4521"), ("handled", "1")])
+            split(
+                "nmi_handler",
+                "perf_event_nmi_handler() delta_ns: 4521 handled: 1"
+            ),
+            kv(&[
+                ("handler", "perf_event_nmi_handler"),
+                ("delta_ns", "4521"),
+                ("handled", "1")
+            ])
         );
     }
 
@@ -593,12 +748,18 @@ mod tests {
 
     #[test]
     fn tlb_flush_formats() {
-        assert_eq!(split("tlb_flush", "pages:0 reason:flush on task switch (0)"), kv(&[("pages", "0"), ("reason", "0")]));
+        assert_eq!(
+            split("tlb_flush", "pages:0 reason:flush on task switch (0)"),
+            kv(&[("pages", "0"), ("reason", "0")])
+        );
         assert_eq!(
             split("tlb_flush", "pages=-1 reason=local mm shootdown (3)"),
             kv(&[("pages", "-1"), ("reason", "3")])
         );
         // -R raw: plain numbers
-        assert_eq!(split("tlb_flush", "reason=0 pages=-1"), kv(&[("reason", "0"), ("pages", "-1")]));
+        assert_eq!(
+            split("tlb_flush", "reason=0 pages=-1"),
+            kv(&[("reason", "0"), ("pages", "-1")])
+        );
     }
 }

@@ -29,8 +29,12 @@ fn table() -> &'static [(String, Vec<String>)] {
 
 /// The `REC->field` arguments printed by a hex conversion with no `0x` before it.
 fn hex_args(pf: &str) -> Vec<String> {
-    let Some(rest) = pf.strip_prefix('"') else { return Vec::new() };
-    let Some(end) = rest.find('"') else { return Vec::new() };
+    let Some(rest) = pf.strip_prefix('"') else {
+        return Vec::new();
+    };
+    let Some(end) = rest.find('"') else {
+        return Vec::new();
+    };
     let (fmt, args) = (&rest[..end], &rest[end + 1..]);
     // the conversions, in order: hex-without-prefix or not
     let b = fmt.as_bytes();
@@ -47,7 +51,9 @@ fn hex_args(pf: &str) -> Vec<String> {
         }
         let start = i;
         i += 1;
-        while i < b.len() && (b[i].is_ascii_digit() || matches!(b[i], b'l' | b'h' | b'z' | b'-' | b'.' | b'#')) {
+        while i < b.len()
+            && (b[i].is_ascii_digit() || matches!(b[i], b'l' | b'h' | b'z' | b'-' | b'.' | b'#'))
+        {
             i += 1;
         }
         let c = b.get(i).copied().unwrap_or(0);
@@ -62,7 +68,11 @@ fn hex_args(pf: &str) -> Vec<String> {
     // the arguments: split at top-level commas
     let mut out = Vec::new();
     let (mut depth, mut k, mut cur) = (0i32, 0usize, String::new());
-    for ch in args.trim_start_matches(',').chars().chain(std::iter::once(',')) {
+    for ch in args
+        .trim_start_matches(',')
+        .chars()
+        .chain(std::iter::once(','))
+    {
         match ch {
             '(' | '{' | '[' => depth += 1,
             ')' | '}' | ']' => depth -= 1,
@@ -89,7 +99,9 @@ fn hex_args(pf: &str) -> Vec<String> {
 /// a few event names: most events have no such field and fail at once.)
 #[inline]
 pub fn is_hex(event: &str, field: &str) -> bool {
-    table().iter().any(|(e, fs)| e == event && fs.iter().any(|f| f == field))
+    table()
+        .iter()
+        .any(|(e, fs)| e == event && fs.iter().any(|f| f == field))
 }
 
 /// The value of a text field: a hex-printed field as its number, else the text.
@@ -113,6 +125,9 @@ mod tests {
         assert!(!is_hex("task_newtask", "pid"));
         // `vstart=0x%lx` carries its own prefix
         assert!(!is_hex("alloc_vmap_area", "vstart"));
-        assert_eq!(hex_args(r#""a=%x b=0x%lx c=%llx d=%ps e=%d", REC->a, REC->b, REC->c, REC->d, REC->e"#), vec!["a", "c"]);
+        assert_eq!(
+            hex_args(r#""a=%x b=0x%lx c=%llx d=%ps e=%d", REC->a, REC->b, REC->c, REC->d, REC->e"#),
+            vec!["a", "c"]
+        );
     }
 }

@@ -62,8 +62,13 @@ pub enum Parsed {
     Event(EvRec),
     /// Comments, headers, blank lines.
     Meta,
-    Lost { cpu: u32, count: Option<u64> },
-    BufferStarted { cpu: u32 },
+    Lost {
+        cpu: u32,
+        count: Option<u64>,
+    },
+    BufferStarted {
+        cpu: u32,
+    },
     Unparsed(&'static str),
 }
 
@@ -77,7 +82,9 @@ pub struct Out<'o> {
 pub fn parse_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Parsed {
     let line = line.strip_suffix('\r').unwrap_or(line);
     let t = &line[skip_ws(line.as_bytes(), 0)..];
-    let Some(&c0) = t.as_bytes().first() else { return Parsed::Meta };
+    let Some(&c0) = t.as_bytes().first() else {
+        return Parsed::Meta;
+    };
     match c0 {
         b'#' => {
             return match buffer_started(t) {
@@ -122,7 +129,11 @@ fn buffer_started(t: &str) -> Option<u32> {
 fn lost_marker(t: &str) -> Option<Parsed> {
     let r: IResult<&str, (&str, &str)> = tuple((
         preceded(tag("CPU:"), digit1),
-        delimited(preceded(space0, tag("[")), take_while1(|c| c != ']'), tag("]")),
+        delimited(
+            preceded(space0, tag("[")),
+            take_while1(|c| c != ']'),
+            tag("]"),
+        ),
     ))(t);
     let (_, (cpu, inner)) = r.ok()?;
     let cpu = cpu.parse().ok()?;
@@ -188,7 +199,10 @@ fn parse_ts(b: &[u8]) -> Option<(u64, bool)> {
             }
             let f = parse_u64(frac)?;
             let scale = 10u64.pow(9 - frac.len() as u32);
-            Some((secs.checked_mul(1_000_000_000)?.checked_add(f * scale)?, false))
+            Some((
+                secs.checked_mul(1_000_000_000)?.checked_add(f * scale)?,
+                false,
+            ))
         }
         None => Some((parse_u64(b)?, true)),
     }
@@ -199,7 +213,10 @@ fn parse_flags(f: &[u8]) -> Option<Context> {
     if f.len() < 3 || f.len() > 6 {
         return None;
     }
-    let mut ctx = Context { known: true, ..Context::UNKNOWN };
+    let mut ctx = Context {
+        known: true,
+        ..Context::UNKNOWN
+    };
     match f[0] {
         b'd' => ctx.irqs_off = true,
         b'D' => {
@@ -265,7 +282,12 @@ fn token_end(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Result<EvRec, &'static str> {
+fn event_line(
+    line: &str,
+    base: usize,
+    line_no: u32,
+    out: &mut Out<'_>,
+) -> Result<EvRec, &'static str> {
     let b = line.as_bytes();
     let (head_end, after_cpu, cpu, latency_flags) = match find_cpu(b) {
         Some((lb, rb, cpu)) => (lb, rb + 1, cpu, None),
@@ -279,7 +301,10 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
     }
     if h > 0 && b[h - 1] == b')' {
         // TGID column `(  1234)` / `(-------)`
-        let open = b[..h].iter().rposition(|&c| c == b'(').ok_or("unbalanced TGID column")?;
+        let open = b[..h]
+            .iter()
+            .rposition(|&c| c == b'(')
+            .ok_or("unbalanced TGID column")?;
         h = open;
         while h > 0 && (b[h - 1] == b' ' || b[h - 1] == b'\t') {
             h -= 1;
@@ -336,7 +361,11 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
     // --- flags column and timestamp
     let mut i = skip_ws(b, after_cpu);
     let mut ctx = Context::UNKNOWN;
-    let mut style = if style_perf { Style::Perf } else { Style::NoFlags };
+    let mut style = if style_perf {
+        Style::Perf
+    } else {
+        Style::NoFlags
+    };
     if let Some(c) = latency_flags {
         ctx = c;
         style = Style::Latency;
@@ -393,10 +422,17 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
     } else if i < b.len() && b[i] == b'(' {
         // syscall entry `sys_open(filename: 7f.., flags: 0)` → syscalls:sys_enter_open
         let stem = &line[ns..i];
-        name = synth_name(out.extra, "sys_enter_", stem.strip_prefix("sys_").unwrap_or(stem));
+        name = synth_name(
+            out.extra,
+            "sys_enter_",
+            stem.strip_prefix("sys_").unwrap_or(stem),
+        );
         let args_start = i + 1;
         payload_start = usize::MAX;
-        let close = line.rfind(')').filter(|&c| c > i).ok_or("unterminated syscall arguments")?;
+        let close = line
+            .rfind(')')
+            .filter(|&c| c > i)
+            .ok_or("unterminated syscall arguments")?;
         let args = &line[args_start..close];
         let mut off = 0;
         for part in args.split(", ") {
@@ -404,7 +440,10 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
                 let s = base + args_start + off;
                 // The kernel prints syscall arguments in hex without `0x`.
                 let value = synth_name(out.extra, "0x", &part[c + 2..]);
-                out.fields.push(FieldSpan { name: super::fields::Name::Span(Span::new(s, s + c)), value });
+                out.fields.push(FieldSpan {
+                    name: super::fields::Name::Span(Span::new(s, s + c)),
+                    value,
+                });
             }
             off += part.len() + 2;
         }
@@ -415,7 +454,11 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
         if let Some(ret) = rest.strip_prefix("-> ") {
             // syscall exit `sys_open -> 0x3`
             let stem = &line[ns..i];
-            name = synth_name(out.extra, "sys_exit_", stem.strip_prefix("sys_").unwrap_or(stem));
+            name = synth_name(
+                out.extra,
+                "sys_exit_",
+                stem.strip_prefix("sys_").unwrap_or(stem),
+            );
             system = synth_span(out.extra, "syscalls");
             let s = base + line.len() - ret.len();
             out.fields.push(FieldSpan {
@@ -427,7 +470,10 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
             let ip = name;
             name = synth_span(out.extra, "function");
             system = synth_span(out.extra, "ftrace");
-            out.fields.push(FieldSpan { name: super::fields::Name::Static("ip"), value: ip });
+            out.fields.push(FieldSpan {
+                name: super::fields::Name::Static("ip"),
+                value: ip,
+            });
             let s = base + line.len() - parent.len();
             out.fields.push(FieldSpan {
                 name: super::fields::Name::Static("parent_ip"),
@@ -445,7 +491,11 @@ fn event_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Resul
         line.get(s..s + name.len as usize).unwrap_or("")
     });
     let precomputed = payload_start == usize::MAX;
-    let payload = if precomputed { Span::default() } else { Span::new(base + payload_start, base + payload_end) };
+    let payload = if precomputed {
+        Span::default()
+    } else {
+        Span::new(base + payload_start, base + payload_end)
+    };
     Ok(EvRec {
         ts_ns,
         cpu,
@@ -504,12 +554,18 @@ fn latency_column(b: &[u8]) -> Option<(usize, usize, u32, Option<Context>)> {
 fn synth_span(extra: &mut String, s: &str) -> Span {
     let start = extra.len();
     extra.push_str(s);
-    Span { start: start as u32 | Span::EXTRA, len: s.len() as u32 }
+    Span {
+        start: start as u32 | Span::EXTRA,
+        len: s.len() as u32,
+    }
 }
 
 fn synth_name(extra: &mut String, prefix: &str, stem: &str) -> Span {
     let start = extra.len();
     extra.push_str(prefix);
     extra.push_str(stem);
-    Span { start: start as u32 | Span::EXTRA, len: (extra.len() - start) as u32 }
+    Span {
+        start: start as u32 | Span::EXTRA,
+        len: (extra.len() - start) as u32,
+    }
 }

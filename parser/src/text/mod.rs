@@ -51,15 +51,29 @@ struct Chunk {
 
 /// The text of a caught panic.
 pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panic".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
 }
 
 #[derive(Debug)]
 enum Item {
     Ev(EvRec),
-    Lost { cpu: u32, count: Option<u64>, line_no: u32 },
-    Started { cpu: u32, line_no: u32 },
-    Unparsed { line_no: u32, line: Span, why: &'static str },
+    Lost {
+        cpu: u32,
+        count: Option<u64>,
+        line_no: u32,
+    },
+    Started {
+        cpu: u32,
+        line_no: u32,
+    },
+    Unparsed {
+        line_no: u32,
+        line: Span,
+        why: &'static str,
+    },
     Meta,
 }
 
@@ -71,7 +85,10 @@ fn parse_chunk(c: &mut Chunk) {
     let b = text.as_bytes();
     let mut start = 0usize;
     let mut n: u32 = 0;
-    let mut out = Out { fields: &mut c.fields, extra: &mut c.extra };
+    let mut out = Out {
+        fields: &mut c.fields,
+        extra: &mut c.extra,
+    };
     let mut it = memchr::memchr_iter(b'\n', b);
     loop {
         let end = match it.next() {
@@ -83,9 +100,17 @@ fn parse_chunk(c: &mut Chunk) {
         let item = match line::parse_line(l, start, n, &mut out) {
             Parsed::Event(r) => Item::Ev(r),
             Parsed::Meta => Item::Meta,
-            Parsed::Lost { cpu, count } => Item::Lost { cpu, count, line_no: n },
+            Parsed::Lost { cpu, count } => Item::Lost {
+                cpu,
+                count,
+                line_no: n,
+            },
             Parsed::BufferStarted { cpu } => Item::Started { cpu, line_no: n },
-            Parsed::Unparsed(why) => Item::Unparsed { line_no: n, line: Span::new(start, end), why },
+            Parsed::Unparsed(why) => Item::Unparsed {
+                line_no: n,
+                line: Span::new(start, end),
+                why,
+            },
         };
         c.items.push(item);
         n += 1;
@@ -97,7 +122,12 @@ fn parse_chunk(c: &mut Chunk) {
 
 /// Read the next chunk of whole lines into `c.text`. `carry` holds the
 /// partial line left from the previous read. Returns false at end of input.
-fn fill_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>, c: &mut Chunk, eof: &mut bool) -> std::io::Result<bool> {
+fn fill_chunk(
+    reader: &mut dyn Read,
+    carry: &mut Vec<u8>,
+    c: &mut Chunk,
+    eof: &mut bool,
+) -> std::io::Result<bool> {
     let mut buf = std::mem::take(&mut c.text).into_bytes();
     buf.clear();
     buf.extend_from_slice(carry);
@@ -164,10 +194,21 @@ fn fill_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>, c: &mut Chunk, eof: &m
 }
 
 /// Stream a text trace into `sink`.
-pub fn run(name: &str, format: Format, input: Input, sink: &mut dyn Sink, threads: Option<usize>) -> Result<ParseStats> {
+pub fn run(
+    name: &str,
+    format: Format,
+    input: Input,
+    sink: &mut dyn Sink,
+    threads: Option<usize>,
+) -> Result<ParseStats> {
     let (head, mut rest, compression) = input.into_parts();
     let pool = match threads {
-        Some(n) => Some(rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build().map_err(|e| Error::new(name, Origin::None, e.to_string()))?),
+        Some(n) => Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .build()
+                .map_err(|e| Error::new(name, Origin::None, e.to_string()))?,
+        ),
         None => None,
     };
     let (done_tx, done_rx) = mpsc::channel::<Chunk>();
@@ -215,7 +256,11 @@ pub fn run(name: &str, format: Format, input: Input, sink: &mut dyn Sink, thread
                     if !c.text.is_empty() {
                         // A bug in the line grammar must not abort the process
                         // (a panic in a rayon job does): it becomes an error.
-                        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_chunk(&mut c))) {
+                        if let Err(p) =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                parse_chunk(&mut c)
+                            }))
+                        {
                             c.panic = Some(panic_message(&p));
                             c.items.clear();
                         }
@@ -252,7 +297,12 @@ pub fn run(name: &str, format: Format, input: Input, sink: &mut dyn Sink, thread
             next += 1;
             if let Some(msg) = &c.panic {
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                return Err(Error::internal(name, Origin::Line(line_base + 1), "parsing the lines from here", msg));
+                return Err(Error::internal(
+                    name,
+                    Origin::Line(line_base + 1),
+                    "parsing the lines from here",
+                    msg,
+                ));
             }
             if deliver(&c, line_base, perf, sink, &mut stats).is_break() {
                 // The reader thread sees the flag (or the free list closing) and ends.
@@ -266,7 +316,10 @@ pub fn run(name: &str, format: Format, input: Input, sink: &mut dyn Sink, thread
                 stats.warnings += 1;
                 sink.notice(&Notice::Warning {
                     origin: Origin::Line(line_base + 1),
-                    message: format!("input ends early: {msg}; the events before line {} were analysed", line_base + 1),
+                    message: format!(
+                        "input ends early: {msg}; the events before line {} were analysed",
+                        line_base + 1
+                    ),
                 });
             }
             let last = c.last;
@@ -280,7 +333,13 @@ pub fn run(name: &str, format: Format, input: Input, sink: &mut dyn Sink, thread
     Ok(stats)
 }
 
-fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &mut ParseStats) -> crate::Flow {
+fn deliver(
+    c: &Chunk,
+    line_base: u64,
+    perf: bool,
+    sink: &mut dyn Sink,
+    stats: &mut ParseStats,
+) -> crate::Flow {
     let text = c.text.as_str();
     let extra = c.extra.as_str();
     stats.lines += c.lines;
@@ -309,17 +368,37 @@ fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &m
                     ts_ns: r.ts_ns,
                     cpu: r.cpu,
                     pid: r.pid,
-                    comm: if comm.is_empty() || comm == "<...>" { None } else { Some(comm) },
+                    comm: if comm.is_empty() || comm == "<...>" {
+                        None
+                    } else {
+                        Some(comm)
+                    },
                     ctx: if perf { Context::UNKNOWN } else { r.ctx },
-                    system: if r.system.len == 0 { None } else { Some(r.system.get(text, extra)) },
+                    system: if r.system.len == 0 {
+                        None
+                    } else {
+                        Some(r.system.get(text, extra))
+                    },
                     name,
                     kind: r.kind,
                     fields: Fields::Text(match r.fields {
-                        Some((s, n)) => TextFields::Spans { event: r.name.get(text, extra), buf: text, extra, spans: &c.fields[s as usize..(s + n) as usize] },
-                        None => TextFields::Payload { event: r.name.get(text, extra), payload: r.payload.get(text, extra) },
+                        Some((s, n)) => TextFields::Spans {
+                            event: r.name.get(text, extra),
+                            buf: text,
+                            extra,
+                            spans: &c.fields[s as usize..(s + n) as usize],
+                        },
+                        None => TextFields::Payload {
+                            event: r.name.get(text, extra),
+                            payload: r.payload.get(text, extra),
+                        },
                     }),
                     origin: Origin::Line(line_base + r.line_no as u64 + 1),
-                    instance: if r.instance.len == 0 { None } else { Some(r.instance.get(text, extra)) },
+                    instance: if r.instance.len == 0 {
+                        None
+                    } else {
+                        Some(r.instance.get(text, extra))
+                    },
                     raw: Some(r.line.get(text, extra)),
                 };
                 stats.events += 1;
@@ -327,7 +406,11 @@ fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &m
                     return crate::STOP;
                 }
             }
-            Item::Lost { cpu, count, line_no } => sink.notice(&Notice::LostEvents {
+            Item::Lost {
+                cpu,
+                count,
+                line_no,
+            } => sink.notice(&Notice::LostEvents {
                 cpu: *cpu,
                 count: *count,
                 ts_ns: None,
@@ -335,7 +418,10 @@ fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &m
             }),
             Item::Started { cpu, line_no } => {
                 stats.metadata_lines += 1;
-                sink.notice(&Notice::BufferStarted { cpu: *cpu, origin: Origin::Line(line_base + *line_no as u64 + 1) })
+                sink.notice(&Notice::BufferStarted {
+                    cpu: *cpu,
+                    origin: Origin::Line(line_base + *line_no as u64 + 1),
+                })
             }
             Item::Unparsed { line_no, line, why } => {
                 let origin = Origin::Line(line_base + *line_no as u64 + 1);
@@ -344,11 +430,17 @@ fn deliver(c: &Chunk, line_base: u64, perf: bool, sink: &mut dyn Sink, stats: &m
                     stats.warnings += 1;
                     sink.notice(&Notice::Warning {
                         origin,
-                        message: format!("last line is cut off (no newline, {why}); the rest was analysed"),
+                        message: format!(
+                            "last line is cut off (no newline, {why}); the rest was analysed"
+                        ),
                     });
                 } else {
                     stats.unparsed += 1;
-                    sink.notice(&Notice::Unparsed { origin, text: truncate(text, 200), reason: (*why).to_string() });
+                    sink.notice(&Notice::Unparsed {
+                        origin,
+                        text: truncate(text, 200),
+                        reason: (*why).to_string(),
+                    });
                 }
             }
             Item::Meta => stats.metadata_lines += 1,
@@ -374,9 +466,15 @@ const DETECT_LINES: usize = 400;
 /// Decide which text format `head` is, or why it is not a trace.
 pub fn detect_text(name: &str, head: &[u8]) -> Result<Format> {
     let sample = &head[..head.len().min(4096)];
-    let binary = sample.iter().filter(|&&c| c == 0 || (c < 0x20 && !matches!(c, b'\n' | b'\r' | b'\t'))).count();
+    let binary = sample
+        .iter()
+        .filter(|&&c| c == 0 || (c < 0x20 && !matches!(c, b'\n' | b'\r' | b'\t')))
+        .count();
     if binary > 0 {
-        let at = sample.iter().position(|&c| c == 0 || (c < 0x20 && !matches!(c, b'\n' | b'\r' | b'\t'))).unwrap_or(0);
+        let at = sample
+            .iter()
+            .position(|&c| c == 0 || (c < 0x20 && !matches!(c, b'\n' | b'\r' | b'\t')))
+            .unwrap_or(0);
         return Err(Error::at(
             name,
             at as u64,
@@ -407,7 +505,15 @@ pub fn detect_text(name: &str, head: &[u8]) -> Result<Format> {
             tracefs_header = true;
         }
         fields.clear();
-        match line::parse_line(l, 0, i as u32, &mut Out { fields: &mut fields, extra: &mut extra }) {
+        match line::parse_line(
+            l,
+            0,
+            i as u32,
+            &mut Out {
+                fields: &mut fields,
+                extra: &mut extra,
+            },
+        ) {
             Parsed::Event(r) => match r.style {
                 Style::Flags => flags += 1,
                 Style::NoFlags => noflags += 1,
@@ -461,7 +567,10 @@ pub fn probe(_name: &str, head: &[u8], info: &mut TraceInfo) -> Result<()> {
             info.cpus = t[p + 3..].trim().parse().ok();
         }
         if let Some(p) = t.find("entries-in-buffer/entries-written:") {
-            let nums = t[p + "entries-in-buffer/entries-written:".len()..].split_whitespace().next().unwrap_or("");
+            let nums = t[p + "entries-in-buffer/entries-written:".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
             if let Some((a, b)) = nums.split_once('/') {
                 if let (Ok(a), Ok(b)) = (a.parse::<u64>(), b.parse::<u64>()) {
                     info.overwritten = Some(b.saturating_sub(a));
@@ -474,7 +583,14 @@ pub fn probe(_name: &str, head: &[u8], info: &mut TraceInfo) -> Result<()> {
     if info.arch.is_none() {
         let all = String::from_utf8_lossy(head);
         // Hex digits of `key=0x…` in the line.
-        let width = |t: &str, key: &str| t.find(key).map(|p| t[p + key.len()..].bytes().take_while(|b| b.is_ascii_hexdigit()).count());
+        let width = |t: &str, key: &str| {
+            t.find(key).map(|p| {
+                t[p + key.len()..]
+                    .bytes()
+                    .take_while(|b| b.is_ascii_hexdigit())
+                    .count()
+            })
+        };
         let mut short_only = false;
         for l in all.lines() {
             let t = l.trim();
@@ -487,7 +603,9 @@ pub fn probe(_name: &str, head: &[u8], info: &mut TraceInfo) -> Result<()> {
                 let (a, ip) = (width(rest, "address=0x"), width(rest, "ip=0x"));
                 if a.is_some_and(|d| d > 8) || ip.is_some_and(|d| d > 8) {
                     info.arch = Some("x86_64".into());
-                    info.arch_from = Some("event names and addresses: x86's exceptions tracepoint, 64-bit addresses");
+                    info.arch_from = Some(
+                        "event names and addresses: x86's exceptions tracepoint, 64-bit addresses",
+                    );
                     break;
                 }
                 if rest.starts_with(": page_fault_kernel") && ip == Some(8) {
@@ -498,7 +616,10 @@ pub fn probe(_name: &str, head: &[u8], info: &mut TraceInfo) -> Result<()> {
                 short_only |= a.is_some();
                 continue;
             }
-            if t.contains(": ipi_raise:") || t.contains(": ipi_entry:") || t.contains("ipi:ipi_raise:") {
+            if t.contains(": ipi_raise:")
+                || t.contains(": ipi_entry:")
+                || t.contains("ipi:ipi_raise:")
+            {
                 info.arch = Some("arm64".into());
                 info.arch_from = Some("event names: ipi_raise/ipi_entry (arm, arm64)");
                 break;
@@ -508,7 +629,10 @@ pub fn probe(_name: &str, head: &[u8], info: &mut TraceInfo) -> Result<()> {
             // (arch/x86/kernel/process_32.c / process_64.c `__show_regs`).
             if let Some(p) = t.find(": console: ") {
                 let msg = t[p + 11..].trim_start();
-                let msg = msg.find("] ").filter(|_| msg.starts_with('[')).map_or(msg, |q| &msg[q + 2..]);
+                let msg = msg
+                    .find("] ")
+                    .filter(|_| msg.starts_with('['))
+                    .map_or(msg, |q| &msg[q + 2..]);
                 if msg.starts_with("EIP: ") {
                     info.arch = Some("i686".into());
                     info.arch_from = Some("the kernel's register dump: EIP (x86_32)");
@@ -523,7 +647,8 @@ pub fn probe(_name: &str, head: &[u8], info: &mut TraceInfo) -> Result<()> {
         }
         if info.arch.is_none() && short_only {
             info.arch = Some("i686".into());
-            info.arch_from = Some("event names and addresses: x86's exceptions tracepoint, 32-bit addresses");
+            info.arch_from =
+                Some("event names and addresses: x86's exceptions tracepoint, 32-bit addresses");
         }
     }
     Ok(())
@@ -545,11 +670,21 @@ mod arch_tests {
         let i386 = "           <...>-179   [000] d...    50.594609: page_fault_kernel: address=0xea822000 ip=0xdf415149 error_code=0x2\n";
         assert_eq!(arch(i386).0.as_deref(), Some("i686"));
         let x64 = "            bash-100   [000] d...  1.000000: page_fault_user: address=0x401000 ip=0x401000 error_code=0x14\n            bash-100   [000] d...  1.000100: page_fault_kernel: address=0x7ffd1000 ip=0xffffffff81a2b3c4 error_code=0x0\n";
-        assert_eq!(arch(x64).0.as_deref(), Some("x86_64"), "a short user address does not make a trace 32-bit");
+        assert_eq!(
+            arch(x64).0.as_deref(),
+            Some("x86_64"),
+            "a short user address does not make a trace 32-bit"
+        );
         let only_short_user = "            bash-100   [000] d...  1.000000: page_fault_user: address=0x401000 ip=0x401000 error_code=0x14\n";
         assert_eq!(arch(only_short_user).0.as_deref(), Some("i686"));
         let eip = "          <idle>-0       [001] d.Z1.    27.230601: console: [   27.230601] EIP: default_idle+0xa/0x10\n";
-        assert_eq!(arch(eip), (Some("i686".into()), Some("the kernel's register dump: EIP (x86_32)")));
+        assert_eq!(
+            arch(eip),
+            (
+                Some("i686".into()),
+                Some("the kernel's register dump: EIP (x86_32)")
+            )
+        );
         let rip = "        pingpong-141     [000] d.Z1.   119.470513: console: RIP: 0010:__switch_to+0x10/0x20\n";
         assert_eq!(arch(rip).0.as_deref(), Some("x86_64"));
     }

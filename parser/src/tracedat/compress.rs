@@ -18,9 +18,16 @@ pub const MAX_CHUNK: usize = 64 << 20;
 /// Decompress `data`, which claims to expand to `uncomp` bytes. The output
 /// buffer grows with the data actually produced, never with the claim
 /// alone, and stops at `uncomp` (capped at `max`).
-pub fn decompress(c: Compression, data: &[u8], uncomp: usize, max: usize) -> Result<Vec<u8>, String> {
+pub fn decompress(
+    c: Compression,
+    data: &[u8],
+    uncomp: usize,
+    max: usize,
+) -> Result<Vec<u8>, String> {
     if uncomp > max {
-        return Err(format!("claims {uncomp} uncompressed bytes, more than the {max} accepted"));
+        return Err(format!(
+            "claims {uncomp} uncompressed bytes, more than the {max} accepted"
+        ));
     }
     let mut out = Vec::with_capacity(uncomp.min(data.len().saturating_mul(8).max(4096)));
     let res = match c {
@@ -32,19 +39,33 @@ pub fn decompress(c: Compression, data: &[u8], uncomp: usize, max: usize) -> Res
             Ok(d) => d.take(uncomp as u64).read_to_end(&mut out).map(|_| ()),
             Err(e) => Err(e),
         },
-        Compression::Zlib => flate2::read::ZlibDecoder::new(data).take(uncomp as u64).read_to_end(&mut out).map(|_| ()),
+        Compression::Zlib => flate2::read::ZlibDecoder::new(data)
+            .take(uncomp as u64)
+            .read_to_end(&mut out)
+            .map(|_| ()),
     };
     res.map_err(|e| format!("compressed data is corrupt ({e}); expected a valid {c:?} stream"))?;
     if out.len() != uncomp {
-        return Err(format!("decompressed to {} bytes, expected {uncomp}", out.len()));
+        return Err(format!(
+            "decompressed to {} bytes, expected {uncomp}",
+            out.len()
+        ));
     }
     Ok(out)
 }
 
 /// Reusing variant for the hot path: decompress into `out` (cleared first).
-pub fn decompress_into(c: Compression, dctx: &mut Option<zstd::bulk::Decompressor<'static>>, data: &[u8], uncomp: usize, out: &mut Vec<u8>) -> Result<(), String> {
+pub fn decompress_into(
+    c: Compression,
+    dctx: &mut Option<zstd::bulk::Decompressor<'static>>,
+    data: &[u8],
+    uncomp: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     if uncomp > MAX_CHUNK {
-        return Err(format!("a chunk claims {uncomp} uncompressed bytes, more than the {MAX_CHUNK} accepted"));
+        return Err(format!(
+            "a chunk claims {uncomp} uncompressed bytes, more than the {MAX_CHUNK} accepted"
+        ));
     }
     // zstd expands at most ~32768x (RLE blocks); a larger claim is a lie
     if uncomp > data.len().saturating_mul(32768).saturating_add(4096) {
@@ -56,7 +77,9 @@ pub fn decompress_into(c: Compression, dctx: &mut Option<zstd::bulk::Decompresso
             // A frame that records its content size must agree with the claim.
             if let Ok(Some(fs)) = zstd::zstd_safe::get_frame_content_size(data) {
                 if fs != uncomp as u64 {
-                    return Err(format!("chunk frame holds {fs} bytes but the header claims {uncomp}"));
+                    return Err(format!(
+                        "chunk frame holds {fs} bytes but the header claims {uncomp}"
+                    ));
                 }
             }
             if dctx.is_none() {
@@ -70,7 +93,9 @@ pub fn decompress_into(c: Compression, dctx: &mut Option<zstd::bulk::Decompresso
                 .decompress_to_buffer(data, out)
                 .map_err(|e| format!("compressed chunk is corrupt ({e}); expected a valid zstd frame of {uncomp} bytes"))?;
             if n != uncomp {
-                return Err(format!("chunk decompressed to {n} bytes, expected {uncomp}"));
+                return Err(format!(
+                    "chunk decompressed to {n} bytes, expected {uncomp}"
+                ));
             }
             Ok(())
         }

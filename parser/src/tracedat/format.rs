@@ -16,14 +16,19 @@ pub struct HeaderPage {
 
 impl HeaderPage {
     pub fn default_for(long_size: u8) -> HeaderPage {
-        HeaderPage { commit_size: long_size, data_offset: 8 + long_size as u32 }
+        HeaderPage {
+            commit_size: long_size,
+            data_offset: 8 + long_size as u32,
+        }
     }
 
     /// Parse the `header_page` format text; fall back to the file's long size.
     pub fn parse(text: &str, long_size: u8) -> HeaderPage {
         let mut hp = HeaderPage::default_for(long_size);
         for line in text.lines() {
-            let Some(decl) = field_decl(line) else { continue };
+            let Some(decl) = field_decl(line) else {
+                continue;
+            };
             let off = attr(line, "offset");
             let size = attr(line, "size");
             if decl.ends_with(" commit") {
@@ -114,7 +119,14 @@ pub struct Layout {
 }
 
 /// The layout of a format that could not be parsed: no fields.
-static NO_LAYOUT: Layout = Layout { fields: Vec::new(), common: Vec::new(), flags_off: None, preempt_off: None, pid_off: None, labels: Vec::new() };
+static NO_LAYOUT: Layout = Layout {
+    fields: Vec::new(),
+    common: Vec::new(),
+    flags_off: None,
+    preempt_off: None,
+    pid_off: None,
+    labels: Vec::new(),
+};
 
 impl std::ops::Deref for EventFormat {
     type Target = Layout;
@@ -141,7 +153,10 @@ impl EventFormat {
                 name = Some(n.trim().to_string());
             } else if let Some(i) = t.strip_prefix("ID:") {
                 id = i.trim().parse::<u32>().ok();
-            } else if t.starts_with("format:") || t.starts_with("field") || t.starts_with("print fmt:") {
+            } else if t.starts_with("format:")
+                || t.starts_with("field")
+                || t.starts_with("print fmt:")
+            {
                 break;
             }
             if name.is_some() && id.is_some() {
@@ -150,13 +165,23 @@ impl EventFormat {
         }
         let name = name.ok_or("no name: line")?;
         let id = id.ok_or("no ID: line")?;
-        Ok(EventFormat { system: system.to_string(), kind: crate::EventKind::of(&name), name, id, text: text.to_string(), layout: std::sync::OnceLock::new() })
+        Ok(EventFormat {
+            system: system.to_string(),
+            kind: crate::EventKind::of(&name),
+            name,
+            id,
+            text: text.to_string(),
+            layout: std::sync::OnceLock::new(),
+        })
     }
 
     /// The field layout, parsed on first call; the reason when a field
     /// line is not understood.
     pub fn layout(&self) -> Result<&Layout, &str> {
-        self.layout.get_or_init(|| parse_layout(&self.text)).as_ref().map_err(String::as_str)
+        self.layout
+            .get_or_init(|| parse_layout(&self.text))
+            .as_ref()
+            .map_err(String::as_str)
     }
 }
 
@@ -180,7 +205,11 @@ impl<'a> RecordFields<'a> {
 
     /// Every non-common field that fits the record, in format order.
     pub fn iter(&self) -> RecordFieldIter<'a> {
-        RecordFieldIter { fields: self.format.fields.iter(), data: self.data, endian: self.endian }
+        RecordFieldIter {
+            fields: self.format.fields.iter(),
+            data: self.data,
+            endian: self.endian,
+        }
     }
 }
 
@@ -196,7 +225,10 @@ impl<'a> Iterator for RecordFieldIter<'a> {
     fn next(&mut self) -> Option<Field<'a>> {
         for f in self.fields.by_ref() {
             if let Some(value) = decode_field(f, self.endian, self.data) {
-                return Some(Field { name: &f.name, value });
+                return Some(Field {
+                    name: &f.name,
+                    value,
+                });
             }
         }
         None
@@ -245,18 +277,38 @@ fn parse_layout(text: &str) -> Result<Layout, String> {
         }
     }
     let find = |n: &str| common.iter().find(|f: &&FieldFormat| f.name == n);
-    let flags_off = find("common_flags").filter(|f| f.size == 1).map(|f| f.offset);
-    let preempt_off = find("common_preempt_count").filter(|f| f.size == 1).map(|f| f.offset);
-    let pid_off = find("common_pid").filter(|f| matches!(f.size, 1 | 2 | 4 | 8)).map(|f| (f.offset, f.size));
-    let labels = text.find("print fmt:").map(|i| print_labels(&text[i + 10..])).unwrap_or_default();
-    Ok(Layout { fields, common, flags_off, preempt_off, pid_off, labels })
+    let flags_off = find("common_flags")
+        .filter(|f| f.size == 1)
+        .map(|f| f.offset);
+    let preempt_off = find("common_preempt_count")
+        .filter(|f| f.size == 1)
+        .map(|f| f.offset);
+    let pid_off = find("common_pid")
+        .filter(|f| matches!(f.size, 1 | 2 | 4 | 8))
+        .map(|f| (f.offset, f.size));
+    let labels = text
+        .find("print fmt:")
+        .map(|i| print_labels(&text[i + 10..]))
+        .unwrap_or_default();
+    Ok(Layout {
+        fields,
+        common,
+        flags_off,
+        preempt_off,
+        pid_off,
+        labels,
+    })
 }
 
 #[inline]
 pub fn decode_field<'a>(f: &FieldFormat, e: Endian, data: &'a [u8]) -> Option<Value<'a>> {
     let off = f.offset as usize;
     // a flexible array (`char buf[]`, size 0) runs to the end of the record
-    let size = if f.size == 0 && matches!(f.kind, Kind::Str | Kind::Bytes) { data.len().checked_sub(off)? } else { f.size as usize };
+    let size = if f.size == 0 && matches!(f.kind, Kind::Str | Kind::Bytes) {
+        data.len().checked_sub(off)?
+    } else {
+        f.size as usize
+    };
     let end = off.checked_add(size)?;
     let raw = data.get(off..end)?;
     Some(match f.kind {
@@ -305,7 +357,9 @@ pub fn c_str(b: &[u8]) -> &str {
 /// arguments read (`REC->field`, `__get_str(field)`).
 fn print_labels(pf: &str) -> Vec<(String, String, char)> {
     let b = pf.as_bytes();
-    let Some(q0) = pf.find('"') else { return Vec::new() };
+    let Some(q0) = pf.find('"') else {
+        return Vec::new();
+    };
     let mut i = q0 + 1;
     while i < b.len() && b[i] != b'"' {
         if b[i] == b'\\' {
@@ -326,13 +380,19 @@ fn print_labels(pf: &str) -> Vec<(String, String, char)> {
                 continue;
             }
             let mut k = j + 1;
-            while k < fb.len() && (!fb[k].is_ascii_alphabetic() || matches!(fb[k], b'l' | b'h' | b'z' | b'j' | b't' | b'L' | b'q')) {
+            while k < fb.len()
+                && (!fb[k].is_ascii_alphabetic()
+                    || matches!(fb[k], b'l' | b'h' | b'z' | b'j' | b't' | b'L' | b'q'))
+            {
                 k += 1;
             }
             let conv = fb.get(k).map(|&c| c as char).unwrap_or('?');
             let label = if j > 0 && fb[j - 1] == b'=' {
                 let e = j - 1;
-                let st = fmt[..e].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(|x| x + fmt[x..].chars().next().map_or(1, char::len_utf8)).unwrap_or(0);
+                let st = fmt[..e]
+                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map(|x| x + fmt[x..].chars().next().map_or(1, char::len_utf8))
+                    .unwrap_or(0);
                 Some(fmt[st..e].to_string())
             } else {
                 None
@@ -364,10 +424,15 @@ fn print_labels(pf: &str) -> Vec<(String, String, char)> {
     let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
     let mut out = Vec::new();
     for (n, (label, conv)) in convs.into_iter().enumerate() {
-        let (Some(label), Some(arg)) = (label, args.get(n)) else { continue };
+        let (Some(label), Some(arg)) = (label, args.get(n)) else {
+            continue;
+        };
         let field = if let Some(p) = arg.find("REC->") {
             let r = &arg[p + 5..];
-            r[..r.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(r.len())].to_string()
+            r[..r
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(r.len())]
+                .to_string()
         } else if let Some(p) = arg.find("__get_str(") {
             let r = &arg[p + 10..];
             r[..r.find(')').unwrap_or(r.len())].trim().to_string()
@@ -380,18 +445,27 @@ fn print_labels(pf: &str) -> Vec<(String, String, char)> {
 }
 
 fn parse_field(line: &str) -> Option<FieldFormat> {
-    let decl = if let Some(r) = line.strip_prefix("field special:") { r } else { line.strip_prefix("field:")? };
+    let decl = if let Some(r) = line.strip_prefix("field special:") {
+        r
+    } else {
+        line.strip_prefix("field:")?
+    };
     let decl = decl[..decl.find(';')?].trim();
     let offset = attr(line, "offset")?;
     let size = attr(line, "size")?;
     let signed_attr = attr(line, "signed");
     // split "type name[N]" → type, name
     let (head, array) = match decl.find('[') {
-        Some(i) if !decl.starts_with("__data_loc") && !decl.starts_with("__rel_loc") => (&decl[..i], true),
+        Some(i) if !decl.starts_with("__data_loc") && !decl.starts_with("__rel_loc") => {
+            (&decl[..i], true)
+        }
         _ => (decl, false),
     };
     let head = head.trim_end();
-    let name_start = head.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).map(|i| i + head[i..].chars().next().map_or(1, char::len_utf8)).unwrap_or(0);
+    let name_start = head
+        .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .map(|i| i + head[i..].chars().next().map_or(1, char::len_utf8))
+        .unwrap_or(0);
     let name = head[name_start..].to_string();
     if name.is_empty() {
         return None;
@@ -399,15 +473,29 @@ fn parse_field(line: &str) -> Option<FieldFormat> {
     let type_ = head[..name_start].trim().to_string();
     let dynamic = type_.starts_with("__data_loc") || type_.starts_with("__rel_loc");
     let rel = type_.starts_with("__rel_loc");
-    let elem = type_.trim_start_matches("__data_loc").trim_start_matches("__rel_loc").trim();
+    let elem = type_
+        .trim_start_matches("__data_loc")
+        .trim_start_matches("__rel_loc")
+        .trim();
     let elem_base = elem.split('[').next().unwrap_or("").trim();
-    let is_char = matches!(elem_base, "char" | "const char" | "unsigned char" | "signed char");
+    let is_char = matches!(
+        elem_base,
+        "char" | "const char" | "unsigned char" | "signed char"
+    );
     let signed = match signed_attr {
         Some(s) => s != 0,
-        None => !(type_.starts_with('u') || type_.contains("unsigned") || type_.ends_with('*') || type_ == "bool"),
+        None => {
+            !(type_.starts_with('u')
+                || type_.contains("unsigned")
+                || type_.ends_with('*')
+                || type_ == "bool")
+        }
     };
     let kind = if dynamic {
-        Kind::Dyn { string: is_char, rel }
+        Kind::Dyn {
+            string: is_char,
+            rel,
+        }
     } else if array {
         if is_char {
             Kind::Str
@@ -419,7 +507,14 @@ fn parse_field(line: &str) -> Option<FieldFormat> {
     } else {
         Kind::Bytes
     };
-    Some(FieldFormat { name, type_, offset, size, signed, kind })
+    Some(FieldFormat {
+        name,
+        type_,
+        offset,
+        size,
+        signed,
+        kind,
+    })
 }
 
 #[cfg(test)]
@@ -437,7 +532,13 @@ mod tests {
         assert_eq!(f.fields[0].kind, Kind::Str);
         assert_eq!(f.fields[0].name, "prev_comm");
         assert_eq!(f.fields[1].kind, Kind::Num { signed: true });
-        assert_eq!(f.fields[2].kind, Kind::Dyn { string: true, rel: false });
+        assert_eq!(
+            f.fields[2].kind,
+            Kind::Dyn {
+                string: true,
+                rel: false
+            }
+        );
         assert_eq!(f.fields[2].name, "name");
         assert_eq!(f.fields[3].kind, Kind::Bytes);
         assert_eq!(f.flags_off, Some(2));
@@ -447,7 +548,11 @@ mod tests {
         data[28..32].copy_from_slice(&((3u32 << 16) | 64).to_le_bytes());
         data[64..67].copy_from_slice(b"hi\0");
         let format = std::sync::Arc::new(f);
-        let rf = RecordFields { format: &format, data: &data, endian: Endian::Little };
+        let rf = RecordFields {
+            format: &format,
+            data: &data,
+            endian: Endian::Little,
+        };
         let out: Vec<Field> = rf.iter().collect();
         assert_eq!(out.len(), 4);
         assert_eq!(out[0].value, Value::Str("abc"));

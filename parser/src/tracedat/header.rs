@@ -76,7 +76,13 @@ pub struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     pub fn new(name: &'a str, buf: &'a [u8], base: u64, endian: Endian) -> Cursor<'a> {
-        Cursor { name, buf, pos: 0, base, endian }
+        Cursor {
+            name,
+            buf,
+            pos: 0,
+            base,
+            endian,
+        }
     }
 
     pub fn offset(&self) -> u64 {
@@ -128,16 +134,21 @@ impl<'a> Cursor<'a> {
     }
     pub fn u64(&mut self, what: &str) -> Result<u64> {
         let b = self.bytes(8, what)?;
-        Ok(self.endian.u64([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        Ok(self
+            .endian
+            .u64([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
     }
 
     /// A NUL-terminated string (the NUL is consumed, not returned).
     pub fn cstr(&mut self, what: &str) -> Result<&'a str> {
         let rest = &self.buf[self.pos.min(self.buf.len())..];
         let Some(end) = memchr::memchr(0, rest) else {
-            return Err(self.err(format!("expected {what} (a NUL-terminated string), found no NUL before the end")));
+            return Err(self.err(format!(
+                "expected {what} (a NUL-terminated string), found no NUL before the end"
+            )));
         };
-        let s = std::str::from_utf8(&rest[..end]).map_err(|_| self.err(format!("expected {what}, found bytes that are not UTF-8")))?;
+        let s = std::str::from_utf8(&rest[..end])
+            .map_err(|_| self.err(format!("expected {what}, found bytes that are not UTF-8")))?;
         self.pos += end + 1;
         Ok(s)
     }
@@ -146,7 +157,15 @@ impl<'a> Cursor<'a> {
         let at = self.offset();
         let b = self.bytes(lit.len() as u64, what)?;
         if b != lit {
-            return Err(Error::at(self.name, at, format!("expected {what} {:?}, found {:?}", String::from_utf8_lossy(lit), String::from_utf8_lossy(b))));
+            return Err(Error::at(
+                self.name,
+                at,
+                format!(
+                    "expected {what} {:?}, found {:?}",
+                    String::from_utf8_lossy(lit),
+                    String::from_utf8_lossy(b)
+                ),
+            ));
         }
         Ok(())
     }
@@ -233,7 +252,10 @@ pub struct Meta {
 impl Meta {
     /// Kernel release from the UNAME option (`Linux host 6.18.44 ... x86_64`).
     pub fn kernel(&self) -> Option<String> {
-        self.uname.as_deref().and_then(|u| u.split_whitespace().nth(2)).map(str::to_string)
+        self.uname
+            .as_deref()
+            .and_then(|u| u.split_whitespace().nth(2))
+            .map(str::to_string)
     }
     pub fn arch(&self) -> Option<String> {
         let u = self.uname.as_deref()?;
@@ -252,8 +274,16 @@ impl Meta {
     /// `entry_INT80_32` x86_32).
     pub fn arch_guess(&self, name: &str, buf: &[u8]) -> Option<(&'static str, &'static str)> {
         const X86_SYSTEMS: &[&str] = &["irq_vectors", "x86_fpu", "exceptions", "nmi"];
-        if self.formats.iter().any(|f| X86_SYSTEMS.contains(&f.system.as_str())) {
-            let a = if self.long_size == 4 { "i686" } else { "x86_64" };
+        if self
+            .formats
+            .iter()
+            .any(|f| X86_SYSTEMS.contains(&f.system.as_str()))
+        {
+            let a = if self.long_size == 4 {
+                "i686"
+            } else {
+                "x86_64"
+            };
             return Some((a, "trace.dat event formats (x86-only tracepoint systems)"));
         }
         let syms = read_kallsyms(name, buf, self)?;
@@ -290,9 +320,19 @@ fn parse_opts(name: &str, buf: &[u8], keep_extras: bool) -> Result<Meta> {
     let mut c = Cursor::new(name, buf, 0, Endian::Little);
     c.expect(MAGIC, "trace.dat magic")?;
     let ver = c.cstr("the file version string")?;
-    let version: u32 = ver.trim().parse().map_err(|_| Error::at(name, 10, format!("expected a file version number, found {ver:?}")))?;
+    let version: u32 = ver.trim().parse().map_err(|_| {
+        Error::at(
+            name,
+            10,
+            format!("expected a file version number, found {ver:?}"),
+        )
+    })?;
     if version != 6 && version != 7 {
-        return Err(Error::at(name, 10, format!("trace.dat file version {version} is not supported, expected 6 or 7")));
+        return Err(Error::at(
+            name,
+            10,
+            format!("trace.dat file version {version} is not supported, expected 6 or 7"),
+        ));
     }
     let e = c.u8("the endianness byte")?;
     c.endian = match e {
@@ -306,7 +346,9 @@ fn parse_opts(name: &str, buf: &[u8], keep_extras: bool) -> Result<Meta> {
     }
     let page_size = c.u32("the page size")?;
     if !(256..=(1 << 24)).contains(&page_size) {
-        return Err(c.err(format!("expected a page size between 256 bytes and 16 MiB, found {page_size}")));
+        return Err(c.err(format!(
+            "expected a page size between 256 bytes and 16 MiB, found {page_size}"
+        )));
     }
     let mut meta = Meta {
         version,
@@ -340,7 +382,12 @@ fn parse_opts(name: &str, buf: &[u8], keep_extras: bool) -> Result<Meta> {
         meta.by_id.entry(f.id).or_insert(i);
     }
     if meta.cpus == 0 {
-        meta.cpus = meta.buffers.iter().flat_map(|b| b.cpus.iter().map(|c| c.cpu + 1)).max().unwrap_or(0);
+        meta.cpus = meta
+            .buffers
+            .iter()
+            .flat_map(|b| b.cpus.iter().map(|c| c.cpu + 1))
+            .max()
+            .unwrap_or(0);
     }
     Ok(meta)
 }
@@ -362,7 +409,12 @@ fn parse_one_format(c: &mut Cursor, meta: &mut Meta, system: &str) -> Result<()>
     let text = c.bytes(n, "an event format file")?;
     match EventFormat::parse_lazy(system, &String::from_utf8_lossy(text)) {
         Ok(f) => meta.formats.push(std::sync::Arc::new(f)),
-        Err(msg) => meta.warnings.push((at, format!("event format in system {system} not understood ({msg}); its events are skipped"))),
+        Err(msg) => meta.warnings.push((
+            at,
+            format!(
+                "event format in system {system} not understood ({msg}); its events are skipped"
+            ),
+        )),
     }
     Ok(())
 }
@@ -370,7 +422,9 @@ fn parse_one_format(c: &mut Cursor, meta: &mut Meta, system: &str) -> Result<()>
 fn parse_ftrace_formats(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
     let count = c.u32("the number of ftrace event formats")?;
     if count > MAX_FORMATS {
-        return Err(c.err(format!("expected at most {MAX_FORMATS} ftrace formats, found {count}")));
+        return Err(c.err(format!(
+            "expected at most {MAX_FORMATS} ftrace formats, found {count}"
+        )));
     }
     for _ in 0..count {
         parse_one_format(c, meta, "ftrace")?;
@@ -381,13 +435,17 @@ fn parse_ftrace_formats(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
 fn parse_event_formats(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
     let systems = c.u32("the number of event systems")?;
     if systems > MAX_SYSTEMS {
-        return Err(c.err(format!("expected at most {MAX_SYSTEMS} event systems, found {systems}")));
+        return Err(c.err(format!(
+            "expected at most {MAX_SYSTEMS} event systems, found {systems}"
+        )));
     }
     for _ in 0..systems {
         let sys = c.cstr("an event system name")?.to_string();
         let count = c.u32("the number of events in a system")?;
         if count > MAX_FORMATS {
-            return Err(c.err(format!("expected at most {MAX_FORMATS} events in system {sys}, found {count}")));
+            return Err(c.err(format!(
+                "expected at most {MAX_FORMATS} events in system {sys}, found {count}"
+            )));
         }
         for _ in 0..count {
             parse_one_format(c, meta, &sys)?;
@@ -402,7 +460,9 @@ fn parse_cmdlines(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
     for line in text.split(|&b| b == b'\n') {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\0');
-        let Some((pid, comm)) = line.trim_start().split_once(' ') else { continue };
+        let Some((pid, comm)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
         if let Ok(pid) = pid.parse::<i32>() {
             meta.cmdlines.insert(pid, comm.to_string());
         }
@@ -444,14 +504,31 @@ fn parse_v6(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
         kind = c.bytes(10, "\"flyrecord\" or \"latency\"")?;
     }
     if kind.starts_with(b"latency") {
-        meta.warnings.push((c.offset(), "latency (text) trace data is not decoded".into()));
+        meta.warnings.push((
+            c.offset(),
+            "latency (text) trace data is not decoded".into(),
+        ));
         return Ok(());
     }
     if !kind.starts_with(b"flyrecord") {
-        return Err(Error::at(c.name, c.offset() - 10, format!("expected \"flyrecord\" or \"latency\", found {:?}", String::from_utf8_lossy(kind))));
+        return Err(Error::at(
+            c.name,
+            c.offset() - 10,
+            format!(
+                "expected \"flyrecord\" or \"latency\", found {:?}",
+                String::from_utf8_lossy(kind)
+            ),
+        ));
     }
     let top = read_v6_cpus(c, meta, cpus)?;
-    meta.buffers.push(Buffer { name: String::new(), clock: meta.clock.clone(), page_size: meta.page_size, compressed: false, cpus: top, latency: false });
+    meta.buffers.push(Buffer {
+        name: String::new(),
+        clock: meta.clock.clone(),
+        page_size: meta.page_size,
+        compressed: false,
+        cpus: top,
+        latency: false,
+    });
     for (name, off) in instances {
         let mut ic = Cursor::new(c.name, c.buf, 0, c.endian);
         let r = (|| -> Result<Vec<CpuData>> {
@@ -475,8 +552,18 @@ fn parse_v6(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
             read_v6_cpus(&mut ic, meta, cpus)
         })();
         match r {
-            Ok(cpus) => meta.buffers.push(Buffer { name, clock: meta.clock.clone(), page_size: meta.page_size, compressed: false, cpus, latency: false }),
-            Err(e) => meta.warnings.push((off, format!("buffer instance {name:?} unreadable: {}", e.message))),
+            Ok(cpus) => meta.buffers.push(Buffer {
+                name,
+                clock: meta.clock.clone(),
+                page_size: meta.page_size,
+                compressed: false,
+                cpus,
+                latency: false,
+            }),
+            Err(e) => meta.warnings.push((
+                off,
+                format!("buffer instance {name:?} unreadable: {}", e.message),
+            )),
         }
     }
     Ok(())
@@ -509,7 +596,14 @@ fn clip_cpu(meta: &mut Meta, mut d: CpuData) -> CpuData {
 }
 
 /// Handle one option (v6 options list or v7 options section).
-fn handle_option(c: &Cursor, meta: &mut Meta, id: u16, data: &[u8], instances: &mut Vec<(String, u64)>, v7: bool) -> Result<()> {
+fn handle_option(
+    c: &Cursor,
+    meta: &mut Meta,
+    id: u16,
+    data: &[u8],
+    instances: &mut Vec<(String, u64)>,
+    v7: bool,
+) -> Result<()> {
     let e = c.endian;
     let cstr = |d: &[u8]| -> String {
         let end = memchr::memchr(0, d).unwrap_or(d.len());
@@ -520,7 +614,11 @@ fn handle_option(c: &Cursor, meta: &mut Meta, id: u16, data: &[u8], instances: &
         7 => {
             let s = cstr(data);
             let s = s.trim();
-            let v = if let Some(h) = s.strip_prefix("0x") { i64::from_str_radix(h, 16).ok() } else { s.parse::<i64>().ok() };
+            let v = if let Some(h) = s.strip_prefix("0x") {
+                i64::from_str_radix(h, 16).ok()
+            } else {
+                s.parse::<i64>().ok()
+            };
             if let Some(v) = v {
                 meta.ts_offset = meta.ts_offset.wrapping_add(v);
             }
@@ -576,22 +674,45 @@ fn read_section_header(c: &mut Cursor, off: u64, what: &str) -> Result<Section> 
     let flags = c.u16("section flags")?;
     c.u32("a section description string id")?;
     let size = c.u64("a section size")?;
-    Ok(Section { id, flags, data_off: c.offset(), size })
+    Ok(Section {
+        id,
+        flags,
+        data_off: c.offset(),
+        size,
+    })
 }
 
 /// The content of a v7 section, decompressed if it is compressed.
-fn section_body<'a>(c: &mut Cursor<'a>, meta: &Meta, off: u64, want_id: u16, what: &str) -> Result<(std::borrow::Cow<'a, [u8]>, u64)> {
+fn section_body<'a>(
+    c: &mut Cursor<'a>,
+    meta: &Meta,
+    off: u64,
+    want_id: u16,
+    what: &str,
+) -> Result<(std::borrow::Cow<'a, [u8]>, u64)> {
     let s = read_section_header(c, off, what)?;
     if s.id != want_id {
-        return Err(Error::at(c.name, off, format!("expected {what} (section id {want_id}), found section id {}", s.id)));
+        return Err(Error::at(
+            c.name,
+            off,
+            format!(
+                "expected {what} (section id {want_id}), found section id {}",
+                s.id
+            ),
+        ));
     }
     if s.flags & 1 != 0 {
         let comp = c.u32("a compressed section's compressed size")?;
         let uncomp = c.u32("a compressed section's uncompressed size")?;
         let at = c.offset();
         let data = c.bytes(comp as u64, "compressed section data")?;
-        let out = compress::decompress(meta.compression, data, uncomp as usize, compress::MAX_SECTION)
-            .map_err(|m| Error::at(c.name, at, format!("{what}: {m}")))?;
+        let out = compress::decompress(
+            meta.compression,
+            data,
+            uncomp as usize,
+            compress::MAX_SECTION,
+        )
+        .map_err(|m| Error::at(c.name, at, format!("{what}: {m}")))?;
         Ok((std::borrow::Cow::Owned(out), s.data_off))
     } else {
         let data = c.bytes(s.size, what)?;
@@ -628,7 +749,11 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
         "none" | "" => Compression::None,
         "zstd" => Compression::Zstd,
         "zlib" => Compression::Zlib,
-        other => return Err(c.err(format!("compression {other:?} is not supported; expected none, zstd or zlib"))),
+        other => {
+            return Err(c.err(format!(
+                "compression {other:?} is not supported; expected none, zstd or zlib"
+            )))
+        }
     };
     let mut next = c.u64("the offset of the first options section")?;
     let first_opts = next;
@@ -638,7 +763,11 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     while next != 0 {
         if !seen.insert(next) || seen.len() > MAX_OPTIONS_SECTIONS {
-            return Err(Error::at(c.name, next, "options sections form a loop; expected a chain ending with offset 0"));
+            return Err(Error::at(
+                c.name,
+                next,
+                "options sections form a loop; expected a chain ending with offset 0",
+            ));
         }
         let (body, base) = match section_body(c, meta, next, 0, "an options section") {
             Ok(b) => b,
@@ -660,7 +789,13 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
             let size = oc.u32("an option size")?;
             let data = oc.bytes(size as u64, "option data")?;
             let e = c.endian;
-            let u64_at = |d: &[u8]| if d.len() >= 8 { Some(e.u64(d[..8].try_into().unwrap())) } else { None };
+            let u64_at = |d: &[u8]| {
+                if d.len() >= 8 {
+                    Some(e.u64(d[..8].try_into().unwrap()))
+                } else {
+                    None
+                }
+            };
             match id {
                 0 => {
                     next = u64_at(data).unwrap_or(0);
@@ -673,14 +808,23 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
                 }
                 3 | 22 => match parse_buffer_option(c.endian, data, id == 22) {
                     Some(b) => bufs.push(b),
-                    None => meta.warnings.push((oc.offset(), "a BUFFER option is malformed; its buffer is skipped".into())),
+                    None => meta.warnings.push((
+                        oc.offset(),
+                        "a BUFFER option is malformed; its buffer is skipped".into(),
+                    )),
                 },
                 _ => handle_option(&oc, meta, id, data, &mut Vec::new(), true)?,
             }
         }
     }
     let need = |id: u16, what: &str| -> Result<u64> {
-        sections.get(&id).copied().ok_or_else(|| Error::at(c.name, 0, format!("no {what} section in the options; expected one")))
+        sections.get(&id).copied().ok_or_else(|| {
+            Error::at(
+                c.name,
+                0,
+                format!("no {what} section in the options; expected one"),
+            )
+        })
     };
     let off = need(16, "header info")?;
     let (b, base) = section_body(c, meta, off, 16, "the header info section")?;
@@ -694,8 +838,12 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
     parse_event_formats(&mut Cursor::new(c.name, &b, base, c.endian), meta)?;
     meta.kallsyms_at = sections.get(&19).copied();
     if meta.keep_extras {
-        meta.kallsyms = sections.get(&19).and_then(|&off| sized_section(c, meta, off, 19, "the kallsyms section"));
-        meta.printk = sections.get(&20).and_then(|&off| sized_section(c, meta, off, 20, "the printk formats section"));
+        meta.kallsyms = sections
+            .get(&19)
+            .and_then(|&off| sized_section(c, meta, off, 19, "the kallsyms section"));
+        meta.printk = sections
+            .get(&20)
+            .and_then(|&off| sized_section(c, meta, off, 20, "the printk formats section"));
     }
     if let Some(&off) = sections.get(&21) {
         let (b, base) = section_body(c, meta, off, 21, "the saved cmdlines section")?;
@@ -708,13 +856,17 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
     }
     for (off, name, clock, page_size, cpus, latency) in bufs {
         if latency {
-            meta.warnings.push((off, format!("latency (text) buffer {name:?} is not decoded")));
+            meta.warnings.push((
+                off,
+                format!("latency (text) buffer {name:?} is not decoded"),
+            ));
             continue;
         }
         let s = match read_section_header(c, off, "a buffer's flyrecord section") {
             Ok(s) => s,
             Err(e) => {
-                meta.warnings.push((off, format!("buffer {name:?}: {}", e.message)));
+                meta.warnings
+                    .push((off, format!("buffer {name:?}: {}", e.message)));
                 continue;
             }
         };
@@ -724,8 +876,19 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
         if name.is_empty() && meta.clock.is_none() {
             meta.clock = Some(clock.clone());
         }
-        let page_size = if page_size == 0 { meta.page_size } else { page_size };
-        meta.buffers.push(Buffer { name, clock: Some(clock), page_size, compressed, cpus, latency: false });
+        let page_size = if page_size == 0 {
+            meta.page_size
+        } else {
+            page_size
+        };
+        meta.buffers.push(Buffer {
+            name,
+            clock: Some(clock),
+            page_size,
+            compressed,
+            cpus,
+            latency: false,
+        });
     }
     // top buffer first
     meta.buffers.sort_by_key(|b| !b.name.is_empty());
@@ -737,7 +900,11 @@ fn parse_v7(c: &mut Cursor, meta: &mut Meta) -> Result<()> {
 /// section) and each CPU's chunked data in it (page-aligned streams that
 /// start with a chunk count and a zstd frame).
 #[allow(clippy::type_complexity)]
-fn recover_buffer(c: &mut Cursor, meta: &mut Meta, first_opts: u64) -> Option<(u64, String, String, u32, Vec<CpuData>, bool)> {
+fn recover_buffer(
+    c: &mut Cursor,
+    meta: &mut Meta,
+    first_opts: u64,
+) -> Option<(u64, String, String, u32, Vec<CpuData>, bool)> {
     let opts = read_section_header(c, first_opts, "the first options section").ok()?;
     let fly = opts.data_off.checked_add(opts.size)?;
     let s = read_section_header(c, fly, "a flyrecord section").ok()?;
@@ -761,11 +928,15 @@ fn recover_buffer(c: &mut Cursor, meta: &mut Meta, first_opts: u64) -> Option<(u
     let mut cpus = Vec::new();
     for cpu in 0..ncpus {
         // the next CPU's data starts at one of the next few pages
-        let start = (0..64).map(|k| pos + k * ps).find(|&o| looks_like_stream(o))?;
+        let start = (0..64)
+            .map(|k| pos + k * ps)
+            .find(|&o| looks_like_stream(o))?;
         let n = rd4(start)?;
         let mut p = start + 4;
         for _ in 0..n {
-            let (Some(cs), Some(_)) = (rd4(p), rd4(p + 4)) else { break };
+            let (Some(cs), Some(_)) = (rd4(p), rd4(p + 4)) else {
+                break;
+            };
             let q = p + 8 + cs as u64;
             if q > buf.len() as u64 {
                 p = buf.len() as u64;
@@ -773,7 +944,11 @@ fn recover_buffer(c: &mut Cursor, meta: &mut Meta, first_opts: u64) -> Option<(u
             }
             p = q;
         }
-        cpus.push(CpuData { cpu, offset: start, size: (p - start).saturating_sub(4) });
+        cpus.push(CpuData {
+            cpu,
+            offset: start,
+            size: (p - start).saturating_sub(4),
+        });
         pos = align(p);
         if p >= buf.len() as u64 {
             break;
@@ -790,7 +965,11 @@ fn recover_buffer(c: &mut Cursor, meta: &mut Meta, first_opts: u64) -> Option<(u
 /// BUFFER / BUFFER_TEXT option data. Newer trace-cmd writes the page size
 /// after the clock; tell the two layouts apart by the option's size.
 #[allow(clippy::type_complexity)]
-fn parse_buffer_option(e: Endian, data: &[u8], latency: bool) -> Option<(u64, String, String, u32, Vec<CpuData>, bool)> {
+fn parse_buffer_option(
+    e: Endian,
+    data: &[u8],
+    latency: bool,
+) -> Option<(u64, String, String, u32, Vec<CpuData>, bool)> {
     let mut c = Cursor::new("", data, 0, e);
     let off = c.u64("").ok()?;
     let name = c.cstr("").ok()?.to_string();

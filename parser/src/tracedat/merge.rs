@@ -63,7 +63,11 @@ pub fn release_pages(b: &[u8]) {
             // stays mapped; MADV_DONTNEED on a private read-only file
             // mapping only drops clean pages, which read back identically.
             unsafe {
-                libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_DONTNEED);
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_DONTNEED,
+                );
             }
         }
     }
@@ -89,8 +93,19 @@ impl Batch<'_> {
 }
 
 enum Src<'a> {
-    Plain { data: &'a [u8], file_off: u64, pos: usize },
-    Chunked { data: &'a [u8], file_off: u64, pos: usize, left: u32, started: bool, dctx: Option<zstd::bulk::Decompressor<'static>> },
+    Plain {
+        data: &'a [u8],
+        file_off: u64,
+        pos: usize,
+    },
+    Chunked {
+        data: &'a [u8],
+        file_off: u64,
+        pos: usize,
+        left: u32,
+        started: bool,
+        dctx: Option<zstd::bulk::Decompressor<'static>>,
+    },
     Done,
 }
 
@@ -122,20 +137,60 @@ pub struct CpuStream<'a> {
 
 impl<'a> CpuStream<'a> {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(file: &'a [u8], d: &CpuData, buffer: usize, endian: Endian, hp: HeaderPage, page_size: u32, compressed: bool, comp: Compression, table: &'a [Option<&'a std::sync::Arc<EventFormat>>], comms: &'a std::collections::HashMap<i32, u32, super::header::PidHash>) -> CpuStream<'a> {
+    pub fn new(
+        file: &'a [u8],
+        d: &CpuData,
+        buffer: usize,
+        endian: Endian,
+        hp: HeaderPage,
+        page_size: u32,
+        compressed: bool,
+        comp: Compression,
+        table: &'a [Option<&'a std::sync::Arc<EventFormat>>],
+        comms: &'a std::collections::HashMap<i32, u32, super::header::PidHash>,
+    ) -> CpuStream<'a> {
         let start = (d.offset.min(file.len() as u64)) as usize;
         // compressed data: the size leaves out the 4-byte chunk count
-        let size = if compressed { d.size.saturating_add(4) } else { d.size };
+        let size = if compressed {
+            d.size.saturating_add(4)
+        } else {
+            d.size
+        };
         let end = (d.offset.saturating_add(size).min(file.len() as u64)) as usize;
         let data = &file[start..end.max(start)];
         let src = if data.is_empty() {
             Src::Done
         } else if compressed {
-            Src::Chunked { data, file_off: d.offset, pos: 0, left: 0, started: false, dctx: None }
+            Src::Chunked {
+                data,
+                file_off: d.offset,
+                pos: 0,
+                left: 0,
+                started: false,
+                dctx: None,
+            }
         } else {
-            Src::Plain { data, file_off: d.offset, pos: 0 }
+            Src::Plain {
+                data,
+                file_off: d.offset,
+                pos: 0,
+            }
         };
-        CpuStream { cpu: d.cpu, buffer, src, endian, hp, page_size: page_size as usize, comp, table, comms, reclaim: false, released: 0, countable: None, last_plain: None }
+        CpuStream {
+            cpu: d.cpu,
+            buffer,
+            src,
+            endian,
+            hp,
+            page_size: page_size as usize,
+            comp,
+            table,
+            comms,
+            reclaim: false,
+            released: 0,
+            countable: None,
+            last_plain: None,
+        }
     }
 
     /// Locate each event's format and decode its common fields (worker side).
@@ -152,7 +207,13 @@ impl<'a> CpuStream<'a> {
             let data = &bytes[r.start as usize..(r.start + r.len) as usize];
             r.id = e.u16([data[0], data[1]]) as u32;
             // a format whose field lines are not understood leaves its events unknown
-            if let Some(Ok(layout)) = self.table.get(r.id as usize).copied().flatten().map(|f| f.layout()) {
+            if let Some(Ok(layout)) = self
+                .table
+                .get(r.id as usize)
+                .copied()
+                .flatten()
+                .map(|f| f.layout())
+            {
                 r.known = true;
                 layout.decode_common(e, data, r);
                 r.comm = self.comms.get(&r.pid).copied().unwrap_or(u32::MAX);
@@ -184,7 +245,12 @@ impl<'a> CpuStream<'a> {
                 return true;
             }
             let ctx = r.context();
-            let plain = r.known && r.len >= 2 && ctx.known && !ctx.nmi && !ctx.hardirq && countable.get(r.id as usize).copied().unwrap_or(false);
+            let plain = r.known
+                && r.len >= 2
+                && ctx.known
+                && !ctx.nmi
+                && !ctx.hardirq
+                && countable.get(r.id as usize).copied().unwrap_or(false);
             if !plain {
                 last = None;
                 return true;
@@ -213,7 +279,11 @@ impl<'a> CpuStream<'a> {
         let ps = self.page_size;
         match &mut self.src {
             Src::Done => None,
-            Src::Plain { data, file_off, pos } => {
+            Src::Plain {
+                data,
+                file_off,
+                pos,
+            } => {
                 let data: &'a [u8] = data;
                 let start = *pos;
                 if self.reclaim {
@@ -227,7 +297,9 @@ impl<'a> CpuStream<'a> {
                 while p < slice.len() {
                     let pe = (p + ps).min(slice.len());
                     let fo = *file_off + (start + p) as u64;
-                    if let Some(w) = decode_page(&slice[p..pe], e, self.hp, p as u32, fo, true, &mut recs) {
+                    if let Some(w) =
+                        decode_page(&slice[p..pe], e, self.hp, p as u32, fo, true, &mut recs)
+                    {
                         warnings.push((fo, format!("CPU {}: {w}", self.cpu)));
                     }
                     p = pe;
@@ -236,9 +308,21 @@ impl<'a> CpuStream<'a> {
                 if end >= data.len() {
                     self.src = Src::Done;
                 }
-                Some(Batch { buf: BatchBuf::File(slice), recs, warnings, counted: Vec::new() })
+                Some(Batch {
+                    buf: BatchBuf::File(slice),
+                    recs,
+                    warnings,
+                    counted: Vec::new(),
+                })
             }
-            Src::Chunked { data, file_off, pos, left, started, dctx } => {
+            Src::Chunked {
+                data,
+                file_off,
+                pos,
+                left,
+                started,
+                dctx,
+            } => {
                 let mut warnings = Vec::new();
                 let rd4 = |p: usize| data.get(p..p + 4).map(|b| e.u32([b[0], b[1], b[2], b[3]]));
                 if !*started {
@@ -262,18 +346,38 @@ impl<'a> CpuStream<'a> {
                 let (Some(csize), Some(usize_)) = (rd4(*pos), rd4(*pos + 4)) else {
                     let w = (at, format!("CPU {}: compressed chunk header cut off; file truncated, the events before are kept", self.cpu));
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w], counted: Vec::new() });
+                    return Some(Batch {
+                        buf: BatchBuf::Owned(Vec::new()),
+                        recs: Vec::new(),
+                        warnings: vec![w],
+                        counted: Vec::new(),
+                    });
                 };
                 let cstart = *pos + 8;
-                let Some(cdata) = cstart.checked_add(csize as usize).and_then(|ce| data.get(cstart..ce)) else {
+                let Some(cdata) = cstart
+                    .checked_add(csize as usize)
+                    .and_then(|ce| data.get(cstart..ce))
+                else {
                     let w = (at, format!("CPU {}: compressed chunk of {csize} bytes runs past the end of the data; file truncated, the events before are kept", self.cpu));
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![w], counted: Vec::new() });
+                    return Some(Batch {
+                        buf: BatchBuf::Owned(Vec::new()),
+                        recs: Vec::new(),
+                        warnings: vec![w],
+                        counted: Vec::new(),
+                    });
                 };
                 let mut out = Vec::new();
-                if let Err(m) = compress::decompress_into(self.comp, dctx, cdata, usize_ as usize, &mut out) {
+                if let Err(m) =
+                    compress::decompress_into(self.comp, dctx, cdata, usize_ as usize, &mut out)
+                {
                     self.src = Src::Done;
-                    return Some(Batch { buf: BatchBuf::Owned(Vec::new()), recs: Vec::new(), warnings: vec![(at, format!("CPU {}: {m}", self.cpu))], counted: Vec::new() });
+                    return Some(Batch {
+                        buf: BatchBuf::Owned(Vec::new()),
+                        recs: Vec::new(),
+                        warnings: vec![(at, format!("CPU {}: {m}", self.cpu))],
+                        counted: Vec::new(),
+                    });
                 }
                 *pos = cstart + csize as usize;
                 *left -= 1;
@@ -285,12 +389,19 @@ impl<'a> CpuStream<'a> {
                 let mut p = 0;
                 while p < out.len() {
                     let pe = (p + ps).min(out.len());
-                    if let Some(w) = decode_page(&out[p..pe], e, self.hp, p as u32, at, false, &mut recs) {
+                    if let Some(w) =
+                        decode_page(&out[p..pe], e, self.hp, p as u32, at, false, &mut recs)
+                    {
                         warnings.push((at, format!("CPU {}: {w}", self.cpu)));
                     }
                     p = pe;
                 }
-                Some(Batch { buf: BatchBuf::Owned(out), recs, warnings, counted: Vec::new() })
+                Some(Batch {
+                    buf: BatchBuf::Owned(out),
+                    recs,
+                    warnings,
+                    counted: Vec::new(),
+                })
             }
         }
     }
@@ -329,7 +440,9 @@ impl<'a> CpuStream<'a> {
     /// The file offset the stream will read next.
     fn position(&self) -> u64 {
         match &self.src {
-            Src::Plain { file_off, pos, .. } | Src::Chunked { file_off, pos, .. } => *file_off + *pos as u64,
+            Src::Plain { file_off, pos, .. } | Src::Chunked { file_off, pos, .. } => {
+                *file_off + *pos as u64
+            }
             Src::Done => 0,
         }
     }
@@ -367,7 +480,12 @@ pub struct Item<'b> {
 /// Run the merge: decode `streams` (in parallel when `parallel`), and call
 /// `f` for every record in timestamp order (ties: lower stream index first,
 /// as trace-cmd does) and `w` for every warning.
-pub fn merge<'a, F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(streams: Vec<CpuStream<'a>>, parallel: bool, f: &mut F, w: &mut G) -> MergeEnd {
+pub fn merge<'a, F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(
+    streams: Vec<CpuStream<'a>>,
+    parallel: bool,
+    f: &mut F,
+    w: &mut G,
+) -> MergeEnd {
     if parallel && streams.len() > 1 && streams.len() <= MAX_THREADS {
         let depth = (MAX_THREADS / streams.len()).clamp(1, CHANNEL_DEPTH);
         std::thread::scope(|scope| {
@@ -386,17 +504,36 @@ pub fn merge<'a, F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(strea
                         }
                     })
                     .expect("spawn decoder thread");
-                heads.push(Head { lane: Lane::Remote(rx), cpu, buffer, batch: None, idx: 0 });
+                heads.push(Head {
+                    lane: Lane::Remote(rx),
+                    cpu,
+                    buffer,
+                    batch: None,
+                    idx: 0,
+                });
             }
             run_merge(heads, f, w)
         })
     } else {
-        let heads = streams.into_iter().map(|s| Head { cpu: s.cpu, buffer: s.buffer, lane: Lane::Local(s), batch: None, idx: 0 }).collect();
+        let heads = streams
+            .into_iter()
+            .map(|s| Head {
+                cpu: s.cpu,
+                buffer: s.buffer,
+                lane: Lane::Local(s),
+                batch: None,
+                idx: 0,
+            })
+            .collect();
         run_merge(heads, f, w)
     }
 }
 
-fn run_merge<F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(mut heads: Vec<Head<'_>>, f: &mut F, w: &mut G) -> MergeEnd {
+fn run_merge<F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(
+    mut heads: Vec<Head<'_>>,
+    f: &mut F,
+    w: &mut G,
+) -> MergeEnd {
     let mut end = MergeEnd::default();
     // refill: make sure each head has a current record, drop finished ones
     fn refill<G: FnMut(u64, String)>(h: &mut Head<'_>, w: &mut G, end: &mut MergeEnd) -> bool {
@@ -465,7 +602,14 @@ fn run_merge<F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(mut heads
             if rec.ts > limit || (rec.ts == limit && !limit_inclusive) {
                 break;
             }
-            if f(Item { cpu: h.cpu, buffer: h.buffer, rec, bytes: b.bytes() }).is_break() {
+            if f(Item {
+                cpu: h.cpu,
+                buffer: h.buffer,
+                rec,
+                bytes: b.bytes(),
+            })
+            .is_break()
+            {
                 end.stopped = true;
                 return end;
             }

@@ -18,9 +18,9 @@ pub mod writer;
 
 use crate::error::Result;
 use crate::event::{Event, Fields, Origin};
-use format::RecordFields;
 use crate::input::Input;
 use crate::{Notice, ParseStats, Sink, TraceInfo};
+use format::RecordFields;
 use header::Meta;
 use page::RecKind;
 
@@ -86,7 +86,13 @@ pub fn read_meta(name: &str, bytes: &[u8]) -> Result<Meta> {
 /// Decode every event and hand it to `sink`, merged by timestamp across CPUs.
 /// `meta` is what [`probe`] read from the same file, if anything; it is used
 /// when it describes a file of this length.
-pub fn run(name: &str, input: Input, meta: Option<Meta>, sink: &mut dyn Sink, threads: Option<usize>) -> Result<ParseStats> {
+pub fn run(
+    name: &str,
+    input: Input,
+    meta: Option<Meta>,
+    sink: &mut dyn Sink,
+    threads: Option<usize>,
+) -> Result<ParseStats> {
     let bytes = input.into_bytes()?;
     let meta = match meta {
         Some(m) if m.file_len == bytes.len() as u64 => m,
@@ -98,19 +104,43 @@ pub fn run(name: &str, input: Input, meta: Option<Meta>, sink: &mut dyn Sink, th
 }
 
 /// [`run`] over bytes already in memory.
-pub fn run_bytes(name: &str, bytes: &[u8], sink: &mut dyn Sink, threads: Option<usize>) -> Result<ParseStats> {
+pub fn run_bytes(
+    name: &str,
+    bytes: &[u8],
+    sink: &mut dyn Sink,
+    threads: Option<usize>,
+) -> Result<ParseStats> {
     let meta = header::parse(name, bytes)?;
     run_meta(name, bytes, &meta, sink, threads, false)
 }
 
-fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads: Option<usize>, reclaim: bool) -> Result<ParseStats> {
-    let mut stats = ParseStats { bytes: bytes.len() as u64, ..Default::default() };
+fn run_meta(
+    name: &str,
+    bytes: &[u8],
+    meta: &Meta,
+    sink: &mut dyn Sink,
+    threads: Option<usize>,
+    reclaim: bool,
+) -> Result<ParseStats> {
+    let mut stats = ParseStats {
+        bytes: bytes.len() as u64,
+        ..Default::default()
+    };
     for (off, m) in &meta.warnings {
         stats.warnings += 1;
-        sink.notice(&Notice::Warning { origin: Origin::Offset(*off), message: m.clone() });
+        sink.notice(&Notice::Warning {
+            origin: Origin::Offset(*off),
+            message: m.clone(),
+        });
     }
     // common_type → format, as a dense table
-    let max_id = meta.formats.iter().map(|f| f.id).filter(|&i| i < 1 << 16).max().unwrap_or(0) as usize;
+    let max_id = meta
+        .formats
+        .iter()
+        .map(|f| f.id)
+        .filter(|&i| i < 1 << 16)
+        .max()
+        .unwrap_or(0) as usize;
     let mut table: Vec<Option<&std::sync::Arc<format::EventFormat>>> = vec![None; max_id + 1];
     for f in meta.formats.iter().rev() {
         if (f.id as usize) <= max_id {
@@ -119,12 +149,20 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
     }
     // saved cmdlines as a list, looked up by index (the worker finds the index)
     let comm_list: Vec<&str> = meta.cmdlines.values().map(String::as_str).collect();
-    let comm_idx: std::collections::HashMap<i32, u32, header::PidHash> = meta.cmdlines.keys().enumerate().map(|(i, &p)| (p, i as u32)).collect();
+    let comm_idx: std::collections::HashMap<i32, u32, header::PidHash> = meta
+        .cmdlines
+        .keys()
+        .enumerate()
+        .map(|(i, &p)| (p, i as u32))
+        .collect();
     // Which events may be counted instead of delivered (the sink's
     // `countable`): only with one buffer, where each CPU's stream holds all
     // of that CPU's events in order.
     let buffers = meta.buffers.iter().filter(|b| !b.latency).count();
-    let countable: Vec<bool> = table.iter().map(|f| buffers == 1 && f.is_some_and(|f| sink.countable(f.kind))).collect();
+    let countable: Vec<bool> = table
+        .iter()
+        .map(|f| buffers == 1 && f.is_some_and(|f| sink.countable(f.kind)))
+        .collect();
     let any_countable = countable.iter().any(|&c| c);
     let mut streams = Vec::new();
     for (bi, b) in meta.buffers.iter().enumerate() {
@@ -132,7 +170,18 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
             continue;
         }
         for d in &b.cpus {
-            let mut s = merge::CpuStream::new(bytes, d, bi, meta.endian, meta.header_page, b.page_size, b.compressed, meta.compression, &table, &comm_idx);
+            let mut s = merge::CpuStream::new(
+                bytes,
+                d,
+                bi,
+                meta.endian,
+                meta.header_page,
+                b.page_size,
+                b.compressed,
+                meta.compression,
+                &table,
+                &comm_idx,
+            );
             s.reclaim = reclaim;
             if any_countable {
                 s.countable = Some(&countable);
@@ -140,7 +189,17 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
             streams.push(s);
         }
     }
-    let instances: Vec<Option<&str>> = meta.buffers.iter().map(|b| if b.name.is_empty() { None } else { Some(b.name.as_str()) }).collect();
+    let instances: Vec<Option<&str>> = meta
+        .buffers
+        .iter()
+        .map(|b| {
+            if b.name.is_empty() {
+                None
+            } else {
+                Some(b.name.as_str())
+            }
+        })
+        .collect();
     let ts_offset = meta.ts_offset;
     let tsc = meta.tsc2nsec;
     // A record's raw timestamp in ns (the TSC2NSEC option, then the offset).
@@ -166,7 +225,11 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
             if rec.kind == RecKind::Lost {
                 sink_cell.borrow_mut().notice(&Notice::LostEvents {
                     cpu: it.cpu,
-                    count: if rec.lost == u64::MAX { None } else { Some(rec.lost) },
+                    count: if rec.lost == u64::MAX {
+                        None
+                    } else {
+                        Some(rec.lost)
+                    },
                     ts_ns: Some(ts),
                     origin: Origin::Offset(rec.off),
                 });
@@ -191,7 +254,10 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
                             ),
                             None => format!("event type {id} has no format in the file; such events are skipped"),
                         };
-                        sink_cell.borrow_mut().notice(&Notice::Warning { origin: Origin::Offset(rec.off), message });
+                        sink_cell.borrow_mut().notice(&Notice::Warning {
+                            origin: Origin::Offset(rec.off),
+                            message,
+                        });
                     }
                     return crate::CONTINUE;
                 }
@@ -207,7 +273,10 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
             }
             let pid = rec.pid;
             let ctx = rec.context();
-            let data = it.bytes.get(rec.start as usize..(rec.start as usize).saturating_add(rec.len as usize)).unwrap_or(&[]);
+            let data = it
+                .bytes
+                .get(rec.start as usize..(rec.start as usize).saturating_add(rec.len as usize))
+                .unwrap_or(&[]);
             let comm = match comm_list.get(rec.comm as usize) {
                 Some(c) => Some(*c),
                 None if pid == 0 => Some("<idle>"),
@@ -222,7 +291,11 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
                 system: Some(fmt.system.as_str()),
                 name: fmt.name.as_str(),
                 kind: fmt.kind,
-                fields: Fields::Record(RecordFields { format: fmt, data, endian }),
+                fields: Fields::Record(RecordFields {
+                    format: fmt,
+                    data,
+                    endian,
+                }),
                 origin: Origin::Offset(rec.off),
                 instance: instances.get(it.buffer).copied().flatten(),
                 raw: None,
@@ -232,17 +305,35 @@ fn run_meta(name: &str, bytes: &[u8], meta: &Meta, sink: &mut dyn Sink, threads:
         };
         let mut on_warn = |off: u64, m: String| {
             warnings.set(warnings.get() + 1);
-            sink_cell.borrow_mut().notice(&Notice::Warning { origin: Origin::Offset(off), message: m });
+            sink_cell.borrow_mut().notice(&Notice::Warning {
+                origin: Origin::Offset(off),
+                message: m,
+            });
         };
         let end = merge::merge(streams, parallel, &mut on_item, &mut on_warn);
         stats.stopped = end.stopped;
         if let Some((off, msg)) = end.panic {
-            return Err(crate::Error::internal(name, Origin::Offset(off), "decoding the records from here", &msg));
+            return Err(crate::Error::internal(
+                name,
+                Origin::Offset(off),
+                "decoding the records from here",
+                &msg,
+            ));
         }
         for (&(cpu, id), &(n, lo, hi)) in &end.counted {
-            let Some(fmt) = table.get(id as usize).copied().flatten() else { continue };
+            let Some(fmt) = table.get(id as usize).copied().flatten() else {
+                continue;
+            };
             events += n;
-            let c = crate::Counted { cpu, system: Some(fmt.system.as_str()), name: fmt.name.as_str(), kind: fmt.kind, count: n, first_ts_ns: to_ns(lo), last_ts_ns: to_ns(hi) };
+            let c = crate::Counted {
+                cpu,
+                system: Some(fmt.system.as_str()),
+                name: fmt.name.as_str(),
+                kind: fmt.kind,
+                count: n,
+                first_ts_ns: to_ns(lo),
+                last_ts_ns: to_ns(hi),
+            };
             sink_cell.borrow_mut().counted(&c);
         }
     }

@@ -56,14 +56,35 @@ impl Rec {
     #[inline]
     pub fn context(&self) -> crate::Context {
         if self.flags & 0x100 != 0 {
-            crate::Context::from_common_flags(self.flags as u8, if self.has_preempt { Some(self.preempt) } else { None })
+            crate::Context::from_common_flags(
+                self.flags as u8,
+                if self.has_preempt {
+                    Some(self.preempt)
+                } else {
+                    None
+                },
+            )
         } else {
             crate::Context::UNKNOWN
         }
     }
 
     pub fn new(ts: u64, start: u32, len: u32, kind: RecKind, lost: u64, off: u64) -> Rec {
-        Rec { ts, start, len, kind, lost, off, id: 0, known: false, pid: -1, flags: 0, preempt: 0, has_preempt: false, comm: u32::MAX }
+        Rec {
+            ts,
+            start,
+            len,
+            kind,
+            lost,
+            off,
+            id: 0,
+            known: false,
+            pid: -1,
+            flags: 0,
+            preempt: 0,
+            has_preempt: false,
+            comm: u32::MAX,
+        }
     }
 }
 
@@ -72,14 +93,25 @@ impl Rec {
 /// of `page[0]` (or of its compressed chunk when `exact` is false).
 /// Returns a warning when the page is malformed (records before the
 /// problem are kept).
-pub fn decode_page(page: &[u8], e: Endian, hp: HeaderPage, buf_off: u32, file_off: u64, exact: bool, out: &mut Vec<Rec>) -> Option<String> {
+pub fn decode_page(
+    page: &[u8],
+    e: Endian,
+    hp: HeaderPage,
+    buf_off: u32,
+    file_off: u64,
+    exact: bool,
+    out: &mut Vec<Rec>,
+) -> Option<String> {
     let dstart = hp.data_offset as usize;
     // The header is the 8-byte timestamp and the commit word, whatever
     // `header_page` says the data offset is (a file may claim `data offset:8`
     // right after an 8-byte commit field).
     let header = dstart.max(8 + hp.commit_size as usize);
     if page.len() < header {
-        return Some(format!("page of {} bytes is shorter than its {header}-byte header", page.len()));
+        return Some(format!(
+            "page of {} bytes is shorter than its {header}-byte header",
+            page.len()
+        ));
     }
     let mut ts = e.read_uint(page, 8);
     let flags = e.read_uint(&page[8..], hp.commit_size as usize);
@@ -87,7 +119,10 @@ pub fn decode_page(page: &[u8], e: Endian, hp: HeaderPage, buf_off: u32, file_of
     let mut size = (flags & COMMIT_MASK) as usize;
     let mut warn = None;
     if size > data.len() {
-        warn = Some(format!("page commit size {size} exceeds the page ({} data bytes); page truncated", data.len()));
+        warn = Some(format!(
+            "page commit size {size} exceeds the page ({} data bytes); page truncated",
+            data.len()
+        ));
         size = data.len();
     }
     let read4 = |at: usize| -> Option<u32> {
@@ -98,13 +133,21 @@ pub fn decode_page(page: &[u8], e: Endian, hp: HeaderPage, buf_off: u32, file_of
     if flags & MISSING_EVENTS != 0 {
         let lost = if flags & MISSING_STORED != 0 {
             let ls = hp.commit_size as usize;
-            data.get(size..size + ls).map(|b| e.read_uint(b, ls)).unwrap_or(u64::MAX)
+            data.get(size..size + ls)
+                .map(|b| e.read_uint(b, ls))
+                .unwrap_or(u64::MAX)
         } else {
             u64::MAX
         };
         out.push(Rec::new(ts, 0, 0, RecKind::Lost, lost, file_off));
     }
-    let pos_of = |at: usize| if exact { file_off + (dstart + at) as u64 } else { file_off };
+    let pos_of = |at: usize| {
+        if exact {
+            file_off + (dstart + at) as u64
+        } else {
+            file_off
+        }
+    };
     let mut curr = 0usize;
     while curr + 4 <= size {
         let w = read4(curr).unwrap();
@@ -143,16 +186,29 @@ pub fn decode_page(page: &[u8], e: Endian, hp: HeaderPage, buf_off: u32, file_of
                     break;
                 };
                 if l < 4 {
-                    warn = Some(format!("event at page byte {} has length {l}, expected at least 4", dstart + curr));
+                    warn = Some(format!(
+                        "event at page byte {} has length {l}, expected at least 4",
+                        dstart + curr
+                    ));
                     break;
                 }
                 let len = ((l - 4) as usize + 3) & !3;
                 let start = curr + 8;
                 if start + len > size {
-                    warn = Some(format!("event at page byte {} runs past the page's committed data", dstart + curr));
+                    warn = Some(format!(
+                        "event at page byte {} runs past the page's committed data",
+                        dstart + curr
+                    ));
                     break;
                 }
-                out.push(Rec::new(ts, buf_off + (dstart + start) as u32, len as u32, RecKind::Event, 0, pos_of(curr)));
+                out.push(Rec::new(
+                    ts,
+                    buf_off + (dstart + start) as u32,
+                    len as u32,
+                    RecKind::Event,
+                    0,
+                    pos_of(curr),
+                ));
                 next = start + len;
             }
             _ => {
@@ -160,10 +216,20 @@ pub fn decode_page(page: &[u8], e: Endian, hp: HeaderPage, buf_off: u32, file_of
                 let len = type_len as usize * 4;
                 let start = curr + 4;
                 if start + len > size {
-                    warn = Some(format!("event at page byte {} runs past the page's committed data", dstart + curr));
+                    warn = Some(format!(
+                        "event at page byte {} runs past the page's committed data",
+                        dstart + curr
+                    ));
                     break;
                 }
-                out.push(Rec::new(ts, buf_off + (dstart + start) as u32, len as u32, RecKind::Event, 0, pos_of(curr)));
+                out.push(Rec::new(
+                    ts,
+                    buf_off + (dstart + start) as u32,
+                    len as u32,
+                    RecKind::Event,
+                    0,
+                    pos_of(curr),
+                ));
                 next = start + len;
             }
         }

@@ -69,7 +69,11 @@ impl Symbols {
         }
         // the first symbol listed at that address
         let first = self.index[..i].partition_point(|e| e.0 < a);
-        let (_, s, l) = if first < i { self.index[first] } else { (a, s, l) };
+        let (_, s, l) = if first < i {
+            self.index[first]
+        } else {
+            (a, s, l)
+        };
         std::str::from_utf8(self.text.get(s as usize..s as usize + l as usize)?).ok()
     }
 
@@ -93,7 +97,10 @@ mod tests {
         assert_eq!(s.len(), 4);
         assert_eq!(s.name(0xffffffff81012340), Some("perf_event_nmi_handler"));
         assert_eq!(s.name(0xffffffff81012344), Some("perf_event_nmi_handler"));
-        assert_eq!(s.name(0xffffffff81012400), Some("nmi_cpu_backtrace_handler"));
+        assert_eq!(
+            s.name(0xffffffff81012400),
+            Some("nmi_cpu_backtrace_handler")
+        );
         assert_eq!(s.name(0xffffffffc0a01000), Some("ghes_notify_nmi"));
         assert_eq!(s.name(0xffffffff80000000), None);
         assert_eq!(s.name(0xffffffffc0a01000 + (2 << 20)), None);

@@ -104,7 +104,16 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { version: 7, compression: Compression::Zstd, level: 3, page_size: 4096, uname: None, clock: None, cpus: None, big_endian: false }
+        WriterOptions {
+            version: 7,
+            compression: Compression::Zstd,
+            level: 3,
+            page_size: 4096,
+            uname: None,
+            clock: None,
+            cpus: None,
+            big_endian: false,
+        }
     }
 }
 
@@ -143,8 +152,17 @@ fn temp_file() -> io::Result<File> {
     static N: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir();
     for _ in 0..100 {
-        let p = dir.join(format!("nmitrace-spool-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        match std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&p) {
+        let p = dir.join(format!(
+            "nmitrace-spool-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&p)
+        {
             Ok(f) => {
                 let _ = std::fs::remove_file(&p);
                 return Ok(f);
@@ -243,9 +261,19 @@ impl<W: Write> TraceDatWriter<W> {
     /// whose ID collides is renumbered.
     pub fn add_format(&mut self, system: &str, text: &str) -> Result<()> {
         if self.started {
-            return Err(Error::new("trace.dat writer", Origin::None, "formats must be added before the first event"));
+            return Err(Error::new(
+                "trace.dat writer",
+                Origin::None,
+                "formats must be added before the first event",
+            ));
         }
-        let f = EventFormat::parse(system, text).map_err(|m| Error::new("trace.dat writer", Origin::None, format!("event format not understood: {m}")))?;
+        let f = EventFormat::parse(system, text).map_err(|m| {
+            Error::new(
+                "trace.dat writer",
+                Origin::None,
+                format!("event format not understood: {m}"),
+            )
+        })?;
         if let Some(&i) = self.by_sys_name.get(&(f.system.clone(), f.name.clone())) {
             self.formats[i] = f;
         } else {
@@ -259,15 +287,28 @@ impl<W: Write> TraceDatWriter<W> {
     pub fn add_formats_from(&mut self, meta: &Meta) -> Result<()> {
         // the source's IDs win: drop carried formats that would collide
         let src_ids: std::collections::HashSet<u32> = meta.formats.iter().map(|f| f.id).collect();
-        let src_names: std::collections::HashSet<(String, String)> = meta.formats.iter().map(|f| (f.system.clone(), f.name.clone())).collect();
-        let mut next = meta.formats.iter().map(|f| f.id).max().unwrap_or(0).max(self.formats.iter().map(|f| f.id).max().unwrap_or(0)) + 1;
+        let src_names: std::collections::HashSet<(String, String)> = meta
+            .formats
+            .iter()
+            .map(|f| (f.system.clone(), f.name.clone()))
+            .collect();
+        let mut next = meta
+            .formats
+            .iter()
+            .map(|f| f.id)
+            .max()
+            .unwrap_or(0)
+            .max(self.formats.iter().map(|f| f.id).max().unwrap_or(0))
+            + 1;
         let mut kept = Vec::new();
         for mut f in std::mem::take(&mut self.formats) {
             if src_names.contains(&(f.system.clone(), f.name.clone())) {
                 continue;
             }
             if src_ids.contains(&f.id) {
-                f.text = f.text.replacen(&format!("ID: {}\n", f.id), &format!("ID: {next}\n"), 1);
+                f.text = f
+                    .text
+                    .replacen(&format!("ID: {}\n", f.id), &format!("ID: {next}\n"), 1);
                 f.id = next;
                 next += 1;
             }
@@ -289,7 +330,8 @@ impl<W: Write> TraceDatWriter<W> {
         self.by_sys_name.clear();
         self.by_name.clear();
         for (i, f) in self.formats.iter().enumerate() {
-            self.by_sys_name.insert((f.system.clone(), f.name.clone()), i);
+            self.by_sys_name
+                .insert((f.system.clone(), f.name.clone()), i);
             self.by_name.entry(f.name.clone()).or_insert(i);
         }
     }
@@ -311,7 +353,11 @@ impl<W: Write> TraceDatWriter<W> {
                 pending_lost: None,
                 chunk: Vec::new(),
                 chunk_pages: 0,
-                spool: Spool { file: None, len: 0, chunks: 0 },
+                spool: Spool {
+                    file: None,
+                    len: 0,
+                    chunks: 0,
+                },
             });
         }
         (self.cpus.len() - 1) as u32
@@ -371,13 +417,18 @@ impl<W: Write> TraceDatWriter<W> {
         if c.chunk.is_empty() {
             return;
         }
-        let r = self.zctx.as_mut().unwrap().compress(&c.chunk).and_then(|z| {
-            c.spool.write(&(z.len() as u32).fe())?;
-            c.spool.write(&(c.chunk.len() as u32).fe())?;
-            c.spool.write(&z)?;
-            c.spool.chunks += 1;
-            Ok(())
-        });
+        let r = self
+            .zctx
+            .as_mut()
+            .unwrap()
+            .compress(&c.chunk)
+            .and_then(|z| {
+                c.spool.write(&(z.len() as u32).fe())?;
+                c.spool.write(&(c.chunk.len() as u32).fe())?;
+                c.spool.write(&z)?;
+                c.spool.chunks += 1;
+                Ok(())
+            });
         c.chunk.clear();
         c.chunk_pages = 0;
         if let Err(e) = r {
@@ -392,16 +443,21 @@ impl<W: Write> TraceDatWriter<W> {
         let hdr = if len > 0 && len <= 28 * 4 { 4 } else { 8 };
         let cap = ps - PAGE_HDR - 8; // keep room for a stored lost count
         if hdr + len + 8 > cap {
-            *self.stats.skipped.entry("(event larger than a page)".into()).or_default() += 1;
+            *self
+                .stats
+                .skipped
+                .entry("(event larger than a page)".into())
+                .or_default() += 1;
             return;
         }
         {
             let c = &self.cpus[cpu as usize];
-            let need_new = c.has_events && (ts < c.last_ts || {
-                let delta = ts - c.last_ts;
-                let ext = if delta > TS_MASK { 8 } else { 0 };
-                c.used + ext + hdr + len > cap
-            });
+            let need_new = c.has_events
+                && (ts < c.last_ts || {
+                    let delta = ts - c.last_ts;
+                    let ext = if delta > TS_MASK { 8 } else { 0 };
+                    c.used + ext + hdr + len > cap
+                });
             if need_new {
                 self.flush_page(cpu);
             }
@@ -442,7 +498,14 @@ impl<W: Write> TraceDatWriter<W> {
     /// Encode `ev` into `self.scratch` with format `fi`; returns the length.
     fn encode(&mut self, fi: usize, ev: &Event<'_>) -> usize {
         let f = &self.formats[fi];
-        let fixed = f.common.iter().chain(&f.fields).map(|x| (x.offset + x.size) as usize).max().unwrap_or(8).max(8);
+        let fixed = f
+            .common
+            .iter()
+            .chain(&f.fields)
+            .map(|x| (x.offset + x.size) as usize)
+            .max()
+            .unwrap_or(8)
+            .max(8);
         let buf = &mut self.scratch;
         buf.clear();
         buf.resize(fixed, 0);
@@ -465,7 +528,10 @@ impl<W: Write> TraceDatWriter<W> {
         for fld in &f.fields {
             // by field name, else by the label the print fmt prints it under
             let label = f.labels.iter().find(|l| l.1 == fld.name);
-            let val = ev.fields.get(&fld.name).or_else(|| label.and_then(|l| ev.fields.get(&l.0)));
+            let val = ev
+                .fields
+                .get(&fld.name)
+                .or_else(|| label.and_then(|l| ev.fields.get(&l.0)));
             let hex = label.is_some_and(|l| matches!(l.2, 'x' | 'X' | 'p'));
             match fld.kind {
                 Kind::Num { .. } => {
@@ -475,11 +541,21 @@ impl<W: Write> TraceDatWriter<W> {
                         Some(Value::Str(s)) => text_number(s, hex, &fld.name).or_else(|| {
                             // a pointer printed as a function name (`%ps`)
                             let sym = s.trim().trim_end_matches("()");
-                            let is_ident = !sym.is_empty() && sym.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'));
-                            let pointer = fld.type_.trim_end().ends_with('*') || label.is_some_and(|l| l.2 == 'p');
+                            let is_ident = !sym.is_empty()
+                                && sym
+                                    .bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'));
+                            let pointer = fld.type_.trim_end().ends_with('*')
+                                || label.is_some_and(|l| l.2 == 'p');
                             if pointer && is_ident && self.synthetic_symbols.len() < 4096 {
-                                let next = SYNTHETIC_SYMBOL_BASE + 0x1000 * self.synthetic_symbols.len() as u64;
-                                Some(*self.synthetic_symbols.entry(sym.to_string()).or_insert(next))
+                                let next = SYNTHETIC_SYMBOL_BASE
+                                    + 0x1000 * self.synthetic_symbols.len() as u64;
+                                Some(
+                                    *self
+                                        .synthetic_symbols
+                                        .entry(sym.to_string())
+                                        .or_insert(next),
+                                )
                             } else {
                                 None
                             }
@@ -488,14 +564,22 @@ impl<W: Write> TraceDatWriter<W> {
                     };
                     match n {
                         Some(n) => put(buf, fld.offset, fld.size, n),
-                        None => *self.stats.unencodable.entry(format!("{}.{}", f.name, fld.name)).or_default() += 1,
+                        None => {
+                            *self
+                                .stats
+                                .unencodable
+                                .entry(format!("{}.{}", f.name, fld.name))
+                                .or_default() += 1
+                        }
                     }
                 }
                 Kind::Str | Kind::Bytes => {
                     let bytes: Option<std::borrow::Cow<[u8]>> = match val {
                         Some(Value::Str(s)) => Some(s.as_bytes().into()),
                         Some(Value::Bytes(b)) => Some(b.into()),
-                        Some(v @ (Value::Int(_) | Value::Uint(_))) if fld.kind == Kind::Str => Some(v.to_string().into_bytes().into()),
+                        Some(v @ (Value::Int(_) | Value::Uint(_))) if fld.kind == Kind::Str => {
+                            Some(v.to_string().into_bytes().into())
+                        }
                         _ => None,
                     };
                     if let (Some(b), 0) = (&bytes, fld.size) {
@@ -508,7 +592,11 @@ impl<W: Write> TraceDatWriter<W> {
                         }
                     } else if let Some(b) = bytes {
                         let o = fld.offset as usize;
-                        let room = (fld.size as usize).saturating_sub(if fld.kind == Kind::Str { 1 } else { 0 });
+                        let room = (fld.size as usize).saturating_sub(if fld.kind == Kind::Str {
+                            1
+                        } else {
+                            0
+                        });
                         let n = b.len().min(room);
                         if o + n <= buf.len() {
                             buf[o..o + n].copy_from_slice(&b[..n]);
@@ -529,7 +617,11 @@ impl<W: Write> TraceDatWriter<W> {
                     let start = buf.len();
                     buf.extend_from_slice(&bytes);
                     let field_end = (fld.offset + fld.size) as usize;
-                    let off = if rel { start.saturating_sub(field_end) } else { start };
+                    let off = if rel {
+                        start.saturating_sub(field_end)
+                    } else {
+                        start
+                    };
                     let loc = ((bytes.len() as u64) << 16) | (off as u64 & 0xffff);
                     put(buf, fld.offset, fld.size.min(4), loc);
                 }
@@ -552,24 +644,35 @@ impl<W: Write> TraceDatWriter<W> {
             return Err(e);
         }
         if !self.synthetic_symbols.is_empty() {
-            let mut syms: Vec<(u64, &String)> = self.synthetic_symbols.iter().map(|(n, &a)| (a, n)).collect();
+            let mut syms: Vec<(u64, &String)> = self
+                .synthetic_symbols
+                .iter()
+                .map(|(n, &a)| (a, n))
+                .collect();
             syms.sort();
             if !self.kallsyms.is_empty() && !self.kallsyms.ends_with(b"\n") {
                 self.kallsyms.push(b'\n');
             }
             for (a, n) in syms {
-                self.kallsyms.extend_from_slice(format!("{a:016x} t {n}\n").as_bytes());
+                self.kallsyms
+                    .extend_from_slice(format!("{a:016x} t {n}\n").as_bytes());
             }
         }
         let mut out = self.out.take().expect("finish once");
-        let n = self.layout(&mut out).map_err(|e| Error::io("trace.dat writer", e))?;
+        let n = self
+            .layout(&mut out)
+            .map_err(|e| Error::io("trace.dat writer", e))?;
         out.flush().map_err(|e| Error::io("trace.dat writer", e))?;
         self.stats.bytes = n;
         Ok(self.stats.clone())
     }
 
     fn ncpus(&self) -> u32 {
-        self.opts.cpus.unwrap_or(0).max(self.cpus.iter().map(|c| c.cpu + 1).max().unwrap_or(0)).max(1)
+        self.opts
+            .cpus
+            .unwrap_or(0)
+            .max(self.cpus.iter().map(|c| c.cpu + 1).max().unwrap_or(0))
+            .max(1)
     }
 
     fn header_info(&self) -> Vec<u8> {
@@ -584,7 +687,11 @@ impl<W: Write> TraceDatWriter<W> {
     }
 
     fn ftrace_formats(&self) -> Vec<u8> {
-        let fs: Vec<&EventFormat> = self.formats.iter().filter(|f| f.system == "ftrace").collect();
+        let fs: Vec<&EventFormat> = self
+            .formats
+            .iter()
+            .filter(|f| f.system == "ftrace")
+            .collect();
         let mut b = (fs.len() as u32).fe().to_vec();
         for f in fs {
             b.extend_from_slice(&(f.text.len() as u64).fe());
@@ -630,7 +737,10 @@ impl<W: Write> TraceDatWriter<W> {
         if let Some(u) = &self.opts.uname {
             v.push((5, format!("{u}\0").into_bytes()));
         }
-        v.push((9, format!("nmitrace {}\0", env!("CARGO_PKG_VERSION")).into_bytes()));
+        v.push((
+            9,
+            format!("nmitrace {}\0", env!("CARGO_PKG_VERSION")).into_bytes(),
+        ));
         v.push((8, self.ncpus().fe().to_vec()));
         v
     }
@@ -639,7 +749,10 @@ impl<W: Write> TraceDatWriter<W> {
     fn cpu_sizes(&self, b: usize) -> Vec<u64> {
         (0..self.ncpus())
             .map(|i| {
-                let len = self.lanes.get(&(b, i)).map_or(0, |&l| self.cpus[l].spool.len);
+                let len = self
+                    .lanes
+                    .get(&(b, i))
+                    .map_or(0, |&l| self.cpus[l].spool.len);
                 if self.opts.compression != Compression::None {
                     4 + len
                 } else {
@@ -699,7 +812,11 @@ impl<W: Write> TraceDatWriter<W> {
         };
         let mut head = Vec::new();
         head.extend_from_slice(super::header::MAGIC);
-        head.extend_from_slice(if self.opts.version == 7 { b"7\0" } else { b"6\0" });
+        head.extend_from_slice(if self.opts.version == 7 {
+            b"7\0"
+        } else {
+            b"6\0"
+        });
         head.push(self.opts.big_endian as u8); // endianness
         head.push(8); // long size
         head.extend_from_slice(&self.opts.page_size.fe());
@@ -744,7 +861,9 @@ impl<W: Write> TraceDatWriter<W> {
             let (mut heads, mut offs, _) = place(top_table, table);
             // instances' heads are placed after the top data; recompute with the
             // instance heads carrying "flyrecord\0" + table
-            let top_end = offs[0].last().map_or(align(top_table + table), |&o| align(o + sizes[0].last().copied().unwrap_or(0)));
+            let top_end = offs[0].last().map_or(align(top_table + table), |&o| {
+                align(o + sizes[0].last().copied().unwrap_or(0))
+            });
             let mut off = top_end;
             for b in 1..nbufs {
                 heads[b] = off;
@@ -779,7 +898,14 @@ impl<W: Write> TraceDatWriter<W> {
             return Ok(pos);
         }
         // v7
-        let (cname, cver) = if compressed { ("zstd".to_string(), zstd::zstd_safe::version_string().to_string()) } else { ("none".to_string(), String::new()) };
+        let (cname, cver) = if compressed {
+            (
+                "zstd".to_string(),
+                zstd::zstd_safe::version_string().to_string(),
+            )
+        } else {
+            ("none".to_string(), String::new())
+        };
         head.extend_from_slice(cname.as_bytes());
         head.push(0);
         head.extend_from_slice(cver.as_bytes());
@@ -802,8 +928,14 @@ impl<W: Write> TraceDatWriter<W> {
             (16, self.header_info()),
             (17, self.ftrace_formats()),
             (18, self.event_formats()),
-            (19, [&(self.kallsyms.len() as u32).fe()[..], &self.kallsyms].concat()),
-            (20, [&(self.printk.len() as u32).fe()[..], &self.printk].concat()),
+            (
+                19,
+                [&(self.kallsyms.len() as u32).fe()[..], &self.kallsyms].concat(),
+            ),
+            (
+                20,
+                [&(self.printk.len() as u32).fe()[..], &self.printk].concat(),
+            ),
             (21, clb),
         ];
         let mut sec_offs = Vec::new();
@@ -813,7 +945,11 @@ impl<W: Write> TraceDatWriter<W> {
         for (id, b) in &metas {
             sec_offs.push((*id, base + body.len() as u64));
             // big metadata (formats, kallsyms) is compressed like trace-cmd does
-            let z = if compressed && b.len() > 4096 { zstd::bulk::compress(b, level).ok() } else { None };
+            let z = if compressed && b.len() > 4096 {
+                zstd::bulk::compress(b, level).ok()
+            } else {
+                None
+            };
             match z {
                 Some(z) => {
                     let mut c = Vec::with_capacity(z.len() + 8);
@@ -868,10 +1004,16 @@ impl<W: Write> TraceDatWriter<W> {
         head[opt_ptr_at..opt_ptr_at + 8].copy_from_slice(&opt_off.fe());
         emit(out, &head, &mut pos)?;
         emit(out, &body, &mut pos)?;
-        emit(out, &section(0, 0, &build_opts(&fly_heads, &cpu_offs)), &mut pos)?;
+        emit(
+            out,
+            &section(0, 0, &build_opts(&fly_heads, &cpu_offs)),
+            &mut pos,
+        )?;
         for b in 0..nbufs {
             emit(out, &vec![0; (fly_heads[b] - pos) as usize], &mut pos)?;
-            let end = cpu_offs[b].last().map_or(fly_heads[b] + 16, |&o| o + sizes[b].last().copied().unwrap_or(0));
+            let end = cpu_offs[b].last().map_or(fly_heads[b] + 16, |&o| {
+                o + sizes[b].last().copied().unwrap_or(0)
+            });
             // the section size covers the padding and all CPU data
             let mut fh = Vec::new();
             fh.extend_from_slice(&3u16.fe());
@@ -897,12 +1039,19 @@ impl<W: Write> Sink for TraceDatWriter<W> {
             return crate::STOP;
         }
         let fi = match ev.system {
-            Some(s) => self.by_sys_name.get(&(s.to_string(), ev.name.to_string())).copied(),
+            Some(s) => self
+                .by_sys_name
+                .get(&(s.to_string(), ev.name.to_string()))
+                .copied(),
             None => None,
         }
         .or_else(|| self.by_name.get(ev.name).copied());
         let Some(fi) = fi else {
-            *self.stats.skipped.entry(format!("{}:{}", ev.system.unwrap_or("?"), ev.name)).or_default() += 1;
+            *self
+                .stats
+                .skipped
+                .entry(format!("{}:{}", ev.system.unwrap_or("?"), ev.name))
+                .or_default() += 1;
             return crate::CONTINUE;
         };
         if let Some(c) = ev.comm {
@@ -912,7 +1061,11 @@ impl<W: Write> Sink for TraceDatWriter<W> {
         }
         let n = self.encode(fi, ev);
         if ev.cpu > 1 << 14 {
-            *self.stats.skipped.entry("(cpu number too large)".into()).or_default() += 1;
+            *self
+                .stats
+                .skipped
+                .entry("(cpu number too large)".into())
+                .or_default() += 1;
             return crate::CONTINUE;
         }
         let b = match ev.instance {
@@ -948,7 +1101,11 @@ impl<W: Write> Sink for TraceDatWriter<W> {
 /// A number printed as text: decimal, `0x` hex, bare hex when the print
 /// fmt says `%x`/`%p` (hashed pointers), `true`/`false`, task states.
 fn text_number(s: &str, hex: bool, field: &str) -> Option<u64> {
-    let t = s.split_whitespace().next().unwrap_or("").trim_end_matches(',');
+    let t = s
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(',');
     if let Some(v) = crate::event::parse_int(t) {
         if !(hex && !t.starts_with("0x") && !t.starts_with('-')) {
             return Some(v as i64 as u64);
@@ -1004,7 +1161,11 @@ fn task_state(s: &str) -> Option<u64> {
 fn split_formats(all: &str) -> Vec<(&str, &str)> {
     let mut v = Vec::new();
     let mut rest = all;
-    while let Some(i) = if rest.starts_with("system: ") { Some(0) } else { rest.find("\nsystem: ").map(|i| i + 1) } {
+    while let Some(i) = if rest.starts_with("system: ") {
+        Some(0)
+    } else {
+        rest.find("\nsystem: ").map(|i| i + 1)
+    } {
         let after = &rest[i + 8..];
         let nl = after.find('\n').unwrap_or(after.len());
         let sys = after[..nl].trim();
@@ -1019,7 +1180,11 @@ fn split_formats(all: &str) -> Vec<(&str, &str)> {
 /// Convert any trace into a trace.dat: events go through the writer; for
 /// a trace.dat source its own format files are used (every event kept),
 /// otherwise the carried formats of the modelled events.
-pub fn convert<W: Write>(path: &std::path::Path, out: W, mut opts: WriterOptions) -> Result<WriteStats> {
+pub fn convert<W: Write>(
+    path: &std::path::Path,
+    out: W,
+    mut opts: WriterOptions,
+) -> Result<WriteStats> {
     let name = path.display().to_string();
     let input = crate::Input::open(path)?;
     let format = crate::detect::detect(&name, input.head())?;
@@ -1027,7 +1192,12 @@ pub fn convert<W: Write>(path: &std::path::Path, out: W, mut opts: WriterOptions
         let mut trace = crate::Trace::from_input(name, input)?;
         let _ = trace.probe();
         if opts.uname.is_none() {
-            opts.uname = trace.info.kernel.as_ref().map(|k| format!("Linux nmitrace {k} {}", trace.info.arch.clone().unwrap_or_default()));
+            opts.uname = trace.info.kernel.as_ref().map(|k| {
+                format!(
+                    "Linux nmitrace {k} {}",
+                    trace.info.arch.clone().unwrap_or_default()
+                )
+            });
         }
         if opts.clock.is_none() {
             opts.clock = trace.info.clock.clone();

@@ -13,7 +13,9 @@ pub fn shared_traces() -> Option<PathBuf> {
 
 /// The trace.dat files of the shared corpus (relative name, path).
 pub fn shared_dat_files() -> Vec<(String, PathBuf)> {
-    let Some(root) = shared_traces() else { return Vec::new() };
+    let Some(root) = shared_traces() else {
+        return Vec::new();
+    };
     let mut v = Vec::new();
     for rel in [
         "real/shell-python/trace.dat",
@@ -34,12 +36,19 @@ pub fn shared_dat_files() -> Vec<(String, PathBuf)> {
 }
 
 pub fn have_trace_cmd() -> bool {
-    std::process::Command::new("trace-cmd").arg("--help").output().is_ok()
+    std::process::Command::new("trace-cmd")
+        .arg("--help")
+        .output()
+        .is_ok()
 }
 
 /// `trace-cmd report -R -t -i FILE`, stdout as a string.
 pub fn trace_cmd_report(path: &std::path::Path) -> String {
-    let out = std::process::Command::new("trace-cmd").args(["report", "-R", "-t", "-i"]).arg(path).output().expect("run trace-cmd");
+    let out = std::process::Command::new("trace-cmd")
+        .args(["report", "-R", "-t", "-i"])
+        .arg(path)
+        .output()
+        .expect("run trace-cmd");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -78,7 +87,13 @@ pub fn parse_oracle_line(line: &str) -> Option<OracleEvent> {
                         let nc = tail.find(':')?;
                         let name = tail[..nc].trim().to_string();
                         let payload = tail[nc + 1..].trim().to_string();
-                        return Some(OracleEvent { ts_ns, cpu: cpu_s.parse().ok()?, pid, name, payload });
+                        return Some(OracleEvent {
+                            ts_ns,
+                            cpu: cpu_s.parse().ok()?,
+                            pid,
+                            name,
+                            payload,
+                        });
                     }
                 }
             }
@@ -173,15 +188,26 @@ fn parse_num(s: &str, hex: bool) -> Option<u64> {
     } else {
         s.parse::<u64>().ok()?
     };
-    Some(if neg { (v as i64).wrapping_neg() as u64 } else { v })
+    Some(if neg {
+        (v as i64).wrapping_neg() as u64
+    } else {
+        v
+    })
 }
 
 /// Compare one decoded event with one oracle line. `hex_fields` says which
 /// fields the event's print fmt prints in hex without a `0x` (`%x`, `%llx`).
 /// Returns the number of numeric fields compared, or a description of the mismatch.
-pub fn compare(m: &Mine, o: &OracleEvent, hex_fields: &dyn Fn(&str, &str) -> bool) -> Result<usize, String> {
+pub fn compare(
+    m: &Mine,
+    o: &OracleEvent,
+    hex_fields: &dyn Fn(&str, &str) -> bool,
+) -> Result<usize, String> {
     if m.ts_ns != o.ts_ns || m.cpu != o.cpu || m.pid != o.pid || m.name != o.name {
-        return Err(format!("header differs: mine {} {} {} {} / oracle {} {} {} {}", m.ts_ns, m.cpu, m.pid, m.name, o.ts_ns, o.cpu, o.pid, o.name));
+        return Err(format!(
+            "header differs: mine {} {} {} {} / oracle {} {} {} {}",
+            m.ts_ns, m.cpu, m.pid, m.name, o.ts_ns, o.cpu, o.pid, o.name
+        ));
     }
     // split the payload by the known field names, in order
     let mut compared = 0;
@@ -190,7 +216,11 @@ pub fn compare(m: &Mine, o: &OracleEvent, hex_fields: &dyn Fn(&str, &str) -> boo
     let mut spans = Vec::new();
     for (name, _) in &m.fields {
         let key = format!("{name}=");
-        let found = if p[pos..].starts_with(&key) { Some(pos) } else { p[pos..].find(&format!(" {key}")).map(|i| pos + i + 1) };
+        let found = if p[pos..].starts_with(&key) {
+            Some(pos)
+        } else {
+            p[pos..].find(&format!(" {key}")).map(|i| pos + i + 1)
+        };
         match found {
             Some(at) => {
                 spans.push(Some((at, at + key.len())));
@@ -201,7 +231,12 @@ pub fn compare(m: &Mine, o: &OracleEvent, hex_fields: &dyn Fn(&str, &str) -> boo
     }
     for (i, (name, val)) in m.fields.iter().enumerate() {
         let Some((_, start)) = spans[i] else { continue };
-        let end = spans[i + 1..].iter().flatten().next().map(|&(k, _)| k).unwrap_or(p.len());
+        let end = spans[i + 1..]
+            .iter()
+            .flatten()
+            .next()
+            .map(|&(k, _)| k)
+            .unwrap_or(p.len());
         let text = p[start..end.max(start)].trim();
         match val {
             OwnedValue::Int(_) | OwnedValue::Uint(_) => {
@@ -211,16 +246,33 @@ pub fn compare(m: &Mine, o: &OracleEvent, hex_fields: &dyn Fn(&str, &str) -> boo
                     _ => unreachable!(),
                 };
                 let hex = hex_fields(&m.name, name);
-                let Some(theirs) = parse_num(text, hex) else { continue };
-                let ok = theirs == mine || (theirs as u32 == mine as u32 && (theirs >> 32 == 0 || theirs >> 32 == 0xffff_ffff)) || (theirs as u16 == mine as u16 && theirs >> 16 == 0) || (theirs as u8 == mine as u8 && theirs >> 8 == 0);
+                let Some(theirs) = parse_num(text, hex) else {
+                    continue;
+                };
+                let ok = theirs == mine
+                    || (theirs as u32 == mine as u32
+                        && (theirs >> 32 == 0 || theirs >> 32 == 0xffff_ffff))
+                    || (theirs as u16 == mine as u16 && theirs >> 16 == 0)
+                    || (theirs as u8 == mine as u8 && theirs >> 8 == 0);
                 if !ok {
-                    return Err(format!("{} field {name}: mine {mine} ({mine:#x}), oracle {text:?}", m.name));
+                    return Err(format!(
+                        "{} field {name}: mine {mine} ({mine:#x}), oracle {text:?}",
+                        m.name
+                    ));
                 }
                 compared += 1;
             }
             OwnedValue::Str(s) => {
-                if !text.is_empty() && !s.is_empty() && text != s && !text.starts_with(s.as_str()) && !s.starts_with(text) {
-                    return Err(format!("{} field {name}: mine {s:?}, oracle {text:?}", m.name));
+                if !text.is_empty()
+                    && !s.is_empty()
+                    && text != s
+                    && !text.starts_with(s.as_str())
+                    && !s.starts_with(text)
+                {
+                    return Err(format!(
+                        "{} field {name}: mine {s:?}, oracle {text:?}",
+                        m.name
+                    ));
                 }
             }
             OwnedValue::Bytes(_) => {}
@@ -232,16 +284,21 @@ pub fn compare(m: &Mine, o: &OracleEvent, hex_fields: &dyn Fn(&str, &str) -> boo
 /// Fields printed in hex without `0x`, from the format files' print fmt.
 pub fn hex_field_table(path: &std::path::Path) -> std::collections::HashSet<(String, String)> {
     let bytes = std::fs::read(path).unwrap();
-    let meta = nmitrace_parser::tracedat::read_meta(&path.display().to_string(), &bytes).expect("meta");
+    let meta =
+        nmitrace_parser::tracedat::read_meta(&path.display().to_string(), &bytes).expect("meta");
     let mut set = std::collections::HashSet::new();
     for f in &meta.formats {
-        let Some(pf) = f.text.find("print fmt:") else { continue };
+        let Some(pf) = f.text.find("print fmt:") else {
+            continue;
+        };
         let pf = &f.text[pf..];
         for fl in &f.fields {
             let key = format!("{}=%", fl.name);
             if let Some(i) = pf.find(&key) {
                 let spec = &pf[i + key.len()..];
-                let conv = spec.chars().find(|c| c.is_ascii_alphabetic() && !matches!(c, 'l' | 'h' | 'z' | 'j' | 't'));
+                let conv = spec
+                    .chars()
+                    .find(|c| c.is_ascii_alphabetic() && !matches!(c, 'l' | 'h' | 'z' | 'j' | 't'));
                 if matches!(conv, Some('x') | Some('X')) {
                     set.insert((f.name.clone(), fl.name.clone()));
                 }
