@@ -507,8 +507,9 @@ impl Sink for Analyzer {
         matches!(kind, EventKind::PageFaultUser | EventKind::Other)
     }
 
-    fn counted(&mut self, c: &nmitrace_parser::Counted<'_>) {
+    fn counted(&mut self, c: &nmitrace_parser::Counted<'_>) -> nmitrace_parser::Flow {
         self.counts.add_counted(c);
+        nmitrace_parser::CONTINUE
     }
 
     fn notice(&mut self, n: &Notice) {

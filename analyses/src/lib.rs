@@ -104,6 +104,11 @@ pub fn analyze_trace(
 /// analysis covers what was read.
 pub trait Watch {
     fn event(&mut self, ev: &nmitrace_parser::Event<'_>) -> nmitrace_parser::Flow;
+    /// Events the reader counted instead of delivering (see
+    /// [`nmitrace_parser::Sink::counted`]).
+    fn counted(&mut self, _c: &nmitrace_parser::Counted<'_>) -> nmitrace_parser::Flow {
+        nmitrace_parser::CONTINUE
+    }
 }
 
 /// No watch.
@@ -142,8 +147,9 @@ pub fn analyze_trace_watched(
         fn countable(&self, kind: nmitrace_parser::EventKind) -> bool {
             self.analyzer.countable(kind)
         }
-        fn counted(&mut self, c: &nmitrace_parser::Counted<'_>) {
-            self.analyzer.counted(c)
+        fn counted(&mut self, c: &nmitrace_parser::Counted<'_>) -> nmitrace_parser::Flow {
+            let _ = self.analyzer.counted(c);
+            self.watch.counted(c)
         }
     }
     let info = trace.info.clone();

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use nmitrace_parser::json::{json_fields, json_str, push_int};
+use nmitrace_parser::json::json_line;
 use nmitrace_parser::{Event, Notice, Sink, Trace};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -69,30 +69,7 @@ impl<W: Write> Printer<W> {
         use std::fmt::Write;
         let l = &mut self.line;
         match self.format {
-            EventsFormat::Jsonl => {
-                l.push_str("{\"ts_ns\":");
-                push_int(l, ev.ts_ns);
-                l.push_str(",\"cpu\":");
-                push_int(l, ev.cpu);
-                l.push_str(",\"pid\":");
-                push_int(l, ev.pid);
-                l.push_str(",\"comm\":");
-                match ev.comm {
-                    Some(c) => json_str(l, c),
-                    None => l.push_str("null"),
-                }
-                l.push_str(",\"context\":");
-                json_str(l, ev.ctx.label());
-                if let Some(s) = ev.system {
-                    l.push_str(",\"system\":");
-                    json_str(l, s);
-                }
-                l.push_str(",\"name\":");
-                json_str(l, ev.name);
-                l.push_str(",\"fields\":");
-                json_fields(l, &ev.fields);
-                l.push_str("}\n");
-            }
+            EventsFormat::Jsonl => json_line(l, ev),
             EventsFormat::Csv => {
                 let _ = write!(l, "{},{},{},", ev.ts_ns, ev.cpu, ev.pid);
                 csv_field(l, ev.comm.unwrap_or(""));
@@ -137,6 +114,19 @@ impl<W: Write> Sink for Printer<W> {
         // Lines collect in one buffer, written out a MiB at a time (no
         // second copy through a BufWriter).
         self.format_event(ev);
+        if self.line.len() >= OUT_CHUNK && !self.write_out() {
+            return nmitrace_parser::STOP;
+        }
+        nmitrace_parser::CONTINUE
+    }
+
+    /// JSON lines can be formatted by the reader's decoding threads.
+    fn line_format(&self) -> Option<nmitrace_parser::LineFormat> {
+        (self.format == EventsFormat::Jsonl).then_some(nmitrace_parser::LineFormat::Jsonl)
+    }
+
+    fn line(&mut self, line: &str) -> nmitrace_parser::Flow {
+        self.line.push_str(line);
         if self.line.len() >= OUT_CHUNK && !self.write_out() {
             return nmitrace_parser::STOP;
         }

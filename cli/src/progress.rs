@@ -79,4 +79,18 @@ impl nmitrace_analyses::Watch for Progress {
         }
         nmitrace_parser::CONTINUE
     }
+
+    /// Counted events (a text trace's, after each chunk of lines; trace.dat's
+    /// at the end): they count, and the deadline is checked.
+    fn counted(&mut self, c: &nmitrace_parser::Counted<'_>) -> nmitrace_parser::Flow {
+        self.events += c.count;
+        if self.enabled {
+            self.tick();
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.timed_out = true;
+            return nmitrace_parser::STOP;
+        }
+        nmitrace_parser::CONTINUE
+    }
 }

@@ -2,7 +2,37 @@
 //! string escaping and field values with numbers as numbers (text that is a
 //! whole integer too, so text and trace.dat inputs print alike).
 
-use crate::event::{parse_int, Fields, Value};
+use crate::event::{parse_int, Event, Fields, Value};
+
+/// Append one event as a line of `events --format jsonl`: ts_ns, cpu, pid,
+/// comm, context, system (when named), name and fields, then a newline.
+/// Readers that format on their decoding threads (see
+/// [`crate::Sink::line_format`]) call it there; a sink that formats itself
+/// calls it on its own.
+pub fn json_line(l: &mut String, ev: &Event<'_>) {
+    l.push_str("{\"ts_ns\":");
+    push_int(l, ev.ts_ns);
+    l.push_str(",\"cpu\":");
+    push_int(l, ev.cpu);
+    l.push_str(",\"pid\":");
+    push_int(l, ev.pid);
+    l.push_str(",\"comm\":");
+    match ev.comm {
+        Some(c) => json_str(l, c),
+        None => l.push_str("null"),
+    }
+    l.push_str(",\"context\":");
+    json_str(l, ev.ctx.label());
+    if let Some(s) = ev.system {
+        l.push_str(",\"system\":");
+        json_str(l, s);
+    }
+    l.push_str(",\"name\":");
+    json_str(l, ev.name);
+    l.push_str(",\"fields\":");
+    json_fields(l, &ev.fields);
+    l.push_str("}\n");
+}
 
 /// Append `s` as a JSON string literal. Runs of bytes that need no escape
 /// are copied whole (the escaped bytes are all ASCII, so every cut is at a

@@ -40,6 +40,29 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 16] = {
+        use EventKind::*;
+        [
+            Other,
+            PageFaultUser,
+            PageFaultKernel,
+            NmiHandler,
+            SchedSwitch,
+            SchedProcessFork,
+            SchedProcessExec,
+            SchedProcessFree,
+            TaskNewtask,
+            TlbFlush,
+            AllocVmapArea,
+            PercpuCreateChunk,
+            Console,
+            VmallocProbe,
+            IrqEntry,
+            IrqExit,
+        ]
+    };
+
     /// The kind of an event named `name`.
     pub fn of(name: &str) -> EventKind {
         use EventKind::*;

@@ -94,9 +94,44 @@ pub trait Sink {
     fn countable(&self, _kind: EventKind) -> bool {
         false
     }
-    /// Events counted instead of delivered (see [`Sink::countable`]), given
-    /// at the end of the reading, by CPU and event.
-    fn counted(&mut self, _c: &Counted<'_>) {}
+    /// Events counted instead of delivered (see [`Sink::countable`]), by CPU
+    /// and event: trace.dat's at the end of the reading, a text trace's after
+    /// the events of each chunk of lines they were counted in (returning
+    /// [`STOP`] ends the reading there).
+    fn counted(&mut self, _c: &Counted<'_>) -> Flow {
+        CONTINUE
+    }
+    /// Does the sink only print each event as a line of this format? A
+    /// reader that can (trace.dat's) then formats the lines on its decoding
+    /// threads, in parallel, and hands them over in order by
+    /// [`Sink::line`] instead of [`Sink::event`]; the others keep calling
+    /// `event`. Default: no.
+    fn line_format(&self) -> Option<LineFormat> {
+        None
+    }
+    /// One event as a formatted line of [`Sink::line_format`]'s format (with
+    /// its newline), where `event` would have been called.
+    fn line(&mut self, _line: &str) -> Flow {
+        CONTINUE
+    }
+}
+
+/// A line format a reader can produce on its decoding threads (see
+/// [`Sink::line_format`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineFormat {
+    /// [`json::json_line`]: `events --format jsonl`.
+    Jsonl,
+}
+
+impl LineFormat {
+    /// Append `ev` as one line of this format.
+    #[inline]
+    pub fn write(self, out: &mut String, ev: &Event<'_>) {
+        match self {
+            LineFormat::Jsonl => json::json_line(out, ev),
+        }
+    }
 }
 
 /// Events of one name on one CPU that were counted, not delivered.

@@ -33,7 +33,13 @@ pub const MAX_LINE: usize = 16 << 20;
 #[derive(Default)]
 struct Chunk {
     seq: u64,
-    text: String,
+    /// The bytes read; only `buf[..len]` is this chunk's. `buf` keeps its
+    /// length between chunks (it grows, zeroed, only for a longer line), so
+    /// that reading into it does not zero a MiB per chunk.
+    buf: Vec<u8>,
+    len: usize,
+    /// `buf[..len]` with invalid UTF-8 replaced by U+FFFD, when it had any.
+    lossy_text: Option<String>,
     extra: String,
     items: Vec<Item>,
     fields: Vec<FieldSpan>,
@@ -47,7 +53,33 @@ struct Chunk {
     /// Parsing the chunk panicked (a bug): the message.
     panic: Option<String>,
     last: bool,
+    /// Events counted instead of delivered (see [`Sink::countable`]).
+    counted: Vec<TextCounted>,
 }
+
+/// Events of one name on one CPU of a chunk, counted instead of delivered.
+#[derive(Clone, Copy, Debug)]
+struct TextCounted {
+    cpu: u32,
+    system: Span,
+    name: Span,
+    kind: crate::EventKind,
+    count: u64,
+    first_ts_ns: u64,
+    last_ts_ns: u64,
+}
+
+/// Which lines a chunk's parse may count instead of delivering (the sink's
+/// [`Sink::countable`], by [`crate::EventKind`]): none for perf script,
+/// whose lines carry no context flags.
+#[derive(Clone, Copy)]
+struct Counting {
+    kinds: [bool; 32],
+}
+
+/// CPUs up to this number have their previous event tracked for counting;
+/// events of higher CPUs are always delivered.
+const COUNT_CPUS: usize = 1024;
 
 /// The text of a caught panic.
 pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -77,11 +109,40 @@ enum Item {
     Meta,
 }
 
-fn parse_chunk(c: &mut Chunk) {
+/// The text of a chunk (see [`Chunk::buf`]).
+fn chunk_text<'c>(buf: &'c [u8], len: usize, lossy_text: &'c Option<String>) -> &'c str {
+    match lossy_text {
+        Some(s) => s,
+        // SAFETY: `fill_chunk` checked `buf[..len]` with `std::str::from_utf8`
+        // when it set `len` (or stored the lossy copy instead), and nothing
+        // writes `buf` until the next `fill_chunk`, which resets `len` first.
+        None => unsafe { std::str::from_utf8_unchecked(&buf[..len.min(buf.len())]) },
+    }
+}
+
+impl Chunk {
+    fn text(&self) -> &str {
+        chunk_text(&self.buf, self.len, &self.lossy_text)
+    }
+}
+
+/// Parse a chunk's lines into items. With `counting`, an event line is
+/// counted instead of kept when it is a countable event in task or softirq
+/// context (flags known, neither NMI nor hardirq, no instance prefix) whose
+/// CPU's previous line in this chunk was such an event with the same pid:
+/// the rule of the trace.dat reader, each chunk starting afresh (its first
+/// event of each CPU is kept), and never the chunk's last line (the one a
+/// torn tail warns about).
+fn parse_chunk(c: &mut Chunk, counting: Option<Counting>) {
     c.items.clear();
     c.fields.clear();
     c.extra.clear();
-    let text = std::mem::take(&mut c.text);
+    c.counted.clear();
+    // per CPU: the pid of its previous event line when that was a countable
+    // event in plain context
+    let mut last: Vec<Option<i32>> = Vec::new();
+    let mut slot = usize::MAX;
+    let text = chunk_text(&c.buf, c.len, &c.lossy_text);
     let b = text.as_bytes();
     let mut start = 0usize;
     let mut n: u32 = 0;
@@ -97,27 +158,90 @@ fn parse_chunk(c: &mut Chunk) {
             None => break,
         };
         let l = &text[start..end];
-        let item = match line::parse_line(l, start, n, &mut out) {
-            Parsed::Event(r) => Item::Ev(r),
-            Parsed::Meta => Item::Meta,
-            Parsed::Lost { cpu, count } => Item::Lost {
-                cpu,
-                count,
-                line_no: n,
-            },
-            Parsed::BufferStarted { cpu } => Item::Started { cpu, line_no: n },
-            Parsed::Unparsed(why) => Item::Unparsed {
-                line_no: n,
-                line: Span::new(start, end),
-                why,
-            },
-        };
+        let item =
+            match line::parse_line(l, start, n, &mut out) {
+                Parsed::Event(r) => {
+                    if let Some(k) = counting {
+                        let cpu = r.cpu as usize;
+                        let plain = r.ctx.known
+                            && !r.ctx.nmi
+                            && !r.ctx.hardirq
+                            && r.instance.len == 0
+                            && k.kinds.get(r.kind as usize).copied().unwrap_or(false)
+                            && cpu < COUNT_CPUS;
+                        if cpu >= last.len() && cpu < COUNT_CPUS {
+                            last.resize(cpu + 1, None);
+                        }
+                        if plain && last[cpu] == Some(r.pid) && end + 1 < b.len() {
+                            let name = r.name.get(text, out.extra);
+                            if c.counted.get(slot).is_none_or(|t| {
+                                t.cpu != r.cpu || t.name.get(text, out.extra) != name
+                            }) {
+                                slot = match c.counted.iter().position(|t| {
+                                    t.cpu == r.cpu && t.name.get(text, out.extra) == name
+                                }) {
+                                    Some(i) => i,
+                                    None => {
+                                        c.counted.push(TextCounted {
+                                            cpu: r.cpu,
+                                            system: r.system,
+                                            name: r.name,
+                                            kind: r.kind,
+                                            count: 0,
+                                            first_ts_ns: r.ts_ns,
+                                            last_ts_ns: r.ts_ns,
+                                        });
+                                        c.counted.len() - 1
+                                    }
+                                };
+                            }
+                            let t = &mut c.counted[slot];
+                            t.count += 1;
+                            t.first_ts_ns = t.first_ts_ns.min(r.ts_ns);
+                            t.last_ts_ns = t.last_ts_ns.max(r.ts_ns);
+                            // A field list split while parsing belongs to no item now.
+                            if let Some((s, _)) = r.fields {
+                                out.fields.truncate(s as usize);
+                            }
+                            n += 1;
+                            start = end + 1;
+                            continue;
+                        }
+                        if cpu < last.len() {
+                            last[cpu] = if plain { Some(r.pid) } else { None };
+                        }
+                    }
+                    Item::Ev(r)
+                }
+                Parsed::Meta => Item::Meta,
+                Parsed::Lost { cpu, count } => {
+                    if let Some(l) = last.get_mut(cpu as usize) {
+                        *l = None;
+                    }
+                    Item::Lost {
+                        cpu,
+                        count,
+                        line_no: n,
+                    }
+                }
+                Parsed::BufferStarted { cpu } => {
+                    last.clear();
+                    Item::Started { cpu, line_no: n }
+                }
+                Parsed::Unparsed(why) => {
+                    last.clear();
+                    Item::Unparsed {
+                        line_no: n,
+                        line: Span::new(start, end),
+                        why,
+                    }
+                }
+            };
         c.items.push(item);
         n += 1;
         start = end + 1;
     }
     c.lines = n as u64;
-    c.text = text;
 }
 
 /// Read the next chunk of whole lines into `c.text`. `carry` holds the
@@ -128,67 +252,60 @@ fn fill_chunk(
     c: &mut Chunk,
     eof: &mut bool,
 ) -> std::io::Result<bool> {
-    let mut buf = std::mem::take(&mut c.text).into_bytes();
-    buf.clear();
-    buf.extend_from_slice(carry);
+    c.len = 0;
+    c.lossy_text = None;
+    c.lossy = false;
+    let want = CHUNK_BYTES.max(carry.len() + 1);
+    if c.buf.len() < want {
+        c.buf.resize(want, 0);
+    }
+    let buf = &mut c.buf;
+    let mut n = carry.len();
+    buf[..n].copy_from_slice(carry);
     carry.clear();
-    let want = CHUNK_BYTES.max(buf.len() + 1);
     let mut res = Ok(());
-    while !*eof && buf.len() < want {
-        let old = buf.len();
-        buf.resize(want, 0);
-        match reader.read(&mut buf[old..]) {
-            Ok(0) => {
-                buf.truncate(old);
-                *eof = true;
-            }
-            Ok(k) => buf.truncate(old + k),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(old),
+    while !*eof && n < want {
+        match reader.read(&mut buf[n..want]) {
+            Ok(0) => *eof = true,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
-                buf.truncate(old);
                 *eof = true;
                 res = Err(e);
             }
         }
     }
-    if buf.is_empty() {
-        c.text = String::from_utf8(buf).unwrap_or_default();
+    if n == 0 {
         res?;
         return Ok(false);
     }
     c.torn_tail = false;
     if !*eof {
-        match memchr::memrchr(b'\n', &buf) {
+        match memchr::memrchr(b'\n', &buf[..n]) {
             Some(nl) => {
-                carry.extend_from_slice(&buf[nl + 1..]);
-                buf.truncate(nl + 1);
+                carry.extend_from_slice(&buf[nl + 1..n]);
+                n = nl + 1;
             }
             None => {
                 // No newline in a whole chunk: a very long line. Keep reading it.
-                if buf.len() > MAX_LINE {
+                if n > MAX_LINE {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
                         format!("a line longer than {MAX_LINE} bytes; expected text lines"),
                     ));
                 }
-                *carry = buf;
-                c.text = String::new();
+                carry.extend_from_slice(&buf[..n]);
                 return fill_chunk(reader, carry, c, eof);
             }
         }
-    } else if buf.last() != Some(&b'\n') {
+    } else if buf[n - 1] != b'\n' {
         c.torn_tail = true;
     }
-    match String::from_utf8(buf) {
-        Ok(s) => {
-            c.text = s;
-            c.lossy = false;
-        }
-        Err(e) => {
-            c.text = String::from_utf8_lossy(e.as_bytes()).into_owned();
-            c.lossy = true;
-        }
+    if std::str::from_utf8(&buf[..n]).is_err() {
+        c.lossy_text = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+        c.lossy = true;
     }
+    c.len = n;
     res?;
     Ok(true)
 }
@@ -218,6 +335,18 @@ pub fn run(
     }
     let mut stats = ParseStats::default();
     let perf = format == Format::PerfScript;
+    // perf script lines carry no flags: nothing is counted there.
+    let counting = (!perf)
+        .then(|| {
+            let mut kinds = [false; 32];
+            for k in crate::EventKind::ALL {
+                if let Some(slot) = kinds.get_mut(k as usize) {
+                    *slot = sink.countable(k);
+                }
+            }
+            Counting { kinds }
+        })
+        .filter(|c| c.kinds.iter().any(|&k| k));
 
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<()> {
@@ -253,12 +382,12 @@ pub fn run(
                 let tx = done_tx.clone();
                 let job = move || {
                     c.panic = None;
-                    if !c.text.is_empty() {
+                    if c.len > 0 {
                         // A bug in the line grammar must not abort the process
                         // (a panic in a rayon job does): it becomes an error.
                         if let Err(p) =
                             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                parse_chunk(&mut c)
+                                parse_chunk(&mut c, counting)
                             }))
                         {
                             c.panic = Some(panic_message(&p));
@@ -311,7 +440,7 @@ pub fn run(
                 return Ok(());
             }
             line_base += c.lines;
-            stats.bytes += c.text.len() as u64;
+            stats.bytes += c.text().len() as u64;
             if let Some(msg) = &c.read_error {
                 stats.warnings += 1;
                 sink.notice(&Notice::Warning {
@@ -340,7 +469,7 @@ fn deliver(
     sink: &mut dyn Sink,
     stats: &mut ParseStats,
 ) -> crate::Flow {
-    let text = c.text.as_str();
+    let text = c.text();
     let extra = c.extra.as_str();
     stats.lines += c.lines;
     if c.lossy {
@@ -444,6 +573,25 @@ fn deliver(
                 }
             }
             Item::Meta => stats.metadata_lines += 1,
+        }
+    }
+    for t in &c.counted {
+        stats.events += t.count;
+        let flow = sink.counted(&crate::Counted {
+            cpu: t.cpu,
+            system: if t.system.len == 0 {
+                None
+            } else {
+                Some(t.system.get(text, extra))
+            },
+            name: t.name.get(text, extra),
+            kind: t.kind,
+            count: t.count,
+            first_ts_ns: t.first_ts_ns,
+            last_ts_ns: t.last_ts_ns,
+        });
+        if flow.is_break() {
+            return crate::STOP;
         }
     }
     crate::CONTINUE

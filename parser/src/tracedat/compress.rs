@@ -54,13 +54,15 @@ pub fn decompress(
     Ok(out)
 }
 
-/// Reusing variant for the hot path: decompress into `out` (cleared first).
+/// Reusing variant for the hot path: decompress a chunk and append it to
+/// `out`, whose first `base` bytes (its length) are kept.
 pub fn decompress_into(
     c: Compression,
     dctx: &mut Option<zstd::bulk::Decompressor<'static>>,
     data: &[u8],
     uncomp: usize,
     out: &mut Vec<u8>,
+    base: usize,
 ) -> Result<(), String> {
     if uncomp > MAX_CHUNK {
         return Err(format!(
@@ -71,7 +73,7 @@ pub fn decompress_into(
     if uncomp > data.len().saturating_mul(32768).saturating_add(4096) {
         return Err(format!("a chunk of {} compressed bytes claims {uncomp} uncompressed bytes, more than it can hold", data.len()));
     }
-    out.clear();
+    out.truncate(base);
     match c {
         Compression::Zstd => {
             // A frame that records its content size must agree with the claim.
@@ -87,12 +89,16 @@ pub fn decompress_into(
             }
             // The claim is capped (MAX_CHUNK) and page-aligned by trace-cmd.
             out.reserve(uncomp);
+            // Written after `base` (a cursor there), into the spare capacity.
+            let mut at = std::io::Cursor::new(&mut *out);
+            at.set_position(base as u64);
             let n = dctx
                 .as_mut()
                 .unwrap()
-                .decompress_to_buffer(data, out)
+                .decompress_to_buffer(data, &mut at)
                 .map_err(|e| format!("compressed chunk is corrupt ({e}); expected a valid zstd frame of {uncomp} bytes"))?;
-            if n != uncomp {
+            if n != uncomp || out.len() != base + n {
+                out.truncate(base);
                 return Err(format!(
                     "chunk decompressed to {n} bytes, expected {uncomp}"
                 ));
@@ -100,7 +106,8 @@ pub fn decompress_into(
             Ok(())
         }
         _ => {
-            *out = decompress(c, data, uncomp, MAX_CHUNK)?;
+            let v = decompress(c, data, uncomp, MAX_CHUNK)?;
+            out.extend_from_slice(&v);
             Ok(())
         }
     }

@@ -11,6 +11,12 @@ use std::sync::mpsc;
 
 /// Pages decoded per batch for uncompressed data.
 const PLAIN_BATCH_PAGES: usize = 16;
+/// Compressed chunks are decompressed into one batch until it holds
+/// [`CpuStream::batch_bytes`]: this much at most, less with many CPUs, so
+/// that the batches in flight (channel depth + 2 per CPU) stay within
+/// [`CHUNKED_IN_FLIGHT`] bytes.
+const CHUNKED_BATCH_BYTES: usize = 1 << 20;
+const CHUNKED_IN_FLIGHT: usize = 32 << 20;
 /// Batches in flight per CPU between a worker and the merger (fewer when
 /// there are many CPUs, so memory stays bounded: ~64 batches in all).
 const CHANNEL_DEPTH: usize = 4;
@@ -31,6 +37,11 @@ pub struct Batch<'a> {
     /// Records counted instead of delivered (see `Sink::countable`):
     /// (format id, number, first and last raw timestamp).
     pub counted: Vec<(u32, u64, u64, u64)>,
+    /// With a line format ([`CpuStream::lines`]): the records' lines, one
+    /// after the other, and where each record's line ends (a record without
+    /// a line has an empty one).
+    pub lines: String,
+    pub line_ends: Vec<u32>,
 }
 
 /// Pages of a mapped file are given back this many bytes at a time (one
@@ -121,6 +132,9 @@ pub struct CpuStream<'a> {
     comp: Compression,
     /// common_type → format.
     table: &'a [Option<&'a std::sync::Arc<EventFormat>>],
+    /// common_type → `Some(its field layout when understood)` once a record
+    /// of that type was seen (formats are parsed lazily), `None` before.
+    layouts: Vec<Option<Option<&'a super::format::Layout>>>,
     /// pid → index of its comm (see [`Rec::comm`]).
     comms: &'a std::collections::HashMap<i32, u32, super::header::PidHash>,
     /// The file is a read-only mapping: release the pages read (see [`release_pages`]).
@@ -133,6 +147,14 @@ pub struct CpuStream<'a> {
     /// The pid of the previous record when it was a countable event in
     /// plain (task or softirq) context.
     last_plain: Option<i32>,
+    /// Format each event as a line of this format here, on the decoding
+    /// thread (the sink's `line_format`), with what makes records events.
+    pub lines: Option<(crate::LineFormat, &'a super::EventOf<'a>)>,
+    /// Batches the merger has finished with, given back for reuse.
+    spare: Option<mpsc::Receiver<Batch<'a>>>,
+    /// Decompressed bytes per batch (see [`CHUNKED_BATCH_BYTES`]); less
+    /// when lines are formatted (a batch's lines are ~4 times its bytes).
+    pub batch_bytes: usize,
 }
 
 impl<'a> CpuStream<'a> {
@@ -176,6 +198,7 @@ impl<'a> CpuStream<'a> {
                 pos: 0,
             }
         };
+        let layouts = vec![None; table.len()];
         CpuStream {
             cpu: d.cpu,
             buffer,
@@ -185,96 +208,152 @@ impl<'a> CpuStream<'a> {
             page_size: page_size as usize,
             comp,
             table,
+            layouts,
             comms,
             reclaim: false,
             released: 0,
             countable: None,
             last_plain: None,
+            lines: None,
+            spare: None,
+            batch_bytes: CHUNKED_BATCH_BYTES,
         }
     }
 
-    /// Locate each event's format and decode its common fields (worker side).
-    fn decode_headers(&self, b: &mut Batch<'a>) {
+    /// Locate each event's format and decode its common fields (worker
+    /// side); with [`CpuStream::countable`], count instead of keep the
+    /// records that tell the sink nothing new: a countable event in plain
+    /// (task or softirq) context whose pid is the previous record's, itself
+    /// such an event. One pass over the records, compacting them in place.
+    fn decode_headers(
+        &mut self,
+        recs: &mut Vec<Rec>,
+        from: usize,
+        bytes: &[u8],
+        counted: &mut Vec<(u32, u64, u64, u64)>,
+    ) {
+        use super::page::RecKind;
         let e = self.endian;
-        let bytes: &[u8] = match &b.buf {
-            BatchBuf::File(f) => f,
-            BatchBuf::Owned(v) => v,
-        };
-        for r in b.recs.iter_mut() {
-            if r.kind != super::page::RecKind::Event || r.len < 2 {
-                continue;
+        let countable = self.countable;
+        let mut last = self.last_plain;
+        // consecutive records are mostly of one task: its comm index, cached
+        let mut comm_of: (i32, u32) = (i32::MIN, u32::MAX);
+        // the counted entry the previous counted record went to
+        let mut slot = usize::MAX;
+        let mut keep = from;
+        for i in from..recs.len() {
+            let mut r = recs[i];
+            if r.kind == RecKind::Event && r.len >= 2 {
+                let data = &bytes[r.start as usize..(r.start + r.len) as usize];
+                r.id = e.u16([data[0], data[1]]) as u32;
+                // a format whose field lines are not understood leaves its events unknown
+                let layout = match self.layouts.get(r.id as usize).copied() {
+                    Some(Some(l)) => l,
+                    None => None,
+                    // first record of this format: its layout, parsed once
+                    Some(None) => {
+                        let l = self
+                            .table
+                            .get(r.id as usize)
+                            .copied()
+                            .flatten()
+                            .and_then(|f| f.layout().ok());
+                        if let Some(slot) = self.layouts.get_mut(r.id as usize) {
+                            *slot = Some(l);
+                        }
+                        l
+                    }
+                };
+                if let Some(layout) = layout {
+                    r.known = true;
+                    layout.decode_common(e, data, &mut r);
+                    if let Some(c) = countable {
+                        let ctx = r.context();
+                        if ctx.known
+                            && !ctx.nmi
+                            && !ctx.hardirq
+                            && c.get(r.id as usize).copied().unwrap_or(false)
+                        {
+                            if last == Some(r.pid) {
+                                if counted.get(slot).is_none_or(|c| c.0 != r.id) {
+                                    slot = match counted.iter().position(|c| c.0 == r.id) {
+                                        Some(k) => k,
+                                        None => {
+                                            counted.push((r.id, 0, r.ts, r.ts));
+                                            counted.len() - 1
+                                        }
+                                    };
+                                }
+                                let c = &mut counted[slot];
+                                c.1 += 1;
+                                c.2 = c.2.min(r.ts);
+                                c.3 = c.3.max(r.ts);
+                                continue;
+                            }
+                            last = Some(r.pid);
+                        } else {
+                            last = None;
+                        }
+                    }
+                    if comm_of.0 != r.pid {
+                        comm_of = (r.pid, self.comms.get(&r.pid).copied().unwrap_or(u32::MAX));
+                    }
+                    r.comm = comm_of.1;
+                } else {
+                    last = None;
+                }
+            } else if r.kind == RecKind::Event || r.kind == RecKind::Lost {
+                last = None;
             }
-            let data = &bytes[r.start as usize..(r.start + r.len) as usize];
-            r.id = e.u16([data[0], data[1]]) as u32;
-            // a format whose field lines are not understood leaves its events unknown
-            if let Some(Ok(layout)) = self
-                .table
-                .get(r.id as usize)
-                .copied()
-                .flatten()
-                .map(|f| f.layout())
-            {
-                r.known = true;
-                layout.decode_common(e, data, r);
-                r.comm = self.comms.get(&r.pid).copied().unwrap_or(u32::MAX);
-            }
+            recs[keep] = r;
+            keep += 1;
         }
+        recs.truncate(keep);
+        self.last_plain = last;
     }
 
     /// The next batch with its records' common fields decoded.
     pub fn next_decoded(&mut self) -> Option<Batch<'a>> {
         let mut b = self.next_batch()?;
-        self.decode_headers(&mut b);
-        if let Some(c) = self.countable {
-            self.count_plain(&mut b, c);
+        if let Some((f, ev_of)) = self.lines {
+            self.format_lines(&mut b, f, ev_of);
         }
         Some(b)
     }
 
-    /// Count, instead of delivering, the records that tell the sink nothing
-    /// new (see `Sink::countable`): a countable event in plain context whose
-    /// pid is the previous record's, itself such an event.
-    fn count_plain(&mut self, b: &mut Batch<'a>, countable: &[bool]) {
-        let mut last = self.last_plain;
-        let counted = &mut b.counted;
-        b.recs.retain(|r| {
-            if r.kind != super::page::RecKind::Event {
-                if r.kind == super::page::RecKind::Lost {
-                    last = None;
+    /// Format every event of the batch as a line of `f` (see
+    /// [`CpuStream::lines`]).
+    fn format_lines(&self, b: &mut Batch<'a>, f: crate::LineFormat, ev_of: &super::EventOf<'_>) {
+        let bytes: &[u8] = match &b.buf {
+            BatchBuf::File(f) => f,
+            BatchBuf::Owned(v) => v,
+        };
+        let mut lines = std::mem::take(&mut b.lines);
+        lines.clear();
+        lines.reserve(b.recs.len() * 160);
+        b.line_ends.clear();
+        b.line_ends.reserve(b.recs.len());
+        for r in &b.recs {
+            if r.kind == super::page::RecKind::Event && r.known && r.len >= 2 {
+                if let Some(fmt) = self.table.get(r.id as usize).copied().flatten() {
+                    f.write(
+                        &mut lines,
+                        &ev_of.event(self.cpu, self.buffer, r, fmt, bytes),
+                    );
                 }
-                return true;
             }
-            let ctx = r.context();
-            let plain = r.known
-                && r.len >= 2
-                && ctx.known
-                && !ctx.nmi
-                && !ctx.hardirq
-                && countable.get(r.id as usize).copied().unwrap_or(false);
-            if !plain {
-                last = None;
-                return true;
-            }
-            if last != Some(r.pid) {
-                last = Some(r.pid);
-                return true;
-            }
-            match counted.iter_mut().find(|c| c.0 == r.id) {
-                Some(c) => {
-                    c.1 += 1;
-                    c.2 = c.2.min(r.ts);
-                    c.3 = c.3.max(r.ts);
-                }
-                None => counted.push((r.id, 1, r.ts, r.ts)),
-            }
-            false
-        });
-        self.last_plain = last;
+            b.line_ends.push(lines.len() as u32);
+        }
+        b.lines = lines;
     }
 
-    /// The next batch, or `None` at the end (or after an unrecoverable
-    /// problem, reported as a warning in the last batch).
-    pub fn next_batch(&mut self) -> Option<Batch<'a>> {
+    /// The next batch, its records' common fields decoded (or `None` at the
+    /// end, or after an unrecoverable problem, reported as a warning in the
+    /// last batch).
+    fn next_batch(&mut self) -> Option<Batch<'a>> {
+        if matches!(self.src, Src::Chunked { .. }) {
+            return self.next_chunked();
+        }
         let e = self.endian;
         let ps = self.page_size;
         match &mut self.src {
@@ -291,8 +370,15 @@ impl<'a> CpuStream<'a> {
                 }
                 let end = (start + ps * PLAIN_BATCH_PAGES).min(data.len());
                 let slice = &data[start..end];
-                let mut recs = Vec::with_capacity(slice.len() / 32);
-                let mut warnings = Vec::new();
+                // a batch the merger gave back lends its vectors
+                let (mut recs, mut warnings, mut counted) =
+                    match self.spare.as_ref().and_then(|r| r.try_recv().ok()) {
+                        Some(b) => (b.recs, b.warnings, b.counted),
+                        None => (Vec::with_capacity(slice.len() / 32), Vec::new(), Vec::new()),
+                    };
+                recs.clear();
+                warnings.clear();
+                counted.clear();
                 let mut p = 0;
                 while p < slice.len() {
                     let pe = (p + ps).min(slice.len());
@@ -308,102 +394,130 @@ impl<'a> CpuStream<'a> {
                 if end >= data.len() {
                     self.src = Src::Done;
                 }
+                self.decode_headers(&mut recs, 0, slice, &mut counted);
                 Some(Batch {
                     buf: BatchBuf::File(slice),
                     recs,
                     warnings,
-                    counted: Vec::new(),
+                    counted,
+                    lines: String::new(),
+                    line_ends: Vec::new(),
                 })
             }
-            Src::Chunked {
+            Src::Chunked { .. } => None,
+        }
+    }
+
+    /// [`CpuStream::next_batch`] for compressed data: chunks are
+    /// decompressed into one batch (trace-cmd writes 10 pages a chunk) until
+    /// it holds [`CpuStream::batch_bytes`], fewer hand-overs to the merging
+    /// thread; each chunk's records are decoded while it is in cache. A
+    /// spare batch the merger gave back is reused, buffers and all.
+    fn next_chunked(&mut self) -> Option<Batch<'a>> {
+        let e = self.endian;
+        let ps = self.page_size;
+        // The source is taken out while the batch is made (so the headers
+        // can be decoded meanwhile) and put back unless it ended.
+        let Src::Chunked {
+            data,
+            file_off,
+            mut pos,
+            mut left,
+            started,
+            mut dctx,
+        } = std::mem::replace(&mut self.src, Src::Done)
+        else {
+            return None;
+        };
+        let rd4 = |p: usize| data.get(p..p + 4).map(|b| e.u32([b[0], b[1], b[2], b[3]]));
+        if !started {
+            (left, pos) = (rd4(0)?, 4);
+        }
+        if left == 0 {
+            return None;
+        }
+        let mut b = self
+            .spare
+            .as_ref()
+            .and_then(|r| r.try_recv().ok())
+            .unwrap_or_else(|| Batch {
+                buf: BatchBuf::Owned(Vec::new()),
+                recs: Vec::new(),
+                warnings: Vec::new(),
+                counted: Vec::new(),
+                lines: String::new(),
+                line_ends: Vec::new(),
+            });
+        let mut out = match std::mem::replace(&mut b.buf, BatchBuf::Owned(Vec::new())) {
+            BatchBuf::Owned(v) => v,
+            BatchBuf::File(_) => Vec::new(),
+        };
+        out.clear();
+        b.recs.clear();
+        b.warnings.clear();
+        b.counted.clear();
+        // a chunk that cannot be read ends the stream (its warning says why)
+        let mut done = false;
+        while left > 0 && out.len() < self.batch_bytes {
+            let at = file_off + pos as u64;
+            let (Some(csize), Some(usize_)) = (rd4(pos), rd4(pos + 4)) else {
+                b.warnings.push((at, format!("CPU {}: compressed chunk header cut off; file truncated, the events before are kept", self.cpu)));
+                done = true;
+                break;
+            };
+            let cstart = pos + 8;
+            let Some(cdata) = cstart
+                .checked_add(csize as usize)
+                .and_then(|ce| data.get(cstart..ce))
+            else {
+                b.warnings.push((at, format!("CPU {}: compressed chunk of {csize} bytes runs past the end of the data; file truncated, the events before are kept", self.cpu)));
+                done = true;
+                break;
+            };
+            let base = out.len();
+            if let Err(m) = compress::decompress_into(
+                self.comp,
+                &mut dctx,
+                cdata,
+                usize_ as usize,
+                &mut out,
+                base,
+            ) {
+                b.warnings.push((at, format!("CPU {}: {m}", self.cpu)));
+                done = true;
+                break;
+            }
+            pos = cstart + csize as usize;
+            left -= 1;
+            let from = b.recs.len();
+            let mut p = base;
+            while p < out.len() {
+                let pe = (p + ps).min(out.len());
+                if let Some(w) =
+                    decode_page(&out[p..pe], e, self.hp, p as u32, at, false, &mut b.recs)
+                {
+                    b.warnings.push((at, format!("CPU {}: {w}", self.cpu)));
+                }
+                p = pe;
+            }
+            self.decode_headers(&mut b.recs, from, &out, &mut b.counted);
+        }
+        // The chunks are decompressed: their compressed bytes are not needed again.
+        if self.reclaim {
+            release_behind(data, &mut self.released, pos);
+        }
+        if !done {
+            self.src = Src::Chunked {
                 data,
                 file_off,
                 pos,
                 left,
-                started,
+                started: true,
                 dctx,
-            } => {
-                let mut warnings = Vec::new();
-                let rd4 = |p: usize| data.get(p..p + 4).map(|b| e.u32([b[0], b[1], b[2], b[3]]));
-                if !*started {
-                    *started = true;
-                    match rd4(0) {
-                        Some(n) => {
-                            *left = n;
-                            *pos = 4;
-                        }
-                        None => {
-                            self.src = Src::Done;
-                            return None;
-                        }
-                    }
-                }
-                if *left == 0 {
-                    self.src = Src::Done;
-                    return None;
-                }
-                let at = *file_off + *pos as u64;
-                let (Some(csize), Some(usize_)) = (rd4(*pos), rd4(*pos + 4)) else {
-                    let w = (at, format!("CPU {}: compressed chunk header cut off; file truncated, the events before are kept", self.cpu));
-                    self.src = Src::Done;
-                    return Some(Batch {
-                        buf: BatchBuf::Owned(Vec::new()),
-                        recs: Vec::new(),
-                        warnings: vec![w],
-                        counted: Vec::new(),
-                    });
-                };
-                let cstart = *pos + 8;
-                let Some(cdata) = cstart
-                    .checked_add(csize as usize)
-                    .and_then(|ce| data.get(cstart..ce))
-                else {
-                    let w = (at, format!("CPU {}: compressed chunk of {csize} bytes runs past the end of the data; file truncated, the events before are kept", self.cpu));
-                    self.src = Src::Done;
-                    return Some(Batch {
-                        buf: BatchBuf::Owned(Vec::new()),
-                        recs: Vec::new(),
-                        warnings: vec![w],
-                        counted: Vec::new(),
-                    });
-                };
-                let mut out = Vec::new();
-                if let Err(m) =
-                    compress::decompress_into(self.comp, dctx, cdata, usize_ as usize, &mut out)
-                {
-                    self.src = Src::Done;
-                    return Some(Batch {
-                        buf: BatchBuf::Owned(Vec::new()),
-                        recs: Vec::new(),
-                        warnings: vec![(at, format!("CPU {}: {m}", self.cpu))],
-                        counted: Vec::new(),
-                    });
-                }
-                *pos = cstart + csize as usize;
-                *left -= 1;
-                // The chunk is decompressed: its compressed bytes are not needed again.
-                if self.reclaim {
-                    release_behind(data, &mut self.released, *pos);
-                }
-                let mut recs = Vec::with_capacity(out.len() / 32);
-                let mut p = 0;
-                while p < out.len() {
-                    let pe = (p + ps).min(out.len());
-                    if let Some(w) =
-                        decode_page(&out[p..pe], e, self.hp, p as u32, at, false, &mut recs)
-                    {
-                        warnings.push((at, format!("CPU {}: {w}", self.cpu)));
-                    }
-                    p = pe;
-                }
-                Some(Batch {
-                    buf: BatchBuf::Owned(out),
-                    recs,
-                    warnings,
-                    counted: Vec::new(),
-                })
-            }
+            };
         }
+        b.buf = BatchBuf::Owned(out);
+        Some(b)
     }
 }
 
@@ -467,6 +581,8 @@ struct Head<'a> {
     buffer: usize,
     batch: Option<Batch<'a>>,
     idx: usize,
+    /// Where a finished batch goes back to its worker, for reuse.
+    give_back: Option<mpsc::Sender<Batch<'a>>>,
 }
 
 /// Something the merger hands out: a record with its batch bytes.
@@ -475,6 +591,8 @@ pub struct Item<'b> {
     pub buffer: usize,
     pub rec: Rec,
     pub bytes: &'b [u8],
+    /// Its line, when the stream formats lines (else empty).
+    pub line: &'b str,
 }
 
 /// Run the merge: decode `streams` (in parallel when `parallel`), and call
@@ -488,10 +606,16 @@ pub fn merge<'a, F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(
 ) -> MergeEnd {
     if parallel && streams.len() > 1 && streams.len() <= MAX_THREADS {
         let depth = (MAX_THREADS / streams.len()).clamp(1, CHANNEL_DEPTH);
+        let batch_bytes = (CHUNKED_IN_FLIGHT / (streams.len() * (depth + 2)))
+            .clamp(64 << 10, CHUNKED_BATCH_BYTES);
         std::thread::scope(|scope| {
             let mut heads = Vec::with_capacity(streams.len());
             for mut s in streams {
                 let (tx, rx) = mpsc::sync_channel::<Result<Batch<'a>, (u64, String)>>(depth);
+                // the merger gives finished batches back for reuse
+                let (give_back, spare) = mpsc::channel::<Batch<'a>>();
+                s.spare = Some(spare);
+                s.batch_bytes = s.batch_bytes.min(batch_bytes);
                 let (cpu, buffer) = (s.cpu, s.buffer);
                 std::thread::Builder::new()
                     .name(format!("tracedat-cpu{cpu}"))
@@ -510,19 +634,28 @@ pub fn merge<'a, F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(
                     buffer,
                     batch: None,
                     idx: 0,
+                    give_back: Some(give_back),
                 });
             }
             run_merge(heads, f, w)
         })
     } else {
+        // one batch per CPU in memory
+        let batch_bytes =
+            (CHUNKED_IN_FLIGHT / streams.len().max(1)).clamp(64 << 10, CHUNKED_BATCH_BYTES);
         let heads = streams
             .into_iter()
+            .map(|mut s| {
+                s.batch_bytes = s.batch_bytes.min(batch_bytes);
+                s
+            })
             .map(|s| Head {
                 cpu: s.cpu,
                 buffer: s.buffer,
                 lane: Lane::Local(s),
                 batch: None,
                 idx: 0,
+                give_back: None,
             })
             .collect();
         run_merge(heads, f, w)
@@ -554,7 +687,10 @@ fn run_merge<F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(
                         c.1 = c.1.min(lo);
                         c.2 = c.2.max(hi);
                     }
-                    h.batch = Some(b);
+                    if let (Some(old), Some(g)) = (h.batch.replace(b), &h.give_back) {
+                        // a worker that has ended has no use for it
+                        let _ = g.send(old);
+                    }
                     h.idx = 0;
                 }
                 Some(Err(p)) => {
@@ -602,11 +738,25 @@ fn run_merge<F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(
             if rec.ts > limit || (rec.ts == limit && !limit_inclusive) {
                 break;
             }
+            let line = match b.line_ends.get(h.idx) {
+                Some(&e) => b
+                    .lines
+                    .get(
+                        if h.idx == 0 {
+                            0
+                        } else {
+                            b.line_ends[h.idx - 1] as usize
+                        }..e as usize,
+                    )
+                    .unwrap_or(""),
+                None => "",
+            };
             if f(Item {
                 cpu: h.cpu,
                 buffer: h.buffer,
                 rec,
                 bytes: b.bytes(),
+                line,
             })
             .is_break()
             {

@@ -147,14 +147,32 @@ fn run_meta(
             table[f.id as usize] = Some(f);
         }
     }
-    // saved cmdlines as a list, looked up by index (the worker finds the index)
-    let comm_list: Vec<&str> = meta.cmdlines.values().map(String::as_str).collect();
+    // pid → index of its comm in the saved cmdlines (the worker finds the index)
     let comm_idx: std::collections::HashMap<i32, u32, header::PidHash> = meta
         .cmdlines
         .keys()
         .enumerate()
         .map(|(i, &p)| (p, i as u32))
         .collect();
+    let ev_of = EventOf {
+        comm_list: meta.cmdlines.values().map(String::as_str).collect(),
+        instances: meta
+            .buffers
+            .iter()
+            .map(|b| {
+                if b.name.is_empty() {
+                    None
+                } else {
+                    Some(b.name.as_str())
+                }
+            })
+            .collect(),
+        ts_offset: meta.ts_offset,
+        tsc: meta.tsc2nsec,
+        endian: meta.endian,
+    };
+    // A sink that only prints lines has them formatted on the decoding threads.
+    let line_format = sink.line_format();
     // Which events may be counted instead of delivered (the sink's
     // `countable`): only with one buffer, where each CPU's stream holds all
     // of that CPU's events in order.
@@ -186,42 +204,24 @@ fn run_meta(
             if any_countable {
                 s.countable = Some(&countable);
             }
+            s.lines = line_format.map(|f| (f, &ev_of));
+            if s.lines.is_some() {
+                s.batch_bytes = s.batch_bytes.min(128 << 10);
+            }
             streams.push(s);
         }
     }
-    let instances: Vec<Option<&str>> = meta
-        .buffers
-        .iter()
-        .map(|b| {
-            if b.name.is_empty() {
-                None
-            } else {
-                Some(b.name.as_str())
-            }
-        })
-        .collect();
-    let ts_offset = meta.ts_offset;
-    let tsc = meta.tsc2nsec;
-    // A record's raw timestamp in ns (the TSC2NSEC option, then the offset).
-    let to_ns = |raw: u64| {
-        let mut ts = raw;
-        if let Some((mult, shift, off)) = tsc {
-            ts = ((((ts as u128) * mult as u128) >> shift.min(127)) as u64).wrapping_add(off);
-        }
-        ts.wrapping_add(ts_offset as u64)
-    };
     let parallel = !matches!(threads, Some(t) if t <= 1);
     let mut unknown_ids: Vec<u32> = Vec::new();
     let mut events = 0u64;
     let warnings = std::cell::Cell::new(0u64);
-    let endian = meta.endian;
     // kallsyms are read when the first nmi_handler event needs its handler named
     let mut symbols_offered = false;
     {
         let sink_cell = std::cell::RefCell::new(&mut *sink);
         let mut on_item = |it: merge::Item<'_>| {
             let rec = it.rec;
-            let ts = to_ns(rec.ts);
+            let ts = ev_of.to_ns(rec.ts);
             if rec.kind == RecKind::Lost {
                 sink_cell.borrow_mut().notice(&Notice::LostEvents {
                     cpu: it.cpu,
@@ -271,36 +271,11 @@ fn run_meta(
                     }
                 }
             }
-            let pid = rec.pid;
-            let ctx = rec.context();
-            let data = it
-                .bytes
-                .get(rec.start as usize..(rec.start as usize).saturating_add(rec.len as usize))
-                .unwrap_or(&[]);
-            let comm = match comm_list.get(rec.comm as usize) {
-                Some(c) => Some(*c),
-                None if pid == 0 => Some("<idle>"),
-                None => None,
-            };
-            let ev = Event {
-                ts_ns: ts,
-                cpu: it.cpu,
-                pid,
-                comm,
-                ctx,
-                system: Some(fmt.system.as_str()),
-                name: fmt.name.as_str(),
-                kind: fmt.kind,
-                fields: Fields::Record(RecordFields {
-                    format: fmt,
-                    data,
-                    endian,
-                }),
-                origin: Origin::Offset(rec.off),
-                instance: instances.get(it.buffer).copied().flatten(),
-                raw: None,
-            };
             events += 1;
+            if line_format.is_some() {
+                return sink_cell.borrow_mut().line(it.line);
+            }
+            let ev = ev_of.event(it.cpu, it.buffer, &rec, fmt, it.bytes);
             sink_cell.borrow_mut().event(&ev)
         };
         let mut on_warn = |off: u64, m: String| {
@@ -331,13 +306,78 @@ fn run_meta(
                 name: fmt.name.as_str(),
                 kind: fmt.kind,
                 count: n,
-                first_ts_ns: to_ns(lo),
-                last_ts_ns: to_ns(hi),
+                first_ts_ns: ev_of.to_ns(lo),
+                last_ts_ns: ev_of.to_ns(hi),
             };
-            sink_cell.borrow_mut().counted(&c);
+            // the reading is over: a stop changes nothing
+            let _ = sink_cell.borrow_mut().counted(&c);
         }
     }
     stats.events = events;
     stats.warnings += warnings.get();
     Ok(stats)
+}
+
+/// What turns a located record into an [`Event`]: used by the merging
+/// thread, and by the decoding threads when they format lines
+/// ([`crate::Sink::line_format`]).
+pub struct EventOf<'m> {
+    /// The saved cmdlines, by the index [`Rec::comm`](page::Rec::comm) holds.
+    comm_list: Vec<&'m str>,
+    /// Buffer (instance) names by buffer index; `None` for the top one.
+    instances: Vec<Option<&'m str>>,
+    ts_offset: i64,
+    tsc: Option<(u32, u32, u64)>,
+    endian: header::Endian,
+}
+
+impl<'m> EventOf<'m> {
+    /// A record's raw timestamp in ns (the TSC2NSEC option, then the offset).
+    #[inline]
+    pub fn to_ns(&self, raw: u64) -> u64 {
+        let mut ts = raw;
+        if let Some((mult, shift, off)) = self.tsc {
+            ts = ((((ts as u128) * mult as u128) >> shift.min(127)) as u64).wrapping_add(off);
+        }
+        ts.wrapping_add(self.ts_offset as u64)
+    }
+
+    /// The event of a record whose format is `fmt`; `bytes` is its batch's buffer.
+    #[inline]
+    pub fn event<'b>(
+        &'b self,
+        cpu: u32,
+        buffer: usize,
+        rec: &page::Rec,
+        fmt: &'b std::sync::Arc<format::EventFormat>,
+        bytes: &'b [u8],
+    ) -> Event<'b> {
+        let pid = rec.pid;
+        let data = bytes
+            .get(rec.start as usize..(rec.start as usize).saturating_add(rec.len as usize))
+            .unwrap_or(&[]);
+        let comm = match self.comm_list.get(rec.comm as usize) {
+            Some(c) => Some(*c),
+            None if pid == 0 => Some("<idle>"),
+            None => None,
+        };
+        Event {
+            ts_ns: self.to_ns(rec.ts),
+            cpu,
+            pid,
+            comm,
+            ctx: rec.context(),
+            system: Some(fmt.system.as_str()),
+            name: fmt.name.as_str(),
+            kind: fmt.kind,
+            fields: Fields::Record(RecordFields {
+                format: fmt,
+                data,
+                endian: self.endian,
+            }),
+            origin: Origin::Offset(rec.off),
+            instance: self.instances.get(buffer).copied().flatten(),
+            raw: None,
+        }
+    }
 }

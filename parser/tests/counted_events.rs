@@ -1,5 +1,5 @@
-//! `Sink::countable`: a trace.dat reader that counts instead of delivering
-//! events keeps everything a sink could see. On a real trace (gcc-medium,
+//! `Sink::countable`: a reader (trace.dat's, a text trace's) that counts
+//! instead of delivering events keeps everything a sink could see. On a real trace (gcc-medium,
 //! 87 % user page faults): delivered plus counted is every event, per CPU
 //! and per name; on each CPU the delivered events keep every change of pid,
 //! every event in NMI or hardirq context and every event of another kind,
@@ -14,6 +14,8 @@ struct All {
     /// (cpu, pid, kind is countable, plain context, name) of every event, in order.
     seen: Vec<(u32, i32, bool, bool, String)>,
     counted: BTreeMap<(u32, String), u64>,
+    /// Where each event of `seen` is (its line, its byte offset).
+    at: Vec<String>,
     span: Option<(u64, u64)>,
     countable: bool,
 }
@@ -32,6 +34,7 @@ impl Sink for All {
             plain,
             ev.name.to_string(),
         ));
+        self.at.push(ev.origin.to_string());
         let (lo, hi) = self.span.unwrap_or((u64::MAX, 0));
         self.span = Some((lo.min(ev.ts_ns), hi.max(ev.ts_ns)));
         CONTINUE
@@ -40,13 +43,14 @@ impl Sink for All {
     fn countable(&self, kind: EventKind) -> bool {
         self.countable && countable_kind(kind)
     }
-    fn counted(&mut self, c: &Counted<'_>) {
+    fn counted(&mut self, c: &Counted<'_>) -> nmitrace_parser::Flow {
         *self.counted.entry((c.cpu, c.name.to_string())).or_default() += c.count;
         let (lo, hi) = self.span.unwrap();
         assert!(
             c.first_ts_ns >= lo && c.last_ts_ns <= hi && c.first_ts_ns <= c.last_ts_ns,
             "{c:?}"
         );
+        CONTINUE
     }
 }
 
@@ -114,4 +118,55 @@ fn counted_events_are_the_ones_that_tell_nothing_new() {
     for (cpu, (keep, _)) in cpus {
         assert_eq!(delivered.get(&cpu), Some(&keep), "CPU {cpu}");
     }
+}
+
+/// A text trace's reader counts by the same rule, each chunk of lines
+/// starting afresh: what it delivers lies between what the rule keeps over
+/// the whole stream and everything, and delivered + counted = all, per CPU
+/// and name.
+#[test]
+#[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
+fn a_text_trace_counts_by_the_same_rule() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/traces/real/gcc-medium/trace.txt.gz");
+    let all = read(&path, false);
+    let some = read(&path, true);
+    assert!(all.counted.is_empty());
+    let counted: u64 = some.counted.values().sum();
+    assert_eq!(some.seen.len() as u64 + counted, all.seen.len() as u64);
+    assert!(
+        counted * 2 > all.seen.len() as u64,
+        "only {counted} of {} counted",
+        all.seen.len()
+    );
+    let tally = |v: &[(u32, i32, bool, bool, String)]| {
+        let mut m: BTreeMap<(u32, String), u64> = BTreeMap::new();
+        for e in v {
+            *m.entry((e.0, e.4.clone())).or_default() += 1;
+        }
+        m
+    };
+    let mut got = tally(&some.seen);
+    for (k, n) in &some.counted {
+        *got.entry(k.clone()).or_default() += n;
+    }
+    assert_eq!(got, tally(&all.seen));
+    // Per CPU, walking the full stream: an event the reader delivered is
+    // kept; one it counted must repeat the pid of the CPU's previous plain
+    // countable event, itself such an event.
+    let delivered: std::collections::HashSet<&String> = some.at.iter().collect();
+    let mut last: BTreeMap<u32, Option<i32>> = BTreeMap::new();
+    let mut skipped = 0u64;
+    for ((cpu, pid, ck, plain, name), at) in all.seen.iter().zip(&all.at) {
+        let l = last.entry(*cpu).or_default();
+        if !delivered.contains(at) {
+            assert!(
+                *ck && *plain && *l == Some(*pid),
+                "CPU {cpu}: a counted {name} of pid {pid} that the rule keeps"
+            );
+            skipped += 1;
+        }
+        *l = if *ck && *plain { Some(*pid) } else { None };
+    }
+    assert_eq!(skipped, counted);
 }
