@@ -243,6 +243,10 @@ pub fn mutate_tracedat(data: &[u8], bases: &[&[u8]]) -> Vec<u8> {
         match op % 4 {
             0 | 1 if !words.is_empty() => {
                 let (at, w) = words[sel as usize % words.len()];
+                // a cut may have taken the word away
+                if at + w > f.len() {
+                    continue;
+                }
                 let v = match op >> 2 & 3 {
                     0 => EDGES[(op >> 4) as usize % EDGES.len()],
                     1 => len.wrapping_add((op >> 4) as u64),
@@ -254,7 +258,7 @@ pub fn mutate_tracedat(data: &[u8], bases: &[&[u8]]) -> Vec<u8> {
             2 if !nums.is_empty() => {
                 let (s, e) = nums[sel as usize % nums.len()];
                 let digit = b'0' + (op >> 2) % 10;
-                for c in &mut f[s..e] {
+                for c in f.iter_mut().take(e).skip(s) {
                     *c = digit;
                 }
             }

@@ -6,7 +6,7 @@
 use super::compress::{self, Compression};
 use super::format::{EventFormat, HeaderPage};
 use super::header::{CpuData, Endian};
-use super::page::{decode_page, Rec};
+use super::page::{decode_page, decode_page_with, Rec};
 use std::sync::mpsc;
 
 /// Pages decoded per batch for uncompressed data.
@@ -220,96 +220,76 @@ impl<'a> CpuStream<'a> {
         }
     }
 
-    /// Locate each event's format and decode its common fields (worker
-    /// side); with [`CpuStream::countable`], count instead of keep the
-    /// records that tell the sink nothing new: a countable event in plain
-    /// (task or softirq) context whose pid is the previous record's, itself
-    /// such an event. One pass over the records, compacting them in place.
-    fn decode_headers(
-        &mut self,
-        recs: &mut Vec<Rec>,
-        from: usize,
-        bytes: &[u8],
-        counted: &mut Vec<(u32, u64, u64, u64)>,
-    ) {
+    /// Locate a record's format and decode its common fields (worker
+    /// side); with [`CpuStream::countable`], count instead of keep a record
+    /// that tells the sink nothing new: a countable event in plain (task or
+    /// softirq) context whose pid is the previous record's, itself such an
+    /// event. Returns the record to keep, or `None` when it was counted.
+    #[inline]
+    fn decode_one(&mut self, st: &mut HeaderRun, mut r: Rec, bytes: &[u8], counted: &mut Vec<(u32, u64, u64, u64)>) -> Option<Rec> {
         use super::page::RecKind;
-        let e = self.endian;
-        let countable = self.countable;
-        let mut last = self.last_plain;
-        // consecutive records are mostly of one task: its comm index, cached
-        let mut comm_of: (i32, u32) = (i32::MIN, u32::MAX);
-        // the counted entry the previous counted record went to
-        let mut slot = usize::MAX;
-        let mut keep = from;
-        for i in from..recs.len() {
-            let mut r = recs[i];
-            if r.kind == RecKind::Event && r.len >= 2 {
-                let data = &bytes[r.start as usize..(r.start + r.len) as usize];
-                r.id = e.u16([data[0], data[1]]) as u32;
-                // a format whose field lines are not understood leaves its events unknown
-                let layout = match self.layouts.get(r.id as usize).copied() {
-                    Some(Some(l)) => l,
-                    None => None,
-                    // first record of this format: its layout, parsed once
-                    Some(None) => {
-                        let l = self
-                            .table
-                            .get(r.id as usize)
-                            .copied()
-                            .flatten()
-                            .and_then(|f| f.layout().ok());
-                        if let Some(slot) = self.layouts.get_mut(r.id as usize) {
-                            *slot = Some(l);
-                        }
-                        l
-                    }
-                };
-                if let Some(layout) = layout {
-                    r.known = true;
-                    layout.decode_common(e, data, &mut r);
-                    if let Some(c) = countable {
-                        let ctx = r.context();
-                        if ctx.known
-                            && !ctx.nmi
-                            && !ctx.hardirq
-                            && c.get(r.id as usize).copied().unwrap_or(false)
-                        {
-                            if last == Some(r.pid) {
-                                if counted.get(slot).is_none_or(|c| c.0 != r.id) {
-                                    slot = match counted.iter().position(|c| c.0 == r.id) {
-                                        Some(k) => k,
-                                        None => {
-                                            counted.push((r.id, 0, r.ts, r.ts));
-                                            counted.len() - 1
-                                        }
-                                    };
-                                }
-                                let c = &mut counted[slot];
-                                c.1 += 1;
-                                c.2 = c.2.min(r.ts);
-                                c.3 = c.3.max(r.ts);
-                                continue;
-                            }
-                            last = Some(r.pid);
-                        } else {
-                            last = None;
-                        }
-                    }
-                    if comm_of.0 != r.pid {
-                        comm_of = (r.pid, self.comms.get(&r.pid).copied().unwrap_or(u32::MAX));
-                    }
-                    r.comm = comm_of.1;
-                } else {
-                    last = None;
-                }
-            } else if r.kind == RecKind::Event || r.kind == RecKind::Lost {
-                last = None;
+        if r.kind != RecKind::Event || r.len < 2 {
+            if r.kind == RecKind::Event || r.kind == RecKind::Lost {
+                st.last = None;
             }
-            recs[keep] = r;
-            keep += 1;
+            return Some(r);
         }
-        recs.truncate(keep);
-        self.last_plain = last;
+        let e = self.endian;
+        let data = &bytes[r.start as usize..(r.start + r.len) as usize];
+        r.id = e.u16([data[0], data[1]]) as u32;
+        // a format whose field lines are not understood leaves its events unknown
+        let layout = match self.layouts.get(r.id as usize).copied() {
+            Some(Some(l)) => l,
+            None => None,
+            // first record of this format: its layout, parsed once
+            Some(None) => {
+                let l = self.table.get(r.id as usize).copied().flatten().and_then(|f| f.layout().ok());
+                if let Some(slot) = self.layouts.get_mut(r.id as usize) {
+                    *slot = Some(l);
+                }
+                l
+            }
+        };
+        let Some(layout) = layout else {
+            st.last = None;
+            return Some(r);
+        };
+        r.known = true;
+        layout.decode_common(e, data, &mut r);
+        if let Some(c) = self.countable {
+            let ctx = r.context();
+            if ctx.known && !ctx.nmi && !ctx.hardirq && c.get(r.id as usize).copied().unwrap_or(false) {
+                if st.last == Some(r.pid) {
+                    if counted.get(st.slot).is_none_or(|c| c.0 != r.id) {
+                        st.slot = match counted.iter().position(|c| c.0 == r.id) {
+                            Some(k) => k,
+                            None => {
+                                counted.push((r.id, 0, r.ts, r.ts));
+                                counted.len() - 1
+                            }
+                        };
+                    }
+                    let c = &mut counted[st.slot];
+                    c.1 += 1;
+                    c.2 = c.2.min(r.ts);
+                    c.3 = c.3.max(r.ts);
+                    return None;
+                }
+                st.last = Some(r.pid);
+            } else {
+                st.last = None;
+            }
+        }
+        if st.comm_of.0 != r.pid {
+            st.comm_of = (r.pid, self.comms.get(&r.pid).copied().unwrap_or(u32::MAX));
+        }
+        r.comm = st.comm_of.1;
+        Some(r)
+    }
+
+    /// Where a run of [`CpuStream::decode_one`] calls starts.
+    fn header_run(&self) -> HeaderRun {
+        HeaderRun { last: self.last_plain, comm_of: (i32::MIN, u32::MAX), slot: usize::MAX }
     }
 
     /// The next batch with its records' common fields decoded.
@@ -394,7 +374,16 @@ impl<'a> CpuStream<'a> {
                 if end >= data.len() {
                     self.src = Src::Done;
                 }
-                self.decode_headers(&mut recs, 0, slice, &mut counted);
+                let mut st = self.header_run();
+                let mut keep = 0;
+                for i in 0..recs.len() {
+                    if let Some(r) = self.decode_one(&mut st, recs[i], slice, &mut counted) {
+                        recs[keep] = r;
+                        keep += 1;
+                    }
+                }
+                recs.truncate(keep);
+                self.last_plain = st.last;
                 Some(Batch {
                     buf: BatchBuf::File(slice),
                     recs,
@@ -458,6 +447,7 @@ impl<'a> CpuStream<'a> {
         b.counted.clear();
         // a chunk that cannot be read ends the stream (its warning says why)
         let mut done = false;
+        let mut st = self.header_run();
         while left > 0 && out.len() < self.batch_bytes {
             let at = file_off + pos as u64;
             let (Some(csize), Some(usize_)) = (rd4(pos), rd4(pos + 4)) else {
@@ -489,19 +479,25 @@ impl<'a> CpuStream<'a> {
             }
             pos = cstart + csize as usize;
             left -= 1;
-            let from = b.recs.len();
+            // each record's header is decoded (and counted or kept) as the
+            // page is walked, while the chunk is in cache
+            let (hp, cpu) = (self.hp, self.cpu);
             let mut p = base;
             while p < out.len() {
                 let pe = (p + ps).min(out.len());
-                if let Some(w) =
-                    decode_page(&out[p..pe], e, self.hp, p as u32, at, false, &mut b.recs)
-                {
-                    b.warnings.push((at, format!("CPU {}: {w}", self.cpu)));
+                let (recs, counted) = (&mut b.recs, &mut b.counted);
+                let w = decode_page_with(&out[p..pe], e, hp, p as u32, at, false, &mut |r| {
+                    if let Some(r) = self.decode_one(&mut st, r, &out, counted) {
+                        recs.push(r);
+                    }
+                });
+                if let Some(w) = w {
+                    b.warnings.push((at, format!("CPU {cpu}: {w}")));
                 }
                 p = pe;
             }
-            self.decode_headers(&mut b.recs, from, &out, &mut b.counted);
         }
+        self.last_plain = st.last;
         // The chunks are decompressed: their compressed bytes are not needed again.
         if self.reclaim {
             release_behind(data, &mut self.released, pos);
@@ -519,6 +515,17 @@ impl<'a> CpuStream<'a> {
         b.buf = BatchBuf::Owned(out);
         Some(b)
     }
+}
+
+/// The state a run of [`CpuStream::decode_one`] carries from record to record.
+struct HeaderRun {
+    /// The pid of the previous record when it was a countable event in
+    /// plain context.
+    last: Option<i32>,
+    /// Consecutive records are mostly of one task: its comm index, cached.
+    comm_of: (i32, u32),
+    /// The counted entry the previous counted record went to.
+    slot: usize,
 }
 
 /// A source of batches for the merger: a stream pulled in place, or a

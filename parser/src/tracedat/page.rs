@@ -93,14 +93,14 @@ impl Rec {
 /// of `page[0]` (or of its compressed chunk when `exact` is false).
 /// Returns a warning when the page is malformed (records before the
 /// problem are kept).
-pub fn decode_page(
+pub fn decode_page_with(
     page: &[u8],
     e: Endian,
     hp: HeaderPage,
     buf_off: u32,
     file_off: u64,
     exact: bool,
-    out: &mut Vec<Rec>,
+    emit: &mut impl FnMut(Rec),
 ) -> Option<String> {
     let dstart = hp.data_offset as usize;
     // The header is the 8-byte timestamp and the commit word, whatever
@@ -129,7 +129,9 @@ pub fn decode_page(
         let b = data.get(at..at + 4)?;
         Some(e.u32([b[0], b[1], b[2], b[3]]))
     };
-    let lost_at = out.len();
+    // The lost-events marker carries the time of the first event after the
+    // loss: it waits for that event.
+    let mut lost_rec: Option<Rec> = None;
     if flags & MISSING_EVENTS != 0 {
         let lost = if flags & MISSING_STORED != 0 {
             let ls = hp.commit_size as usize;
@@ -139,7 +141,7 @@ pub fn decode_page(
         } else {
             u64::MAX
         };
-        out.push(Rec::new(ts, 0, 0, RecKind::Lost, lost, file_off));
+        lost_rec = Some(Rec::new(ts, 0, 0, RecKind::Lost, lost, file_off));
     }
     let pos_of = |at: usize| {
         if exact {
@@ -201,14 +203,19 @@ pub fn decode_page(
                     ));
                     break;
                 }
-                out.push(Rec::new(
+                let r = Rec::new(
                     ts,
                     buf_off + (dstart + start) as u32,
                     len as u32,
                     RecKind::Event,
                     0,
                     pos_of(curr),
-                ));
+                );
+                if let Some(mut l) = lost_rec.take() {
+                    l.ts = r.ts;
+                    emit(l);
+                }
+                emit(r);
                 next = start + len;
             }
             _ => {
@@ -222,24 +229,32 @@ pub fn decode_page(
                     ));
                     break;
                 }
-                out.push(Rec::new(
+                let r = Rec::new(
                     ts,
                     buf_off + (dstart + start) as u32,
                     len as u32,
                     RecKind::Event,
                     0,
                     pos_of(curr),
-                ));
+                );
+                if let Some(mut l) = lost_rec.take() {
+                    l.ts = r.ts;
+                    emit(l);
+                }
+                emit(r);
                 next = start + len;
             }
         }
         curr = next;
     }
-    // The lost-events marker carries the time of the first event after the loss.
-    if flags & MISSING_EVENTS != 0 {
-        if let Some(first) = out.get(lost_at + 1).map(|r| r.ts) {
-            out[lost_at].ts = first;
-        }
+    // No event after the loss on this page: the marker keeps the page's time.
+    if let Some(l) = lost_rec {
+        emit(l);
     }
     warn
+}
+
+/// [`decode_page_with`], the records pushed to `out`.
+pub fn decode_page(page: &[u8], e: Endian, hp: HeaderPage, buf_off: u32, file_off: u64, exact: bool, out: &mut Vec<Rec>) -> Option<String> {
+    decode_page_with(page, e, hp, buf_off, file_off, exact, &mut |r| out.push(r))
 }
