@@ -65,11 +65,13 @@ fn read(path: &PathBuf, countable: bool) -> All {
     s
 }
 
-#[test]
-#[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
-fn counted_events_are_the_ones_that_tell_nothing_new() {
+/// gcc-medium's `file` read twice, every event delivered, then with
+/// counting: per CPU and name, delivered + counted = all, and more than half
+/// is counted. Returns both readings and the number counted.
+fn read_both(file: &str) -> (All, All, u64) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/traces/real/gcc-medium/trace.dat");
+        .join("../../shared/traces/real/gcc-medium")
+        .join(file);
     let all = read(&path, false);
     let some = read(&path, true);
     assert!(all.counted.is_empty());
@@ -80,7 +82,6 @@ fn counted_events_are_the_ones_that_tell_nothing_new() {
         "only {counted} of {} counted",
         all.seen.len()
     );
-    // Per CPU and name, delivered + counted = all.
     let tally = |v: &[(u32, i32, bool, bool, String)]| {
         let mut m: BTreeMap<(u32, String), u64> = BTreeMap::new();
         for e in v {
@@ -92,7 +93,18 @@ fn counted_events_are_the_ones_that_tell_nothing_new() {
     for (k, n) in &some.counted {
         *got.entry(k.clone()).or_default() += n;
     }
-    assert_eq!(got, tally(&all.seen));
+    assert_eq!(
+        got,
+        tally(&all.seen),
+        "{file}: delivered + counted per CPU and name"
+    );
+    (all, some, counted)
+}
+
+#[test]
+#[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
+fn counted_events_are_the_ones_that_tell_nothing_new() {
+    let (all, some, _) = read_both("trace.dat");
     // Per CPU: what the full stream keeps after dropping the events that
     // repeat the previous plain countable event's pid is exactly what was delivered.
     let mut cpus: BTreeMap<u32, (Vec<(i32, String)>, Option<i32>)> = BTreeMap::new();
@@ -127,30 +139,7 @@ fn counted_events_are_the_ones_that_tell_nothing_new() {
 #[test]
 #[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
 fn a_text_trace_counts_by_the_same_rule() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/traces/real/gcc-medium/trace.txt.gz");
-    let all = read(&path, false);
-    let some = read(&path, true);
-    assert!(all.counted.is_empty());
-    let counted: u64 = some.counted.values().sum();
-    assert_eq!(some.seen.len() as u64 + counted, all.seen.len() as u64);
-    assert!(
-        counted * 2 > all.seen.len() as u64,
-        "only {counted} of {} counted",
-        all.seen.len()
-    );
-    let tally = |v: &[(u32, i32, bool, bool, String)]| {
-        let mut m: BTreeMap<(u32, String), u64> = BTreeMap::new();
-        for e in v {
-            *m.entry((e.0, e.4.clone())).or_default() += 1;
-        }
-        m
-    };
-    let mut got = tally(&some.seen);
-    for (k, n) in &some.counted {
-        *got.entry(k.clone()).or_default() += n;
-    }
-    assert_eq!(got, tally(&all.seen));
+    let (all, some, counted) = read_both("trace.txt.gz");
     // Per CPU, walking the full stream: an event the reader delivered is
     // kept; one it counted must repeat the pid of the CPU's previous plain
     // countable event, itself such an event.

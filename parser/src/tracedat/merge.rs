@@ -6,7 +6,7 @@
 use super::compress::{self, Compression};
 use super::format::{EventFormat, HeaderPage};
 use super::header::{CpuData, Endian};
-use super::page::{decode_page, decode_page_with, Rec};
+use super::page::{decode_page_with, Rec};
 use std::sync::mpsc;
 
 /// Pages decoded per batch for uncompressed data.
@@ -226,7 +226,13 @@ impl<'a> CpuStream<'a> {
     /// softirq) context whose pid is the previous record's, itself such an
     /// event. Returns the record to keep, or `None` when it was counted.
     #[inline]
-    fn decode_one(&mut self, st: &mut HeaderRun, mut r: Rec, bytes: &[u8], counted: &mut Vec<(u32, u64, u64, u64)>) -> Option<Rec> {
+    fn decode_one(
+        &mut self,
+        st: &mut HeaderRun,
+        mut r: Rec,
+        bytes: &[u8],
+        counted: &mut Vec<(u32, u64, u64, u64)>,
+    ) -> Option<Rec> {
         use super::page::RecKind;
         if r.kind != RecKind::Event || r.len < 2 {
             if r.kind == RecKind::Event || r.kind == RecKind::Lost {
@@ -243,7 +249,12 @@ impl<'a> CpuStream<'a> {
             None => None,
             // first record of this format: its layout, parsed once
             Some(None) => {
-                let l = self.table.get(r.id as usize).copied().flatten().and_then(|f| f.layout().ok());
+                let l = self
+                    .table
+                    .get(r.id as usize)
+                    .copied()
+                    .flatten()
+                    .and_then(|f| f.layout().ok());
                 if let Some(slot) = self.layouts.get_mut(r.id as usize) {
                     *slot = Some(l);
                 }
@@ -258,7 +269,11 @@ impl<'a> CpuStream<'a> {
         layout.decode_common(e, data, &mut r);
         if let Some(c) = self.countable {
             let ctx = r.context();
-            if ctx.known && !ctx.nmi && !ctx.hardirq && c.get(r.id as usize).copied().unwrap_or(false) {
+            if ctx.known
+                && !ctx.nmi
+                && !ctx.hardirq
+                && c.get(r.id as usize).copied().unwrap_or(false)
+            {
                 if st.last == Some(r.pid) {
                     if counted.get(st.slot).is_none_or(|c| c.0 != r.id) {
                         st.slot = match counted.iter().position(|c| c.0 == r.id) {
@@ -289,7 +304,11 @@ impl<'a> CpuStream<'a> {
 
     /// Where a run of [`CpuStream::decode_one`] calls starts.
     fn header_run(&self) -> HeaderRun {
-        HeaderRun { last: self.last_plain, comm_of: (i32::MIN, u32::MAX), slot: usize::MAX }
+        HeaderRun {
+            last: self.last_plain,
+            comm_of: (i32::MIN, u32::MAX),
+            slot: usize::MAX,
+        }
     }
 
     /// The next batch with its records' common fields decoded.
@@ -364,7 +383,9 @@ impl<'a> CpuStream<'a> {
                     let pe = (p + ps).min(slice.len());
                     let fo = *file_off + (start + p) as u64;
                     if let Some(w) =
-                        decode_page(&slice[p..pe], e, self.hp, p as u32, fo, true, &mut recs)
+                        decode_page_with(&slice[p..pe], e, self.hp, p as u32, fo, true, &mut |r| {
+                            recs.push(r)
+                        })
                     {
                         warnings.push((fo, format!("CPU {}: {w}", self.cpu)));
                     }

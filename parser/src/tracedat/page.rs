@@ -88,11 +88,12 @@ impl Rec {
     }
 }
 
-/// Decode one page. `page` is exactly the page bytes; `buf_off` is the
-/// offset of `page[0]` within the batch buffer; `file_off` the file offset
-/// of `page[0]` (or of its compressed chunk when `exact` is false).
-/// Returns a warning when the page is malformed (records before the
-/// problem are kept).
+/// Decode one page, handing each record to `emit` in page order (a
+/// lost-events marker just before the first event after the loss, with that
+/// event's time). `page` is exactly the page bytes; `buf_off` is the offset
+/// of `page[0]` within the batch buffer; `file_off` the file offset of
+/// `page[0]` (or of its compressed chunk when `exact` is false). Returns a
+/// warning when the page is malformed (records before the problem are kept).
 pub fn decode_page_with(
     page: &[u8],
     e: Endian,
@@ -252,9 +253,4 @@ pub fn decode_page_with(
         emit(l);
     }
     warn
-}
-
-/// [`decode_page_with`], the records pushed to `out`.
-pub fn decode_page(page: &[u8], e: Endian, hp: HeaderPage, buf_off: u32, file_off: u64, exact: bool, out: &mut Vec<Rec>) -> Option<String> {
-    decode_page_with(page, e, hp, buf_off, file_off, exact, &mut |r| out.push(r))
 }
