@@ -40,7 +40,8 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// Every kind.
+    /// Every kind, in declaration order (`ALL[k as usize] == k`; keep it
+    /// in step with the enum: a test checks).
     pub const ALL: [EventKind; 16] = {
         use EventKind::*;
         [
@@ -142,5 +143,19 @@ mod tests {
             assert_eq!(EventKind::of(n), k, "{n}");
         }
         assert!(NmiHandler.modelled() && !IrqEntry.modelled() && !Other.modelled());
+    }
+
+    /// `ALL` lists every kind once, in declaration order (a reader indexes
+    /// tables by `kind as usize`).
+    #[test]
+    fn all_lists_every_kind_in_order() {
+        for (i, k) in EventKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
+        }
+        assert_eq!(
+            EventKind::ALL.len(),
+            EventKind::IrqExit as usize + 1,
+            "IrqExit is the last kind"
+        );
     }
 }
