@@ -350,71 +350,86 @@ impl<'a> CpuStream<'a> {
     /// end, or after an unrecoverable problem, reported as a warning in the
     /// last batch).
     fn next_batch(&mut self) -> Option<Batch<'a>> {
-        if matches!(self.src, Src::Chunked { .. }) {
-            return self.next_chunked();
-        }
-        let e = self.endian;
-        let ps = self.page_size;
-        match &mut self.src {
-            Src::Done => None,
+        let (data, file_off, start) = match &mut self.src {
+            Src::Done => return None,
+            Src::Chunked { .. } => return self.next_chunked(),
             Src::Plain {
                 data,
                 file_off,
                 pos,
-            } => {
-                let data: &'a [u8] = data;
-                let start = *pos;
-                if self.reclaim {
-                    release_behind(data, &mut self.released, start.saturating_sub(RELEASE_LAG));
+            } => (*data, *file_off, *pos),
+        };
+        if self.reclaim {
+            release_behind(data, &mut self.released, start.saturating_sub(RELEASE_LAG));
+        }
+        let end = (start + self.page_size * PLAIN_BATCH_PAGES).min(data.len());
+        match &mut self.src {
+            Src::Plain { pos, .. } if end < data.len() => *pos = end,
+            _ => self.src = Src::Done,
+        }
+        let slice = &data[start..end];
+        let mut b = self.fresh_batch();
+        let mut st = self.header_run();
+        self.decode_pages(&mut st, &mut b, slice, 0, true, |p| {
+            file_off + (start + p) as u64
+        });
+        self.last_plain = st.last;
+        b.buf = BatchBuf::File(slice);
+        Some(b)
+    }
+
+    /// A batch to fill: one the merger gave back, its vectors emptied for
+    /// reuse, or a new one.
+    fn fresh_batch(&self) -> Batch<'a> {
+        match self.spare.as_ref().and_then(|r| r.try_recv().ok()) {
+            Some(mut b) => {
+                if let BatchBuf::Owned(v) = &mut b.buf {
+                    v.clear();
                 }
-                let end = (start + ps * PLAIN_BATCH_PAGES).min(data.len());
-                let slice = &data[start..end];
-                // a batch the merger gave back lends its vectors
-                let (mut recs, mut warnings, mut counted) =
-                    match self.spare.as_ref().and_then(|r| r.try_recv().ok()) {
-                        Some(b) => (b.recs, b.warnings, b.counted),
-                        None => (Vec::with_capacity(slice.len() / 32), Vec::new(), Vec::new()),
-                    };
-                recs.clear();
-                warnings.clear();
-                counted.clear();
-                let mut p = 0;
-                while p < slice.len() {
-                    let pe = (p + ps).min(slice.len());
-                    let fo = *file_off + (start + p) as u64;
-                    if let Some(w) =
-                        decode_page_with(&slice[p..pe], e, self.hp, p as u32, fo, true, &mut |r| {
-                            recs.push(r)
-                        })
-                    {
-                        warnings.push((fo, format!("CPU {}: {w}", self.cpu)));
-                    }
-                    p = pe;
-                }
-                *pos = end;
-                if end >= data.len() {
-                    self.src = Src::Done;
-                }
-                let mut st = self.header_run();
-                let mut keep = 0;
-                for i in 0..recs.len() {
-                    if let Some(r) = self.decode_one(&mut st, recs[i], slice, &mut counted) {
-                        recs[keep] = r;
-                        keep += 1;
-                    }
-                }
-                recs.truncate(keep);
-                self.last_plain = st.last;
-                Some(Batch {
-                    buf: BatchBuf::File(slice),
-                    recs,
-                    warnings,
-                    counted,
-                    lines: String::new(),
-                    line_ends: Vec::new(),
-                })
+                b.recs.clear();
+                b.warnings.clear();
+                b.counted.clear();
+                b
             }
-            Src::Chunked { .. } => None,
+            None => Batch {
+                buf: BatchBuf::Owned(Vec::new()),
+                recs: Vec::new(),
+                warnings: Vec::new(),
+                counted: Vec::new(),
+                lines: String::new(),
+                line_ends: Vec::new(),
+            },
+        }
+    }
+
+    /// Walk the pages of `bytes[from..]` (the batch's buffer), each record's
+    /// header decoded and the record counted or kept in `b` as its page is
+    /// read, while it is in cache. `page_off`: the file offset of the page
+    /// at `bytes[p]` (`exact`), or of its compressed chunk.
+    fn decode_pages(
+        &mut self,
+        st: &mut HeaderRun,
+        b: &mut Batch<'a>,
+        bytes: &[u8],
+        from: usize,
+        exact: bool,
+        page_off: impl Fn(usize) -> u64,
+    ) {
+        let (e, hp, cpu, ps) = (self.endian, self.hp, self.cpu, self.page_size);
+        let mut p = from;
+        while p < bytes.len() {
+            let pe = (p + ps).min(bytes.len());
+            let fo = page_off(p);
+            let (recs, counted) = (&mut b.recs, &mut b.counted);
+            let w = decode_page_with(&bytes[p..pe], e, hp, p as u32, fo, exact, &mut |r| {
+                if let Some(r) = self.decode_one(st, r, bytes, counted) {
+                    recs.push(r);
+                }
+            });
+            if let Some(w) = w {
+                b.warnings.push((fo, format!("CPU {cpu}: {w}")));
+            }
+            p = pe;
         }
     }
 
@@ -425,7 +440,6 @@ impl<'a> CpuStream<'a> {
     /// spare batch the merger gave back is reused, buffers and all.
     fn next_chunked(&mut self) -> Option<Batch<'a>> {
         let e = self.endian;
-        let ps = self.page_size;
         // The source is taken out while the batch is made (so the headers
         // can be decoded meanwhile) and put back unless it ended.
         let Src::Chunked {
@@ -446,26 +460,11 @@ impl<'a> CpuStream<'a> {
         if left == 0 {
             return None;
         }
-        let mut b = self
-            .spare
-            .as_ref()
-            .and_then(|r| r.try_recv().ok())
-            .unwrap_or_else(|| Batch {
-                buf: BatchBuf::Owned(Vec::new()),
-                recs: Vec::new(),
-                warnings: Vec::new(),
-                counted: Vec::new(),
-                lines: String::new(),
-                line_ends: Vec::new(),
-            });
+        let mut b = self.fresh_batch();
         let mut out = match std::mem::replace(&mut b.buf, BatchBuf::Owned(Vec::new())) {
             BatchBuf::Owned(v) => v,
             BatchBuf::File(_) => Vec::new(),
         };
-        out.clear();
-        b.recs.clear();
-        b.warnings.clear();
-        b.counted.clear();
         // a chunk that cannot be read ends the stream (its warning says why)
         let mut done = false;
         let mut st = self.header_run();
@@ -500,23 +499,7 @@ impl<'a> CpuStream<'a> {
             }
             pos = cstart + csize as usize;
             left -= 1;
-            // each record's header is decoded (and counted or kept) as the
-            // page is walked, while the chunk is in cache
-            let (hp, cpu) = (self.hp, self.cpu);
-            let mut p = base;
-            while p < out.len() {
-                let pe = (p + ps).min(out.len());
-                let (recs, counted) = (&mut b.recs, &mut b.counted);
-                let w = decode_page_with(&out[p..pe], e, hp, p as u32, at, false, &mut |r| {
-                    if let Some(r) = self.decode_one(&mut st, r, &out, counted) {
-                        recs.push(r);
-                    }
-                });
-                if let Some(w) = w {
-                    b.warnings.push((at, format!("CPU {cpu}: {w}")));
-                }
-                p = pe;
-            }
+            self.decode_pages(&mut st, &mut b, &out, base, false, |_| at);
         }
         self.last_plain = st.last;
         // The chunks are decompressed: their compressed bytes are not needed again.

@@ -158,8 +158,8 @@ pub fn decode_page_with(
             Endian::Little => (w & 0x1f, w >> 5),
             Endian::Big => (w >> 27, w & TS_MASK),
         };
-        let next;
-        match type_len {
+        // an event's payload (start, length) in `data`; other records only move on
+        let (start, len) = match type_len {
             TYPE_PADDING => {
                 ts = ts.wrapping_add(delta as u64);
                 let Some(len) = read4(curr + 4) else { break };
@@ -167,7 +167,8 @@ pub fn decode_page_with(
                     // null padding: the rest of the page is empty
                     break;
                 }
-                next = curr + 4 + len as usize;
+                curr += 4 + len as usize;
+                continue;
             }
             TYPE_TIME_EXTEND | TYPE_TIME_STAMP => {
                 let Some(hi) = read4(curr + 4) else {
@@ -180,7 +181,8 @@ pub fn decode_page_with(
                 } else {
                     ts = v | (ts & TS_MSB);
                 }
-                next = curr + 8;
+                curr += 8;
+                continue;
             }
             0 => {
                 ts = ts.wrapping_add(delta as u64);
@@ -195,58 +197,34 @@ pub fn decode_page_with(
                     ));
                     break;
                 }
-                let len = ((l - 4) as usize + 3) & !3;
-                let start = curr + 8;
-                if start + len > size {
-                    warn = Some(format!(
-                        "event at page byte {} runs past the page's committed data",
-                        dstart + curr
-                    ));
-                    break;
-                }
-                let r = Rec::new(
-                    ts,
-                    buf_off + (dstart + start) as u32,
-                    len as u32,
-                    RecKind::Event,
-                    0,
-                    pos_of(curr),
-                );
-                if let Some(mut l) = lost_rec.take() {
-                    l.ts = r.ts;
-                    emit(l);
-                }
-                emit(r);
-                next = start + len;
+                (curr + 8, ((l - 4) as usize + 3) & !3)
             }
             _ => {
                 ts = ts.wrapping_add(delta as u64);
-                let len = type_len as usize * 4;
-                let start = curr + 4;
-                if start + len > size {
-                    warn = Some(format!(
-                        "event at page byte {} runs past the page's committed data",
-                        dstart + curr
-                    ));
-                    break;
-                }
-                let r = Rec::new(
-                    ts,
-                    buf_off + (dstart + start) as u32,
-                    len as u32,
-                    RecKind::Event,
-                    0,
-                    pos_of(curr),
-                );
-                if let Some(mut l) = lost_rec.take() {
-                    l.ts = r.ts;
-                    emit(l);
-                }
-                emit(r);
-                next = start + len;
+                (curr + 4, type_len as usize * 4)
             }
+        };
+        if start + len > size {
+            warn = Some(format!(
+                "event at page byte {} runs past the page's committed data",
+                dstart + curr
+            ));
+            break;
         }
-        curr = next;
+        let r = Rec::new(
+            ts,
+            buf_off + (dstart + start) as u32,
+            len as u32,
+            RecKind::Event,
+            0,
+            pos_of(curr),
+        );
+        if let Some(mut l) = lost_rec.take() {
+            l.ts = r.ts;
+            emit(l);
+        }
+        emit(r);
+        curr = start + len;
     }
     // No event after the loss on this page: the marker keeps the page's time.
     if let Some(l) = lost_rec {
