@@ -6,7 +6,7 @@
 use super::compress::{self, Compression};
 use super::format::{EventFormat, HeaderPage};
 use super::header::{CpuData, Endian};
-use super::page::{decode_page_with, Rec};
+use super::page::{PageRecords, Rec};
 use std::sync::mpsc;
 
 /// Pages decoded per batch for uncompressed data.
@@ -17,10 +17,13 @@ const PLAIN_BATCH_PAGES: usize = 16;
 /// [`CHUNKED_IN_FLIGHT`] bytes.
 const CHUNKED_BATCH_BYTES: usize = 1 << 20;
 const CHUNKED_IN_FLIGHT: usize = 32 << 20;
+/// Room reserved in a batch beyond [`CpuStream::batch_bytes`] for the chunk
+/// that crosses it (trace-cmd's chunks are 10 pages).
+const CHUNK_SLACK: usize = 64 << 10;
 /// Batches in flight per CPU between a worker and the merger (fewer when
 /// there are many CPUs, so memory stays bounded: ~64 batches in all).
-const CHANNEL_DEPTH: usize = 4;
-/// Above this many CPU streams, decode on the merging thread (one batch per
+const CHANNEL_DEPTH: usize = 2;
+/// Above this many CPU streams, decode on the merging thread (two batches per
 /// CPU in memory) rather than one thread per CPU.
 const MAX_THREADS: usize = 64;
 
@@ -132,9 +135,9 @@ pub struct CpuStream<'a> {
     comp: Compression,
     /// common_type → format.
     table: &'a [Option<&'a std::sync::Arc<EventFormat>>],
-    /// common_type → `Some(its field layout when understood)` once a record
-    /// of that type was seen (formats are parsed lazily), `None` before.
-    layouts: Vec<Option<Option<&'a super::format::Layout>>>,
+    /// common_type → where its common fields lie, filled when the first
+    /// record of that type is seen (formats are parsed lazily).
+    commons: Vec<CommonAt>,
     /// pid → index of its comm (see [`Rec::comm`]).
     comms: &'a std::collections::HashMap<i32, u32, super::header::PidHash>,
     /// The file is a read-only mapping: release the pages read (see [`release_pages`]).
@@ -198,7 +201,7 @@ impl<'a> CpuStream<'a> {
                 pos: 0,
             }
         };
-        let layouts = vec![None; table.len()];
+        let commons = vec![CommonAt::UNSEEN; table.len()];
         CpuStream {
             cpu: d.cpu,
             buffer,
@@ -208,7 +211,7 @@ impl<'a> CpuStream<'a> {
             page_size: page_size as usize,
             comp,
             table,
-            layouts,
+            commons,
             comms,
             reclaim: false,
             released: 0,
@@ -224,56 +227,61 @@ impl<'a> CpuStream<'a> {
     /// side); with [`CpuStream::countable`], count instead of keep a record
     /// that tells the sink nothing new: a countable event in plain (task or
     /// softirq) context whose pid is the previous record's, itself such an
-    /// event. Returns the record to keep, or `None` when it was counted.
-    #[inline]
+    /// event. Returns whether to keep the record (false: it was counted).
+    #[inline(always)]
     fn decode_one(
         &mut self,
         st: &mut HeaderRun,
-        mut r: Rec,
+        r: &mut Rec,
         bytes: &[u8],
         counted: &mut Vec<(u32, u64, u64, u64)>,
-    ) -> Option<Rec> {
+    ) -> bool {
         use super::page::RecKind;
         if r.kind != RecKind::Event || r.len < 2 {
             if r.kind == RecKind::Event || r.kind == RecKind::Lost {
                 st.last = None;
             }
-            return Some(r);
+            return true;
         }
         let e = self.endian;
-        let data = &bytes[r.start as usize..(r.start + r.len) as usize];
-        r.id = e.u16([data[0], data[1]]) as u32;
-        // a format whose field lines are not understood leaves its events unknown
-        let layout = match self.layouts.get(r.id as usize).copied() {
-            Some(Some(l)) => l,
-            None => None,
-            // first record of this format: its layout, parsed once
-            Some(None) => {
-                let l = self
-                    .table
-                    .get(r.id as usize)
-                    .copied()
-                    .flatten()
-                    .and_then(|f| f.layout().ok());
-                if let Some(slot) = self.layouts.get_mut(r.id as usize) {
-                    *slot = Some(l);
-                }
-                l
-            }
-        };
-        let Some(layout) = layout else {
+        let Some(data) = bytes.get(r.start as usize..(r.start + r.len) as usize) else {
             st.last = None;
-            return Some(r);
+            return true;
         };
+        r.id = e.u16([data[0], data[1]]) as u32;
+        let at = match self.commons.get(r.id as usize) {
+            Some(c) if c.state != CommonAt::STATE_UNSEEN => *c,
+            Some(_) => self.first_of_format(r.id),
+            None => CommonAt::UNKNOWN,
+        };
+        // a format whose field lines are not understood leaves its events unknown
+        if at.state == CommonAt::STATE_UNKNOWN {
+            st.last = None;
+            return true;
+        }
         r.known = true;
-        layout.decode_common(e, data, &mut r);
-        if let Some(c) = self.countable {
-            let ctx = r.context();
-            if ctx.known
-                && !ctx.nmi
-                && !ctx.hardirq
-                && c.get(r.id as usize).copied().unwrap_or(false)
-            {
+        if let (CommonAt::STATE_STANDARD, Some(h)) = (at.state, data.first_chunk::<8>()) {
+            // the kernel's own layout (`struct trace_entry`): type, flags,
+            // preempt count, pid in the record's first 8 bytes
+            r.flags = 0x100 | h[2] as u16;
+            r.preempt = h[3];
+            r.has_preempt = true;
+            r.pid = e.u32([h[4], h[5], h[6], h[7]]) as i32;
+        } else if at.state == CommonAt::STATE_PLAIN && data.len() >= at.need as usize {
+            // one-byte flags and preempt count, 4-byte pid, elsewhere
+            r.flags = 0x100 | data[at.flags as usize] as u16;
+            r.preempt = data[at.preempt as usize];
+            r.has_preempt = true;
+            let p = at.pid as usize;
+            if let Some(b) = data.get(p..p + 4) {
+                r.pid = e.u32([b[0], b[1], b[2], b[3]]) as i32;
+            }
+        } else if let Some(l) = self.layout_of(r.id) {
+            l.decode_common(e, data, r);
+        }
+        if self.countable.is_some() {
+            // plain context: flags known (bit 8), neither NMI (0x40) nor hardirq (0x08)
+            if at.countable && r.flags & 0x148 == 0x100 {
                 if st.last == Some(r.pid) {
                     if counted.get(st.slot).is_none_or(|c| c.0 != r.id) {
                         st.slot = match counted.iter().position(|c| c.0 == r.id) {
@@ -288,7 +296,7 @@ impl<'a> CpuStream<'a> {
                     c.1 += 1;
                     c.2 = c.2.min(r.ts);
                     c.3 = c.3.max(r.ts);
-                    return None;
+                    return false;
                 }
                 st.last = Some(r.pid);
             } else {
@@ -299,7 +307,33 @@ impl<'a> CpuStream<'a> {
             st.comm_of = (r.pid, self.comms.get(&r.pid).copied().unwrap_or(u32::MAX));
         }
         r.comm = st.comm_of.1;
-        Some(r)
+        true
+    }
+
+    /// The understood field layout of format `id`, if any.
+    fn layout_of(&self, id: u32) -> Option<&'a super::format::Layout> {
+        self.table
+            .get(id as usize)
+            .copied()
+            .flatten()
+            .and_then(|f| f.layout().ok())
+    }
+
+    /// The first record of format `id`: parse its layout (once) and note
+    /// where its common fields lie.
+    #[cold]
+    fn first_of_format(&mut self, id: u32) -> CommonAt {
+        let countable = self
+            .countable
+            .is_some_and(|c| c.get(id as usize).copied().unwrap_or(false));
+        let at = match self.layout_of(id) {
+            None => CommonAt::UNKNOWN,
+            Some(l) => CommonAt::of(l, countable),
+        };
+        if let Some(slot) = self.commons.get_mut(id as usize) {
+            *slot = at;
+        }
+        at
     }
 
     /// Where a run of [`CpuStream::decode_one`] calls starts.
@@ -393,7 +427,8 @@ impl<'a> CpuStream<'a> {
             }
             None => Batch {
                 buf: BatchBuf::Owned(Vec::new()),
-                recs: Vec::new(),
+                // records are 8 bytes or more; a few in ten are kept in analyze
+                recs: Vec::with_capacity(self.batch_bytes / 64),
                 warnings: Vec::new(),
                 counted: Vec::new(),
                 lines: String::new(),
@@ -420,14 +455,18 @@ impl<'a> CpuStream<'a> {
         while p < bytes.len() {
             let pe = (p + ps).min(bytes.len());
             let fo = page_off(p);
-            let (recs, counted) = (&mut b.recs, &mut b.counted);
-            let w = decode_page_with(&bytes[p..pe], e, hp, p as u32, fo, exact, &mut |r| {
-                if let Some(r) = self.decode_one(st, r, bytes, counted) {
-                    recs.push(r);
+            match PageRecords::new(&bytes[p..pe], e, hp, p as u32, fo, exact) {
+                Ok(mut page) => {
+                    for mut r in page.by_ref() {
+                        if self.decode_one(st, &mut r, bytes, &mut b.counted) {
+                            b.recs.push(r);
+                        }
+                    }
+                    if let Some(w) = page.warning() {
+                        b.warnings.push((fo, format!("CPU {cpu}: {w}")));
+                    }
                 }
-            });
-            if let Some(w) = w {
-                b.warnings.push((fo, format!("CPU {cpu}: {w}")));
+                Err(w) => b.warnings.push((fo, format!("CPU {cpu}: {w}"))),
             }
             p = pe;
         }
@@ -465,6 +504,9 @@ impl<'a> CpuStream<'a> {
             BatchBuf::Owned(v) => v,
             BatchBuf::File(_) => Vec::new(),
         };
+        // A new buffer gets its full size at once (reserved, touched only as
+        // it fills): no doubling and copying as chunks are added.
+        out.reserve(self.batch_bytes + CHUNK_SLACK);
         // a chunk that cannot be read ends the stream (its warning says why)
         let mut done = false;
         let mut st = self.header_run();
@@ -518,6 +560,72 @@ impl<'a> CpuStream<'a> {
         }
         b.buf = BatchBuf::Owned(out);
         Some(b)
+    }
+}
+
+/// Where one format's common fields lie, for [`CpuStream::decode_one`]:
+/// a few bytes per format id, looked up for every record.
+#[derive(Clone, Copy, Debug)]
+struct CommonAt {
+    /// Unseen (no record of the format yet), unknown (its field lines are
+    /// not understood), plain (one-byte flags and preempt count and a
+    /// four-byte pid, at the offsets below), standard (plain at the
+    /// kernel's offsets 2, 3 and 4) or other (decoded by the layout).
+    state: u8,
+    /// The sink may count its events instead of taking them.
+    countable: bool,
+    /// Bytes a record needs for the plain offsets (shorter: decoded by the layout).
+    need: u16,
+    flags: u16,
+    preempt: u16,
+    pid: u16,
+}
+
+impl CommonAt {
+    const STATE_UNSEEN: u8 = 0;
+    const STATE_UNKNOWN: u8 = 1;
+    const STATE_PLAIN: u8 = 2;
+    const STATE_OTHER: u8 = 3;
+    /// Plain, at the offsets of the kernel's `struct trace_entry`.
+    const STATE_STANDARD: u8 = 4;
+    const UNSEEN: CommonAt = CommonAt::with_state(CommonAt::STATE_UNSEEN);
+    const UNKNOWN: CommonAt = CommonAt::with_state(CommonAt::STATE_UNKNOWN);
+
+    const fn with_state(state: u8) -> CommonAt {
+        CommonAt {
+            state,
+            countable: false,
+            need: 0,
+            flags: 0,
+            preempt: 0,
+            pid: 0,
+        }
+    }
+
+    fn of(l: &super::format::Layout, countable: bool) -> CommonAt {
+        let small = |o: u32| u16::try_from(o).ok().filter(|&o| o < u16::MAX - 8);
+        match (
+            l.flags_off.and_then(small),
+            l.preempt_off.and_then(small),
+            l.pid_off.and_then(|(o, n)| small(o).filter(|_| n == 4)),
+        ) {
+            (Some(flags), Some(preempt), Some(pid)) => CommonAt {
+                state: if (flags, preempt, pid) == (2, 3, 4) {
+                    CommonAt::STATE_STANDARD
+                } else {
+                    CommonAt::STATE_PLAIN
+                },
+                countable,
+                need: (flags + 1).max(preempt + 1).max(pid + 4),
+                flags,
+                preempt,
+                pid,
+            },
+            _ => CommonAt {
+                countable,
+                ..CommonAt::with_state(CommonAt::STATE_OTHER)
+            },
+        }
     }
 }
 
@@ -651,22 +759,25 @@ pub fn merge<'a, F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(
             run_merge(heads, f, w)
         })
     } else {
-        // one batch per CPU in memory
+        // two batches per CPU in memory: the one merged and the one made
+        // (reused from the one before)
         let batch_bytes =
-            (CHUNKED_IN_FLIGHT / streams.len().max(1)).clamp(64 << 10, CHUNKED_BATCH_BYTES);
+            (CHUNKED_IN_FLIGHT / (2 * streams.len().max(1))).clamp(64 << 10, CHUNKED_BATCH_BYTES);
         let heads = streams
             .into_iter()
             .map(|mut s| {
                 s.batch_bytes = s.batch_bytes.min(batch_bytes);
-                s
-            })
-            .map(|s| Head {
-                cpu: s.cpu,
-                buffer: s.buffer,
-                lane: Lane::Local(s),
-                batch: None,
-                idx: 0,
-                give_back: None,
+                // the stream reuses the batch the merger has finished with
+                let (give_back, spare) = mpsc::channel::<Batch<'a>>();
+                s.spare = Some(spare);
+                Head {
+                    cpu: s.cpu,
+                    buffer: s.buffer,
+                    lane: Lane::Local(s),
+                    batch: None,
+                    idx: 0,
+                    give_back: Some(give_back),
+                }
             })
             .collect();
         run_merge(heads, f, w)

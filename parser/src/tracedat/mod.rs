@@ -262,7 +262,7 @@ fn run_meta(
                     return crate::CONTINUE;
                 }
             };
-            if !symbols_offered && fmt.name == "nmi_handler" {
+            if !symbols_offered && fmt.kind == crate::EventKind::NmiHandler {
                 symbols_offered = true;
                 if let Some(text) = header::read_kallsyms(name, bytes, meta) {
                     let syms = symbols::Symbols::parse(text);

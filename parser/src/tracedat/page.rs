@@ -88,147 +88,313 @@ impl Rec {
     }
 }
 
-/// Decode one page, handing each record to `emit` in page order (a
-/// lost-events marker just before the first event after the loss, with that
-/// event's time). `page` is exactly the page bytes; `buf_off` is the offset
-/// of `page[0]` within the batch buffer; `file_off` the file offset of
-/// `page[0]` (or of its compressed chunk when `exact` is false). Returns a
-/// warning when the page is malformed (records before the problem are kept).
-pub fn decode_page_with(
-    page: &[u8],
+/// The records of one page, in page order (a lost-events marker just
+/// before the first event after the loss, with that event's time), decoded
+/// as they are asked for. After the last, [`PageRecords::warning`] says
+/// whether the page was malformed (the records before the problem are
+/// kept).
+pub struct PageRecords<'p> {
+    /// The page's data after its header, and how much of it is committed.
+    data: &'p [u8],
+    size: usize,
     e: Endian,
-    hp: HeaderPage,
-    buf_off: u32,
+    ts: u64,
+    curr: usize,
+    /// Offset of the data within the batch buffer, and its file offset
+    /// (exact, or the compressed chunk's).
+    buf_data: u32,
     file_off: u64,
+    dstart: usize,
     exact: bool,
-    emit: &mut impl FnMut(Rec),
-) -> Option<String> {
-    let dstart = hp.data_offset as usize;
-    // The header is the 8-byte timestamp and the commit word, whatever
-    // `header_page` says the data offset is (a file may claim `data offset:8`
-    // right after an 8-byte commit field).
-    let header = dstart.max(8 + hp.commit_size as usize);
-    if page.len() < header {
-        return Some(format!(
-            "page of {} bytes is shorter than its {header}-byte header",
-            page.len()
-        ));
-    }
-    let mut ts = e.read_uint(page, 8);
-    let flags = e.read_uint(&page[8..], hp.commit_size as usize);
-    let data = &page[dstart..];
-    let mut size = (flags & COMMIT_MASK) as usize;
-    let mut warn = None;
-    if size > data.len() {
-        warn = Some(format!(
-            "page commit size {size} exceeds the page ({} data bytes); page truncated",
-            data.len()
-        ));
-        size = data.len();
-    }
-    let read4 = |at: usize| -> Option<u32> {
-        let b = data.get(at..at + 4)?;
-        Some(e.u32([b[0], b[1], b[2], b[3]]))
-    };
-    // The lost-events marker carries the time of the first event after the
-    // loss: it waits for that event.
-    let mut lost_rec: Option<Rec> = None;
-    if flags & MISSING_EVENTS != 0 {
-        let lost = if flags & MISSING_STORED != 0 {
-            let ls = hp.commit_size as usize;
-            data.get(size..size + ls)
-                .map(|b| e.read_uint(b, ls))
-                .unwrap_or(u64::MAX)
-        } else {
-            u64::MAX
-        };
-        lost_rec = Some(Rec::new(ts, 0, 0, RecKind::Lost, lost, file_off));
-    }
-    let pos_of = |at: usize| {
-        if exact {
-            file_off + (dstart + at) as u64
-        } else {
-            file_off
-        }
-    };
-    let mut curr = 0usize;
-    while curr + 4 <= size {
-        let w = read4(curr).unwrap();
-        let (type_len, delta) = match e {
-            Endian::Little => (w & 0x1f, w >> 5),
-            Endian::Big => (w >> 27, w & TS_MASK),
-        };
-        // an event's payload (start, length) in `data`; other records only move on
-        let (start, len) = match type_len {
-            TYPE_PADDING => {
-                ts = ts.wrapping_add(delta as u64);
-                let Some(len) = read4(curr + 4) else { break };
-                if delta == 0 {
-                    // null padding: the rest of the page is empty
-                    break;
-                }
-                curr += 4 + len as usize;
-                continue;
-            }
-            TYPE_TIME_EXTEND | TYPE_TIME_STAMP => {
-                let Some(hi) = read4(curr + 4) else {
-                    warn = Some("time extend cut off at the end of the page".into());
-                    break;
-                };
-                let v = ((hi as u64) << TS_SHIFT) + delta as u64;
-                if type_len == TYPE_TIME_EXTEND {
-                    ts = ts.wrapping_add(v);
-                } else {
-                    ts = v | (ts & TS_MSB);
-                }
-                curr += 8;
-                continue;
-            }
-            0 => {
-                ts = ts.wrapping_add(delta as u64);
-                let Some(l) = read4(curr + 4) else {
-                    warn = Some("event length cut off at the end of the page".into());
-                    break;
-                };
-                if l < 4 {
-                    warn = Some(format!(
-                        "event at page byte {} has length {l}, expected at least 4",
-                        dstart + curr
-                    ));
-                    break;
-                }
-                (curr + 8, ((l - 4) as usize + 3) & !3)
-            }
-            _ => {
-                ts = ts.wrapping_add(delta as u64);
-                (curr + 4, type_len as usize * 4)
-            }
-        };
-        if start + len > size {
-            warn = Some(format!(
-                "event at page byte {} runs past the page's committed data",
-                dstart + curr
+    /// The lost-events marker, waiting for the first event after the loss.
+    lost: Option<Rec>,
+    /// The event that follows the marker just handed out.
+    pending: Option<Rec>,
+    done: bool,
+    warn: Option<String>,
+}
+
+impl<'p> PageRecords<'p> {
+    /// Read the page header of `page` (exactly the page's bytes). `buf_off`
+    /// is the offset of `page[0]` within the batch buffer; `file_off` the
+    /// file offset of `page[0]` (or of its compressed chunk when `exact` is
+    /// false). A page too short for its header is a warning, and no records.
+    pub fn new(
+        page: &'p [u8],
+        e: Endian,
+        hp: HeaderPage,
+        buf_off: u32,
+        file_off: u64,
+        exact: bool,
+    ) -> Result<PageRecords<'p>, String> {
+        let dstart = hp.data_offset as usize;
+        // The header is the 8-byte timestamp and the commit word, whatever
+        // `header_page` says the data offset is (a file may claim `data
+        // offset:8` right after an 8-byte commit field).
+        let header = dstart.max(8 + hp.commit_size as usize);
+        if page.len() < header {
+            return Err(format!(
+                "page of {} bytes is shorter than its {header}-byte header",
+                page.len()
             ));
-            break;
         }
-        let r = Rec::new(
+        let ts = e.read_uint(page, 8);
+        let flags = e.read_uint(&page[8..], hp.commit_size as usize);
+        let data = &page[dstart..];
+        let mut size = (flags & COMMIT_MASK) as usize;
+        let mut warn = None;
+        if size > data.len() {
+            warn = Some(format!(
+                "page commit size {size} exceeds the page ({} data bytes); page truncated",
+                data.len()
+            ));
+            size = data.len();
+        }
+        // The lost-events marker carries the time of the first event after
+        // the loss: it waits for that event.
+        let lost = (flags & MISSING_EVENTS != 0).then(|| {
+            let n = if flags & MISSING_STORED != 0 {
+                let ls = hp.commit_size as usize;
+                data.get(size..size + ls)
+                    .map(|b| e.read_uint(b, ls))
+                    .unwrap_or(u64::MAX)
+            } else {
+                u64::MAX
+            };
+            Rec::new(ts, 0, 0, RecKind::Lost, n, file_off)
+        });
+        Ok(PageRecords {
+            data,
+            size,
+            e,
             ts,
-            buf_off + (dstart + start) as u32,
-            len as u32,
-            RecKind::Event,
-            0,
-            pos_of(curr),
-        );
-        if let Some(mut l) = lost_rec.take() {
-            l.ts = r.ts;
-            emit(l);
+            curr: 0,
+            buf_data: buf_off + dstart as u32,
+            file_off,
+            dstart,
+            exact,
+            lost,
+            pending: None,
+            done: false,
+            warn,
+        })
+    }
+
+    /// Why the page was cut short, once every record was read.
+    pub fn warning(self) -> Option<String> {
+        self.warn
+    }
+
+    #[inline]
+    fn read4(&self, at: usize) -> Option<u32> {
+        let b = self.data.get(at..at + 4)?;
+        Some(self.e.u32([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// The page is malformed at data byte `curr`: say how, and end.
+    #[cold]
+    #[inline(never)]
+    fn cut(&mut self, how: Cut, curr: usize, len: u32) -> Option<Rec> {
+        let at = self.dstart + curr;
+        let w = match how {
+            Cut::TimeExtend => "time extend cut off at the end of the page".to_string(),
+            Cut::Length => "event length cut off at the end of the page".to_string(),
+            Cut::Short => {
+                format!("event at page byte {at} has length {len}, expected at least 4")
+            }
+            Cut::PastCommit => {
+                format!("event at page byte {at} runs past the page's committed data")
+            }
+        };
+        self.end(Some(w))
+    }
+
+    /// The page has no more events: only a marker still waiting is left
+    /// (with the page's own time).
+    #[cold]
+    fn end(&mut self, warn: Option<String>) -> Option<Rec> {
+        self.done = true;
+        if warn.is_some() {
+            self.warn = warn;
         }
-        emit(r);
-        curr = start + len;
+        self.lost.take()
     }
-    // No event after the loss on this page: the marker keeps the page's time.
-    if let Some(l) = lost_rec {
-        emit(l);
+}
+
+/// How a page was malformed.
+#[derive(Clone, Copy)]
+enum Cut {
+    TimeExtend,
+    Length,
+    Short,
+    PastCommit,
+}
+
+impl Iterator for PageRecords<'_> {
+    type Item = Rec;
+
+    // Inlined into the caller's loop, so that each record stays in registers.
+    #[inline(always)]
+    fn next(&mut self) -> Option<Rec> {
+        if let Some(r) = self.pending.take() {
+            return Some(r);
+        }
+        if self.done {
+            return self.lost.take();
+        }
+        loop {
+            let curr = self.curr;
+            if curr + 4 > self.size {
+                return self.end(None);
+            }
+            let w = self.read4(curr).unwrap();
+            let (type_len, delta) = match self.e {
+                Endian::Little => (w & 0x1f, w >> 5),
+                Endian::Big => (w >> 27, w & TS_MASK),
+            };
+            // an event's payload (start, length) in `data`; other records only move on
+            let (start, len) = match type_len {
+                TYPE_PADDING => {
+                    self.ts = self.ts.wrapping_add(delta as u64);
+                    let Some(len) = self.read4(curr + 4) else {
+                        return self.end(None);
+                    };
+                    if delta == 0 {
+                        // null padding: the rest of the page is empty
+                        return self.end(None);
+                    }
+                    self.curr = curr + 4 + len as usize;
+                    continue;
+                }
+                TYPE_TIME_EXTEND | TYPE_TIME_STAMP => {
+                    let Some(hi) = self.read4(curr + 4) else {
+                        return self.cut(Cut::TimeExtend, curr, 0);
+                    };
+                    let v = ((hi as u64) << TS_SHIFT) + delta as u64;
+                    if type_len == TYPE_TIME_EXTEND {
+                        self.ts = self.ts.wrapping_add(v);
+                    } else {
+                        self.ts = v | (self.ts & TS_MSB);
+                    }
+                    self.curr = curr + 8;
+                    continue;
+                }
+                0 => {
+                    self.ts = self.ts.wrapping_add(delta as u64);
+                    let Some(l) = self.read4(curr + 4) else {
+                        return self.cut(Cut::Length, curr, 0);
+                    };
+                    if l < 4 {
+                        return self.cut(Cut::Short, curr, l);
+                    }
+                    (curr + 8, ((l - 4) as usize + 3) & !3)
+                }
+                _ => {
+                    self.ts = self.ts.wrapping_add(delta as u64);
+                    (curr + 4, type_len as usize * 4)
+                }
+            };
+            if start + len > self.size {
+                return self.cut(Cut::PastCommit, curr, 0);
+            }
+            let off = if self.exact {
+                self.file_off + (self.dstart + curr) as u64
+            } else {
+                self.file_off
+            };
+            let r = Rec::new(
+                self.ts,
+                self.buf_data + start as u32,
+                len as u32,
+                RecKind::Event,
+                0,
+                off,
+            );
+            self.curr = start + len;
+            if let Some(mut l) = self.lost.take() {
+                l.ts = r.ts;
+                self.pending = Some(r);
+                return Some(l);
+            }
+            return Some(r);
+        }
     }
-    warn
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A little-endian page: timestamp, commit word (`flags` | data size),
+    /// then `data` and `tail` (bytes past the committed size).
+    fn page(ts: u64, flags: u64, data: &[u32], tail: &[u8]) -> Vec<u8> {
+        let mut p = ts.to_le_bytes().to_vec();
+        p.extend_from_slice(&(flags | (data.len() as u64 * 4)).to_le_bytes());
+        for w in data {
+            p.extend_from_slice(&w.to_le_bytes());
+        }
+        p.extend_from_slice(tail);
+        p.resize(4096, 0);
+        p
+    }
+
+    fn records(p: &[u8]) -> (Vec<Rec>, Option<String>) {
+        let hp = HeaderPage::default_for(8);
+        let mut page = PageRecords::new(p, Endian::Little, hp, 100, 5000, true).unwrap();
+        let recs: Vec<Rec> = page.by_ref().collect();
+        (recs, page.warning())
+    }
+
+    #[test]
+    fn lost_marker_takes_the_next_events_time_and_time_extends_add_up() {
+        let words = [
+            2 | (5 << 5), // an 8-byte event, 5 ns after the page's time
+            0xaaaa_aaaa,
+            0xbbbb_bbbb,
+            30 | (7 << 5), // time extend: 7 + (2 << 27)
+            2,
+            1 | (3 << 5), // a 4-byte event, 3 ns later
+            0xcccc_cccc,
+        ];
+        let p = page(1000, MISSING_EVENTS | MISSING_STORED, &words, &42u64.to_le_bytes());
+        let (recs, warn) = records(&p);
+        assert_eq!(warn, None);
+        let kinds: Vec<_> = recs.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, [RecKind::Lost, RecKind::Event, RecKind::Event]);
+        assert_eq!((recs[0].ts, recs[0].lost), (1005, 42));
+        assert_eq!((recs[1].ts, recs[1].start, recs[1].len), (1005, 100 + 16 + 4, 8));
+        assert_eq!(recs[1].off, 5000 + 16);
+        assert_eq!(recs[2].ts, 1005 + 7 + (2 << 27) + 3);
+        assert_eq!((recs[2].start, recs[2].len), (100 + 16 + 24, 4));
+    }
+
+    #[test]
+    fn a_loss_on_a_page_without_events_keeps_the_pages_time() {
+        let (recs, warn) = records(&page(777, MISSING_EVENTS, &[], &[]));
+        assert_eq!(warn, None);
+        assert_eq!(recs.len(), 1);
+        assert_eq!((recs[0].kind, recs[0].ts, recs[0].lost), (RecKind::Lost, 777, u64::MAX));
+    }
+
+    #[test]
+    fn a_malformed_event_ends_the_page_with_a_warning_and_keeps_what_came_before() {
+        // an event, then a type-0 event whose length word says 2 (< 4)
+        let words = [1 | (1 << 5), 0x1111_1111, 1 << 5, 2];
+        let (recs, warn) = records(&page(10, 0, &words, &[]));
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].ts, 11);
+        let w = warn.unwrap();
+        assert!(w.contains("page byte 24 has length 2"), "{w}");
+    }
+
+    #[test]
+    fn an_event_past_the_commit_and_a_short_page_are_warnings() {
+        // type_len 3 (12 bytes) but only 8 committed after the header word
+        let (recs, warn) = records(&page(10, 0, &[3 | (1 << 5), 1, 2], &[]));
+        assert!(recs.is_empty());
+        assert!(warn.unwrap().contains("runs past the page's committed data"));
+        let hp = HeaderPage::default_for(8);
+        let e = PageRecords::new(&[0u8; 12], Endian::Little, hp, 0, 0, true).err().unwrap();
+        assert!(e.contains("shorter than its 16-byte header"), "{e}");
+    }
 }
