@@ -36,6 +36,8 @@ struct Count {
     warnings: u64,
     nmi: u64,
     names: Vec<(u64, u32, String, u8, Vec<String>)>,
+    /// Each lost-events marker: cpu, count, time, events delivered before it.
+    losses: Vec<(u32, Option<u64>, Option<u64>, usize)>,
 }
 impl Sink for Count {
     fn event(&mut self, ev: &Event<'_>) -> nmitrace_parser::Flow {
@@ -59,7 +61,12 @@ impl Sink for Count {
     }
     fn notice(&mut self, n: &Notice) {
         match n {
-            Notice::LostEvents { .. } => self.lost += 1,
+            Notice::LostEvents {
+                cpu, count, ts_ns, ..
+            } => {
+                self.lost += 1;
+                self.losses.push((*cpu, *count, *ts_ns, self.names.len()));
+            }
             Notice::Warning { .. } => self.warnings += 1,
             _ => {}
         }
@@ -262,6 +269,16 @@ fn writer_reader_round_trip_keeps_context_and_losses() {
         assert_eq!(c.events, 3000, "{name}");
         assert_eq!(c.nmi, 1000, "{name}: NMI context from common_flags");
         assert_eq!(c.lost, 1, "{name}: lost-events marker");
+        // the marker comes just before the CPU's first event after the loss,
+        // with its time (kbuffer: the missed-events page flag)
+        let (cpu, count, ts, before) = c.losses[0];
+        assert_eq!((cpu, count), (1, Some(42)), "{name}");
+        let next = c.names[before..].iter().find(|e| e.1 == cpu).unwrap();
+        assert_eq!(ts, Some(next.0), "{name}: marker time");
+        assert!(
+            c.names[..before].iter().all(|e| e.0 <= next.0),
+            "{name}: merged in order"
+        );
         let nmi = c.names.iter().find(|e| e.2 == "nmi_handler").unwrap();
         assert_eq!(nmi.3, 0x01 | 0x08 | 0x40, "{name}");
         assert_eq!(

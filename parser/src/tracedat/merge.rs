@@ -457,6 +457,20 @@ impl<'a> CpuStream<'a> {
             let fo = page_off(p);
             match PageRecords::new(&bytes[p..pe], e, hp, p as u32, fo, exact) {
                 Ok(mut page) => {
+                    if let Some(mut l) = page.lost() {
+                        // the marker goes before the first event after the
+                        // loss, with its time (alone: with the page's)
+                        let first = page.next();
+                        if let Some(r) = &first {
+                            l.ts = r.ts;
+                        }
+                        for r in std::iter::once(l).chain(first) {
+                            let mut r = r;
+                            if self.decode_one(st, &mut r, bytes, &mut b.counted) {
+                                b.recs.push(r);
+                            }
+                        }
+                    }
                     for mut r in page.by_ref() {
                         if self.decode_one(st, &mut r, bytes, &mut b.counted) {
                             b.recs.push(r);
@@ -910,5 +924,57 @@ mod release_tests {
         assert_eq!(&m[..], &data[..]);
         super::release_pages(&m[100..40 * 4096 + 5]);
         assert_eq!(&m[..], &data[..]);
+    }
+}
+
+#[cfg(test)]
+mod page_walk_tests {
+    use super::super::format::HeaderPage;
+    use super::super::header::{CpuData, Endian, PidHash};
+    use super::super::page::RecKind;
+    use super::*;
+
+    /// A lost-events marker goes out just before the first event after the
+    /// loss, with that event's time (libtraceevent's kbuffer reports the
+    /// missed events when it reads that page's first record).
+    #[test]
+    fn the_lost_marker_goes_before_the_first_event_with_its_time() {
+        // page: time 1000, commit = missed events (bit 31) + 16 data bytes
+        let mut p = 1000u64.to_le_bytes().to_vec();
+        p.extend_from_slice(&((1u64 << 31) | 16).to_le_bytes());
+        for w in [1u32 | (50 << 5), 0x11, 1 | (7 << 5), 0x22] {
+            p.extend_from_slice(&w.to_le_bytes());
+        }
+        p.resize(4096, 0);
+        let d = CpuData {
+            cpu: 3,
+            offset: 0,
+            size: p.len() as u64,
+        };
+        let comms = std::collections::HashMap::with_hasher(PidHash);
+        let hp = HeaderPage::default_for(8);
+        let mut s = CpuStream::new(
+            &p,
+            &d,
+            0,
+            Endian::Little,
+            hp,
+            4096,
+            false,
+            Compression::None,
+            &[],
+            &comms,
+        );
+        let b = s.next_decoded().unwrap();
+        let got: Vec<(RecKind, u64)> = b.recs.iter().map(|r| (r.kind, r.ts)).collect();
+        assert_eq!(
+            got,
+            [
+                (RecKind::Lost, 1050),
+                (RecKind::Event, 1050),
+                (RecKind::Event, 1057)
+            ]
+        );
+        assert!(s.next_decoded().is_none());
     }
 }

@@ -88,11 +88,11 @@ impl Rec {
     }
 }
 
-/// The records of one page, in page order (a lost-events marker just
-/// before the first event after the loss, with that event's time), decoded
-/// as they are asked for. After the last, [`PageRecords::warning`] says
-/// whether the page was malformed (the records before the problem are
-/// kept).
+/// The events of one page, in page order, decoded as they are asked for.
+/// [`PageRecords::lost`] is the page's lost-events marker, if it has one
+/// (it goes just before the page's first event, with that event's time).
+/// After the last event, [`PageRecords::warning`] says whether the page was
+/// malformed (the events before the problem are kept).
 pub struct PageRecords<'p> {
     /// The page's data after its header, and how much of it is committed.
     data: &'p [u8],
@@ -106,10 +106,8 @@ pub struct PageRecords<'p> {
     file_off: u64,
     dstart: usize,
     exact: bool,
-    /// The lost-events marker, waiting for the first event after the loss.
+    /// The page's lost-events marker (with the page's time).
     lost: Option<Rec>,
-    /// The event that follows the marker just handed out.
-    pending: Option<Rec>,
     done: bool,
     warn: Option<String>,
 }
@@ -174,10 +172,17 @@ impl<'p> PageRecords<'p> {
             dstart,
             exact,
             lost,
-            pending: None,
             done: false,
             warn,
         })
+    }
+
+    /// The lost-events marker of a page whose ring buffer dropped events
+    /// before it (the count, `u64::MAX` when unknown), with the page's time:
+    /// the caller hands it out before the page's first event, with that
+    /// event's time, or alone when the page has none.
+    pub fn lost(&self) -> Option<Rec> {
+        self.lost
     }
 
     /// Why the page was cut short, once every record was read.
@@ -209,15 +214,14 @@ impl<'p> PageRecords<'p> {
         self.end(Some(w))
     }
 
-    /// The page has no more events: only a marker still waiting is left
-    /// (with the page's own time).
+    /// The page has no more events.
     #[cold]
     fn end(&mut self, warn: Option<String>) -> Option<Rec> {
         self.done = true;
         if warn.is_some() {
             self.warn = warn;
         }
-        self.lost.take()
+        None
     }
 }
 
@@ -236,11 +240,8 @@ impl Iterator for PageRecords<'_> {
     // Inlined into the caller's loop, so that each record stays in registers.
     #[inline(always)]
     fn next(&mut self) -> Option<Rec> {
-        if let Some(r) = self.pending.take() {
-            return Some(r);
-        }
         if self.done {
-            return self.lost.take();
+            return None;
         }
         loop {
             let curr = self.curr;
@@ -311,11 +312,6 @@ impl Iterator for PageRecords<'_> {
                 off,
             );
             self.curr = start + len;
-            if let Some(mut l) = self.lost.take() {
-                l.ts = r.ts;
-                self.pending = Some(r);
-                return Some(l);
-            }
             return Some(r);
         }
     }
@@ -338,15 +334,16 @@ mod tests {
         p
     }
 
-    fn records(p: &[u8]) -> (Vec<Rec>, Option<String>) {
+    /// The page's lost-events marker, its events, and its warning.
+    fn records(p: &[u8]) -> (Option<Rec>, Vec<Rec>, Option<String>) {
         let hp = HeaderPage::default_for(8);
         let mut page = PageRecords::new(p, Endian::Little, hp, 100, 5000, true).unwrap();
         let recs: Vec<Rec> = page.by_ref().collect();
-        (recs, page.warning())
+        (page.lost(), recs, page.warning())
     }
 
     #[test]
-    fn lost_marker_takes_the_next_events_time_and_time_extends_add_up() {
+    fn a_stored_loss_count_is_read_and_time_extends_add_up() {
         let words = [
             2 | (5 << 5), // an 8-byte event, 5 ns after the page's time
             0xaaaa_aaaa,
@@ -356,31 +353,46 @@ mod tests {
             1 | (3 << 5), // a 4-byte event, 3 ns later
             0xcccc_cccc,
         ];
-        let p = page(1000, MISSING_EVENTS | MISSING_STORED, &words, &42u64.to_le_bytes());
-        let (recs, warn) = records(&p);
+        let p = page(
+            1000,
+            MISSING_EVENTS | MISSING_STORED,
+            &words,
+            &42u64.to_le_bytes(),
+        );
+        let (lost, recs, warn) = records(&p);
         assert_eq!(warn, None);
-        let kinds: Vec<_> = recs.iter().map(|r| r.kind).collect();
-        assert_eq!(kinds, [RecKind::Lost, RecKind::Event, RecKind::Event]);
-        assert_eq!((recs[0].ts, recs[0].lost), (1005, 42));
-        assert_eq!((recs[1].ts, recs[1].start, recs[1].len), (1005, 100 + 16 + 4, 8));
-        assert_eq!(recs[1].off, 5000 + 16);
-        assert_eq!(recs[2].ts, 1005 + 7 + (2 << 27) + 3);
-        assert_eq!((recs[2].start, recs[2].len), (100 + 16 + 24, 4));
+        let lost = lost.unwrap();
+        assert_eq!((lost.kind, lost.ts, lost.lost), (RecKind::Lost, 1000, 42));
+        assert!(recs.iter().all(|r| r.kind == RecKind::Event));
+        assert_eq!(recs.len(), 2);
+        assert_eq!(
+            (recs[0].ts, recs[0].start, recs[0].len),
+            (1005, 100 + 16 + 4, 8)
+        );
+        assert_eq!(recs[0].off, 5000 + 16);
+        assert_eq!(recs[1].ts, 1005 + 7 + (2 << 27) + 3);
+        assert_eq!((recs[1].start, recs[1].len), (100 + 16 + 24, 4));
     }
 
     #[test]
-    fn a_loss_on_a_page_without_events_keeps_the_pages_time() {
-        let (recs, warn) = records(&page(777, MISSING_EVENTS, &[], &[]));
+    fn a_loss_without_a_stored_count_is_unknown() {
+        let (lost, recs, warn) = records(&page(777, MISSING_EVENTS, &[], &[]));
         assert_eq!(warn, None);
-        assert_eq!(recs.len(), 1);
-        assert_eq!((recs[0].kind, recs[0].ts, recs[0].lost), (RecKind::Lost, 777, u64::MAX));
+        assert!(recs.is_empty());
+        let lost = lost.unwrap();
+        assert_eq!(
+            (lost.kind, lost.ts, lost.lost),
+            (RecKind::Lost, 777, u64::MAX)
+        );
+        // no loss flagged: no marker
+        assert!(records(&page(777, 0, &[], &[])).0.is_none());
     }
 
     #[test]
     fn a_malformed_event_ends_the_page_with_a_warning_and_keeps_what_came_before() {
         // an event, then a type-0 event whose length word says 2 (< 4)
         let words = [1 | (1 << 5), 0x1111_1111, 1 << 5, 2];
-        let (recs, warn) = records(&page(10, 0, &words, &[]));
+        let (_, recs, warn) = records(&page(10, 0, &words, &[]));
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].ts, 11);
         let w = warn.unwrap();
@@ -390,11 +402,15 @@ mod tests {
     #[test]
     fn an_event_past_the_commit_and_a_short_page_are_warnings() {
         // type_len 3 (12 bytes) but only 8 committed after the header word
-        let (recs, warn) = records(&page(10, 0, &[3 | (1 << 5), 1, 2], &[]));
+        let (_, recs, warn) = records(&page(10, 0, &[3 | (1 << 5), 1, 2], &[]));
         assert!(recs.is_empty());
-        assert!(warn.unwrap().contains("runs past the page's committed data"));
+        assert!(warn
+            .unwrap()
+            .contains("runs past the page's committed data"));
         let hp = HeaderPage::default_for(8);
-        let e = PageRecords::new(&[0u8; 12], Endian::Little, hp, 0, 0, true).err().unwrap();
+        let e = PageRecords::new(&[0u8; 12], Endian::Little, hp, 0, 0, true)
+            .err()
+            .unwrap();
         assert!(e.contains("shorter than its 16-byte header"), "{e}");
     }
 }
