@@ -155,7 +155,10 @@ mod tests {
     fn a_section_decompresses_to_exactly_its_claim() {
         let text: Vec<u8> = (0..5000u32).flat_map(|i| (i % 97).to_le_bytes()).collect();
         let z = frame(&text);
-        assert_eq!(decompress(Compression::Zstd, &z, text.len(), MAX_SECTION).unwrap(), text);
+        assert_eq!(
+            decompress(Compression::Zstd, &z, text.len(), MAX_SECTION).unwrap(),
+            text
+        );
         // a claim the frame disagrees with is an error, either way
         for claim in [text.len() - 1, text.len() + 1] {
             let e = decompress(Compression::Zstd, &z, claim, MAX_SECTION).unwrap_err();

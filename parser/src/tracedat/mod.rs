@@ -225,10 +225,9 @@ fn run_meta(
             if rec.kind == RecKind::Lost {
                 sink_cell.borrow_mut().notice(&Notice::LostEvents {
                     cpu: it.cpu,
-                    count: if rec.lost == u64::MAX {
-                        None
-                    } else {
-                        Some(rec.lost)
+                    count: match rec.lost() {
+                        u64::MAX => None,
+                        n => Some(n),
                     },
                     ts_ns: Some(ts),
                     origin: Origin::Offset(rec.off),

@@ -21,8 +21,8 @@ const TS_MSB: u64 = 0xf8 << 56;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecKind {
     Event,
-    /// The ring buffer dropped events before this page; `lost` is the
-    /// count, `u64::MAX` when unknown.
+    /// The ring buffer dropped events before this page; [`Rec::lost`] is
+    /// the count, `u64::MAX` when unknown.
     Lost,
 }
 
@@ -30,11 +30,11 @@ pub enum RecKind {
 #[derive(Clone, Copy, Debug)]
 pub struct Rec {
     pub ts: u64,
-    /// Start and length of the event payload within the batch buffer.
+    /// Start and length of the event payload within the batch buffer (of
+    /// a lost-events marker, which has none: its count, see [`Rec::lost`]).
     pub start: u32,
     pub len: u32,
     pub kind: RecKind,
-    pub lost: u64,
     /// File offset (the event header for plain data; the chunk for compressed).
     pub off: u64,
     /// Filled by the decoding worker ([`super::merge`]): the event's
@@ -69,13 +69,28 @@ impl Rec {
         }
     }
 
+    /// The number of events a lost-events marker stands for (`u64::MAX`:
+    /// unknown); 0 for an event.
+    #[inline]
+    pub fn lost(&self) -> u64 {
+        match self.kind {
+            RecKind::Lost => (self.len as u64) << 32 | self.start as u64,
+            RecKind::Event => 0,
+        }
+    }
+
+    /// A record; `lost` is a marker's count (ignored for an event), kept
+    /// where a marker's payload would be, which it does not have.
     pub fn new(ts: u64, start: u32, len: u32, kind: RecKind, lost: u64, off: u64) -> Rec {
+        let (start, len) = match kind {
+            RecKind::Event => (start, len),
+            RecKind::Lost => (lost as u32, (lost >> 32) as u32),
+        };
         Rec {
             ts,
             start,
             len,
             kind,
-            lost,
             off,
             id: 0,
             known: false,
@@ -321,6 +336,12 @@ impl Iterator for PageRecords<'_> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_record_is_48_bytes() {
+        // the decoding threads write one per kept record, the merger reads it
+        assert_eq!(std::mem::size_of::<Rec>(), 48);
+    }
+
     /// A little-endian page: timestamp, commit word (`flags` | data size),
     /// then `data` and `tail` (bytes past the committed size).
     fn page(ts: u64, flags: u64, data: &[u32], tail: &[u8]) -> Vec<u8> {
@@ -362,7 +383,7 @@ mod tests {
         let (lost, recs, warn) = records(&p);
         assert_eq!(warn, None);
         let lost = lost.unwrap();
-        assert_eq!((lost.kind, lost.ts, lost.lost), (RecKind::Lost, 1000, 42));
+        assert_eq!((lost.kind, lost.ts, lost.lost()), (RecKind::Lost, 1000, 42));
         assert!(recs.iter().all(|r| r.kind == RecKind::Event));
         assert_eq!(recs.len(), 2);
         assert_eq!(
@@ -381,7 +402,7 @@ mod tests {
         assert!(recs.is_empty());
         let lost = lost.unwrap();
         assert_eq!(
-            (lost.kind, lost.ts, lost.lost),
+            (lost.kind, lost.ts, lost.lost()),
             (RecKind::Lost, 777, u64::MAX)
         );
         // no loss flagged: no marker
