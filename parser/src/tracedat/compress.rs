@@ -15,9 +15,11 @@ pub const MAX_SECTION: usize = 1 << 30;
 /// Largest decompressed trace-data chunk we accept (trace-cmd writes 10 pages).
 pub const MAX_CHUNK: usize = 64 << 20;
 
-/// Decompress `data`, which claims to expand to `uncomp` bytes. The output
+/// Decompress `data`, which claims to expand to `uncomp` bytes (capped at
+/// `max`). A zstd claim of at most [`MAX_CHUNK`] that the data could hold
+/// is decompressed in one pass into a buffer reserved for it; otherwise the
 /// buffer grows with the data actually produced, never with the claim
-/// alone, and stops at `uncomp` (capped at `max`).
+/// alone, and stops at `uncomp`.
 pub fn decompress(
     c: Compression,
     data: &[u8],
@@ -72,14 +74,14 @@ pub fn decompress_into(
     out: &mut Vec<u8>,
     base: usize,
 ) -> Result<(), String> {
+    if uncomp > MAX_CHUNK {
+        return Err(format!(
+            "a chunk claims {uncomp} uncompressed bytes, more than the {MAX_CHUNK} accepted"
+        ));
+    }
     match c {
         Compression::Zstd => zstd_into(dctx, data, uncomp, out, base, "chunk"),
         _ => {
-            if uncomp > MAX_CHUNK {
-                return Err(format!(
-                    "a chunk claims {uncomp} uncompressed bytes, more than the {MAX_CHUNK} accepted"
-                ));
-            }
             out.truncate(base);
             let v = decompress(c, data, uncomp, MAX_CHUNK)?;
             out.extend_from_slice(&v);
@@ -90,7 +92,8 @@ pub fn decompress_into(
 
 /// Decompress one zstd frame of `uncomp` bytes (a `what`: chunk or
 /// section) in one pass, appended to `out` after its first `base` bytes,
-/// with `dctx` (made on first use) reused across calls.
+/// with `dctx` (made on first use) reused across calls. The callers have
+/// capped `uncomp` at [`MAX_CHUNK`].
 fn zstd_into(
     dctx: &mut Option<zstd::bulk::Decompressor<'static>>,
     data: &[u8],
@@ -99,11 +102,7 @@ fn zstd_into(
     base: usize,
     what: &str,
 ) -> Result<(), String> {
-    if uncomp > MAX_CHUNK {
-        return Err(format!(
-            "a {what} claims {uncomp} uncompressed bytes, more than the {MAX_CHUNK} accepted"
-        ));
-    }
+    debug_assert!(uncomp <= MAX_CHUNK);
     // zstd expands at most ~32768x (RLE blocks); a larger claim is a lie
     if uncomp > data.len().saturating_mul(32768).saturating_add(4096) {
         return Err(format!("a {what} of {} compressed bytes claims {uncomp} uncompressed bytes, more than it can hold", data.len()));
@@ -120,7 +119,7 @@ fn zstd_into(
     if dctx.is_none() {
         *dctx = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
     }
-    // The claim is capped (MAX_CHUNK).
+    // The claim is capped (MAX_CHUNK) and plausible.
     out.reserve(uncomp);
     // Written after `base` (a cursor there), into the spare capacity.
     let mut at = std::io::Cursor::new(&mut *out);

@@ -201,7 +201,7 @@ impl<'a> CpuStream<'a> {
                 pos: 0,
             }
         };
-        let commons = vec![CommonAt::UNSEEN; table.len()];
+        let commons = vec![CommonAt::Unseen; table.len()];
         CpuStream {
             cpu: d.cpu,
             buffer,
@@ -250,38 +250,50 @@ impl<'a> CpuStream<'a> {
         };
         r.id = e.u16([data[0], data[1]]) as u32;
         let at = match self.commons.get(r.id as usize) {
-            Some(c) if c.state != CommonAt::STATE_UNSEEN => *c,
-            Some(_) => self.first_of_format(r.id),
-            None => CommonAt::UNKNOWN,
+            Some(CommonAt::Unseen) => self.first_of_format(r.id),
+            Some(c) => *c,
+            None => CommonAt::Unknown,
         };
-        // a format whose field lines are not understood leaves its events unknown
-        if at.state == CommonAt::STATE_UNKNOWN {
-            st.last = None;
-            return true;
+        match (at, data.first_chunk::<8>()) {
+            // a format whose field lines are not understood leaves its events unknown
+            (CommonAt::Unknown | CommonAt::Unseen, _) => {
+                st.last = None;
+                return true;
+            }
+            // the kernel's own layout: type, flags, preempt count, pid in
+            // the record's first 8 bytes
+            (CommonAt::Standard { .. }, Some(h)) => {
+                r.flags = 0x100 | h[2] as u16;
+                r.preempt = h[3];
+                r.has_preempt = true;
+                r.pid = e.u32([h[4], h[5], h[6], h[7]]) as i32;
+            }
+            (
+                CommonAt::Plain {
+                    need,
+                    flags,
+                    preempt,
+                    pid,
+                    ..
+                },
+                _,
+            ) if data.len() >= need as usize => {
+                r.flags = 0x100 | data[flags as usize] as u16;
+                r.preempt = data[preempt as usize];
+                r.has_preempt = true;
+                let p = pid as usize;
+                r.pid = e.u32([data[p], data[p + 1], data[p + 2], data[p + 3]]) as i32;
+            }
+            _ => {
+                if let Some(l) = self.layout_of(r.id) {
+                    l.decode_common(e, data, r);
+                }
+            }
         }
         r.known = true;
-        if let (CommonAt::STATE_STANDARD, Some(h)) = (at.state, data.first_chunk::<8>()) {
-            // the kernel's own layout (`struct trace_entry`): type, flags,
-            // preempt count, pid in the record's first 8 bytes
-            r.flags = 0x100 | h[2] as u16;
-            r.preempt = h[3];
-            r.has_preempt = true;
-            r.pid = e.u32([h[4], h[5], h[6], h[7]]) as i32;
-        } else if at.state == CommonAt::STATE_PLAIN && data.len() >= at.need as usize {
-            // one-byte flags and preempt count, 4-byte pid, elsewhere
-            r.flags = 0x100 | data[at.flags as usize] as u16;
-            r.preempt = data[at.preempt as usize];
-            r.has_preempt = true;
-            let p = at.pid as usize;
-            if let Some(b) = data.get(p..p + 4) {
-                r.pid = e.u32([b[0], b[1], b[2], b[3]]) as i32;
-            }
-        } else if let Some(l) = self.layout_of(r.id) {
-            l.decode_common(e, data, r);
-        }
         if self.countable.is_some() {
             // plain context: flags known (bit 8), neither NMI (0x40) nor hardirq (0x08)
-            if at.countable && r.flags & 0x148 == 0x100 {
+            if at.countable() && r.flags & 0x148 == 0x100 {
                 if st.last == Some(r.pid) {
                     if counted.get(st.slot).is_none_or(|c| c.0 != r.id) {
                         st.slot = match counted.iter().position(|c| c.0 == r.id) {
@@ -310,6 +322,15 @@ impl<'a> CpuStream<'a> {
         true
     }
 
+    /// Decode `r` ([`CpuStream::decode_one`]) and keep it in `b` unless it
+    /// was counted.
+    #[inline(always)]
+    fn keep(&mut self, st: &mut HeaderRun, mut r: Rec, bytes: &[u8], b: &mut Batch<'a>) {
+        if self.decode_one(st, &mut r, bytes, &mut b.counted) {
+            b.recs.push(r);
+        }
+    }
+
     /// The understood field layout of format `id`, if any.
     fn layout_of(&self, id: u32) -> Option<&'a super::format::Layout> {
         self.table
@@ -327,7 +348,7 @@ impl<'a> CpuStream<'a> {
             .countable
             .is_some_and(|c| c.get(id as usize).copied().unwrap_or(false));
         let at = match self.layout_of(id) {
-            None => CommonAt::UNKNOWN,
+            None => CommonAt::Unknown,
             Some(l) => CommonAt::of(l, countable),
         };
         if let Some(slot) = self.commons.get_mut(id as usize) {
@@ -464,17 +485,13 @@ impl<'a> CpuStream<'a> {
                         if let Some(r) = &first {
                             l.ts = r.ts;
                         }
-                        for r in std::iter::once(l).chain(first) {
-                            let mut r = r;
-                            if self.decode_one(st, &mut r, bytes, &mut b.counted) {
-                                b.recs.push(r);
-                            }
+                        self.keep(st, l, bytes, b);
+                        if let Some(r) = first {
+                            self.keep(st, r, bytes, b);
                         }
                     }
-                    for mut r in page.by_ref() {
-                        if self.decode_one(st, &mut r, bytes, &mut b.counted) {
-                            b.recs.push(r);
-                        }
+                    for r in page.by_ref() {
+                        self.keep(st, r, bytes, b);
                     }
                     if let Some(w) = page.warning() {
                         b.warnings.push((fo, format!("CPU {cpu}: {w}")));
@@ -580,42 +597,28 @@ impl<'a> CpuStream<'a> {
 /// Where one format's common fields lie, for [`CpuStream::decode_one`]:
 /// a few bytes per format id, looked up for every record.
 #[derive(Clone, Copy, Debug)]
-struct CommonAt {
-    /// Unseen (no record of the format yet), unknown (its field lines are
-    /// not understood), plain (one-byte flags and preempt count and a
-    /// four-byte pid, at the offsets below), standard (plain at the
-    /// kernel's offsets 2, 3 and 4) or other (decoded by the layout).
-    state: u8,
-    /// The sink may count its events instead of taking them.
-    countable: bool,
-    /// Bytes a record needs for the plain offsets (shorter: decoded by the layout).
-    need: u16,
-    flags: u16,
-    preempt: u16,
-    pid: u16,
+enum CommonAt {
+    /// No record of the format seen yet (formats are parsed lazily).
+    Unseen,
+    /// The format's field lines are not understood: its events are unknown.
+    Unknown,
+    /// One-byte flags and preempt count and a four-byte pid at the kernel's
+    /// own offsets (`struct trace_entry`: 2, 3 and 4).
+    Standard { countable: bool },
+    /// The same fields at other offsets; a record shorter than `need`
+    /// bytes is decoded by the layout.
+    Plain {
+        countable: bool,
+        need: u16,
+        flags: u16,
+        preempt: u16,
+        pid: u16,
+    },
+    /// Any other common fields: decoded by the layout.
+    Other { countable: bool },
 }
 
 impl CommonAt {
-    const STATE_UNSEEN: u8 = 0;
-    const STATE_UNKNOWN: u8 = 1;
-    const STATE_PLAIN: u8 = 2;
-    const STATE_OTHER: u8 = 3;
-    /// Plain, at the offsets of the kernel's `struct trace_entry`.
-    const STATE_STANDARD: u8 = 4;
-    const UNSEEN: CommonAt = CommonAt::with_state(CommonAt::STATE_UNSEEN);
-    const UNKNOWN: CommonAt = CommonAt::with_state(CommonAt::STATE_UNKNOWN);
-
-    const fn with_state(state: u8) -> CommonAt {
-        CommonAt {
-            state,
-            countable: false,
-            need: 0,
-            flags: 0,
-            preempt: 0,
-            pid: 0,
-        }
-    }
-
     fn of(l: &super::format::Layout, countable: bool) -> CommonAt {
         let small = |o: u32| u16::try_from(o).ok().filter(|&o| o < u16::MAX - 8);
         match (
@@ -623,22 +626,26 @@ impl CommonAt {
             l.preempt_off.and_then(small),
             l.pid_off.and_then(|(o, n)| small(o).filter(|_| n == 4)),
         ) {
-            (Some(flags), Some(preempt), Some(pid)) => CommonAt {
-                state: if (flags, preempt, pid) == (2, 3, 4) {
-                    CommonAt::STATE_STANDARD
-                } else {
-                    CommonAt::STATE_PLAIN
-                },
+            (Some(2), Some(3), Some(4)) => CommonAt::Standard { countable },
+            (Some(flags), Some(preempt), Some(pid)) => CommonAt::Plain {
                 countable,
                 need: (flags + 1).max(preempt + 1).max(pid + 4),
                 flags,
                 preempt,
                 pid,
             },
-            _ => CommonAt {
-                countable,
-                ..CommonAt::with_state(CommonAt::STATE_OTHER)
-            },
+            _ => CommonAt::Other { countable },
+        }
+    }
+
+    /// The sink may count the format's events instead of taking them.
+    #[inline]
+    fn countable(self) -> bool {
+        match self {
+            CommonAt::Standard { countable }
+            | CommonAt::Plain { countable, .. }
+            | CommonAt::Other { countable } => countable,
+            CommonAt::Unseen | CommonAt::Unknown => false,
         }
     }
 }

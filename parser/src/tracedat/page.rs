@@ -163,8 +163,8 @@ impl<'p> PageRecords<'p> {
             ));
             size = data.len();
         }
-        // The lost-events marker carries the time of the first event after
-        // the loss: it waits for that event.
+        // The lost-events marker (the caller gives it the time of the
+        // first event after the loss).
         let lost = (flags & MISSING_EVENTS != 0).then(|| {
             let n = if flags & MISSING_STORED != 0 {
                 let ls = hp.commit_size as usize;
