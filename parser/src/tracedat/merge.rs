@@ -6,7 +6,7 @@
 use super::compress::{self, Compression};
 use super::format::{EventFormat, HeaderPage};
 use super::header::{CpuData, Endian};
-use super::page::{PageRecords, Rec};
+use super::page::{Hdr, PageRecords, Rec, RecKind};
 use std::sync::mpsc;
 
 /// Pages decoded per batch for uncompressed data.
@@ -223,51 +223,62 @@ impl<'a> CpuStream<'a> {
         }
     }
 
-    /// Locate a record's format and decode its common fields (worker
-    /// side); with [`CpuStream::countable`], count instead of keep a record
+    /// Locate an event's format and decode its common fields (worker
+    /// side); with [`CpuStream::countable`], count instead of keep an event
     /// that tells the sink nothing new: a countable event in plain (task or
     /// softirq) context whose pid is the previous record's, itself such an
-    /// event. Returns whether to keep the record (false: it was counted).
+    /// event. Returns the record to keep (`None`: it was counted), built in
+    /// one piece from its fields.
     #[inline(always)]
     fn decode_one(
         &mut self,
         st: &mut HeaderRun,
-        r: &mut Rec,
+        h: Hdr,
         bytes: &[u8],
         counted: &mut Vec<(u32, u64, u64, u64)>,
-    ) -> bool {
-        use super::page::RecKind;
-        if r.kind != RecKind::Event || r.len < 2 {
-            if r.kind == RecKind::Event || r.kind == RecKind::Lost {
-                st.last = None;
-            }
-            return true;
-        }
-        let e = self.endian;
-        let Some(data) = bytes.get(r.start as usize..(r.start + r.len) as usize) else {
-            st.last = None;
-            return true;
+    ) -> Option<Rec> {
+        let plain = |id: u32| Rec {
+            ts: h.ts,
+            start: h.start,
+            len: h.len,
+            kind: RecKind::Event,
+            off: h.off,
+            id,
+            known: false,
+            pid: -1,
+            flags: 0,
+            preempt: 0,
+            has_preempt: false,
+            comm: u32::MAX,
         };
-        r.id = e.u16([data[0], data[1]]) as u32;
-        let at = match self.commons.get(r.id as usize) {
-            Some(CommonAt::Unseen) => self.first_of_format(r.id),
+        let e = self.endian;
+        let data = match bytes.get(h.start as usize..(h.start + h.len) as usize) {
+            Some(d) if h.len >= 2 => d,
+            _ => {
+                st.last = None;
+                return Some(plain(0));
+            }
+        };
+        let id = e.u16([data[0], data[1]]) as u32;
+        let at = match self.commons.get(id as usize) {
+            Some(CommonAt::Unseen) => self.first_of_format(id),
             Some(c) => *c,
             None => CommonAt::Unknown,
         };
-        match (at, data.first_chunk::<8>()) {
+        let (flags, preempt, has_preempt, pid) = match (at, data.first_chunk::<8>()) {
             // a format whose field lines are not understood leaves its events unknown
             (CommonAt::Unknown | CommonAt::Unseen, _) => {
                 st.last = None;
-                return true;
+                return Some(plain(id));
             }
             // the kernel's own layout: type, flags, preempt count, pid in
             // the record's first 8 bytes
-            (CommonAt::Standard { .. }, Some(h)) => {
-                r.flags = 0x100 | h[2] as u16;
-                r.preempt = h[3];
-                r.has_preempt = true;
-                r.pid = e.u32([h[4], h[5], h[6], h[7]]) as i32;
-            }
+            (CommonAt::Standard { .. }, Some(b)) => (
+                0x100 | b[2] as u16,
+                b[3],
+                true,
+                e.u32([b[4], b[5], b[6], b[7]]) as i32,
+            ),
             (
                 CommonAt::Plain {
                     need,
@@ -278,55 +289,66 @@ impl<'a> CpuStream<'a> {
                 },
                 _,
             ) if data.len() >= need as usize => {
-                r.flags = 0x100 | data[flags as usize] as u16;
-                r.preempt = data[preempt as usize];
-                r.has_preempt = true;
                 let p = pid as usize;
-                r.pid = e.u32([data[p], data[p + 1], data[p + 2], data[p + 3]]) as i32;
+                (
+                    0x100 | data[flags as usize] as u16,
+                    data[preempt as usize],
+                    true,
+                    e.u32([data[p], data[p + 1], data[p + 2], data[p + 3]]) as i32,
+                )
             }
             _ => {
-                if let Some(l) = self.layout_of(r.id) {
-                    l.decode_common(e, data, r);
+                let mut r = plain(id);
+                if let Some(l) = self.layout_of(id) {
+                    l.decode_common(e, data, &mut r);
                 }
+                (r.flags, r.preempt, r.has_preempt, r.pid)
             }
-        }
-        r.known = true;
+        };
         if self.countable.is_some() {
             // plain context: flags known (bit 8), neither NMI (0x40) nor hardirq (0x08)
-            if at.countable() && r.flags & 0x148 == 0x100 {
-                if st.last == Some(r.pid) {
-                    if counted.get(st.slot).is_none_or(|c| c.0 != r.id) {
-                        st.slot = match counted.iter().position(|c| c.0 == r.id) {
+            if at.countable() && flags & 0x148 == 0x100 {
+                if st.last == Some(pid) {
+                    if counted.get(st.slot).is_none_or(|c| c.0 != id) {
+                        st.slot = match counted.iter().position(|c| c.0 == id) {
                             Some(k) => k,
                             None => {
-                                counted.push((r.id, 0, r.ts, r.ts));
+                                counted.push((id, 0, h.ts, h.ts));
                                 counted.len() - 1
                             }
                         };
                     }
                     let c = &mut counted[st.slot];
                     c.1 += 1;
-                    c.2 = c.2.min(r.ts);
-                    c.3 = c.3.max(r.ts);
-                    return false;
+                    c.2 = c.2.min(h.ts);
+                    c.3 = c.3.max(h.ts);
+                    return None;
                 }
-                st.last = Some(r.pid);
+                st.last = Some(pid);
             } else {
                 st.last = None;
             }
         }
-        if st.comm_of.0 != r.pid {
-            st.comm_of = (r.pid, self.comms.get(&r.pid).copied().unwrap_or(u32::MAX));
+        if st.comm_of.0 != pid {
+            st.comm_of = (pid, self.comms.get(&pid).copied().unwrap_or(u32::MAX));
         }
-        r.comm = st.comm_of.1;
-        true
+        Some(Rec {
+            id,
+            known: true,
+            pid,
+            flags,
+            preempt,
+            has_preempt,
+            comm: st.comm_of.1,
+            ..plain(id)
+        })
     }
 
-    /// Decode `r` ([`CpuStream::decode_one`]) and keep it in `b` unless it
-    /// was counted.
+    /// Decode the event `h` ([`CpuStream::decode_one`]) and keep it in `b`
+    /// unless it was counted.
     #[inline(always)]
-    fn keep(&mut self, st: &mut HeaderRun, mut r: Rec, bytes: &[u8], b: &mut Batch<'a>) {
-        if self.decode_one(st, &mut r, bytes, &mut b.counted) {
+    fn keep(&mut self, st: &mut HeaderRun, h: Hdr, bytes: &[u8], b: &mut Batch<'a>) {
+        if let Some(r) = self.decode_one(st, h, bytes, &mut b.counted) {
             b.recs.push(r);
         }
     }
@@ -485,7 +507,9 @@ impl<'a> CpuStream<'a> {
                         if let Some(r) = &first {
                             l.ts = r.ts;
                         }
-                        self.keep(st, l, bytes, b);
+                        // a marker ends a run of countable events
+                        st.last = None;
+                        b.recs.push(l);
                         if let Some(r) = first {
                             self.keep(st, r, bytes, b);
                         }
