@@ -237,19 +237,10 @@ impl<'a> CpuStream<'a> {
         bytes: &[u8],
         counted: &mut Vec<(u32, u64, u64, u64)>,
     ) -> Option<Rec> {
+        // the event with its id and no common fields yet
         let plain = |id: u32| Rec {
-            ts: h.ts,
-            start: h.start,
-            len: h.len,
-            kind: RecKind::Event,
-            off: h.off,
             id,
-            known: false,
-            pid: -1,
-            flags: 0,
-            preempt: 0,
-            has_preempt: false,
-            comm: u32::MAX,
+            ..Rec::new(h.ts, h.start, h.len, RecKind::Event, 0, h.off)
         };
         let e = self.endian;
         let data = match bytes.get(h.start as usize..(h.start + h.len) as usize) {
