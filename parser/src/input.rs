@@ -123,6 +123,25 @@ impl Input {
         self.compression
     }
 
+    /// The plain file mapped, for a reader that walks it in place (text
+    /// chunks are then slices of the mapping: no copy per read); the input
+    /// back when it is not a regular file that maps to what was read of it
+    /// (a pipe, a compressed file, a tracefs file whose size reads as 0).
+    pub fn into_map(self) -> std::result::Result<memmap2::Mmap, Input> {
+        let Some(file) = &self.plain_file else {
+            return Err(self);
+        };
+        if !file.metadata().is_ok_and(|m| m.is_file() && m.len() > 0) {
+            return Err(self);
+        }
+        // SAFETY: as in `into_bytes`: read-only, and a file truncated
+        // underneath us would fault, the contract of every mmap reader.
+        match unsafe { memmap2::Mmap::map(file) } {
+            Ok(m) if m.starts_with(&self.head) => Ok(m),
+            _ => Err(self),
+        }
+    }
+
     /// Split into the already-read head and the reader for the rest.
     pub fn into_parts(self) -> (Vec<u8>, Box<dyn Read + Send>, Option<&'static str>) {
         (self.head, self.rest, self.compression)
@@ -210,4 +229,38 @@ impl Read for FailingReader {
             None => Ok(0),
         }
     }
+}
+
+/// Tell the kernel the whole pages inside `b` are not needed any more
+/// (`MADV_DONTNEED`), so that the resident set stays flat however large the
+/// file: a long trace is read once, front to back.
+///
+/// Only for slices of a read-only mapping of a file: such pages are never
+/// written, so dropping them loses nothing and a later read of the same
+/// bytes faults them in again from the file. On anonymous memory (a `Vec`)
+/// it would zero the pages, which is why it is never used there.
+pub fn release_pages(b: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let page = if page > 0 { page as usize } else { 4096 };
+        let start = b.as_ptr() as usize;
+        let first = start.div_ceil(page) * page;
+        let last = (start + b.len()) / page * page;
+        if last > first {
+            // SAFETY: [first, last) lies inside `b`, a file mapping that
+            // stays mapped; MADV_DONTNEED on a private read-only file
+            // mapping only drops clean pages, which read back identically.
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_DONTNEED,
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = b;
 }

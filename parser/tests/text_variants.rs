@@ -51,12 +51,39 @@ impl Sink for Collect {
     }
 }
 
+/// Parse `text` as a stream (a pipe, a decompressor) and, written to a
+/// file, in place (a plain file is mapped and read without copies): both
+/// ways give the same events and notices.
 fn parse(text: &str) -> (Format, Collect) {
+    let (f, streamed) = parse_bytes(text.as_bytes());
+    let (g, mapped) = parse_file(text.as_bytes());
+    assert_eq!(f, g);
+    assert_eq!(
+        streamed.evs, mapped.evs,
+        "streamed and mapped events differ"
+    );
+    assert_eq!(streamed.notices, mapped.notices);
+    (f, streamed)
+}
+
+fn parse_bytes(bytes: &[u8]) -> (Format, Collect) {
     let t = Trace::from_input(
         "test".into(),
-        Input::from_bytes("test", text.as_bytes().to_vec()).unwrap(),
+        Input::from_bytes("test", bytes.to_vec()).unwrap(),
     )
     .unwrap();
+    let f = t.format();
+    let mut c = Collect::default();
+    t.run(&mut c).unwrap();
+    (f, c)
+}
+
+fn parse_file(bytes: &[u8]) -> (Format, Collect) {
+    use std::io::Write;
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(bytes).unwrap();
+    file.flush().unwrap();
+    let t = Trace::open(file.path()).unwrap();
     let f = t.format();
     let mut c = Collect::default();
     t.run(&mut c).unwrap();
@@ -345,4 +372,69 @@ fn crlf_and_tabs() {
     let (_, c) = parse("version = 6\r\ncpus=8\r\n\t  <idle>-0     [006]  7115.449624: cpu_idle:             state=0 cpu_id=6\r\n");
     assert_eq!(c.evs.len(), 1);
     assert_eq!(c.evs[0].fields, f(&[("state", "0"), ("cpu_id", "6")]));
+}
+
+#[test]
+fn a_mapped_file_reads_as_the_stream_across_chunks_long_lines_and_a_torn_tail() {
+    // Several 1 MiB chunks; a line of 1.5 MiB that crosses a chunk and has
+    // no newline in a whole chunk; invalid UTF-8 in one chunk; a last line
+    // without its newline.
+    let mut s = String::from("# tracer: nop\n");
+    for i in 0..30_000 {
+        s.push_str(&format!(
+            "  t-{} [{:03}] d..1. {}.{:06}: page_fault_user: address=0x{i:x} ip=0x1 error_code=0x6\n",
+            i % 7,
+            i % 2,
+            1 + i / 1_000_000,
+            i % 1_000_000
+        ));
+    }
+    s.push_str("  long-9 [000] ..... 2.000000: console: msg=");
+    s.push_str(&"x".repeat(1_500_000));
+    s.push('\n');
+    let mut bytes = s.into_bytes();
+    bytes.extend_from_slice(b"  bad-9 [001] ..... 2.000001: console: msg=\xff\xfe\n");
+    bytes.extend_from_slice(
+        b"  t-1 [000] d..1. 2.000002: page_fault_user: address=0x1 ip=0x1 error_code=0x6",
+    );
+    let (f, streamed) = parse_bytes(&bytes);
+    let (g, mapped) = parse_file(&bytes);
+    assert_eq!(f, g);
+    assert_eq!(streamed.evs.len(), 30_003);
+    assert_eq!(streamed.evs, mapped.evs);
+    assert_eq!(streamed.notices, mapped.notices);
+    let warned = |c: &Collect, what: &str| {
+        c.notices
+            .iter()
+            .any(|n| matches!(n, Notice::Warning { message, .. } if message.contains(what)))
+    };
+    assert!(warned(&mapped, "invalid UTF-8"));
+    // the line of the invalid bytes, whatever the chunk
+    assert!(mapped.notices.iter().any(|n| matches!(n,
+        Notice::Warning { origin: Origin::Line(30003), message } if message.contains("invalid UTF-8"))));
+    assert!(warned(&mapped, "last line has no newline"));
+}
+
+#[test]
+fn a_line_longer_than_the_limit_is_an_error_in_a_mapped_file_too() {
+    let mut bytes = b"# tracer: nop\n  t-1 [000] ..... 1.000000: console: msg=".to_vec();
+    bytes.resize(bytes.len() + (16 << 20) + 10, b'x');
+    bytes.push(b'\n');
+    use std::io::Write;
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(&bytes).unwrap();
+    let t = Trace::open(file.path()).unwrap();
+    let mut c = Collect::default();
+    let r = t.run(&mut c);
+    let failed = r.is_err()
+        || c.notices.iter().any(
+            |n| matches!(n, Notice::Warning { message, .. } if message.contains("longer than")),
+        );
+    assert!(failed, "{r:?} {:?}", c.notices);
+    // the stream says the same
+    let t = Trace::from_input("test".into(), Input::from_bytes("test", bytes).unwrap()).unwrap();
+    let mut s = Collect::default();
+    let r2 = t.run(&mut s);
+    assert_eq!(r.is_err(), r2.is_err());
+    assert_eq!(c.notices, s.notices);
 }

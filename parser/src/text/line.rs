@@ -30,7 +30,7 @@ pub enum Style {
 }
 
 /// An event line, as spans of the chunk buffer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EvRec {
     pub ts_ns: u64,
     pub cpu: u32,
@@ -76,12 +76,42 @@ pub enum Parsed {
 pub struct Out<'o> {
     pub fields: &'o mut Vec<FieldSpan>,
     pub extra: &'o mut String,
+    /// The last flags column decoded: consecutive lines mostly repeat it.
+    pub flags: LastFlags,
+}
+
+/// A flags column's bytes (up to six, with its length in the top byte) and
+/// what [`parse_flags`] made of them.
+#[derive(Clone, Copy, Default)]
+pub struct LastFlags {
+    key: u64,
+    ctx: Option<Context>,
+}
+
+impl LastFlags {
+    /// [`parse_flags`] of `b[i..te]`, remembered for the next line.
+    #[inline(always)]
+    fn parse(&mut self, b: &[u8], i: usize, te: usize) -> Option<Context> {
+        let len = te - i;
+        let key = match word(b, i) {
+            Some(w) if len <= 6 => (w & (u64::MAX >> (8 * (8 - len)))) | (len as u64) << 56,
+            _ => return parse_flags(&b[i..te]),
+        };
+        if key != self.key {
+            *self = LastFlags {
+                key,
+                ctx: parse_flags(&b[i..te]),
+            };
+        }
+        self.ctx
+    }
 }
 
 /// Parse one line. `base` is the line's offset in the chunk buffer.
 pub fn parse_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Parsed {
     let line = line.strip_suffix('\r').unwrap_or(line);
-    let t = &line[skip_ws(line.as_bytes(), 0)..];
+    let cs = skip_ws(line.as_bytes(), 0);
+    let t = &line[cs..];
     let Some(&c0) = t.as_bytes().first() else {
         return Parsed::Meta;
     };
@@ -105,9 +135,340 @@ pub fn parse_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> P
         b'v' if t.starts_with("version = ") => return Parsed::Meta,
         _ => {}
     }
+    // The common shapes in one forward pass; anything else (or anything the
+    // pass is unsure of) by the general grammar, which gives the same record.
+    if let Some(r) = fast_event_line(line, cs, base, line_no, &mut out.flags) {
+        return Parsed::Event(r);
+    }
     match event_line(line, base, line_no, out) {
         Ok(r) => Parsed::Event(r),
         Err(why) => Parsed::Unparsed(why),
+    }
+}
+
+const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The high bit of every zero byte of `x` (and maybe of bytes above the
+/// first zero): the lowest flagged byte is exactly the first zero byte.
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// The eight bytes at `b[i..]`, as a little-endian word (byte `i` lowest).
+#[inline(always)]
+fn word(b: &[u8], i: usize) -> Option<u64> {
+    b.get(i..i + 8)
+        .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+}
+
+/// The first `needle` in `b[from..]`, eight bytes at a time: for the short
+/// searches of a line's head, where a `memchr` call costs more than the
+/// search.
+#[inline(always)]
+fn find_byte(b: &[u8], from: usize, needle: u8) -> Option<usize> {
+    let pat = LO.wrapping_mul(needle as u64);
+    let mut i = from;
+    while let Some(w) = word(b, i) {
+        let t = zero_bytes(w ^ pat);
+        if t != 0 {
+            return Some(i + (t.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    while i < b.len() {
+        if b[i] == needle {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Where an event name starting at `b[from]` ends: the first `:` (`name:`),
+/// `(` (syscall entry) or blank (syscall exit, function tracer), or the
+/// length.
+#[inline(always)]
+fn name_end(b: &[u8], from: usize) -> usize {
+    const COLON: u64 = u64::from_ne_bytes([b':'; 8]);
+    const PAREN: u64 = u64::from_ne_bytes([b'('; 8]);
+    const SPACE: u64 = u64::from_ne_bytes([b' '; 8]);
+    const TAB: u64 = u64::from_ne_bytes([b'\t'; 8]);
+    let mut i = from;
+    while let Some(w) = word(b, i) {
+        let t = zero_bytes(w ^ COLON)
+            | zero_bytes(w ^ PAREN)
+            | zero_bytes(w ^ SPACE)
+            | zero_bytes(w ^ TAB);
+        if t != 0 {
+            return i + (t.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !matches!(b[i], b':' | b'(' | b' ' | b'\t') {
+        i += 1;
+    }
+    i
+}
+
+/// An event line of the shapes nearly every line has — `COMM-PID [CPU]
+/// [FLAGS] SECS.FRAC: NAME: PAYLOAD` (tracefs, trace-cmd report) and `COMM
+/// PID [CPU] TS: SYS:NAME: PAYLOAD` (perf script) — in one forward pass
+/// without the general grammar's searches. `None` whenever the line is of
+/// another shape or the pass is unsure (a TGID column, a `[` in the task
+/// name, a perf `PID/TID`, a syscall or function line, anything malformed):
+/// [`event_line`] then decides. Where it returns a record, it is the one
+/// [`event_line`] returns (`tests::the_fast_path_agrees_with_the_grammar`).
+#[inline]
+fn fast_event_line(
+    line: &str,
+    cs: usize,
+    base: usize,
+    line_no: u32,
+    flags: &mut LastFlags,
+) -> Option<EvRec> {
+    let b = line.as_bytes();
+    let n = b.len();
+    // --- the CPU column: the first `[`, up to 7 digits, `]`
+    let lb = find_byte(b, 0, b'[')?;
+    let (cpu, k) = lead_digits(b, lb + 1);
+    let j = lb + 1 + k;
+    if lb == 0 || k == 0 || k > 7 || j >= n || b[j] != b']' {
+        return None;
+    }
+    let after_cpu = j + 1;
+
+    // --- task: COMM-PID or COMM PID (the pid up to 7 digits, so that it is
+    // all in one word; longer ones by the general grammar)
+    let pid_end = trim_end_ws(b, lb);
+    let (pid, k) = trail_digits(b, pid_end);
+    let p = pid_end - k;
+    // no pid, a longer one, or a perf `PID/TID`: the general grammar
+    if k == 0 || k > 7 || p < 2 {
+        return None;
+    }
+    let (style_perf, comm_end) = match b[p - 1] {
+        b'-' => (false, p - 1),
+        b' ' | b'\t' => (true, p - 1),
+        _ => return None,
+    };
+    let mut cs = cs;
+    let ce = trim_end_ws(b, comm_end);
+    if cs >= ce {
+        return None;
+    }
+    // an instance prefix `name: comm-pid`
+    let mut instance = Span::default();
+    if let Some(k) = find_byte(&b[..ce], cs, b':') {
+        if k > cs && k + 1 < ce && (b[k + 1] == b' ' || b[k + 1] == b'\t') {
+            instance = Span::new(base + cs, base + k);
+            cs = skip_ws(b, k + 1);
+        }
+    }
+    let comm = Span::new(base + cs, base + ce);
+
+    // --- flags column, then the timestamp token `SECS[.FRAC]:`
+    let mut i = skip_ws(b, after_cpu);
+    let mut ctx = Context::UNKNOWN;
+    let mut style = if style_perf {
+        Style::Perf
+    } else {
+        Style::NoFlags
+    };
+    if i < n && !is_digit(b[i]) {
+        let te = token_end(b, i);
+        if te == i || b[te - 1] == b':' {
+            return None;
+        }
+        ctx = flags.parse(b, i, te)?;
+        style = Style::Flags;
+        i = skip_ws(b, te);
+    }
+    // seconds (or a raw clock) of up to 7 digits, in one word
+    let (secs, k) = lead_digits(b, i);
+    if k == 0 || k > 7 {
+        return None;
+    }
+    i += k;
+    let (ts_ns, raw_clock) = if b[i] == b'.' {
+        // a fraction of 1 to 9 digits
+        i += 1;
+        let (mut frac, mut fd) = lead_digits(b, i);
+        if fd == 8 && i + 8 < n && is_digit(b[i + 8]) {
+            frac = frac * 10 + (b[i + 8] - b'0') as u64;
+            fd = 9;
+        }
+        i += fd;
+        if fd == 0 || (i < n && is_digit(b[i])) {
+            return None;
+        }
+        // a fraction of fd digits, in ns
+        const SCALE: [u64; 10] = [
+            0,
+            100_000_000,
+            10_000_000,
+            1_000_000,
+            100_000,
+            10_000,
+            1_000,
+            100,
+            10,
+            1,
+        ];
+        (secs * 1_000_000_000 + frac * SCALE[fd], false)
+    } else {
+        (secs, true)
+    };
+    // the token ends with the ':' right here
+    if i >= n || b[i] != b':' || (i + 1 < n && b[i + 1] != b' ' && b[i + 1] != b'\t') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+
+    // --- event name: `name:` or perf's `system:name:`
+    let ns = i;
+    i = name_end(b, i);
+    if i == ns || i >= n || b[i] != b':' {
+        return None;
+    }
+    let mut system = Span::default();
+    let mut name = Span::new(base + ns, base + i);
+    let after = i + 1;
+    if after < n && b[after] != b' ' && b[after] != b'\t' {
+        let mut k = after;
+        while k < n && b[k] != b':' && b[k] != b' ' {
+            k += 1;
+        }
+        if k < n && b[k] == b':' {
+            system = name;
+            name = Span::new(base + after, base + k);
+            i = k;
+        }
+    }
+    let payload_start = skip_ws(b, i + 1);
+    let ns_rel = name.start as usize - base;
+    let kind = crate::EventKind::of(&line[ns_rel..ns_rel + name.len as usize]);
+    Some(EvRec {
+        ts_ns,
+        cpu: cpu as u32,
+        pid: pid as i32,
+        ctx,
+        comm,
+        system,
+        name,
+        kind,
+        instance,
+        line: Span::new(base, base + n),
+        payload: Span::new(base + payload_start, base + n),
+        fields: None,
+        line_no,
+        style,
+        raw_clock,
+    })
+}
+
+const ZEROS: u64 = u64::from_ne_bytes([b'0'; 8]);
+
+/// The digit values of the eight bytes of `w` (`w ^ '0'`), and the high
+/// bit of every byte that is not an ASCII digit (exact in every byte: no
+/// carries between bytes).
+#[inline(always)]
+fn digit_bytes(w: u64) -> (u64, u64) {
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const TO_TEN: u64 = u64::from_ne_bytes([0x76; 8]);
+    let t = w ^ ZEROS;
+    (t, (((t & LOW7) + TO_TEN) | t) & HI)
+}
+
+/// The number written by the digit values in the top bytes of `v`, the
+/// bytes below them zero (leading zeros): eight digits in three multiplies
+/// (Lemire, "Faster integer parsing", 2022).
+#[inline(always)]
+fn eight_digits(v: u64) -> u64 {
+    const MASK: u64 = 0x0000_00FF_0000_00FF;
+    const MUL1: u64 = 100 + (1_000_000 << 32);
+    const MUL2: u64 = 1 + (10_000 << 32);
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    ((v & MASK)
+        .wrapping_mul(MUL1)
+        .wrapping_add(((v >> 16) & MASK).wrapping_mul(MUL2)))
+        >> 32
+}
+
+/// The digits starting at `b[i]`: their value and how many (8 meaning 8
+/// or more: the value is then of the first eight).
+#[inline(always)]
+fn lead_digits(b: &[u8], i: usize) -> (u64, usize) {
+    let Some(w) = word(b, i) else {
+        // near the end of the line: one at a time
+        let mut v = 0u64;
+        let mut k = 0;
+        while i + k < b.len() && is_digit(b[i + k]) && k < 8 {
+            v = v * 10 + (b[i + k] - b'0') as u64;
+            k += 1;
+        }
+        return (v, k);
+    };
+    let (t, nd) = digit_bytes(w);
+    let k = (nd.trailing_zeros() / 8) as usize;
+    match k {
+        0 => (0, 0),
+        8 => (eight_digits(t), 8),
+        // the k digits to the top, zeros below them
+        _ => (eight_digits(t << (8 * (8 - k))), k),
+    }
+}
+
+/// The digits ending just before `b[end]`: their value and how many (8
+/// meaning 8 or more).
+#[inline(always)]
+fn trail_digits(b: &[u8], end: usize) -> (u64, usize) {
+    let Some(w) = end.checked_sub(8).and_then(|s| word(b, s)) else {
+        // near the start of the line: one at a time
+        let (mut v, mut k, mut scale) = (0u64, 0, 1u64);
+        while k < end && is_digit(b[end - 1 - k]) && k < 8 {
+            v += (b[end - 1 - k] - b'0') as u64 * scale;
+            scale *= 10;
+            k += 1;
+        }
+        return (v, k);
+    };
+    let (t, nd) = digit_bytes(w);
+    let k = (nd.leading_zeros() / 8) as usize;
+    match k {
+        0 => (0, 0),
+        8 => (eight_digits(t), 8),
+        // keep the top k bytes (the digits), zero those below
+        _ => (eight_digits(t & !(u64::MAX >> (8 * k))), k),
+    }
+}
+
+/// `b[..end]` without its trailing blanks: the new end.
+#[inline(always)]
+fn trim_end_ws(b: &[u8], mut end: usize) -> usize {
+    const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+    loop {
+        match end.checked_sub(8).and_then(|s| word(b, s)) {
+            Some(w) => {
+                let x = w ^ SPACES;
+                if x == 0 {
+                    end -= 8;
+                    continue;
+                }
+                end -= (x.leading_zeros() / 8) as usize;
+            }
+            None => {
+                while end > 0 && b[end - 1] == b' ' {
+                    end -= 1;
+                }
+            }
+        }
+        if end > 0 && b[end - 1] == b'\t' {
+            end -= 1;
+            continue;
+        }
+        return end;
     }
 }
 
@@ -181,7 +542,7 @@ fn parse_u64(b: &[u8]) -> Option<u64> {
         if !is_digit(c) {
             return None;
         }
-        v = v * 10 + (c - b'0') as u64;
+        v = v.checked_mul(10)?.checked_add((c - b'0') as u64)?;
     }
     Some(v)
 }
@@ -208,74 +569,137 @@ fn parse_ts(b: &[u8]) -> Option<(u64, bool)> {
     }
 }
 
-/// Decode a flags column (`d..2.`, `dNh2`, `d.Z1.`). None if it is not one.
+/// What each byte means in each place of a flags column, looked up rather
+/// than matched (the column is on nearly every line).
+struct FlagTables {
+    /// Column 1: 0x80 valid, 1 irqs off, 2 BH off.
+    irqs: [u8; 256],
+    /// Column 2 (need-resched): valid.
+    resched: [bool; 256],
+    /// Column 3: 0x80 valid, 1 NMI, 2 hardirq, 4 softirq.
+    ctx: [u8; 256],
+    /// Column 4: the preempt depth, 0xff invalid.
+    depth: [u8; 256],
+    /// Columns 5 and 6: valid (`.` or a hex digit).
+    rest: [bool; 256],
+}
+
+static FLAGS: FlagTables = {
+    let mut t = FlagTables {
+        irqs: [0; 256],
+        resched: [false; 256],
+        ctx: [0; 256],
+        depth: [0xff; 256],
+        rest: [false; 256],
+    };
+    t.irqs[b'd' as usize] = 0x81;
+    t.irqs[b'D' as usize] = 0x83;
+    t.irqs[b'b' as usize] = 0x82;
+    t.irqs[b'X' as usize] = 0x80;
+    t.irqs[b'.' as usize] = 0x80;
+    let resched = b"NnpLlBb.";
+    let mut k = 0;
+    while k < resched.len() {
+        t.resched[resched[k] as usize] = true;
+        k += 1;
+    }
+    t.ctx[b'Z' as usize] = 0x83;
+    t.ctx[b'z' as usize] = 0x81;
+    t.ctx[b'H' as usize] = 0x86;
+    t.ctx[b'h' as usize] = 0x82;
+    t.ctx[b's' as usize] = 0x84;
+    t.ctx[b'.' as usize] = 0x80;
+    t.depth[b'.' as usize] = 0;
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_digit() {
+            t.depth[c] = b - b'0';
+        } else if b >= b'a' && b <= b'f' {
+            t.depth[c] = b - b'a' + 10;
+        }
+        t.rest[c] = b == b'.' || b.is_ascii_hexdigit();
+        c += 1;
+    }
+    t
+};
+
+/// Decode a flags column (`d..2.`, `dNh2`, `d.Z1.`): irqs-off, need-resched,
+/// context (`Z` NMI in hardirq, `z` NMI, `H` hardirq in softirq, `h`, `s`),
+/// preempt depth (hex), migrate-disable. None if it is not one.
 fn parse_flags(f: &[u8]) -> Option<Context> {
     if f.len() < 3 || f.len() > 6 {
         return None;
     }
-    let mut ctx = Context {
-        known: true,
-        ..Context::UNKNOWN
-    };
-    match f[0] {
-        b'd' => ctx.irqs_off = true,
-        b'D' => {
-            ctx.irqs_off = true;
-            ctx.bh_off = true
-        }
-        b'b' => ctx.bh_off = true,
-        b'X' | b'.' => {}
-        _ => return None,
-    }
-    if !matches!(f[1], b'N' | b'n' | b'p' | b'.' | b'L' | b'l' | b'B' | b'b') {
+    let t = &FLAGS;
+    let (a, c) = (t.irqs[f[0] as usize], t.ctx[f[2] as usize]);
+    if a & c & 0x80 == 0 || !t.resched[f[1] as usize] {
         return None;
     }
-    match f[2] {
-        b'Z' => {
-            ctx.nmi = true;
-            ctx.hardirq = true
-        }
-        b'z' => ctx.nmi = true,
-        b'H' => {
-            ctx.hardirq = true;
-            ctx.softirq = true
-        }
-        b'h' => ctx.hardirq = true,
-        b's' => ctx.softirq = true,
-        b'.' => {}
-        _ => return None,
+    let preempt_depth = match f.get(3) {
+        Some(&p) => match t.depth[p as usize] {
+            0xff => return None,
+            d => Some(d),
+        },
+        None => None,
+    };
+    if !f[4.min(f.len())..].iter().all(|&c| t.rest[c as usize]) {
+        return None;
     }
-    if let Some(&p) = f.get(3) {
-        match p {
-            b'.' => ctx.preempt_depth = Some(0),
-            b'0'..=b'9' => ctx.preempt_depth = Some(p - b'0'),
-            b'a'..=b'f' => ctx.preempt_depth = Some(p - b'a' + 10),
-            _ => return None,
-        }
-    }
-    for &c in f.iter().skip(4) {
-        if !(c == b'.' || c.is_ascii_hexdigit()) {
-            return None;
-        }
-    }
-    Some(ctx)
+    Some(Context {
+        known: true,
+        irqs_off: a & 1 != 0,
+        bh_off: a & 2 != 0,
+        nmi: c & 1 != 0,
+        hardirq: c & 2 != 0,
+        softirq: c & 4 != 0,
+        preempt_depth,
+    })
 }
 
-#[inline]
+/// The first byte of `b[i..]` that is not a blank (space or tab), or the
+/// length. Trace text is padded with runs of spaces: they are skipped eight
+/// at a time.
+#[inline(always)]
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    // Trace text is padded with runs of spaces: skip eight at a time.
     const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
-    while i + 8 <= b.len() && u64::from_ne_bytes(b[i..i + 8].try_into().unwrap()) == SPACES {
-        i += 8;
+    loop {
+        match b.get(i..i + 8) {
+            Some(w) => {
+                let x = u64::from_le_bytes(w.try_into().unwrap()) ^ SPACES;
+                if x == 0 {
+                    i += 8;
+                    continue;
+                }
+                // the first byte that is not a space
+                i += (x.trailing_zeros() / 8) as usize;
+            }
+            None => {
+                while i < b.len() && b[i] == b' ' {
+                    i += 1;
+                }
+            }
+        }
+        if i < b.len() && b[i] == b'\t' {
+            i += 1;
+            continue;
+        }
+        return i;
     }
-    while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
-        i += 1;
-    }
-    i
 }
 
+/// The end of the token at `b[i]`: the first blank after it, or the length.
 #[inline]
 fn token_end(b: &[u8], mut i: usize) -> usize {
+    const SPACE: u64 = u64::from_ne_bytes([b' '; 8]);
+    const TAB: u64 = u64::from_ne_bytes([b'\t'; 8]);
+    while let Some(w) = word(b, i) {
+        let t = zero_bytes(w ^ SPACE) | zero_bytes(w ^ TAB);
+        if t != 0 {
+            return i + (t.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
     while i < b.len() && b[i] != b' ' && b[i] != b'\t' {
         i += 1;
     }
@@ -567,5 +991,343 @@ fn synth_name(extra: &mut String, prefix: &str, stem: &str) -> Span {
     Span {
         start: start as u32 | Span::EXTRA,
         len: (extra.len() - start) as u32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::path::Path;
+
+    /// What the general grammar makes of a line (after `parse_line`'s own
+    /// prelude, which both paths share).
+    fn general(line: &str) -> Option<EvRec> {
+        let (mut fields, mut extra) = (Vec::new(), String::new());
+        let mut out = Out {
+            fields: &mut fields,
+            extra: &mut extra,
+            flags: LastFlags::default(),
+        };
+        event_line(line, 1000, 7, &mut out).ok()
+    }
+
+    /// The fast path either declines or gives the general grammar's record.
+    /// Returns whether it took the line.
+    fn agree(line: &str) -> bool {
+        agree_after(line, &mut LastFlags::default())
+    }
+
+    /// [`agree`] with the flags column of the lines before remembered.
+    fn agree_after(line: &str, flags: &mut LastFlags) -> bool {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        match fast_event_line(line, skip_ws(line.as_bytes(), 0), 1000, 7, flags) {
+            None => false,
+            Some(f) => {
+                assert_eq!(Some(f), general(line), "line {line:?}");
+                true
+            }
+        }
+    }
+
+    fn lines_of(p: &Path) -> Option<String> {
+        let raw = std::fs::read(p).ok()?;
+        let mut out = Vec::new();
+        if raw.starts_with(&[0x1f, 0x8b]) {
+            flate2::read::MultiGzDecoder::new(&raw[..])
+                .read_to_end(&mut out)
+                .ok()?;
+        } else {
+            out = raw;
+        }
+        Some(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_grammar_on_edge_cases() {
+        let took = [
+            "          <idle>-0       [001] dNh1.   212.196001: reschedule_exit: vector=253",
+            " record-real-tra-4584  [000]   212.195997: sched_switch:         a:1 [120] D ==> b:0 [120]",
+            "               w 4753 [001] 213.091324: ev:page_fault_user: address=0x7 ip=0x8 error_code=0x6",
+            "   kworker/0:1-41      [000] d..2.   100.000001: tlb_flush: pages:-1 reason:flush on task switch (0)",
+            "  inst: bash-1102  [000] d..1  100.5: sched_switch: prev_comm=bash",
+            "bash-1 [3] 1234567: page_fault_user: address=0x1",
+            "my comm-7 [0] .... 1.123456789: x: y\r",
+            "a-9999999 [0] 1.0: x: y with a payload",
+            "a-1 [1234567] 1.0: x: y with a payload",
+            "a-1 [0] 9999999.999999999: x: y",
+            "a-1 [0] 5.12345678: x: y",
+            "a-1 [0]\t d..1\t 5.000001:\tname:\tpayload",
+            "<...>-123 [002] ..s. 7.5: softirq_entry: vec=1",
+            "\u{e9}\u{e9}-5 [000] 1.000001: x: y",
+            "a\u{ff}-5 [000] 1.000001: x: y",
+            "a-1 [0] 1.0: x:",
+            "a-1 [0] 1: x:",
+        ];
+        for l in took {
+            assert!(agree(l), "fast path declined {l:?}");
+        }
+        // shapes it leaves to the general grammar (which may take or refuse them)
+        let declined = [
+            "bash-1234  (-------) [001]   100.000002: tlb_flush: pages:-1",
+            "bash-1234  (   1234) [001]   100.000002: tlb_flush: pages:-1",
+            "perf 12/34 [0] 1.0: sys:ev: x",
+            "a[1]b-5 [0] 1.0: x: y",
+            "a-1 [0] 1.0: sys_open(filename: 7f, flags: 0)",
+            "a-1 [0] 1.0: sys_open -> 0x3",
+            "a-1 [0] 1.0: do_sys_open <-sys_open",
+            "a-1 [0] 1.0123456789: x: y",
+            "a-1 [0] 12345678.5: x: y with a payload",
+            "a-1 [0] 123456789: x: y with a payload",
+            "a-12345678 [0] 1.0: x: y",
+            "a-1 [0] 1.0:x: y",
+            "-5 [0] 1.0: x: y",
+            "5 [0] 1.0: x: y",
+            "a-1 [12345678] 1.0: x: y",
+            "a-1 [0] zz.. 1.0: x: y",
+            "a-1 [0] 1.0: x",
+            "bash-1102   0d..1.  123.456: x: y",
+        ];
+        for l in declined {
+            assert!(!agree(l), "fast path took {l:?}");
+        }
+    }
+
+    /// The flags column as the match-based decoder read it before the
+    /// lookup tables: the tables must agree with it on every column.
+    fn flags_by_match(f: &[u8]) -> Option<Context> {
+        if f.len() < 3 || f.len() > 6 {
+            return None;
+        }
+        let mut ctx = Context {
+            known: true,
+            ..Context::UNKNOWN
+        };
+        match f[0] {
+            b'd' => ctx.irqs_off = true,
+            b'D' => {
+                ctx.irqs_off = true;
+                ctx.bh_off = true
+            }
+            b'b' => ctx.bh_off = true,
+            b'X' | b'.' => {}
+            _ => return None,
+        }
+        if !matches!(f[1], b'N' | b'n' | b'p' | b'.' | b'L' | b'l' | b'B' | b'b') {
+            return None;
+        }
+        match f[2] {
+            b'Z' => {
+                ctx.nmi = true;
+                ctx.hardirq = true
+            }
+            b'z' => ctx.nmi = true,
+            b'H' => {
+                ctx.hardirq = true;
+                ctx.softirq = true
+            }
+            b'h' => ctx.hardirq = true,
+            b's' => ctx.softirq = true,
+            b'.' => {}
+            _ => return None,
+        }
+        if let Some(&p) = f.get(3) {
+            match p {
+                b'.' => ctx.preempt_depth = Some(0),
+                b'0'..=b'9' => ctx.preempt_depth = Some(p - b'0'),
+                b'a'..=b'f' => ctx.preempt_depth = Some(p - b'a' + 10),
+                _ => return None,
+            }
+        }
+        for &c in f.iter().skip(4) {
+            if !(c == b'.' || c.is_ascii_hexdigit()) {
+                return None;
+            }
+        }
+        Some(ctx)
+    }
+
+    #[test]
+    fn flag_tables_agree_with_the_column_grammar() {
+        const A: &[u8] = b"dDbX.NnpLlBHhZzs09afAFgx \xff";
+        let mut seen = 0;
+        for len in 3..=4 {
+            let total = A.len().pow(len as u32);
+            for mut k in 0..total {
+                let mut f = vec![0u8; len];
+                for c in f.iter_mut() {
+                    *c = A[k % A.len()];
+                    k /= A.len();
+                }
+                assert_eq!(parse_flags(&f), flags_by_match(&f), "{f:?}");
+                seen += parse_flags(&f).is_some() as u32;
+            }
+        }
+        // five and six columns: every byte in the last two places
+        for base in [&b"d.Z1"[..], b"Dnh2", b"X.s.", b"bBHf"] {
+            for x in 0..=255u8 {
+                for y in [b'.', b'0', b'F', b'g', x] {
+                    let f5 = [base, &[x]].concat();
+                    let f6 = [base, &[x, y]].concat();
+                    assert_eq!(parse_flags(&f5), flags_by_match(&f5), "{f5:?}");
+                    assert_eq!(parse_flags(&f6), flags_by_match(&f6), "{f6:?}");
+                }
+            }
+        }
+        assert!(seen > 1000, "{seen} valid columns");
+        for f in [&b"d..2"[..], b"dN", b"d..2.ab"] {
+            assert_eq!(parse_flags(f), flags_by_match(f));
+        }
+    }
+
+    #[test]
+    fn digits_eight_at_a_time_are_the_digits_one_at_a_time() {
+        const A: &[u8] = b"0123456789.: /-\t\xff\x7f\xba";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 13) as usize;
+            let mut x = seed;
+            let b: Vec<u8> = (0..len)
+                .map(|_| {
+                    let c = A[(x % A.len() as u64) as usize];
+                    x /= A.len() as u64;
+                    if x == 0 {
+                        x = seed.rotate_left(17);
+                    }
+                    c
+                })
+                .collect();
+            for at in 0..=len {
+                // forward from `at`
+                let k = b[at..]
+                    .iter()
+                    .take(8)
+                    .take_while(|c| c.is_ascii_digit())
+                    .count();
+                let v = b[at..at + k]
+                    .iter()
+                    .fold(0u64, |v, c| v * 10 + (c - b'0') as u64);
+                assert_eq!(lead_digits(&b, at), (v, k), "{b:?} from {at}");
+                // backward from `at`
+                let k = b[..at]
+                    .iter()
+                    .rev()
+                    .take(8)
+                    .take_while(|c| c.is_ascii_digit())
+                    .count();
+                let v = b[at - k..at]
+                    .iter()
+                    .fold(0u64, |v, c| v * 10 + (c - b'0') as u64);
+                assert_eq!(trail_digits(&b, at), (v, k), "{b:?} to {at}");
+                // blanks trimmed from the end
+                let e = b[..at]
+                    .iter()
+                    .rposition(|c| *c != b' ' && *c != b'\t')
+                    .map_or(0, |p| p + 1);
+                assert_eq!(trim_end_ws(&b, at), e, "{b:?} to {at}");
+            }
+        }
+    }
+
+    /// Small deterministic mutations of real lines: bytes the grammar
+    /// branches on, put in, taken out or overwritten anywhere.
+    fn mutations(line: &str, seed: &mut u64, out: &mut Vec<String>) {
+        const BYTES: &[u8] = b" \t[]:.-/()0159adhszZN#xC";
+        let mut next = || {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed
+        };
+        let b = line.as_bytes();
+        for _ in 0..12 {
+            let mut m = b.to_vec();
+            let at = (next() % (m.len() as u64 + 1)) as usize;
+            let c = BYTES[(next() % BYTES.len() as u64) as usize];
+            match next() % 3 {
+                0 if at < m.len() => m[at] = c,
+                1 if at < m.len() => {
+                    m.remove(at);
+                }
+                _ => m.insert(at, c),
+            }
+            if let Ok(s) = String::from_utf8(m) {
+                out.push(s);
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_grammar_on_real_lines_and_their_mutations() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files: Vec<_> = std::fs::read_dir(root.join("sample-traces/real"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".txt"))
+            .collect();
+        for f in ["raw.txt", "report.txt", "perf.txt", "nmi-raw.txt"] {
+            files.push(root.join("fuzz/seeds/analyze").join(f));
+        }
+        let shared = root.join("../shared/traces");
+        for f in [
+            "real/gcc-medium/trace.txt.gz",
+            "real/gcc-medium/report.txt.gz",
+            "real/shell-python/perf-script.txt.gz",
+            "public/lisa/trace.txt",
+            "public/trappy/trace_sched.txt",
+            "public/trappy/trace_equals.txt",
+            "public/trappy/trace_idle_unsorted.txt",
+            "public/tracecompass/ftrace_syscalls.txt",
+            "public/tracecompass/trace-android-sched-irq-syscall",
+            "public/tracecompass/trace-func-graph",
+        ] {
+            files.push(shared.join(f));
+        }
+        let (mut lines, mut took, mut mutated) = (0u64, 0u64, 0u64);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut muts = Vec::new();
+        for f in &files {
+            let Some(text) = lines_of(f) else {
+                // ../shared is optional: the repo's own files must be there
+                assert!(f.starts_with(&shared), "{} is missing", f.display());
+                continue;
+            };
+            let (mut fl, mut ft) = (0u64, 0u64);
+            let mut last = LastFlags::default();
+            for (k, l) in text.lines().enumerate() {
+                if l.starts_with('#') {
+                    continue;
+                }
+                fl += 1;
+                ft += agree_after(l, &mut last) as u64;
+                if k % 97 == 0 {
+                    muts.clear();
+                    mutations(l, &mut seed, &mut muts);
+                    for m in &muts {
+                        agree_after(m, &mut last);
+                        mutated += 1;
+                    }
+                }
+            }
+            // event lines of the common shapes go the fast way
+            let name = f.to_string_lossy();
+            if name.contains("real") || name.contains("seeds") {
+                assert!(
+                    ft * 100 >= fl * 95,
+                    "{}: the fast path took {ft} of {fl} lines",
+                    f.display()
+                );
+            }
+            lines += fl;
+            took += ft;
+        }
+        assert!(
+            lines > 1000 && mutated > 1000,
+            "{lines} lines, {mutated} mutations"
+        );
+        eprintln!("{took} of {lines} lines by the fast path; {mutated} mutations agreed");
     }
 }

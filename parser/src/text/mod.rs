@@ -20,11 +20,15 @@ use line::{EvRec, Out, Parsed, Style};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::mpsc;
+use std::sync::Arc;
 
 /// Bytes per chunk handed to one parse task.
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// Chunks allocated at once (reading, parsing or waiting to be consumed).
 pub const IN_FLIGHT: usize = 8;
+/// Pages of a mapped text file are given back this many bytes at a time,
+/// behind the chunk delivered.
+const RELEASE_STRIDE: usize = 4 << 20;
 /// A single line longer than this is an error (a text trace line is < 4 KiB;
 /// this bounds what one line can make us allocate).
 pub const MAX_LINE: usize = 16 << 20;
@@ -46,8 +50,9 @@ struct Chunk {
     lines: u64,
     /// The input ended inside this chunk's last line (no newline).
     torn_tail: bool,
-    /// The chunk held invalid UTF-8 (replaced with U+FFFD).
-    lossy: bool,
+    /// The chunk held invalid UTF-8 (replaced with U+FFFD): the index of
+    /// the line of the first invalid byte within the chunk.
+    lossy: Option<u32>,
     /// A read error after this chunk: reported once its events are delivered.
     read_error: Option<String>,
     /// Parsing the chunk panicked (a bug): the message.
@@ -55,6 +60,9 @@ struct Chunk {
     last: bool,
     /// Events counted instead of delivered (see [`Sink::countable`]).
     counted: Vec<TextCounted>,
+    /// A chunk of a mapped file: its bytes are `map[at..at + len]`, not
+    /// `buf` (see [`fill_mapped`]).
+    map: Option<(Arc<memmap2::Mmap>, usize)>,
 }
 
 /// Events of one name on one CPU of a chunk, counted instead of delivered.
@@ -109,20 +117,31 @@ enum Item {
     Meta,
 }
 
-/// The text of a chunk (see [`Chunk::buf`]).
-fn chunk_text<'c>(buf: &'c [u8], len: usize, lossy_text: &'c Option<String>) -> &'c str {
+/// The text of a chunk: `len` bytes of `buf` or of its mapped file.
+fn chunk_text<'c>(
+    buf: &'c [u8],
+    map: &'c Option<(Arc<memmap2::Mmap>, usize)>,
+    len: usize,
+    lossy_text: &'c Option<String>,
+) -> &'c str {
+    let bytes = match map {
+        Some((m, at)) => m.get(*at..at + len).unwrap_or(&[]),
+        None => &buf[..len.min(buf.len())],
+    };
     match lossy_text {
         Some(s) => s,
-        // SAFETY: `fill_chunk` checked `buf[..len]` with `std::str::from_utf8`
-        // when it set `len` (or stored the lossy copy instead), and nothing
-        // writes `buf` until the next `fill_chunk`, which resets `len` first.
-        None => unsafe { std::str::from_utf8_unchecked(&buf[..len.min(buf.len())]) },
+        // SAFETY: `fill_chunk` or `fill_mapped` checked exactly these bytes
+        // with `simdutf8`'s `from_utf8` (a full UTF-8 validation) when it
+        // set `len` and `map` (or stored the lossy copy instead), and
+        // nothing writes them until the next fill, which resets `len`
+        // first (a mapping is read-only).
+        None => unsafe { std::str::from_utf8_unchecked(bytes) },
     }
 }
 
 impl Chunk {
     fn text(&self) -> &str {
-        chunk_text(&self.buf, self.len, &self.lossy_text)
+        chunk_text(&self.buf, &self.map, self.len, &self.lossy_text)
     }
 }
 
@@ -142,13 +161,14 @@ fn parse_chunk(c: &mut Chunk, counting: Option<Counting>) {
     // event in plain context
     let mut last: Vec<Option<i32>> = Vec::new();
     let mut slot = usize::MAX;
-    let text = chunk_text(&c.buf, c.len, &c.lossy_text);
+    let text = chunk_text(&c.buf, &c.map, c.len, &c.lossy_text);
     let b = text.as_bytes();
     let mut start = 0usize;
     let mut n: u32 = 0;
     let mut out = Out {
         fields: &mut c.fields,
         extra: &mut c.extra,
+        flags: Default::default(),
     };
     let mut it = memchr::memchr_iter(b'\n', b);
     loop {
@@ -254,8 +274,12 @@ fn fill_chunk(
 ) -> std::io::Result<bool> {
     c.len = 0;
     c.lossy_text = None;
-    c.lossy = false;
-    let want = CHUNK_BYTES.max(carry.len() + 1);
+    c.lossy = None;
+    c.map = None;
+    // At least a chunk; for a line longer than that (carried whole), twice
+    // what is carried, so that a long line costs its length, not its
+    // length squared (one byte more per read, as it was).
+    let want = (carry.len() * 2).clamp(CHUNK_BYTES, MAX_LINE + 2);
     if c.buf.len() < want {
         c.buf.resize(want, 0);
     }
@@ -301,13 +325,81 @@ fn fill_chunk(
     } else if buf[n - 1] != b'\n' {
         c.torn_tail = true;
     }
-    if std::str::from_utf8(&buf[..n]).is_err() {
-        c.lossy_text = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
-        c.lossy = true;
-    }
+    // The chunk is checked here, once: its lines are then read as `&str`.
+    (c.lossy, c.lossy_text) = check_utf8(&buf[..n]);
     c.len = n;
     res?;
     Ok(true)
+}
+
+/// A chunk's bytes checked as UTF-8, once (its lines are then read as
+/// `&str`): valid, or the line index of the first invalid byte and the
+/// bytes with invalid sequences replaced by U+FFFD.
+fn check_utf8(bytes: &[u8]) -> (Option<u32>, Option<String>) {
+    if simdutf8::basic::from_utf8(bytes).is_ok() {
+        return (None, None);
+    }
+    let bad = match std::str::from_utf8(bytes) {
+        Ok(_) => bytes.len(),
+        Err(e) => e.valid_up_to(),
+    };
+    let line = memchr::memchr_iter(b'\n', &bytes[..bad]).count() as u32;
+    (
+        Some(line),
+        Some(String::from_utf8_lossy(bytes).into_owned()),
+    )
+}
+
+/// [`fill_chunk`] for a mapped file: the next chunk of whole lines is
+/// `map[*pos..]` up to [`CHUNK_BYTES`] (to the end of the line that crosses
+/// it), read in place. Returns false at the end of the file.
+fn fill_mapped(map: &Arc<memmap2::Mmap>, pos: &mut usize, c: &mut Chunk) -> std::io::Result<bool> {
+    c.len = 0;
+    c.lossy_text = None;
+    c.lossy = None;
+    c.map = None;
+    let (start, len) = (*pos, map.len());
+    if start >= len {
+        return Ok(false);
+    }
+    let mut end = (start + CHUNK_BYTES).min(len);
+    if end < len {
+        end = match memchr::memrchr(b'\n', &map[start..end]) {
+            Some(nl) => start + nl + 1,
+            // no newline in a whole chunk: a very long line, to its end
+            None => match memchr::memchr(b'\n', &map[end..len.min(start + MAX_LINE + 1)]) {
+                Some(nl) => end + nl + 1,
+                None if len - start <= MAX_LINE => len,
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("a line longer than {MAX_LINE} bytes; expected text lines"),
+                    ))
+                }
+            },
+        };
+    }
+    let bytes = &map[start..end];
+    c.torn_tail = end == len && bytes.last() != Some(&b'\n');
+    // The chunk is checked here, once: its lines are then read as `&str`.
+    (c.lossy, c.lossy_text) = check_utf8(bytes);
+    c.map = Some((map.clone(), start));
+    c.len = end - start;
+    *pos = end;
+    Ok(true)
+}
+
+/// Where the reader thread takes chunks from.
+enum Feed {
+    /// A stream (a pipe, a decompressor): read into each chunk's buffer,
+    /// with the partial line carried to the next.
+    Stream {
+        rest: Box<dyn Read + Send>,
+        carry: Vec<u8>,
+        eof: bool,
+    },
+    /// A plain file, mapped: chunks are slices of it.
+    Mapped { map: Arc<memmap2::Mmap>, pos: usize },
 }
 
 /// Stream a text trace into `sink`.
@@ -318,7 +410,27 @@ pub fn run(
     sink: &mut dyn Sink,
     threads: Option<usize>,
 ) -> Result<ParseStats> {
-    let (head, mut rest, compression) = input.into_parts();
+    // A plain file is read in place (no copy); anything else streamed.
+    let (mut feed, compression) = match input.into_map() {
+        Ok(map) => (
+            Feed::Mapped {
+                map: Arc::new(map),
+                pos: 0,
+            },
+            None,
+        ),
+        Err(input) => {
+            let (head, rest, compression) = input.into_parts();
+            (
+                Feed::Stream {
+                    rest,
+                    carry: head,
+                    eof: false,
+                },
+                compression,
+            )
+        }
+    };
     let pool = match threads {
         Some(n) => Some(
             rayon::ThreadPoolBuilder::new()
@@ -354,8 +466,6 @@ pub fn run(
         let pool = pool.as_ref();
         let stop = &stop;
         scope.spawn(move || {
-            let mut carry = head;
-            let mut eof = false;
             let mut seq = 0;
             while let Ok(mut c) = free_rx.recv() {
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -364,11 +474,19 @@ pub fn run(
                 c.seq = seq;
                 seq += 1;
                 c.read_error = None;
-                match fill_chunk(&mut *rest, &mut carry, &mut c, &mut eof) {
-                    Ok(true) => {
+                let filled = match &mut feed {
+                    Feed::Stream { rest, carry, eof } => {
+                        fill_chunk(&mut **rest, carry, &mut c, eof).map(|more| (more, *eof))
+                    }
+                    Feed::Mapped { map, pos } => {
+                        fill_mapped(map, pos, &mut c).map(|more| (more, *pos >= map.len()))
+                    }
+                };
+                match filled {
+                    Ok((true, eof)) => {
                         c.last = eof;
                     }
-                    Ok(false) => {
+                    Ok((false, _)) => {
                         c.last = true;
                         c.items.clear();
                         c.lines = 0;
@@ -413,6 +531,7 @@ pub fn run(
         let mut pending: BTreeMap<u64, Chunk> = BTreeMap::new();
         let mut next = 0u64;
         let mut line_base = 0u64;
+        let mut released = 0usize;
         loop {
             let Some(c) = pending.remove(&next) else {
                 match done_rx.recv() {
@@ -441,6 +560,15 @@ pub fn run(
             }
             line_base += c.lines;
             stats.bytes += c.text().len() as u64;
+            // The pages of a mapped file read so far are given back (flat
+            // memory), a few MiB at a time.
+            if let Some((map, at)) = &c.map {
+                let upto = at + c.len;
+                if upto >= released + RELEASE_STRIDE || c.last {
+                    crate::input::release_pages(&map[released..upto]);
+                    released = upto;
+                }
+            }
             if let Some(msg) = &c.read_error {
                 stats.warnings += 1;
                 sink.notice(&Notice::Warning {
@@ -458,7 +586,6 @@ pub fn run(
             }
         }
     })?;
-    stats.lines = stats.lines.max(0);
     Ok(stats)
 }
 
@@ -472,11 +599,11 @@ fn deliver(
     let text = c.text();
     let extra = c.extra.as_str();
     stats.lines += c.lines;
-    if c.lossy {
+    if let Some(at) = c.lossy {
         stats.warnings += 1;
         sink.notice(&Notice::Warning {
-            origin: Origin::Line(line_base + 1),
-            message: "invalid UTF-8 in this part of the input was replaced with U+FFFD".into(),
+            origin: Origin::Line(line_base + at as u64 + 1),
+            message: "invalid UTF-8 on this line (and maybe on others in the same MiB of input) was replaced with U+FFFD".into(),
         });
     }
     let n = c.items.len();
@@ -660,6 +787,7 @@ pub fn detect_text(name: &str, head: &[u8]) -> Result<Format> {
             &mut Out {
                 fields: &mut fields,
                 extra: &mut extra,
+                flags: Default::default(),
             },
         ) {
             Parsed::Event(r) => match r.style {

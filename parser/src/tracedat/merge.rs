@@ -54,38 +54,7 @@ const RELEASE_STRIDE: usize = 2 << 20;
 /// the batches decoded ahead and not yet merged stay mapped.
 const RELEASE_LAG: usize = 8 << 20;
 
-/// Tell the kernel the whole pages inside `b` are not needed any more
-/// (`MADV_DONTNEED`), so that the resident set stays flat however large the
-/// file: a long uncompressed trace.dat is read once, front to back.
-///
-/// Only for slices of a read-only mapping of a file (`reclaim` is set only
-/// then): such pages are never written, so dropping them loses nothing and a
-/// later read of the same bytes faults them in again from the file. On
-/// anonymous memory (a `Vec`) it would zero the pages, which is why it is
-/// never used there.
-pub fn release_pages(b: &[u8]) {
-    #[cfg(unix)]
-    {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let page = if page > 0 { page as usize } else { 4096 };
-        let start = b.as_ptr() as usize;
-        let first = start.div_ceil(page) * page;
-        let last = (start + b.len()) / page * page;
-        if last > first {
-            // SAFETY: [first, last) lies inside `b`, a file mapping that
-            // stays mapped; MADV_DONTNEED on a private read-only file
-            // mapping only drops clean pages, which read back identically.
-            unsafe {
-                libc::madvise(
-                    first as *mut libc::c_void,
-                    last - first,
-                    libc::MADV_DONTNEED,
-                );
-            }
-        }
-    }
-}
+pub use crate::input::release_pages;
 
 /// Release `data[*released..upto]` once it spans a stride, and move
 /// `released` up to `upto`.
