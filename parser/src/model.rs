@@ -143,12 +143,19 @@ pub enum IrqKind {
     Soft,
 }
 
-/// The values of `names` in one pass over the fields (text payloads are
-/// split on access: one pass instead of one per name); the first of each.
+/// The values of `names` (the first of each): for a binary record by the
+/// places its format noted for this list (see
+/// [`RecordFields::named`](crate::tracedat::format::RecordFields::named)),
+/// for text in one pass over the fields (text payloads are split on access:
+/// one pass instead of one per name). Each kind of event asks with its own
+/// `static` list.
 fn fields_of<'a, const N: usize>(
     f: &Fields<'a>,
-    names: [&str; N],
+    names: &'static [&'static str; N],
 ) -> [Option<crate::Value<'a>>; N] {
+    if let Fields::Record(r) = f {
+        return r.named(names);
+    }
     let mut out = [None; N];
     for fl in f.iter() {
         if let Some(k) = names.iter().position(|n| *n == fl.name) {
@@ -160,12 +167,37 @@ fn fields_of<'a, const N: usize>(
     out
 }
 
+// The fields each modelled event is read by (kernel format names).
+static PAGE_FAULT: [&str; 3] = ["address", "ip", "error_code"];
+static NMI_HANDLER: [&str; 3] = ["handler", "delta_ns", "handled"];
+static SCHED_SWITCH: [&str; 7] = [
+    "prev_comm",
+    "prev_pid",
+    "prev_prio",
+    "prev_state",
+    "next_comm",
+    "next_pid",
+    "next_prio",
+];
+static FORK: [&str; 6] = [
+    "parent_comm",
+    "comm",
+    "parent_pid",
+    "pid",
+    "child_comm",
+    "child_pid",
+];
+static NEW_TASK: [&str; 3] = ["pid", "comm", "clone_flags"];
+static EXEC: [&str; 3] = ["filename", "pid", "old_pid"];
+static PID_COMM: [&str; 2] = ["pid", "comm"];
+static TLB_FLUSH: [&str; 2] = ["pages", "reason"];
+static VMAP_AREA: [&str; 8] = [
+    "addr", "va_start", "msg", "size", "align", "vstart", "vend", "failed",
+];
+static PERCPU_ALLOC: [&str; 3] = ["base_addr", "off", "size"];
+
 fn i32v(v: Option<crate::Value<'_>>) -> Option<i32> {
     v?.as_i64().map(|v| v as i32)
-}
-
-fn i32f(f: &Fields<'_>, n: &str) -> Option<i32> {
-    f.i64(n).map(|v| v as i32)
 }
 
 /// A field the kernel prints with `%lx` (hex without `0x`, e.g. task_newtask's
@@ -180,8 +212,8 @@ fn hex_value(v: crate::Value<'_>) -> Option<u64> {
 /// A pointer printed by `%p` in tracefs text is hashed (`000000006b7a76f4`,
 /// no `0x`): never an address. Real addresses have `0x` (trace-cmd report)
 /// or are numbers (trace.dat).
-fn pointer(f: &Fields<'_>, n: &str) -> Option<u64> {
-    match f.get(n)? {
+fn pointer(v: Option<crate::Value<'_>>) -> Option<u64> {
+    match v? {
         crate::Value::Str(s) if !s.starts_with("0x") => None,
         v => v.as_u64(),
     }
@@ -197,75 +229,46 @@ impl<'a> Modelled<'a> {
         use crate::EventKind as K;
         let m = match ev.kind {
             K::PageFaultUser | K::PageFaultKernel => (|| {
-                let (mut addr_v, mut ip_v, mut ec) = (None, None, None);
-                for fl in f.iter() {
-                    match fl.name {
-                        "address" => addr_v = Some(fl.value),
-                        "ip" => ip_v = Some(fl.value),
-                        "error_code" => ec = fl.value.as_u64(),
-                        _ => {}
-                    }
-                }
-                let addr_v = addr_v?;
+                let [addr, ip, ec] = fields_of(f, &PAGE_FAULT);
+                let addr = addr?;
                 Some(Modelled::PageFault(PageFault {
                     user_tracepoint: ev.kind == K::PageFaultUser,
-                    address: addr_v.as_u64(),
-                    address_text: addr_v.as_str(),
-                    ip: ip_v.and_then(|v| v.as_u64()),
-                    ip_text: ip_v.and_then(|v| v.as_str()),
-                    error_code: ec?,
+                    address: addr.as_u64(),
+                    address_text: addr.as_str(),
+                    ip: ip.and_then(|v| v.as_u64()),
+                    ip_text: ip.and_then(|v| v.as_str()),
+                    error_code: ec?.as_u64()?,
                 }))
             })(),
             K::NmiHandler => (|| {
+                let [handler, delta, handled] = fields_of(f, &NMI_HANDLER);
                 Some(Modelled::NmiHandler(NmiHandler {
-                    handler: f.str("handler").unwrap_or(""),
-                    handler_addr: match f.get("handler") {
+                    handler: handler.and_then(|v| v.as_str()).unwrap_or(""),
+                    handler_addr: match handler {
                         Some(crate::Value::Str(_)) | None => None,
                         Some(v) => v.as_u64(),
                     },
-                    delta_ns: f.u64("delta_ns")?,
-                    handled: f.i64("handled")?,
+                    delta_ns: delta?.as_u64()?,
+                    handled: handled?.as_i64()?,
                 }))
             })(),
             K::SchedSwitch => (|| {
-                // One pass over the fields (text fields are decoded on access).
-                let (mut pc, mut pp, mut ppr, mut ps, mut nc, mut np, mut npr) =
-                    ("", None, 0, "", "", None, 0);
-                for fl in f.iter() {
-                    let v = fl.value;
-                    match fl.name {
-                        "prev_comm" => pc = v.as_str().unwrap_or(""),
-                        "prev_pid" => pp = v.as_i64(),
-                        "prev_prio" => ppr = v.as_i64().unwrap_or(0) as i32,
-                        "prev_state" => ps = v.as_str().unwrap_or(""),
-                        "next_comm" => nc = v.as_str().unwrap_or(""),
-                        "next_pid" => np = v.as_i64(),
-                        "next_prio" => npr = v.as_i64().unwrap_or(0) as i32,
-                        _ => {}
-                    }
-                }
+                let [pc, pp, ppr, ps, nc, np, npr] = fields_of(f, &SCHED_SWITCH);
+                let text = |v: Option<crate::Value<'a>>| v.and_then(|v| v.as_str()).unwrap_or("");
+                let prio =
+                    |v: Option<crate::Value<'a>>| v.and_then(|v| v.as_i64()).unwrap_or(0) as i32;
                 Some(Modelled::SchedSwitch(SchedSwitch {
-                    prev_comm: pc,
-                    prev_pid: pp? as i32,
-                    prev_prio: ppr,
-                    prev_state: ps,
-                    next_comm: nc,
-                    next_pid: np? as i32,
-                    next_prio: npr,
+                    prev_comm: text(pc),
+                    prev_pid: pp?.as_i64()? as i32,
+                    prev_prio: prio(ppr),
+                    prev_state: text(ps),
+                    next_comm: text(nc),
+                    next_pid: np?.as_i64()? as i32,
+                    next_prio: prio(npr),
                 }))
             })(),
             K::SchedProcessFork => (|| {
-                let [pc, c, pp, p, cc, cp] = fields_of(
-                    f,
-                    [
-                        "parent_comm",
-                        "comm",
-                        "parent_pid",
-                        "pid",
-                        "child_comm",
-                        "child_pid",
-                    ],
-                );
+                let [pc, c, pp, p, cc, cp] = fields_of(f, &FORK);
                 Some(Modelled::Fork {
                     parent_comm: pc
                         .and_then(|v| v.as_str())
@@ -277,7 +280,7 @@ impl<'a> Modelled<'a> {
                 })
             })(),
             K::TaskNewtask => (|| {
-                let [p, c, cf] = fields_of(f, ["pid", "comm", "clone_flags"]);
+                let [p, c, cf] = fields_of(f, &NEW_TASK);
                 Some(Modelled::NewTask {
                     pid: i32v(p)?,
                     comm: c.and_then(|v| v.as_str()).unwrap_or(""),
@@ -285,59 +288,71 @@ impl<'a> Modelled<'a> {
                 })
             })(),
             K::SchedProcessExec => (|| {
-                let [fl, p, op] = fields_of(f, ["filename", "pid", "old_pid"]);
+                let [fl, p, op] = fields_of(f, &EXEC);
                 Some(Modelled::Exec {
                     filename: fl.and_then(|v| v.as_str()).unwrap_or(""),
                     pid: i32v(p)?,
                     old_pid: i32v(op).or_else(|| i32v(p))?,
                 })
             })(),
-            K::SchedProcessFree => i32f(f, "pid").map(|pid| Modelled::Free {
-                comm: f.str("comm").unwrap_or(""),
-                pid,
-            }),
+            K::SchedProcessFree => {
+                let [p, c] = fields_of(f, &PID_COMM);
+                i32v(p).map(|pid| Modelled::Free {
+                    comm: c.and_then(|v| v.as_str()).unwrap_or(""),
+                    pid,
+                })
+            }
             K::TlbFlush => (|| {
-                let [p, r] = fields_of(f, ["pages", "reason"]);
+                let [p, r] = fields_of(f, &TLB_FLUSH);
                 Some(Modelled::TlbFlush {
                     pages: p?.as_i64()?,
                     reason: r?.as_i64()?,
                 })
             })(),
             K::AllocVmapArea => (|| {
+                let [addr, va_start, msg, size, align, vstart, vend, failed] =
+                    fields_of(f, &VMAP_AREA);
+                let u64v = |v: Option<crate::Value<'_>>| v.and_then(|v| v.as_u64());
                 // The print format is `va_start: %lu size=...`: text splitters
                 // may hand the first pair over as `va_start` or inside `msg`.
-                let addr = f.u64("addr").or_else(|| f.u64("va_start")).or_else(|| {
-                    f.str("msg")?
+                let addr = u64v(addr).or_else(|| u64v(va_start)).or_else(|| {
+                    msg?.as_str()?
                         .trim()
                         .strip_prefix("va_start:")
                         .and_then(|v| v.trim().parse().ok())
                 })?;
                 Some(Modelled::AllocVmapArea {
                     addr,
-                    size: f.u64("size")?,
-                    align: f.u64("align").unwrap_or(0),
-                    vstart: f.u64("vstart")?,
-                    vend: f.u64("vend")?,
-                    failed: f.i64("failed").unwrap_or(0) != 0,
+                    size: u64v(size)?,
+                    align: u64v(align).unwrap_or(0),
+                    vstart: u64v(vstart)?,
+                    vend: u64v(vend)?,
+                    failed: failed.and_then(|v| v.as_i64()).unwrap_or(0) != 0,
                 })
             })(),
             K::PercpuCreateChunk => Some(Modelled::PercpuCreateChunk {
-                base_addr: pointer(f, "base_addr"),
+                base_addr: pointer(f.get("base_addr")),
             }),
             K::Console => f.str("msg").map(|msg| Modelled::Console { msg }),
             K::Other | K::IrqEntry | K::IrqExit | K::VmallocProbe => match ev.name {
-                "sched_process_exit" => i32f(f, "pid").map(|pid| Modelled::Exit {
-                    comm: f.str("comm").unwrap_or(""),
-                    pid,
-                }),
+                "sched_process_exit" => {
+                    let [p, c] = fields_of(f, &PID_COMM);
+                    i32v(p).map(|pid| Modelled::Exit {
+                        comm: c.and_then(|v| v.as_str()).unwrap_or(""),
+                        pid,
+                    })
+                }
                 "free_vmap_area_noflush" => f
                     .u64("va_start")
                     .map(|va_start| Modelled::FreeVmapArea { va_start }),
-                "percpu_alloc_percpu" => Some(Modelled::PercpuAlloc {
-                    base_addr: pointer(f, "base_addr"),
-                    off: f.u64("off").unwrap_or(0),
-                    size: f.u64("size").unwrap_or(0),
-                }),
+                "percpu_alloc_percpu" => {
+                    let [base, off, size] = fields_of(f, &PERCPU_ALLOC);
+                    Some(Modelled::PercpuAlloc {
+                        base_addr: pointer(base),
+                        off: off.and_then(|v| v.as_u64()).unwrap_or(0),
+                        size: size.and_then(|v| v.as_u64()).unwrap_or(0),
+                    })
+                }
                 n => irq_kind(ev.system, n),
             },
         };

@@ -101,6 +101,17 @@ pub struct EventFormat {
     /// Original text of the format file.
     pub text: String,
     layout: std::sync::OnceLock<Result<Layout, String>>,
+    /// Where the fields of a fixed list of names lie (see
+    /// [`RecordFields::named`]), for the list first asked with.
+    named: std::sync::OnceLock<Named>,
+}
+
+/// The places in [`Layout::fields`] of a fixed list of field names
+/// (`u16::MAX`: absent), and the address of the list they were found for.
+#[derive(Clone, Debug)]
+struct Named {
+    list: usize,
+    slots: Box<[u16]>,
 }
 
 /// The field layout of an event format.
@@ -172,6 +183,7 @@ impl EventFormat {
             id,
             text: text.to_string(),
             layout: std::sync::OnceLock::new(),
+            named: std::sync::OnceLock::new(),
         })
     }
 
@@ -201,6 +213,46 @@ impl<'a> RecordFields<'a> {
     pub fn get(&self, name: &str) -> Option<Value<'a>> {
         let f = self.format.fields.iter().find(|f| f.name == name)?;
         decode_field(f, self.endian, self.data)
+    }
+
+    /// The fields `names` names, each decoded (`None` where absent or
+    /// outside the record), as [`RecordFields::get`] would one by one. The
+    /// list's address keys the format's note of where they lie, so that
+    /// from the second record on no name is compared: a reader that models
+    /// an event asks with one `static` list per kind of event.
+    #[inline]
+    pub fn named<const N: usize>(
+        &self,
+        names: &'static [&'static str; N],
+    ) -> [Option<Value<'a>>; N] {
+        let list = names.as_ptr() as usize;
+        let fields = &self.format.fields;
+        let named = self.format.named.get_or_init(|| Named {
+            list,
+            slots: names
+                .iter()
+                .map(|n| {
+                    fields
+                        .iter()
+                        .position(|f| f.name == *n)
+                        .and_then(|i| u16::try_from(i).ok())
+                        .unwrap_or(u16::MAX)
+                })
+                .collect(),
+        });
+        let mut out = [None; N];
+        if named.list == list {
+            for (o, &slot) in out.iter_mut().zip(named.slots.iter()) {
+                if let Some(f) = fields.get(slot as usize) {
+                    *o = decode_field(f, self.endian, self.data);
+                }
+            }
+        } else {
+            for (o, n) in out.iter_mut().zip(names) {
+                *o = self.get(n);
+            }
+        }
+        out
     }
 
     /// Every non-common field that fits the record, in format order.
@@ -343,10 +395,23 @@ pub fn decode_field<'a>(f: &FieldFormat, e: Endian, data: &'a [u8]) -> Option<Va
 /// The bytes up to the first NUL, as UTF-8 (the longest valid prefix).
 #[inline]
 pub fn c_str(b: &[u8]) -> &str {
-    let b = match memchr::memchr(0, b) {
-        Some(i) => &b[..i],
-        None => b,
+    // Mostly a task name (`char comm[16]`): short enough to look at byte by
+    // byte, and ASCII.
+    let b = if b.len() <= 32 {
+        match b.iter().position(|&c| c == 0) {
+            Some(i) => &b[..i],
+            None => b,
+        }
+    } else {
+        match memchr::memchr(0, b) {
+            Some(i) => &b[..i],
+            None => b,
+        }
     };
+    if b.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        return unsafe { std::str::from_utf8_unchecked(b) };
+    }
     match std::str::from_utf8(b) {
         Ok(s) => s,
         Err(e) => std::str::from_utf8(&b[..e.valid_up_to()]).unwrap_or(""),
@@ -522,6 +587,67 @@ mod tests {
     use super::*;
 
     const SWITCH: &str = "name: sched_switch\nID: 316\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\tfield:char prev_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\tfield:pid_t prev_pid;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:__data_loc char[] name;\toffset:28;\tsize:4;\tsigned:0;\n\tfield:unsigned long ips[4];\toffset:32;\tsize:32;\tsigned:0;\n\nprint fmt: \"x\"\n";
+
+    #[test]
+    fn c_str_is_the_longest_valid_text_before_the_first_nul() {
+        let long = [b'a'; 40];
+        let cases: &[(&[u8], &str)] = &[
+            (b"bash\0\0\0junk\0", "bash"),
+            (b"swapper/0", "swapper/0"),
+            (b"\0abc", ""),
+            (b"", ""),
+            ("k\u{e9}rnel\0x".as_bytes(), "k\u{e9}rnel"),
+            (b"ab\xffcd\0", "ab"),
+            (b"\xe2\x82", ""),
+            (&long, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        ];
+        for (b, want) in cases {
+            assert_eq!(c_str(b), *want, "{b:?}");
+        }
+        let mut long_nul = vec![b'x'; 100];
+        long_nul[70] = 0;
+        long_nul[80] = 0xff;
+        assert_eq!(c_str(&long_nul), "x".repeat(70));
+    }
+
+    /// Fields asked for by a fixed list are the fields asked for one by one,
+    /// from the first record on and once the places are noted; another list
+    /// on the same format still reads right.
+    #[test]
+    fn named_fields_are_the_fields_by_name() {
+        static LIST: [&str; 4] = ["prev_pid", "nope", "prev_comm", "name"];
+        static OTHER: [&str; 2] = ["name", "prev_pid"];
+        let f = std::sync::Arc::new(EventFormat::parse("sched", SWITCH).unwrap());
+        let mut data = vec![0u8; 64];
+        data[8..12].copy_from_slice(b"cc1\0");
+        data[24..28].copy_from_slice(&(-7i32).to_le_bytes());
+        // __data_loc: offset 60, length 4
+        data[28..32].copy_from_slice(&((4u32 << 16) | 60).to_le_bytes());
+        data[60..64].copy_from_slice(b"dyn\0");
+        let r = RecordFields {
+            format: &f,
+            data: &data,
+            endian: Endian::Little,
+        };
+        for _ in 0..2 {
+            let got = r.named(&LIST);
+            let want: Vec<_> = LIST.iter().map(|n| r.get(n)).collect();
+            assert_eq!(got.to_vec(), want);
+            assert_eq!(got[0], Some(Value::Int(-7)));
+            assert_eq!(got[1], None);
+            assert_eq!(got[2], Some(Value::Str("cc1")));
+            assert_eq!(got[3], Some(Value::Str("dyn")));
+        }
+        assert_eq!(r.named(&OTHER), [Some(Value::Str("dyn")), Some(Value::Int(-7))]);
+        // a record too short for a field: that field is absent
+        let short = RecordFields {
+            format: &f,
+            data: &data[..26],
+            endian: Endian::Little,
+        };
+        assert_eq!(short.named(&LIST)[0], None);
+        assert_eq!(short.named(&LIST)[2], Some(Value::Str("cc1")));
+    }
 
     #[test]
     fn parses_fields() {

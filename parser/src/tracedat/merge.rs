@@ -107,6 +107,9 @@ pub struct CpuStream<'a> {
     /// common_type → where its common fields lie, filled when the first
     /// record of that type is seen (formats are parsed lazily).
     commons: Vec<CommonAt>,
+    /// common_type → [`Class`] of its records: a byte looked up for every
+    /// record, so that the usual one takes the short way.
+    class: Vec<Class>,
     /// pid → index of its comm (see [`Rec::comm`]).
     comms: &'a std::collections::HashMap<i32, u32, super::header::PidHash>,
     /// The file is a read-only mapping: release the pages read (see [`release_pages`]).
@@ -171,6 +174,7 @@ impl<'a> CpuStream<'a> {
             }
         };
         let commons = vec![CommonAt::Unseen; table.len()];
+        let class = vec![Class::Other; table.len()];
         CpuStream {
             cpu: d.cpu,
             buffer,
@@ -181,6 +185,7 @@ impl<'a> CpuStream<'a> {
             comp,
             table,
             commons,
+            class,
             comms,
             reclaim: false,
             released: 0,
@@ -220,6 +225,25 @@ impl<'a> CpuStream<'a> {
             }
         };
         let id = e.u16([data[0], data[1]]) as u32;
+        // The kernel's own layout of the common fields (nearly every
+        // record): type, flags, preempt count, pid in the first 8 bytes.
+        if let (Some(&class), Some(b)) = (self.class.get(id as usize), data.first_chunk::<8>()) {
+            if class != Class::Other {
+                let pid = e.u32([b[4], b[5], b[6], b[7]]) as i32;
+                let countable = class == Class::Countable;
+                return self.count_or_keep(
+                    st,
+                    h,
+                    id,
+                    countable,
+                    0x100 | b[2] as u16,
+                    b[3],
+                    true,
+                    pid,
+                    counted,
+                );
+            }
+        }
         let at = match self.commons.get(id as usize) {
             Some(CommonAt::Unseen) => self.first_of_format(id),
             Some(c) => *c,
@@ -231,8 +255,6 @@ impl<'a> CpuStream<'a> {
                 st.last = None;
                 return Some(plain(id));
             }
-            // the kernel's own layout: type, flags, preempt count, pid in
-            // the record's first 8 bytes
             (CommonAt::Standard { .. }, Some(b)) => (
                 0x100 | b[2] as u16,
                 b[3],
@@ -265,34 +287,69 @@ impl<'a> CpuStream<'a> {
                 (r.flags, r.preempt, r.has_preempt, r.pid)
             }
         };
-        if self.countable.is_some() {
-            // plain context: flags known (bit 8), neither NMI (0x40) nor hardirq (0x08)
-            if at.countable() && flags & 0x148 == 0x100 {
-                if st.last == Some(pid) {
-                    if counted.get(st.slot).is_none_or(|c| c.0 != id) {
-                        st.slot = match counted.iter().position(|c| c.0 == id) {
-                            Some(k) => k,
-                            None => {
-                                counted.push((id, 0, h.ts, h.ts));
-                                counted.len() - 1
-                            }
-                        };
-                    }
-                    let c = &mut counted[st.slot];
-                    c.1 += 1;
-                    c.2 = c.2.min(h.ts);
-                    c.3 = c.3.max(h.ts);
-                    return None;
+        let countable = self.countable.is_some() && at.countable();
+        self.count_or_keep(
+            st,
+            h,
+            id,
+            countable,
+            flags,
+            preempt,
+            has_preempt,
+            pid,
+            counted,
+        )
+    }
+
+    /// An event with its common fields decoded (`flags` bit 8: known):
+    /// counted, when `countable` and in plain (task or softirq) context
+    /// after a record of the same pid that was itself such an event (the
+    /// sink learns nothing new from it); otherwise the record to keep.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn count_or_keep(
+        &self,
+        st: &mut HeaderRun,
+        h: Hdr,
+        id: u32,
+        countable: bool,
+        flags: u16,
+        preempt: u8,
+        has_preempt: bool,
+        pid: i32,
+        counted: &mut Vec<(u32, u64, u64, u64)>,
+    ) -> Option<Rec> {
+        // plain context: flags known (bit 8), neither NMI (0x40) nor hardirq (0x08)
+        if countable && flags & 0x148 == 0x100 {
+            if st.last == Some(pid) {
+                if counted.get(st.slot).is_none_or(|c| c.0 != id) {
+                    st.slot = match counted.iter().position(|c| c.0 == id) {
+                        Some(k) => k,
+                        None => {
+                            counted.push((id, 0, h.ts, h.ts));
+                            counted.len() - 1
+                        }
+                    };
                 }
-                st.last = Some(pid);
-            } else {
-                st.last = None;
+                let c = &mut counted[st.slot];
+                c.1 += 1;
+                c.2 = c.2.min(h.ts);
+                c.3 = c.3.max(h.ts);
+                return None;
             }
+            st.last = Some(pid);
+        } else {
+            st.last = None;
         }
         if st.comm_of.0 != pid {
             st.comm_of = (pid, self.comms.get(&pid).copied().unwrap_or(u32::MAX));
         }
         Some(Rec {
+            ts: h.ts,
+            start: h.start,
+            len: h.len,
+            kind: RecKind::Event,
+            off: h.off,
             id,
             known: true,
             pid,
@@ -300,7 +357,6 @@ impl<'a> CpuStream<'a> {
             preempt,
             has_preempt,
             comm: st.comm_of.1,
-            ..plain(id)
         })
     }
 
@@ -335,6 +391,13 @@ impl<'a> CpuStream<'a> {
         };
         if let Some(slot) = self.commons.get_mut(id as usize) {
             *slot = at;
+        }
+        if let Some(slot) = self.class.get_mut(id as usize) {
+            *slot = match at {
+                CommonAt::Standard { countable: true } => Class::Countable,
+                CommonAt::Standard { countable: false } => Class::Standard,
+                _ => Class::Other,
+            };
         }
         at
     }
@@ -632,6 +695,19 @@ impl CommonAt {
             CommonAt::Unseen | CommonAt::Unknown => false,
         }
     }
+}
+
+/// What [`CpuStream::decode_one`] needs to know of a format first, a byte
+/// per format id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// Not seen yet, not understood, or common fields not where the kernel
+    /// puts them: see its [`CommonAt`].
+    Other,
+    /// The kernel's own layout (`CommonAt::Standard`), not countable.
+    Standard,
+    /// The kernel's own layout, and the sink may count its events.
+    Countable,
 }
 
 /// The state a run of [`CpuStream::decode_one`] carries from record to record.
