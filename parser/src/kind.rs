@@ -106,6 +106,27 @@ impl EventKind {
         }
     }
 
+    /// The one event name of this kind (`EventKind::of` gives it for that
+    /// name alone); `None` for the kinds of many names.
+    pub fn name(self) -> Option<&'static str> {
+        use EventKind::*;
+        Some(match self {
+            PageFaultUser => "page_fault_user",
+            PageFaultKernel => "page_fault_kernel",
+            NmiHandler => "nmi_handler",
+            SchedSwitch => "sched_switch",
+            SchedProcessFork => "sched_process_fork",
+            SchedProcessExec => "sched_process_exec",
+            SchedProcessFree => "sched_process_free",
+            TaskNewtask => "task_newtask",
+            TlbFlush => "tlb_flush",
+            AllocVmapArea => "alloc_vmap_area",
+            PercpuCreateChunk => "percpu_create_chunk",
+            Console => "console",
+            Other | VmallocProbe | IrqEntry | IrqExit => return None,
+        })
+    }
+
     /// Read by the replay or the analyses beyond counting.
     pub fn modelled(self) -> bool {
         !matches!(
@@ -143,6 +164,27 @@ mod tests {
             assert_eq!(EventKind::of(n), k, "{n}");
         }
         assert!(NmiHandler.modelled() && !IrqEntry.modelled() && !Other.modelled());
+    }
+
+    /// A kind with one name is that name's, and no other name's: `of` matches
+    /// such names whole (a near miss is another kind).
+    #[test]
+    fn a_kind_of_one_name_is_that_names_only() {
+        for k in EventKind::ALL {
+            if let Some(n) = k.name() {
+                assert_eq!(EventKind::of(n), k);
+                for near in [
+                    format!("{n}_entry"),
+                    format!("x{n}"),
+                    format!("{n}x"),
+                    n[1..].to_string(),
+                ] {
+                    assert_ne!(EventKind::of(&near), k, "{near}");
+                }
+            }
+        }
+        assert_eq!(Other.name(), None);
+        assert_eq!(IrqEntry.name(), None);
     }
 
     /// `ALL` lists every kind once, in declaration order (a reader indexes

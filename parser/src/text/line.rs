@@ -76,8 +76,47 @@ pub enum Parsed {
 pub struct Out<'o> {
     pub fields: &'o mut Vec<FieldSpan>,
     pub extra: &'o mut String,
-    /// The last flags column decoded: consecutive lines mostly repeat it.
-    pub flags: LastFlags,
+    /// What the lines before left for the next (consecutive lines mostly
+    /// repeat their head).
+    pub last: LastLine,
+}
+
+/// The head of the last event line the fast path read (its bytes up to the
+/// timestamp, and what they say), and its last flags column: a line that
+/// repeats the bytes is known up to its timestamp without reading them
+/// again (three lines in four in real traces).
+#[derive(Clone, Copy)]
+pub struct LastLine {
+    /// `bytes[..len]`: the head; `len == 0`: none yet.
+    len: usize,
+    bytes: [u8; HEAD_MAX],
+    cpu: u32,
+    pid: i32,
+    ctx: Context,
+    style: Style,
+    /// Comm and instance prefix, relative to the line's start.
+    comm: (u32, u32),
+    instance: Option<(u32, u32)>,
+    flags: LastFlags,
+}
+
+/// Heads longer than this are not remembered.
+const HEAD_MAX: usize = 64;
+
+impl Default for LastLine {
+    fn default() -> LastLine {
+        LastLine {
+            len: 0,
+            bytes: [0; HEAD_MAX],
+            cpu: 0,
+            pid: 0,
+            ctx: Context::UNKNOWN,
+            style: Style::NoFlags,
+            comm: (0, 0),
+            instance: None,
+            flags: LastFlags::default(),
+        }
+    }
 }
 
 /// A flags column's bytes (up to six, with its length in the top byte) and
@@ -109,6 +148,36 @@ impl LastFlags {
 
 /// Parse one line. `base` is the line's offset in the chunk buffer.
 pub fn parse_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Parsed {
+    match usual_event(line, base, line_no, &mut out.last) {
+        Some(r) => Parsed::Event(r),
+        None => parse_unusual(line, base, line_no, out),
+    }
+}
+
+/// An event line of the usual shapes (see [`fast_event_line`]), or `None`:
+/// then [`parse_unusual`] says what the line is. Together they are
+/// [`parse_line`]; a reader of many lines calls this first, inlined.
+#[inline]
+pub fn usual_event(line: &str, base: usize, line_no: u32, last: &mut LastLine) -> Option<EvRec> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let cs = skip_ws(line.as_bytes(), 0);
+    let t = &line[cs..];
+    let maybe_not_an_event = match t.as_bytes().first() {
+        None | Some(b'#') => true,
+        Some(b'C') => t.starts_with("CPU"),
+        Some(b'c') => t.starts_with("cpus="),
+        Some(b'v') => t.starts_with("version = "),
+        _ => false,
+    };
+    if maybe_not_an_event {
+        return None;
+    }
+    fast_event_line(line, cs, base, line_no, last)
+}
+
+/// A line [`usual_event`] did not take: a comment, header or marker, an
+/// event line by the general grammar, or why it is none of these.
+pub fn parse_unusual(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Parsed {
     let line = line.strip_suffix('\r').unwrap_or(line);
     let cs = skip_ws(line.as_bytes(), 0);
     let t = &line[cs..];
@@ -134,11 +203,6 @@ pub fn parse_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> P
         b'c' if t.starts_with("cpus=") => return Parsed::Meta,
         b'v' if t.starts_with("version = ") => return Parsed::Meta,
         _ => {}
-    }
-    // The common shapes in one forward pass; anything else (or anything the
-    // pass is unsure of) by the general grammar, which gives the same record.
-    if let Some(r) = fast_event_line(line, cs, base, line_no, &mut out.flags) {
-        return Parsed::Event(r);
     }
     match event_line(line, base, line_no, out) {
         Ok(r) => Parsed::Event(r),
@@ -226,72 +290,53 @@ fn fast_event_line(
     cs: usize,
     base: usize,
     line_no: u32,
-    flags: &mut LastFlags,
+    last: &mut LastLine,
 ) -> Option<EvRec> {
     let b = line.as_bytes();
     let n = b.len();
-    // --- the CPU column: the first `[`, up to 7 digits, `]`
-    let lb = find_byte(b, 0, b'[')?;
-    let (cpu, k) = lead_digits(b, lb + 1);
-    let j = lb + 1 + k;
-    if lb == 0 || k == 0 || k > 7 || j >= n || b[j] != b']' {
-        return None;
-    }
-    let after_cpu = j + 1;
-
-    // --- task: COMM-PID or COMM PID (the pid up to 7 digits, so that it is
-    // all in one word; longer ones by the general grammar)
-    let pid_end = trim_end_ws(b, lb);
-    let (pid, k) = trail_digits(b, pid_end);
-    let p = pid_end - k;
-    // no pid, a longer one, or a perf `PID/TID`: the general grammar
-    if k == 0 || k > 7 || p < 2 {
-        return None;
-    }
-    let (style_perf, comm_end) = match b[p - 1] {
-        b'-' => (false, p - 1),
-        b' ' | b'\t' => (true, p - 1),
-        _ => return None,
-    };
-    let mut cs = cs;
-    let ce = trim_end_ws(b, comm_end);
-    if cs >= ce {
-        return None;
-    }
-    // an instance prefix `name: comm-pid`
-    let mut instance = Span::default();
-    if let Some(k) = find_byte(&b[..ce], cs, b':') {
-        if k > cs && k + 1 < ce && (b[k + 1] == b' ' || b[k + 1] == b'\t') {
-            instance = Span::new(base + cs, base + k);
-            cs = skip_ws(b, k + 1);
-        }
-    }
-    let comm = Span::new(base + cs, base + ce);
-
-    // --- flags column, then the timestamp token `SECS[.FRAC]:`
-    let mut i = skip_ws(b, after_cpu);
-    let mut ctx = Context::UNKNOWN;
-    let mut style = if style_perf {
-        Style::Perf
-    } else {
-        Style::NoFlags
-    };
-    if i < n && !is_digit(b[i]) {
-        let te = token_end(b, i);
-        if te == i || b[te - 1] == b':' {
-            return None;
-        }
-        ctx = flags.parse(b, i, te)?;
-        style = Style::Flags;
-        i = skip_ws(b, te);
-    }
+    // --- the head, up to the timestamp: the last line's, when this line
+    // repeats its bytes (then the same reading of them follows), or read
+    let k = last.len;
+    let (cpu, pid, ctx, style, comm, instance, mut i) =
+        if k > 0 && k < n && is_digit(b[k]) && same_bytes(b, &last.bytes, k) {
+            let span = |(s, e): (u32, u32)| Span::new(base + s as usize, base + e as usize);
+            let instance = last.instance.map_or(Span::default(), span);
+            (
+                last.cpu,
+                last.pid,
+                last.ctx,
+                last.style,
+                span(last.comm),
+                instance,
+                k,
+            )
+        } else {
+            let h = read_head(b, cs, &mut last.flags)?;
+            if h.ts_at <= HEAD_MAX {
+                last.len = h.ts_at;
+                last.bytes[..h.ts_at].copy_from_slice(&b[..h.ts_at]);
+                (last.cpu, last.pid, last.ctx, last.style) = (h.cpu, h.pid, h.ctx, h.style);
+                (last.comm, last.instance) = (h.comm, h.instance);
+            }
+            let span = |(s, e): (u32, u32)| Span::new(base + s as usize, base + e as usize);
+            let instance = h.instance.map_or(Span::default(), span);
+            (
+                h.cpu,
+                h.pid,
+                h.ctx,
+                h.style,
+                span(h.comm),
+                instance,
+                h.ts_at,
+            )
+        };
     // seconds (or a raw clock) of up to 7 digits, in one word
     let (secs, k) = lead_digits(b, i);
     if k == 0 || k > 7 {
         return None;
     }
     i += k;
-    let (ts_ns, raw_clock) = if b[i] == b'.' {
+    let (ts_ns, raw_clock) = if i < n && b[i] == b'.' {
         // a fraction of 1 to 9 digits
         i += 1;
         let (mut frac, mut fd) = lead_digits(b, i);
@@ -351,8 +396,8 @@ fn fast_event_line(
     let kind = crate::EventKind::of(&line[ns_rel..ns_rel + name.len as usize]);
     Some(EvRec {
         ts_ns,
-        cpu: cpu as u32,
-        pid: pid as i32,
+        cpu,
+        pid,
         ctx,
         comm,
         system,
@@ -366,6 +411,108 @@ fn fast_event_line(
         style,
         raw_clock,
     })
+}
+
+/// What the head of an event line says (positions relative to the line).
+struct Head {
+    cpu: u32,
+    pid: i32,
+    ctx: Context,
+    style: Style,
+    comm: (u32, u32),
+    instance: Option<(u32, u32)>,
+    /// Where the timestamp starts.
+    ts_at: usize,
+}
+
+/// The head of an event line of the usual shapes, up to its timestamp:
+/// `COMM-PID [CPU] [FLAGS] ` or perf's `COMM PID [CPU] `; `cs` is where
+/// the comm starts. `None` where [`fast_event_line`] declines.
+#[inline(always)]
+fn read_head(b: &[u8], cs: usize, flags: &mut LastFlags) -> Option<Head> {
+    let n = b.len();
+    // --- the CPU column: the first `[`, up to 7 digits, `]`
+    let lb = find_byte(b, 0, b'[')?;
+    let (cpu, k) = lead_digits(b, lb + 1);
+    let j = lb + 1 + k;
+    if lb == 0 || k == 0 || k > 7 || j >= n || b[j] != b']' {
+        return None;
+    }
+    let after_cpu = j + 1;
+
+    // --- task: COMM-PID or COMM PID (the pid up to 7 digits, so that it is
+    // all in one word; longer ones by the general grammar)
+    let pid_end = trim_end_ws(b, lb);
+    let (pid, k) = trail_digits(b, pid_end);
+    let p = pid_end - k;
+    // no pid, a longer one, or a perf `PID/TID`: the general grammar
+    if k == 0 || k > 7 || p < 2 {
+        return None;
+    }
+    let (style_perf, comm_end) = match b[p - 1] {
+        b'-' => (false, p - 1),
+        b' ' | b'\t' => (true, p - 1),
+        _ => return None,
+    };
+    let mut cs = cs;
+    let ce = trim_end_ws(b, comm_end);
+    if cs >= ce {
+        return None;
+    }
+    // an instance prefix `name: comm-pid`
+    let mut instance = None;
+    if let Some(k) = find_byte(&b[..ce], cs, b':') {
+        if k > cs && k + 1 < ce && (b[k + 1] == b' ' || b[k + 1] == b'\t') {
+            instance = Some((cs as u32, k as u32));
+            cs = skip_ws(b, k + 1);
+        }
+    }
+
+    // --- flags column, up to the timestamp
+    let mut i = skip_ws(b, after_cpu);
+    let mut ctx = Context::UNKNOWN;
+    let mut style = if style_perf {
+        Style::Perf
+    } else {
+        Style::NoFlags
+    };
+    if i < n && !is_digit(b[i]) {
+        let te = token_end(b, i);
+        if te == i || b[te - 1] == b':' {
+            return None;
+        }
+        ctx = flags.parse(b, i, te)?;
+        style = Style::Flags;
+        i = skip_ws(b, te);
+    }
+    Some(Head {
+        cpu: cpu as u32,
+        pid: pid as i32,
+        ctx,
+        style,
+        comm: (cs as u32, ce as u32),
+        instance,
+        ts_at: i,
+    })
+}
+
+/// `a[..k] == b[..k]` (both at least `k` long), eight bytes at a time: the
+/// head of a line against the last one's, where a `memcmp` call costs more
+/// than the compare.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8], k: usize) -> bool {
+    if k < 8 {
+        return a[..k] == b[..k];
+    }
+    let mut diff = 0u64;
+    let mut i = 0;
+    while i + 8 <= k {
+        diff |= word(a, i).unwrap() ^ word(b, i).unwrap();
+        i += 8;
+    }
+    // the last (overlapping) word covers the rest
+    diff |= word(a, k - 8).unwrap() ^ word(b, k - 8).unwrap();
+    diff == 0
 }
 
 const ZEROS: u64 = u64::from_ne_bytes([b'0'; 8]);
@@ -1007,7 +1154,7 @@ mod tests {
         let mut out = Out {
             fields: &mut fields,
             extra: &mut extra,
-            flags: LastFlags::default(),
+            last: LastLine::default(),
         };
         event_line(line, 1000, 7, &mut out).ok()
     }
@@ -1015,13 +1162,13 @@ mod tests {
     /// The fast path either declines or gives the general grammar's record.
     /// Returns whether it took the line.
     fn agree(line: &str) -> bool {
-        agree_after(line, &mut LastFlags::default())
+        agree_after(line, &mut LastLine::default())
     }
 
     /// [`agree`] with the flags column of the lines before remembered.
-    fn agree_after(line: &str, flags: &mut LastFlags) -> bool {
+    fn agree_after(line: &str, last: &mut LastLine) -> bool {
         let line = line.strip_suffix('\r').unwrap_or(line);
-        match fast_event_line(line, skip_ws(line.as_bytes(), 0), 1000, 7, flags) {
+        match fast_event_line(line, skip_ws(line.as_bytes(), 0), 1000, 7, last) {
             None => false,
             Some(f) => {
                 assert_eq!(Some(f), general(line), "line {line:?}");
@@ -1091,6 +1238,60 @@ mod tests {
         for l in declined {
             assert!(!agree(l), "fast path took {l:?}");
         }
+    }
+
+    /// Lines read one after the other, each head possibly the last one's:
+    /// every record is the general grammar's.
+    #[test]
+    fn a_repeated_head_reads_as_a_head_read_anew() {
+        let seqs: &[&[&str]] = &[
+            // the same head, then one with more blanks before the timestamp
+            &[
+                "  a-1 [000] d..1   1.500000: x: y",
+                "  a-1 [000] d..1   1.600000: page_fault_user: address=0x1",
+                "  a-1 [000] d..1    1.700000: x: y",
+                "  a-1 [000] d..1 \t1.800000: x: y",
+            ],
+            // the head repeated, the rest malformed or cut short
+            &[
+                "  a-1 [000] d..1 1.500000: x: y",
+                "  a-1 [000] d..1 1.",
+                "  a-1 [000] d..1 12",
+                "  a-1 [000] d..1 1",
+                "  a-1 [000] d..1 ",
+                "  a-1 [000] 12",
+                "  a-1 [000] d..1 1.5:x",
+            ],
+            // a head the next line extends or shortens
+            &[
+                "  a-1 [000] 1.5: x: y",
+                "  a-1 [000] 1.5: x: y z",
+                "  a-12 [000] 1.5: x: y",
+                "  a-1 [0001] 1.5: x: y",
+                "  a-1 [000] .... 1.5: x: y",
+                "  a-1 [000] ....1.5: x: y",
+            ],
+            // instance prefixes, perf, a head longer than is remembered
+            &[
+                "inst: a-1 [000] 1.5: x: y",
+                "inst: a-1 [000] 2.5: x: y",
+                "  a 1 [000] 1.5: sys:x: y",
+                "  a 1 [000] 1.6: sys:x: y",
+                "long-long-long-long-instance-name-for-the-buffer: a-1 [000] 1.5: x: y",
+                "long-long-long-long-instance-name-for-the-buffer: a-1 [000] 1.6: x: y",
+            ],
+        ];
+        for seq in seqs {
+            let mut last = LastLine::default();
+            for l in *seq {
+                agree_after(l, &mut last);
+            }
+        }
+        // the repeated head is taken, not only declined
+        let mut last = LastLine::default();
+        assert!(agree_after("  a-1 [000] d..1 1.5: x: y", &mut last));
+        assert!(agree_after("  a-1 [000] d..1 1.6: x: y", &mut last));
+        assert!(!agree_after("  a-1 [000] d..1 12", &mut last));
     }
 
     /// The flags column as the match-based decoder read it before the
@@ -1222,6 +1423,13 @@ mod tests {
                     .iter()
                     .fold(0u64, |v, c| v * 10 + (c - b'0') as u64);
                 assert_eq!(trail_digits(&b, at), (v, k), "{b:?} to {at}");
+                // the same bytes, up to `at`
+                let mut c = b.clone();
+                assert!(same_bytes(&b, &c, at));
+                if at > 0 {
+                    c[(seed as usize) % at] ^= 0x20;
+                    assert!(!same_bytes(&b, &c, at), "{b:?} {c:?} to {at}");
+                }
                 // blanks trimmed from the end
                 let e = b[..at]
                     .iter()
@@ -1296,7 +1504,7 @@ mod tests {
                 continue;
             };
             let (mut fl, mut ft) = (0u64, 0u64);
-            let mut last = LastFlags::default();
+            let mut last = LastLine::default();
             for (k, l) in text.lines().enumerate() {
                 if l.starts_with('#') {
                     continue;

@@ -168,7 +168,7 @@ fn parse_chunk(c: &mut Chunk, counting: Option<Counting>) {
     let mut out = Out {
         fields: &mut c.fields,
         extra: &mut c.extra,
-        flags: Default::default(),
+        last: Default::default(),
     };
     let mut it = memchr::memchr_iter(b'\n', b);
     loop {
@@ -178,85 +178,90 @@ fn parse_chunk(c: &mut Chunk, counting: Option<Counting>) {
             None => break,
         };
         let l = &text[start..end];
-        let item =
-            match line::parse_line(l, start, n, &mut out) {
-                Parsed::Event(r) => {
-                    if let Some(k) = counting {
-                        let cpu = r.cpu as usize;
-                        let plain = r.ctx.known
-                            && !r.ctx.nmi
-                            && !r.ctx.hardirq
-                            && r.instance.len == 0
-                            && k.kinds.get(r.kind as usize).copied().unwrap_or(false)
-                            && cpu < COUNT_CPUS;
-                        if cpu >= last.len() && cpu < COUNT_CPUS {
-                            last.resize(cpu + 1, None);
+        let parsed = match line::usual_event(l, start, n, &mut out.last) {
+            Some(r) => Parsed::Event(r),
+            None => line::parse_unusual(l, start, n, &mut out),
+        };
+        let item = match parsed {
+            Parsed::Event(r) => {
+                if let Some(k) = counting {
+                    let cpu = r.cpu as usize;
+                    let plain = r.ctx.known
+                        && !r.ctx.nmi
+                        && !r.ctx.hardirq
+                        && r.instance.len == 0
+                        && k.kinds.get(r.kind as usize).copied().unwrap_or(false)
+                        && cpu < COUNT_CPUS;
+                    if cpu >= last.len() && cpu < COUNT_CPUS {
+                        last.resize(cpu + 1, None);
+                    }
+                    if plain && last[cpu] == Some(r.pid) && end + 1 < b.len() {
+                        let name = r.name.get(text, out.extra);
+                        // same CPU and name (a kind of one name tells it)
+                        let same = |t: &TextCounted| {
+                            t.cpu == r.cpu
+                                && t.kind == r.kind
+                                && (r.kind.name().is_some() || t.name.get(text, out.extra) == name)
+                        };
+                        if !c.counted.get(slot).is_some_and(same) {
+                            slot = match c.counted.iter().position(same) {
+                                Some(i) => i,
+                                None => {
+                                    c.counted.push(TextCounted {
+                                        cpu: r.cpu,
+                                        system: r.system,
+                                        name: r.name,
+                                        kind: r.kind,
+                                        count: 0,
+                                        first_ts_ns: r.ts_ns,
+                                        last_ts_ns: r.ts_ns,
+                                    });
+                                    c.counted.len() - 1
+                                }
+                            };
                         }
-                        if plain && last[cpu] == Some(r.pid) && end + 1 < b.len() {
-                            let name = r.name.get(text, out.extra);
-                            if c.counted.get(slot).is_none_or(|t| {
-                                t.cpu != r.cpu || t.name.get(text, out.extra) != name
-                            }) {
-                                slot = match c.counted.iter().position(|t| {
-                                    t.cpu == r.cpu && t.name.get(text, out.extra) == name
-                                }) {
-                                    Some(i) => i,
-                                    None => {
-                                        c.counted.push(TextCounted {
-                                            cpu: r.cpu,
-                                            system: r.system,
-                                            name: r.name,
-                                            kind: r.kind,
-                                            count: 0,
-                                            first_ts_ns: r.ts_ns,
-                                            last_ts_ns: r.ts_ns,
-                                        });
-                                        c.counted.len() - 1
-                                    }
-                                };
-                            }
-                            let t = &mut c.counted[slot];
-                            t.count += 1;
-                            t.first_ts_ns = t.first_ts_ns.min(r.ts_ns);
-                            t.last_ts_ns = t.last_ts_ns.max(r.ts_ns);
-                            // A field list split while parsing belongs to no item now.
-                            if let Some((s, _)) = r.fields {
-                                out.fields.truncate(s as usize);
-                            }
-                            n += 1;
-                            start = end + 1;
-                            continue;
+                        let t = &mut c.counted[slot];
+                        t.count += 1;
+                        t.first_ts_ns = t.first_ts_ns.min(r.ts_ns);
+                        t.last_ts_ns = t.last_ts_ns.max(r.ts_ns);
+                        // A field list split while parsing belongs to no item now.
+                        if let Some((s, _)) = r.fields {
+                            out.fields.truncate(s as usize);
                         }
-                        if cpu < last.len() {
-                            last[cpu] = if plain { Some(r.pid) } else { None };
-                        }
+                        n += 1;
+                        start = end + 1;
+                        continue;
                     }
-                    Item::Ev(r)
-                }
-                Parsed::Meta => Item::Meta,
-                Parsed::Lost { cpu, count } => {
-                    if let Some(l) = last.get_mut(cpu as usize) {
-                        *l = None;
-                    }
-                    Item::Lost {
-                        cpu,
-                        count,
-                        line_no: n,
+                    if cpu < last.len() {
+                        last[cpu] = if plain { Some(r.pid) } else { None };
                     }
                 }
-                Parsed::BufferStarted { cpu } => {
-                    last.clear();
-                    Item::Started { cpu, line_no: n }
+                Item::Ev(r)
+            }
+            Parsed::Meta => Item::Meta,
+            Parsed::Lost { cpu, count } => {
+                if let Some(l) = last.get_mut(cpu as usize) {
+                    *l = None;
                 }
-                Parsed::Unparsed(why) => {
-                    last.clear();
-                    Item::Unparsed {
-                        line_no: n,
-                        line: Span::new(start, end),
-                        why,
-                    }
+                Item::Lost {
+                    cpu,
+                    count,
+                    line_no: n,
                 }
-            };
+            }
+            Parsed::BufferStarted { cpu } => {
+                last.clear();
+                Item::Started { cpu, line_no: n }
+            }
+            Parsed::Unparsed(why) => {
+                last.clear();
+                Item::Unparsed {
+                    line_no: n,
+                    line: Span::new(start, end),
+                    why,
+                }
+            }
+        };
         c.items.push(item);
         n += 1;
         start = end + 1;
@@ -787,7 +792,7 @@ pub fn detect_text(name: &str, head: &[u8]) -> Result<Format> {
             &mut Out {
                 fields: &mut fields,
                 extra: &mut extra,
-                flags: Default::default(),
+                last: Default::default(),
             },
         ) {
             Parsed::Event(r) => match r.style {

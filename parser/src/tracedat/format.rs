@@ -638,7 +638,10 @@ mod tests {
             assert_eq!(got[2], Some(Value::Str("cc1")));
             assert_eq!(got[3], Some(Value::Str("dyn")));
         }
-        assert_eq!(r.named(&OTHER), [Some(Value::Str("dyn")), Some(Value::Int(-7))]);
+        assert_eq!(
+            r.named(&OTHER),
+            [Some(Value::Str("dyn")), Some(Value::Int(-7))]
+        );
         // a record too short for a field: that field is absent
         let short = RecordFields {
             format: &f,
