@@ -206,6 +206,7 @@ impl<'a> CpuStream<'a> {
     #[inline(always)]
     fn decode_one(
         &mut self,
+        e: Endian,
         st: &mut HeaderRun,
         h: Hdr,
         bytes: &[u8],
@@ -216,7 +217,6 @@ impl<'a> CpuStream<'a> {
             id,
             ..Rec::new(h.ts, h.start, h.len, RecKind::Event, 0, h.off)
         };
-        let e = self.endian;
         let data = match bytes.get(h.start as usize..(h.start + h.len) as usize) {
             Some(d) if h.len >= 2 => d,
             _ => {
@@ -363,8 +363,8 @@ impl<'a> CpuStream<'a> {
     /// Decode the event `h` ([`CpuStream::decode_one`]) and keep it in `b`
     /// unless it was counted.
     #[inline(always)]
-    fn keep(&mut self, st: &mut HeaderRun, h: Hdr, bytes: &[u8], b: &mut Batch<'a>) {
-        if let Some(r) = self.decode_one(st, h, bytes, &mut b.counted) {
+    fn keep(&mut self, e: Endian, st: &mut HeaderRun, h: Hdr, bytes: &[u8], b: &mut Batch<'a>) {
+        if let Some(r) = self.decode_one(e, st, h, bytes, &mut b.counted) {
             b.recs.push(r);
         }
     }
@@ -516,7 +516,26 @@ impl<'a> CpuStream<'a> {
         exact: bool,
         page_off: impl Fn(usize) -> u64,
     ) {
-        let (e, hp, cpu, ps) = (self.endian, self.hp, self.cpu, self.page_size);
+        // One walk per byte order, each with its order a constant.
+        match self.endian {
+            Endian::Little => self.decode_pages_in::<false>(st, b, bytes, from, exact, page_off),
+            Endian::Big => self.decode_pages_in::<true>(st, b, bytes, from, exact, page_off),
+        }
+    }
+
+    /// [`CpuStream::decode_pages`] for big-endian data (`BIG`) or little.
+    #[inline(always)]
+    fn decode_pages_in<const BIG: bool>(
+        &mut self,
+        st: &mut HeaderRun,
+        b: &mut Batch<'a>,
+        bytes: &[u8],
+        from: usize,
+        exact: bool,
+        page_off: impl Fn(usize) -> u64,
+    ) {
+        let e = if BIG { Endian::Big } else { Endian::Little };
+        let (hp, cpu, ps) = (self.hp, self.cpu, self.page_size);
         let mut p = from;
         while p < bytes.len() {
             let pe = (p + ps).min(bytes.len());
@@ -534,11 +553,11 @@ impl<'a> CpuStream<'a> {
                         st.last = None;
                         b.recs.push(l);
                         if let Some(r) = first {
-                            self.keep(st, r, bytes, b);
+                            self.keep(e, st, r, bytes, b);
                         }
                     }
                     for r in page.by_ref() {
-                        self.keep(st, r, bytes, b);
+                        self.keep(e, st, r, bytes, b);
                     }
                     if let Some(w) = page.warning() {
                         b.warnings.push((fo, format!("CPU {cpu}: {w}")));

@@ -132,6 +132,8 @@ impl<'p> PageRecords<'p> {
     /// is the offset of `page[0]` within the batch buffer; `file_off` the
     /// file offset of `page[0]` (or of its compressed chunk when `exact` is
     /// false). A page too short for its header is a warning, and no records.
+    /// Inlined, so that a caller's constant byte order stays one.
+    #[inline(always)]
     pub fn new(
         page: &'p [u8],
         e: Endian,
