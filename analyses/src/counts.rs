@@ -110,14 +110,17 @@ impl EventCounts {
         }
     }
 
-    /// `c.count` events the reader counted instead of delivering (in known,
-    /// non-NMI context: see `Sink::countable`).
+    /// `c.count` events the reader counted instead of delivering (in task
+    /// or softirq context, or in text that says no context: see
+    /// `Sink::countable`).
     pub fn add_counted(&mut self, c: &nmitrace_parser::Counted<'_>) {
         if c.count == 0 {
             return;
         }
         self.total += c.count;
-        self.flags_known = true;
+        if c.context_known {
+            self.flags_known = true;
+        }
         self.count_name(c.name, c.count);
         self.count_cpu(c.cpu, c.count);
         self.span(c.first_ts_ns, c.last_ts_ns);

@@ -85,12 +85,16 @@ pub trait Sink {
     fn symbols(&mut self, _symbols: &std::sync::Arc<tracedat::symbols::Symbols>) {}
     /// May events of `kind` reach the sink as counts ([`Sink::counted`])
     /// instead of one by one, where one by one they would tell it nothing
-    /// new? A reader that can tell (trace.dat's, on each CPU's own stream)
-    /// then counts an event instead of delivering it when it is in task or
-    /// softirq context (flags known, neither NMI nor hardirq) with the same
-    /// pid as the CPU's previous event, which was such an event too: not the
-    /// first after a switch, an NMI, a lost-events marker or any event of
-    /// another kind. Default: no, every event is delivered.
+    /// new? A reader that can tell (trace.dat's, on each CPU's own stream;
+    /// a text trace's, in each chunk of lines) then counts an event instead
+    /// of delivering it when it is in task or softirq context (flags known,
+    /// neither NMI nor hardirq) with the same pid as the CPU's previous
+    /// event, which was such an event too: not the first after a switch, an
+    /// NMI, a lost-events marker or any event of another kind. In text that
+    /// says no context (no flags column), when the CPU's previous event was
+    /// the same event of the same pid, also without a context
+    /// ([`Counted::context_known`] is then false). Default: no, every event
+    /// is delivered.
     fn countable(&self, _kind: EventKind) -> bool {
         false
     }
@@ -145,6 +149,9 @@ pub struct Counted<'a> {
     /// Their earliest and latest timestamps.
     pub first_ts_ns: u64,
     pub last_ts_ns: u64,
+    /// Their context was known (task or softirq, from flags); otherwise the
+    /// format says none (text without a flags column).
+    pub context_known: bool,
 }
 
 /// What a source knows about the trace as a whole.

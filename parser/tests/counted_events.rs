@@ -11,8 +11,11 @@ use std::path::PathBuf;
 
 #[derive(Default)]
 struct All {
-    /// (cpu, pid, kind is countable, plain context, name) of every event, in order.
+    /// (cpu, pid, kind is countable, plain context, name) of every event,
+    /// in order; plain: task or softirq, or not said (no flags column).
     seen: Vec<(u32, i32, bool, bool, String)>,
+    /// Whether each event's context was said (flags).
+    known: Vec<bool>,
     counted: BTreeMap<(u32, String), u64>,
     /// Where each event of `seen` is (its line, its byte offset).
     at: Vec<String>,
@@ -26,7 +29,8 @@ fn countable_kind(k: EventKind) -> bool {
 
 impl Sink for All {
     fn event(&mut self, ev: &Event<'_>) -> Flow {
-        let plain = ev.ctx.known && !ev.ctx.nmi && !ev.ctx.hardirq;
+        let plain = !ev.ctx.known || (!ev.ctx.nmi && !ev.ctx.hardirq);
+        self.known.push(ev.ctx.known);
         self.seen.push((
             ev.cpu,
             ev.pid,
@@ -135,27 +139,42 @@ fn counted_events_are_the_ones_that_tell_nothing_new() {
 /// A text trace's reader counts by the same rule, each chunk of lines
 /// starting afresh: what it delivers lies between what the rule keeps over
 /// the whole stream and everything, and delivered + counted = all, per CPU
-/// and name.
+/// and name. Without a flags column (`trace-cmd report`) a counted event
+/// repeats both the pid and the event of the CPU's previous one.
 #[test]
 #[cfg_attr(not(shared_traces), ignore = "../shared/traces is absent")]
 fn a_text_trace_counts_by_the_same_rule() {
-    let (all, some, counted) = read_both("trace.txt.gz");
-    // Per CPU, walking the full stream: an event the reader delivered is
-    // kept; one it counted must repeat the pid of the CPU's previous plain
-    // countable event, itself such an event.
-    let delivered: std::collections::HashSet<&String> = some.at.iter().collect();
-    let mut last: BTreeMap<u32, Option<i32>> = BTreeMap::new();
-    let mut skipped = 0u64;
-    for ((cpu, pid, ck, plain, name), at) in all.seen.iter().zip(&all.at) {
-        let l = last.entry(*cpu).or_default();
-        if !delivered.contains(at) {
-            assert!(
-                *ck && *plain && *l == Some(*pid),
-                "CPU {cpu}: a counted {name} of pid {pid} that the rule keeps"
-            );
-            skipped += 1;
+    for file in ["trace.txt.gz", "report.txt.gz"] {
+        let (all, some, counted) = read_both(file);
+        // Per CPU, walking the full stream: an event the reader delivered
+        // is kept; one it counted must repeat the pid (and, context unsaid,
+        // the name) of the CPU's previous countable event, itself such an
+        // event with its context said or unsaid alike.
+        let delivered: std::collections::HashSet<&String> = some.at.iter().collect();
+        let mut last: BTreeMap<u32, Option<(i32, bool, String)>> = BTreeMap::new();
+        let mut skipped = 0u64;
+        for (((cpu, pid, ck, plain, name), at), known) in
+            all.seen.iter().zip(&all.at).zip(&all.known)
+        {
+            let l = last.entry(*cpu).or_default();
+            if !delivered.contains(at) {
+                let repeats = l
+                    .as_ref()
+                    .is_some_and(|(p, k, n)| p == pid && k == known && (*known || n == name));
+                assert!(
+                    *ck && *plain && repeats,
+                    "{file}: CPU {cpu}: a counted {name} of pid {pid} that the rule keeps"
+                );
+                skipped += 1;
+            }
+            *l = (*ck && *plain).then(|| (*pid, *known, name.clone()));
         }
-        *l = if *ck && *plain { Some(*pid) } else { None };
+        assert_eq!(skipped, counted, "{file}");
+        // the report has no flags column: every event's context is unsaid
+        assert_eq!(
+            all.known.iter().any(|k| *k),
+            file == "trace.txt.gz",
+            "{file}"
+        );
     }
-    assert_eq!(skipped, counted);
 }

@@ -69,6 +69,8 @@ struct Chunk {
 #[derive(Clone, Copy, Debug)]
 struct TextCounted {
     cpu: u32,
+    /// Context known (task or softirq) or not said (no flags column).
+    known: bool,
     system: Span,
     name: Span,
     kind: crate::EventKind,
@@ -83,6 +85,20 @@ struct TextCounted {
 #[derive(Clone, Copy)]
 struct Counting {
     kinds: [bool; 32],
+    /// perf script: whatever a line looks like, its context is unknown.
+    perf: bool,
+}
+
+/// A CPU's previous event line in a chunk, when it was a countable event
+/// that the next may repeat: its pid, whether its context was known (task
+/// or softirq) or unknown (no flags column), and, for unknown context, its
+/// kind and name (see [`parse_chunk`]).
+#[derive(Clone, Copy)]
+struct Prev {
+    pid: i32,
+    known: bool,
+    kind: crate::EventKind,
+    name: Span,
 }
 
 /// CPUs up to this number have their previous event tracked for counting;
@@ -151,15 +167,17 @@ impl Chunk {
 /// CPU's previous line in this chunk was such an event with the same pid:
 /// the rule of the trace.dat reader, each chunk starting afresh (its first
 /// event of each CPU is kept), and never the chunk's last line (the one a
-/// torn tail warns about).
+/// torn tail warns about). A line whose context the text does not say (no
+/// flags column: `trace-cmd report`, perf script) is counted when the CPU's
+/// previous line was the same event, also without a context, of the same
+/// pid (see `analyses/RULES.md`, "What an event says about its CPU").
 fn parse_chunk(c: &mut Chunk, counting: Option<Counting>) {
     c.items.clear();
     c.fields.clear();
     c.extra.clear();
     c.counted.clear();
-    // per CPU: the pid of its previous event line when that was a countable
-    // event in plain context
-    let mut last: Vec<Option<i32>> = Vec::new();
+    // per CPU: its previous event line when that was a countable event
+    let mut last: Vec<Option<Prev>> = Vec::new();
     let mut slot = usize::MAX;
     let text = chunk_text(&c.buf, &c.map, c.len, &c.lossy_text);
     let b = text.as_bytes();
@@ -186,20 +204,31 @@ fn parse_chunk(c: &mut Chunk, counting: Option<Counting>) {
             Parsed::Event(r) => {
                 if let Some(k) = counting {
                     let cpu = r.cpu as usize;
-                    let plain = r.ctx.known
-                        && !r.ctx.nmi
-                        && !r.ctx.hardirq
+                    let known = r.ctx.known && !k.perf;
+                    // task or softirq context, or no context said at all
+                    let countable = (!known || (!r.ctx.nmi && !r.ctx.hardirq))
                         && r.instance.len == 0
                         && k.kinds.get(r.kind as usize).copied().unwrap_or(false)
                         && cpu < COUNT_CPUS;
                     if cpu >= last.len() && cpu < COUNT_CPUS {
                         last.resize(cpu + 1, None);
                     }
-                    if plain && last[cpu] == Some(r.pid) && end + 1 < b.len() {
-                        let name = r.name.get(text, out.extra);
+                    let name = r.name.get(text, out.extra);
+                    // the same pid after such an event; without a context,
+                    // the same event too
+                    let repeats = |p: &Prev| {
+                        p.pid == r.pid
+                            && p.known == known
+                            && (known
+                                || (p.kind == r.kind
+                                    && (r.kind.name().is_some()
+                                        || p.name.get(text, out.extra) == name)))
+                    };
+                    if countable && last[cpu].as_ref().is_some_and(repeats) && end + 1 < b.len() {
                         // same CPU and name (a kind of one name tells it)
                         let same = |t: &TextCounted| {
                             t.cpu == r.cpu
+                                && t.known == known
                                 && t.kind == r.kind
                                 && (r.kind.name().is_some() || t.name.get(text, out.extra) == name)
                         };
@@ -209,6 +238,7 @@ fn parse_chunk(c: &mut Chunk, counting: Option<Counting>) {
                                 None => {
                                     c.counted.push(TextCounted {
                                         cpu: r.cpu,
+                                        known,
                                         system: r.system,
                                         name: r.name,
                                         kind: r.kind,
@@ -233,7 +263,12 @@ fn parse_chunk(c: &mut Chunk, counting: Option<Counting>) {
                         continue;
                     }
                     if cpu < last.len() {
-                        last[cpu] = if plain { Some(r.pid) } else { None };
+                        last[cpu] = countable.then_some(Prev {
+                            pid: r.pid,
+                            known,
+                            kind: r.kind,
+                            name: r.name,
+                        });
                     }
                 }
                 Item::Ev(r)
@@ -452,18 +487,15 @@ pub fn run(
     }
     let mut stats = ParseStats::default();
     let perf = format == Format::PerfScript;
-    // perf script lines carry no flags: nothing is counted there.
-    let counting = (!perf)
-        .then(|| {
-            let mut kinds = [false; 32];
-            for k in crate::EventKind::ALL {
-                if let Some(slot) = kinds.get_mut(k as usize) {
-                    *slot = sink.countable(k);
-                }
+    let counting = {
+        let mut kinds = [false; 32];
+        for k in crate::EventKind::ALL {
+            if let Some(slot) = kinds.get_mut(k as usize) {
+                *slot = sink.countable(k);
             }
-            Counting { kinds }
-        })
-        .filter(|c| c.kinds.iter().any(|&k| k));
+        }
+        Some(Counting { kinds, perf }).filter(|c| c.kinds.iter().any(|&k| k))
+    };
 
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<()> {
@@ -721,6 +753,7 @@ fn deliver(
             count: t.count,
             first_ts_ns: t.first_ts_ns,
             last_ts_ns: t.last_ts_ns,
+            context_known: t.known,
         });
         if flow.is_break() {
             return crate::STOP;

@@ -307,6 +307,7 @@ fn run_meta(
                 count: n,
                 first_ts_ns: ev_of.to_ns(lo),
                 last_ts_ns: ev_of.to_ns(hi),
+                context_known: true,
             };
             // the reading is over: a stop changes nothing
             let _ = sink_cell.borrow_mut().counted(&c);
