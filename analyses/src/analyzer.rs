@@ -502,7 +502,11 @@ impl Sink for Analyzer {
     /// What `event` does with a user-mode page fault or an event no analysis
     /// models, in task or softirq context with the pid the CPU's previous
     /// such event had: it counts it and notes the pid as the CPU's current
-    /// task, which it is already. Such events can come as counts.
+    /// task, which it is already. Without a context (text without flags),
+    /// the same holds for the same event of the same pid right after
+    /// itself: the replay tells such events by name there
+    /// (`SwitchWindow::may_run_inside`), so the second changes nothing the
+    /// first did not. Such events can come as counts.
     fn countable(&self, kind: EventKind) -> bool {
         matches!(kind, EventKind::PageFaultUser | EventKind::Other)
     }

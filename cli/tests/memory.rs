@@ -2,8 +2,9 @@
 //! `events` (a whole process, measured by wait4) on gcc-large in every
 //! trace.dat form — v7 zstd as recorded (33 MB), uncompressed v7 and v6
 //! (156 MB each, mapped), and the uncompressed v7 zstd-compressed as a whole
-//! file (decompressed to a temporary file) — and as raw text, stays under
-//! 64 MiB. This counts, not times: the same input gives the same pages.
+//! file (decompressed to a temporary file) — and as raw text, zstd (read
+//! through reused buffers) and plain (475 MB, mapped), stays under 64 MiB.
+//! This counts, not times: the same input gives the same pages.
 
 mod common;
 use common::*;
@@ -94,4 +95,18 @@ fn peak_rss_stays_flat_in_every_input_form() {
     check(&v6, "v6");
     check(&zst, "v7 uncompressed in a .zst");
     check(&large.join("trace.txt.zst"), "raw text, zstd");
+    // A plain text file is mapped: the pages read must be given back.
+    let txt = tmp.path().join("trace.txt");
+    let z = std::process::Command::new("zstd")
+        .args([
+            "-q",
+            "-d",
+            large.join("trace.txt.zst").to_str().unwrap(),
+            "-o",
+            txt.to_str().unwrap(),
+        ])
+        .status();
+    assert!(z.is_ok_and(|s| s.success()), "zstd -d failed");
+    assert!(std::fs::metadata(&txt).unwrap().len() > 400_000_000);
+    check(&txt, "raw text, plain (mapped)");
 }

@@ -134,8 +134,10 @@ impl Input {
         if !file.metadata().is_ok_and(|m| m.is_file() && m.len() > 0) {
             return Err(self);
         }
-        // SAFETY: as in `into_bytes`: read-only, and a file truncated
-        // underneath us would fault, the contract of every mmap reader.
+        // SAFETY: as in `into_bytes`: read-only. The contract of every
+        // mmap reader holds: the file is not truncated or rewritten in
+        // place while it is read (a file that grows, a trace still being
+        // appended to, is read as far as it reached when it was mapped).
         match unsafe { memmap2::Mmap::map(file) } {
             Ok(m) if m.starts_with(&self.head) => Ok(m),
             _ => Err(self),
@@ -235,11 +237,12 @@ impl Read for FailingReader {
 /// (`MADV_DONTNEED`), so that the resident set stays flat however large the
 /// file: a long trace is read once, front to back.
 ///
-/// Only for slices of a read-only mapping of a file: such pages are never
-/// written, so dropping them loses nothing and a later read of the same
-/// bytes faults them in again from the file. On anonymous memory (a `Vec`)
-/// it would zero the pages, which is why it is never used there.
-pub fn release_pages(b: &[u8]) {
+/// Only for slices of a read-only mapping of a file (the readers of this
+/// crate call it on nothing else): such pages are never written, so
+/// dropping them loses nothing and a later read of the same bytes faults
+/// them in again from the file. On anonymous memory (a `Vec`) it would zero
+/// the pages, which is why it is not public.
+pub(crate) fn release_pages(b: &[u8]) {
     #[cfg(unix)]
     {
         // SAFETY: sysconf has no preconditions.
@@ -249,9 +252,9 @@ pub fn release_pages(b: &[u8]) {
         let first = start.div_ceil(page) * page;
         let last = (start + b.len()) / page * page;
         if last > first {
-            // SAFETY: [first, last) lies inside `b`, a file mapping that
-            // stays mapped; MADV_DONTNEED on a private read-only file
-            // mapping only drops clean pages, which read back identically.
+            // SAFETY: [first, last) lies inside `b`, a read-only file
+            // mapping that stays mapped; MADV_DONTNEED on it only drops
+            // clean page-cache pages, which read back from the file.
             unsafe {
                 libc::madvise(
                     first as *mut libc::c_void,

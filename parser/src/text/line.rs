@@ -154,22 +154,31 @@ pub fn parse_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> P
     }
 }
 
-/// An event line of the usual shapes (see [`fast_event_line`]), or `None`:
-/// then [`parse_unusual`] says what the line is. Together they are
-/// [`parse_line`]; a reader of many lines calls this first, inlined.
-#[inline]
-pub fn usual_event(line: &str, base: usize, line_no: u32, last: &mut LastLine) -> Option<EvRec> {
+/// A line without its `\r`, where its first word starts, and whether that
+/// word may open a comment, header or marker (`#`, `CPU`, `cpus=`,
+/// `version = `) rather than an event.
+#[inline(always)]
+fn prelude(line: &str) -> (&str, usize, bool) {
     let line = line.strip_suffix('\r').unwrap_or(line);
     let cs = skip_ws(line.as_bytes(), 0);
     let t = &line[cs..];
-    let maybe_not_an_event = match t.as_bytes().first() {
+    let maybe_marker = match t.as_bytes().first() {
         None | Some(b'#') => true,
         Some(b'C') => t.starts_with("CPU"),
         Some(b'c') => t.starts_with("cpus="),
         Some(b'v') => t.starts_with("version = "),
         _ => false,
     };
-    if maybe_not_an_event {
+    (line, cs, maybe_marker)
+}
+
+/// An event line of the usual shapes (see [`fast_event_line`]), or `None`:
+/// then [`parse_unusual`] says what the line is. Together they are
+/// [`parse_line`]; a reader of many lines calls this first, inlined.
+#[inline]
+pub fn usual_event(line: &str, base: usize, line_no: u32, last: &mut LastLine) -> Option<EvRec> {
+    let (line, cs, maybe_marker) = prelude(line);
+    if maybe_marker {
         return None;
     }
     fast_event_line(line, cs, base, line_no, last)
@@ -178,20 +187,19 @@ pub fn usual_event(line: &str, base: usize, line_no: u32, last: &mut LastLine) -
 /// A line [`usual_event`] did not take: a comment, header or marker, an
 /// event line by the general grammar, or why it is none of these.
 pub fn parse_unusual(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> Parsed {
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    let cs = skip_ws(line.as_bytes(), 0);
+    let (line, cs, maybe_marker) = prelude(line);
     let t = &line[cs..];
-    let Some(&c0) = t.as_bytes().first() else {
-        return Parsed::Meta;
-    };
-    match c0 {
-        b'#' => {
+    if maybe_marker {
+        if t.is_empty() {
+            return Parsed::Meta;
+        }
+        if t.starts_with('#') {
             return match buffer_started(t) {
                 Some(cpu) => Parsed::BufferStarted { cpu },
                 None => Parsed::Meta,
-            }
+            };
         }
-        b'C' if t.starts_with("CPU") => {
+        if t.starts_with("CPU") {
             if let Some(p) = lost_marker(t) {
                 return p;
             }
@@ -199,10 +207,10 @@ pub fn parse_unusual(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -
             if t.ends_with(" is empty") && t[3..t.len() - 9].trim().bytes().all(is_digit) {
                 return Parsed::Meta;
             }
+        } else {
+            // `cpus=`, `version = `: trace-cmd report's header
+            return Parsed::Meta;
         }
-        b'c' if t.starts_with("cpus=") => return Parsed::Meta,
-        b'v' if t.starts_with("version = ") => return Parsed::Meta,
-        _ => {}
     }
     match event_line(line, base, line_no, out) {
         Ok(r) => Parsed::Event(r),
@@ -297,9 +305,9 @@ fn fast_event_line(
     // --- the head, up to the timestamp: the last line's, when this line
     // repeats its bytes (then the same reading of them follows), or read
     let k = last.len;
+    let span = |(s, e): (u32, u32)| Span::new(base + s as usize, base + e as usize);
     let (cpu, pid, ctx, style, comm, instance, mut i) =
         if k > 0 && k < n && is_digit(b[k]) && same_bytes(b, &last.bytes, k) {
-            let span = |(s, e): (u32, u32)| Span::new(base + s as usize, base + e as usize);
             let instance = last.instance.map_or(Span::default(), span);
             (
                 last.cpu,
@@ -312,13 +320,15 @@ fn fast_event_line(
             )
         } else {
             let h = read_head(b, cs, &mut last.flags)?;
-            if h.ts_at <= HEAD_MAX {
+            // Remembered only when a digit follows: then any flags column
+            // ended at a blank inside the head, and a line repeating the
+            // head's bytes reads them the same way.
+            if h.ts_at <= HEAD_MAX && h.ts_at < n && is_digit(b[h.ts_at]) {
                 last.len = h.ts_at;
                 last.bytes[..h.ts_at].copy_from_slice(&b[..h.ts_at]);
                 (last.cpu, last.pid, last.ctx, last.style) = (h.cpu, h.pid, h.ctx, h.style);
                 (last.comm, last.instance) = (h.comm, h.instance);
             }
-            let span = |(s, e): (u32, u32)| Span::new(base + s as usize, base + e as usize);
             let instance = h.instance.map_or(Span::default(), span);
             (
                 h.cpu,
@@ -1252,6 +1262,10 @@ mod tests {
                 "  a-1 [000] d..1    1.700000: x: y",
                 "  a-1 [000] d..1 \t1.800000: x: y",
             ],
+            // a line ending with its flags column, then one whose
+            // timestamp runs into them (the general grammar refuses it)
+            &["  a-1 [000] d..1", "  a-1 [000] d..12.5: x: y"],
+            &["  a-1 [000]", "  a-1 [000]12.5: x: y"],
             // the head repeated, the rest malformed or cut short
             &[
                 "  a-1 [000] d..1 1.500000: x: y",

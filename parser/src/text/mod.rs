@@ -37,12 +37,15 @@ pub const MAX_LINE: usize = 16 << 20;
 #[derive(Default)]
 struct Chunk {
     seq: u64,
-    /// The bytes read; only `buf[..len]` is this chunk's. `buf` keeps its
-    /// length between chunks (it grows, zeroed, only for a longer line), so
-    /// that reading into it does not zero a MiB per chunk.
+    /// The bytes read from a stream; only `buf[..len]` is this chunk's
+    /// (a chunk of a mapped file has its bytes in [`Chunk::map`] instead).
+    /// `buf` keeps its length between chunks (it grows, zeroed, only for a
+    /// longer line), so that reading into it does not zero a MiB per chunk.
     buf: Vec<u8>,
+    /// The chunk's length in bytes (in `buf` or in the mapping).
     len: usize,
-    /// `buf[..len]` with invalid UTF-8 replaced by U+FFFD, when it had any.
+    /// The chunk's bytes with invalid UTF-8 replaced by U+FFFD, when they
+    /// had any.
     lossy_text: Option<String>,
     extra: String,
     items: Vec<Item>,
@@ -150,7 +153,8 @@ fn chunk_text<'c>(
         // with `simdutf8`'s `from_utf8` (a full UTF-8 validation) when it
         // set `len` and `map` (or stored the lossy copy instead), and
         // nothing writes them until the next fill, which resets `len`
-        // first (a mapping is read-only).
+        // first: a mapping is read-only, and its file is not rewritten
+        // while it is read (the mmap contract, `Input::into_map`).
         None => unsafe { std::str::from_utf8_unchecked(bytes) },
     }
 }
@@ -213,7 +217,9 @@ fn parse_chunk(c: &mut Chunk, counting: Option<Counting>) {
                     if cpu >= last.len() && cpu < COUNT_CPUS {
                         last.resize(cpu + 1, None);
                     }
-                    let name = r.name.get(text, out.extra);
+                    // the same name (a kind of one name tells it), read only
+                    // where the kind does not
+                    let name = || r.name.get(text, out.extra);
                     // the same pid after such an event; without a context,
                     // the same event too
                     let repeats = |p: &Prev| {
@@ -222,15 +228,16 @@ fn parse_chunk(c: &mut Chunk, counting: Option<Counting>) {
                             && (known
                                 || (p.kind == r.kind
                                     && (r.kind.name().is_some()
-                                        || p.name.get(text, out.extra) == name)))
+                                        || p.name.get(text, out.extra) == name())))
                     };
                     if countable && last[cpu].as_ref().is_some_and(repeats) && end + 1 < b.len() {
-                        // same CPU and name (a kind of one name tells it)
+                        // same CPU and name
                         let same = |t: &TextCounted| {
                             t.cpu == r.cpu
                                 && t.known == known
                                 && t.kind == r.kind
-                                && (r.kind.name().is_some() || t.name.get(text, out.extra) == name)
+                                && (r.kind.name().is_some()
+                                    || t.name.get(text, out.extra) == name())
                         };
                         if !c.counted.get(slot).is_some_and(same) {
                             slot = match c.counted.iter().position(same) {
@@ -304,8 +311,10 @@ fn parse_chunk(c: &mut Chunk, counting: Option<Counting>) {
     c.lines = n as u64;
 }
 
-/// Read the next chunk of whole lines into `c.text`. `carry` holds the
-/// partial line left from the previous read. Returns false at end of input.
+/// Read the next chunk of whole lines from a stream into `c.buf`. `carry`
+/// holds the partial line left from the previous read. Returns false at end
+/// of input. A line of more than [`MAX_LINE`] bytes (its newline aside) is
+/// an error, as in [`fill_mapped`].
 fn fill_chunk(
     reader: &mut dyn Read,
     carry: &mut Vec<u8>,
@@ -319,7 +328,7 @@ fn fill_chunk(
     // At least a chunk; for a line longer than that (carried whole), twice
     // what is carried, so that a long line costs its length, not its
     // length squared (one byte more per read, as it was).
-    let want = (carry.len() * 2).clamp(CHUNK_BYTES, MAX_LINE + 2);
+    let want = (carry.len() * 2).clamp(CHUNK_BYTES, MAX_LINE + 1);
     if c.buf.len() < want {
         c.buf.resize(want, 0);
     }
@@ -353,10 +362,7 @@ fn fill_chunk(
             None => {
                 // No newline in a whole chunk: a very long line. Keep reading it.
                 if n > MAX_LINE {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("a line longer than {MAX_LINE} bytes; expected text lines"),
-                    ));
+                    return Err(line_too_long());
                 }
                 carry.extend_from_slice(&buf[..n]);
                 return fill_chunk(reader, carry, c, eof);
@@ -370,6 +376,14 @@ fn fill_chunk(
     c.len = n;
     res?;
     Ok(true)
+}
+
+/// A line longer than [`MAX_LINE`] bytes: not text lines.
+fn line_too_long() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("a line longer than {MAX_LINE} bytes; expected text lines"),
+    )
 }
 
 /// A chunk's bytes checked as UTF-8, once (its lines are then read as
@@ -410,12 +424,7 @@ fn fill_mapped(map: &Arc<memmap2::Mmap>, pos: &mut usize, c: &mut Chunk) -> std:
             None => match memchr::memchr(b'\n', &map[end..len.min(start + MAX_LINE + 1)]) {
                 Some(nl) => end + nl + 1,
                 None if len - start <= MAX_LINE => len,
-                None => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("a line longer than {MAX_LINE} bytes; expected text lines"),
-                    ))
-                }
+                None => return Err(line_too_long()),
             },
         };
     }

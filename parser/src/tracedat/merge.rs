@@ -54,7 +54,7 @@ const RELEASE_STRIDE: usize = 2 << 20;
 /// the batches decoded ahead and not yet merged stay mapped.
 const RELEASE_LAG: usize = 8 << 20;
 
-pub use crate::input::release_pages;
+use crate::input::release_pages;
 
 /// Release `data[*released..upto]` once it spans a stride, and move
 /// `released` up to `upto`.
@@ -743,7 +743,7 @@ struct HeaderRun {
 /// A source of batches for the merger: a stream pulled in place, or a
 /// worker thread's channel.
 pub enum Lane<'a> {
-    Local(CpuStream<'a>),
+    Local(Box<CpuStream<'a>>),
     Remote(mpsc::Receiver<Result<Batch<'a>, (u64, String)>>),
 }
 
@@ -873,7 +873,7 @@ pub fn merge<'a, F: FnMut(Item<'_>) -> crate::Flow, G: FnMut(u64, String)>(
                 Head {
                     cpu: s.cpu,
                     buffer: s.buffer,
-                    lane: Lane::Local(s),
+                    lane: Lane::Local(Box::new(s)),
                     batch: None,
                     idx: 0,
                     give_back: Some(give_back),
