@@ -87,16 +87,9 @@ pub struct Out<'o> {
 /// again (three lines in four in real traces).
 #[derive(Clone, Copy)]
 pub struct LastLine {
-    /// `bytes[..len]`: the head; `len == 0`: none yet.
-    len: usize,
+    /// `bytes[..head.ts_at]`: the head's bytes (`ts_at == 0`: none yet).
     bytes: [u8; HEAD_MAX],
-    cpu: u32,
-    pid: i32,
-    ctx: Context,
-    style: Style,
-    /// Comm and instance prefix, relative to the line's start.
-    comm: (u32, u32),
-    instance: Option<(u32, u32)>,
+    head: Head,
     flags: LastFlags,
 }
 
@@ -106,14 +99,16 @@ const HEAD_MAX: usize = 64;
 impl Default for LastLine {
     fn default() -> LastLine {
         LastLine {
-            len: 0,
             bytes: [0; HEAD_MAX],
-            cpu: 0,
-            pid: 0,
-            ctx: Context::UNKNOWN,
-            style: Style::NoFlags,
-            comm: (0, 0),
-            instance: None,
+            head: Head {
+                cpu: 0,
+                pid: 0,
+                ctx: Context::UNKNOWN,
+                style: Style::NoFlags,
+                comm: (0, 0),
+                instance: None,
+                ts_at: 0,
+            },
             flags: LastFlags::default(),
         }
     }
@@ -304,42 +299,25 @@ fn fast_event_line(
     let n = b.len();
     // --- the head, up to the timestamp: the last line's, when this line
     // repeats its bytes (then the same reading of them follows), or read
-    let k = last.len;
+    let k = last.head.ts_at;
+    let h = if k > 0 && k < n && is_digit(b[k]) && same_bytes(b, &last.bytes, k) {
+        last.head
+    } else {
+        let h = read_head(b, cs, &mut last.flags)?;
+        // Remembered only when a digit follows: then any flags column
+        // ended at a blank inside the head, and a line repeating the
+        // head's bytes reads them the same way.
+        if h.ts_at <= HEAD_MAX && h.ts_at < n && is_digit(b[h.ts_at]) {
+            last.bytes[..h.ts_at].copy_from_slice(&b[..h.ts_at]);
+            last.head = h;
+        }
+        h
+    };
     let span = |(s, e): (u32, u32)| Span::new(base + s as usize, base + e as usize);
-    let (cpu, pid, ctx, style, comm, instance, mut i) =
-        if k > 0 && k < n && is_digit(b[k]) && same_bytes(b, &last.bytes, k) {
-            let instance = last.instance.map_or(Span::default(), span);
-            (
-                last.cpu,
-                last.pid,
-                last.ctx,
-                last.style,
-                span(last.comm),
-                instance,
-                k,
-            )
-        } else {
-            let h = read_head(b, cs, &mut last.flags)?;
-            // Remembered only when a digit follows: then any flags column
-            // ended at a blank inside the head, and a line repeating the
-            // head's bytes reads them the same way.
-            if h.ts_at <= HEAD_MAX && h.ts_at < n && is_digit(b[h.ts_at]) {
-                last.len = h.ts_at;
-                last.bytes[..h.ts_at].copy_from_slice(&b[..h.ts_at]);
-                (last.cpu, last.pid, last.ctx, last.style) = (h.cpu, h.pid, h.ctx, h.style);
-                (last.comm, last.instance) = (h.comm, h.instance);
-            }
-            let instance = h.instance.map_or(Span::default(), span);
-            (
-                h.cpu,
-                h.pid,
-                h.ctx,
-                h.style,
-                span(h.comm),
-                instance,
-                h.ts_at,
-            )
-        };
+    let (cpu, pid, ctx, style) = (h.cpu, h.pid, h.ctx, h.style);
+    let comm = span(h.comm);
+    let instance = h.instance.map_or(Span::default(), span);
+    let mut i = h.ts_at;
     // seconds (or a raw clock) of up to 7 digits, in one word
     let (secs, k) = lead_digits(b, i);
     if k == 0 || k > 7 {
@@ -424,6 +402,7 @@ fn fast_event_line(
 }
 
 /// What the head of an event line says (positions relative to the line).
+#[derive(Clone, Copy)]
 struct Head {
     cpu: u32,
     pid: i32,
@@ -569,12 +548,8 @@ fn lead_digits(b: &[u8], i: usize) -> (u64, usize) {
     };
     let (t, nd) = digit_bytes(w);
     let k = (nd.trailing_zeros() / 8) as usize;
-    match k {
-        0 => (0, 0),
-        8 => (eight_digits(t), 8),
-        // the k digits to the top, zeros below them
-        _ => (eight_digits(t << (8 * (8 - k))), k),
-    }
+    // the k digits to the top
+    (top_digits(t << (8 * (8 - k.max(1))), k), k)
 }
 
 /// The digits ending just before `b[end]`: their value and how many (8
@@ -593,11 +568,18 @@ fn trail_digits(b: &[u8], end: usize) -> (u64, usize) {
     };
     let (t, nd) = digit_bytes(w);
     let k = (nd.leading_zeros() / 8) as usize;
+    (top_digits(t, k), k)
+}
+
+/// The number the top `k` bytes of `t` write (digit values), the bytes
+/// below them ignored.
+#[inline(always)]
+fn top_digits(t: u64, k: usize) -> u64 {
     match k {
-        0 => (0, 0),
-        8 => (eight_digits(t), 8),
-        // keep the top k bytes (the digits), zero those below
-        _ => (eight_digits(t & !(u64::MAX >> (8 * k))), k),
+        0 => 0,
+        8 => eight_digits(t),
+        // zeros below the digits: leading zeros
+        _ => eight_digits(t & !(u64::MAX >> (8 * k))),
     }
 }
 
