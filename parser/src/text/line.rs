@@ -91,10 +91,32 @@ pub struct LastLine {
     bytes: [u8; HEAD_MAX],
     head: Head,
     flags: LastFlags,
+    /// `name_bytes[..name.len]`: the last event name read the long way, with
+    /// the bytes that decided its reading (`len == 0`: none yet).
+    name_bytes: [u8; NAME_MAX],
+    name: NameMemo,
 }
 
 /// Heads longer than this are not remembered.
 const HEAD_MAX: usize = 64;
+/// Event names (with their system and separator) longer than this are not
+/// remembered.
+const NAME_MAX: usize = 48;
+
+/// What the bytes from an event name's start (a line's `ns`) up to and
+/// including the byte after its last `:` say, positions relative to `ns`:
+/// a line with the same bytes there has the same system, name, kind and
+/// payload start (`name_end` and the system scan read no further).
+#[derive(Clone, Copy)]
+struct NameMemo {
+    /// How many bytes were compared (`0`: nothing remembered).
+    len: u8,
+    system: (u8, u8),
+    name: (u8, u8),
+    /// Where the blanks before the payload start.
+    payload_from: u8,
+    kind: crate::EventKind,
+}
 
 impl Default for LastLine {
     fn default() -> LastLine {
@@ -110,6 +132,14 @@ impl Default for LastLine {
                 ts_at: 0,
             },
             flags: LastFlags::default(),
+            name_bytes: [0; NAME_MAX],
+            name: NameMemo {
+                len: 0,
+                system: (0, 0),
+                name: (0, 0),
+                payload_from: 0,
+                kind: crate::EventKind::Other,
+            },
         }
     }
 }
@@ -155,6 +185,13 @@ pub fn parse_line(line: &str, base: usize, line_no: u32, out: &mut Out<'_>) -> P
 #[inline(always)]
 fn prelude(line: &str) -> (&str, usize, bool) {
     let line = line.strip_suffix('\r').unwrap_or(line);
+    let (cs, maybe_marker) = first_word(line);
+    (line, cs, maybe_marker)
+}
+
+/// [`prelude`] of a line without its `\r`.
+#[inline(always)]
+fn first_word(line: &str) -> (usize, bool) {
     let cs = skip_ws(line.as_bytes(), 0);
     let t = &line[cs..];
     let maybe_marker = match t.as_bytes().first() {
@@ -164,7 +201,7 @@ fn prelude(line: &str) -> (&str, usize, bool) {
         Some(b'v') => t.starts_with("version = "),
         _ => false,
     };
-    (line, cs, maybe_marker)
+    (cs, maybe_marker)
 }
 
 /// An event line of the usual shapes (see [`fast_event_line`]), or `None`:
@@ -172,11 +209,8 @@ fn prelude(line: &str) -> (&str, usize, bool) {
 /// [`parse_line`]; a reader of many lines calls this first, inlined.
 #[inline]
 pub fn usual_event(line: &str, base: usize, line_no: u32, last: &mut LastLine) -> Option<EvRec> {
-    let (line, cs, maybe_marker) = prelude(line);
-    if maybe_marker {
-        return None;
-    }
-    fast_event_line(line, cs, base, line_no, last)
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    fast_event_line(line, base, line_no, last)
 }
 
 /// A line [`usual_event`] did not take: a comment, header or marker, an
@@ -287,22 +321,24 @@ fn name_end(b: &[u8], from: usize) -> usize {
 /// name, a perf `PID/TID`, a syscall or function line, anything malformed):
 /// [`event_line`] then decides. Where it returns a record, it is the one
 /// [`event_line`] returns (`tests::the_fast_path_agrees_with_the_grammar`).
+///
+/// `line` is without its `\r`; a line whose first word may open a comment,
+/// header or marker ([`first_word`]) is declined.
 #[inline]
-fn fast_event_line(
-    line: &str,
-    cs: usize,
-    base: usize,
-    line_no: u32,
-    last: &mut LastLine,
-) -> Option<EvRec> {
+fn fast_event_line(line: &str, base: usize, line_no: u32, last: &mut LastLine) -> Option<EvRec> {
     let b = line.as_bytes();
     let n = b.len();
     // --- the head, up to the timestamp: the last line's, when this line
-    // repeats its bytes (then the same reading of them follows), or read
+    // repeats its bytes (then the same reading of them follows: its first
+    // word, inside them, is no marker's), or read
     let k = last.head.ts_at;
     let h = if k > 0 && k < n && is_digit(b[k]) && same_bytes(b, &last.bytes, k) {
         last.head
     } else {
+        let (cs, maybe_marker) = first_word(line);
+        if maybe_marker {
+            return None;
+        }
         let h = read_head(b, cs, &mut last.flags)?;
         // Remembered only when a digit follows: then any flags column
         // ended at a blank inside the head, and a line repeating the
@@ -359,29 +395,67 @@ fn fast_event_line(
     }
     i = skip_ws(b, i + 1);
 
-    // --- event name: `name:` or perf's `system:name:`
+    // --- event name: `name:` or perf's `system:name:`; the last one's
+    // when this line repeats the bytes that decided it
     let ns = i;
-    i = name_end(b, i);
-    if i == ns || i >= n || b[i] != b':' {
-        return None;
-    }
-    let mut system = Span::default();
-    let mut name = Span::new(base + ns, base + i);
-    let after = i + 1;
-    if after < n && b[after] != b' ' && b[after] != b'\t' {
-        let mut k = after;
-        while k < n && b[k] != b':' && b[k] != b' ' {
-            k += 1;
+    let m = last.name;
+    let (system, name, kind, payload_start) = if m.len > 0
+        && ns + m.len as usize <= n
+        && same_bytes(&b[ns..], &last.name_bytes, m.len as usize)
+    {
+        let span = |(s, e): (u8, u8)| Span::new(base + ns + s as usize, base + ns + e as usize);
+        let system = if m.system.1 > 0 {
+            span(m.system)
+        } else {
+            Span::default()
+        };
+        let payload_start = skip_ws(b, ns + m.payload_from as usize);
+        (system, span(m.name), m.kind, payload_start)
+    } else {
+        i = name_end(b, i);
+        if i == ns || i >= n || b[i] != b':' {
+            return None;
         }
-        if k < n && b[k] == b':' {
-            system = name;
-            name = Span::new(base + after, base + k);
-            i = k;
+        let mut system = None;
+        let mut name = (ns, i);
+        // where the bytes that decided the reading end
+        let mut decided = None;
+        let after = i + 1;
+        if after < n && b[after] != b' ' && b[after] != b'\t' {
+            let mut k = after;
+            while k < n && b[k] != b':' && b[k] != b' ' {
+                k += 1;
+            }
+            if k < n && b[k] == b':' {
+                system = Some(name);
+                name = (after, k);
+                i = k;
+                decided = Some(k + 1);
+            }
+        } else if after < n {
+            decided = Some(after + 1);
         }
-    }
-    let payload_start = skip_ws(b, i + 1);
-    let ns_rel = name.start as usize - base;
-    let kind = crate::EventKind::of(&line[ns_rel..ns_rel + name.len as usize]);
+        let payload_start = skip_ws(b, i + 1);
+        let kind = crate::EventKind::of(&line[name.0..name.1]);
+        if let Some(d) = decided.filter(|&d| d - ns <= NAME_MAX) {
+            let rel = |(s, e): (usize, usize)| ((s - ns) as u8, (e - ns) as u8);
+            last.name_bytes[..d - ns].copy_from_slice(&b[ns..d]);
+            last.name = NameMemo {
+                len: (d - ns) as u8,
+                system: system.map_or((0, 0), rel),
+                name: rel(name),
+                payload_from: (i + 1 - ns) as u8,
+                kind,
+            };
+        }
+        let span = |(s, e): (usize, usize)| Span::new(base + s, base + e);
+        (
+            system.map_or(Span::default(), span),
+            span(name),
+            kind,
+            payload_start,
+        )
+    };
     Some(EvRec {
         ts_ns,
         cpu,
@@ -1139,8 +1213,8 @@ mod tests {
     use std::io::Read;
     use std::path::Path;
 
-    /// What the general grammar makes of a line (after `parse_line`'s own
-    /// prelude, which both paths share).
+    /// What the general way makes of a line: its markers and headers, then
+    /// the general grammar.
     fn general(line: &str) -> Option<EvRec> {
         let (mut fields, mut extra) = (Vec::new(), String::new());
         let mut out = Out {
@@ -1148,7 +1222,10 @@ mod tests {
             extra: &mut extra,
             last: LastLine::default(),
         };
-        event_line(line, 1000, 7, &mut out).ok()
+        match parse_unusual(line, 1000, 7, &mut out) {
+            Parsed::Event(r) => Some(r),
+            _ => None,
+        }
     }
 
     /// The fast path either declines or gives the general grammar's record.
@@ -1159,8 +1236,7 @@ mod tests {
 
     /// [`agree`] with the flags column of the lines before remembered.
     fn agree_after(line: &str, last: &mut LastLine) -> bool {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        match fast_event_line(line, skip_ws(line.as_bytes(), 0), 1000, 7, last) {
+        match usual_event(line, 1000, 7, last) {
             None => false,
             Some(f) => {
                 assert_eq!(Some(f), general(line), "line {line:?}");
@@ -1267,6 +1343,36 @@ mod tests {
                 "  a-1 [000] .... 1.5: x: y",
                 "  a-1 [000] ....1.5: x: y",
             ],
+            // the same name, then bytes after it that read otherwise
+            &[
+                "  a-1 [000] 1.5: page_fault_user: address=0x1",
+                "  a-1 [000] 1.6: page_fault_user:address=0x1",
+                "  a-1 [000] 1.7: page_fault_user:\taddress=0x1",
+                "  a-1 [000] 1.8: page_fault_user: \t address=0x1",
+                "  a-1 [000] 1.9: page_fault_user:",
+                "  a-1 [000] 2.0: page_fault_user: ",
+                "  a-1 [000] 2.1: page_fault_user:: x",
+                "  a-1 [000] 2.2: page_fault_user(x: y",
+                "  a-1 [000] 2.3: page_fault_use: x",
+                "  a-2 [001] 2.4: page_fault_user: address=0x2",
+            ],
+            &[
+                "  a 1 [000] 1.5: ev:x: y",
+                "  a 1 [000] 1.6: ev:x:y",
+                "  a 1 [000] 1.7: ev:x:",
+                "  a 1 [000] 1.8: ev:x y: z",
+                "  a 1 [000] 1.9: ev:x: y",
+                "  a 1 [000] 2.0: ev:xx: y",
+                "  a 1 [000] 2.1: ev: x: y",
+                "  a 1 [000] 2.2: x: y",
+                "  a 1 [000] 2.3: x:y: z",
+                "  a 1 [000] 2.4: x:y z",
+            ],
+            // a name longer than is remembered
+            &[
+                "  a-1 [000] 1.5: an_event_name_longer_than_forty_eight_bytes_in_all: y",
+                "  a-1 [000] 1.6: an_event_name_longer_than_forty_eight_bytes_in_all: y",
+            ],
             // instance prefixes, perf, a head longer than is remembered
             &[
                 "inst: a-1 [000] 1.5: x: y",
@@ -1288,6 +1394,13 @@ mod tests {
         assert!(agree_after("  a-1 [000] d..1 1.5: x: y", &mut last));
         assert!(agree_after("  a-1 [000] d..1 1.6: x: y", &mut last));
         assert!(!agree_after("  a-1 [000] d..1 12", &mut last));
+        // and the repeated name
+        assert!(agree_after("  a-1 [000] d..1 1.7: x: y", &mut last));
+        assert_eq!(last.name.len, 3);
+        assert!(agree_after("  a-1 [000] d..1 1.8: x:  z", &mut last));
+        assert!(agree_after("  a 1 [000] 1.9: ev:x: y", &mut last));
+        assert_eq!(last.name.len, 5);
+        assert!(agree_after("  a 1 [000] 2.0: ev:x: z", &mut last));
     }
 
     /// The flags column as the match-based decoder read it before the

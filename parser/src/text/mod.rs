@@ -200,111 +200,119 @@ fn parse_chunk(c: &mut Chunk, counting: Option<Counting>) {
             None => break,
         };
         let l = &text[start..end];
-        let parsed = match line::usual_event(l, start, n, &mut out.last) {
-            Some(r) => Parsed::Event(r),
-            None => line::parse_unusual(l, start, n, &mut out),
-        };
-        let item = match parsed {
-            Parsed::Event(r) => {
-                if let Some(k) = counting {
-                    let cpu = r.cpu as usize;
-                    let known = r.ctx.known && !k.perf;
-                    // task or softirq context, or no context said at all
-                    let countable = (!known || (!r.ctx.nmi && !r.ctx.hardirq))
-                        && r.instance.len == 0
-                        && k.kinds.get(r.kind as usize).copied().unwrap_or(false)
-                        && cpu < COUNT_CPUS;
-                    if cpu >= last.len() && cpu < COUNT_CPUS {
-                        last.resize(cpu + 1, None);
+        // an event line the usual way, or whatever the line is by the
+        // general one (an event line too, mostly)
+        let r = match line::usual_event(l, start, n, &mut out.last) {
+            Some(r) => r,
+            None => {
+                let item = match line::parse_unusual(l, start, n, &mut out) {
+                    Parsed::Event(r) => Ok(r),
+                    Parsed::Meta => Err(Item::Meta),
+                    Parsed::Lost { cpu, count } => {
+                        if let Some(l) = last.get_mut(cpu as usize) {
+                            *l = None;
+                        }
+                        Err(Item::Lost {
+                            cpu,
+                            count,
+                            line_no: n,
+                        })
                     }
-                    // the same name (a kind of one name tells it), read only
-                    // where the kind does not
-                    let name = || r.name.get(text, out.extra);
-                    // the same pid after such an event; without a context,
-                    // the same event too
-                    let repeats = |p: &Prev| {
-                        p.pid == r.pid
-                            && p.known == known
-                            && (known
-                                || (p.kind == r.kind
-                                    && (r.kind.name().is_some()
-                                        || p.name.get(text, out.extra) == name())))
-                    };
-                    if countable && last[cpu].as_ref().is_some_and(repeats) && end + 1 < b.len() {
-                        // same CPU and name
-                        let same = |t: &TextCounted| {
-                            t.cpu == r.cpu
-                                && t.known == known
-                                && t.kind == r.kind
-                                && (r.kind.name().is_some()
-                                    || t.name.get(text, out.extra) == name())
-                        };
-                        if !c.counted.get(slot).is_some_and(same) {
-                            slot = match c.counted.iter().position(same) {
-                                Some(i) => i,
-                                None => {
-                                    c.counted.push(TextCounted {
-                                        cpu: r.cpu,
-                                        known,
-                                        system: r.system,
-                                        name: r.name,
-                                        kind: r.kind,
-                                        count: 0,
-                                        first_ts_ns: r.ts_ns,
-                                        last_ts_ns: r.ts_ns,
-                                    });
-                                    c.counted.len() - 1
-                                }
-                            };
-                        }
-                        let t = &mut c.counted[slot];
-                        t.count += 1;
-                        t.first_ts_ns = t.first_ts_ns.min(r.ts_ns);
-                        t.last_ts_ns = t.last_ts_ns.max(r.ts_ns);
-                        // A field list split while parsing belongs to no item now.
-                        if let Some((s, _)) = r.fields {
-                            out.fields.truncate(s as usize);
-                        }
+                    Parsed::BufferStarted { cpu } => {
+                        last.clear();
+                        Err(Item::Started { cpu, line_no: n })
+                    }
+                    Parsed::Unparsed(why) => {
+                        last.clear();
+                        Err(Item::Unparsed {
+                            line_no: n,
+                            line: Span::new(start, end),
+                            why,
+                        })
+                    }
+                };
+                match item {
+                    Ok(r) => r,
+                    Err(item) => {
+                        c.items.push(item);
                         n += 1;
                         start = end + 1;
                         continue;
                     }
-                    if cpu < last.len() {
-                        last[cpu] = countable.then_some(Prev {
-                            pid: r.pid,
-                            known,
-                            kind: r.kind,
-                            name: r.name,
-                        });
-                    }
-                }
-                Item::Ev(r)
-            }
-            Parsed::Meta => Item::Meta,
-            Parsed::Lost { cpu, count } => {
-                if let Some(l) = last.get_mut(cpu as usize) {
-                    *l = None;
-                }
-                Item::Lost {
-                    cpu,
-                    count,
-                    line_no: n,
-                }
-            }
-            Parsed::BufferStarted { cpu } => {
-                last.clear();
-                Item::Started { cpu, line_no: n }
-            }
-            Parsed::Unparsed(why) => {
-                last.clear();
-                Item::Unparsed {
-                    line_no: n,
-                    line: Span::new(start, end),
-                    why,
                 }
             }
         };
-        c.items.push(item);
+        if let Some(k) = counting {
+            let cpu = r.cpu as usize;
+            let known = r.ctx.known && !k.perf;
+            // task or softirq context, or no context said at all
+            let countable = (!known || (!r.ctx.nmi && !r.ctx.hardirq))
+                && r.instance.len == 0
+                && k.kinds.get(r.kind as usize).copied().unwrap_or(false)
+                && cpu < COUNT_CPUS;
+            if cpu >= last.len() && cpu < COUNT_CPUS {
+                last.resize(cpu + 1, None);
+            }
+            // the same name (a kind of one name tells it), read only
+            // where the kind does not
+            let name = || r.name.get(text, out.extra);
+            // the same pid after such an event; without a context,
+            // the same event too
+            let repeats = |p: &Prev| {
+                p.pid == r.pid
+                    && p.known == known
+                    && (known
+                        || (p.kind == r.kind
+                            && (r.kind.name().is_some() || p.name.get(text, out.extra) == name())))
+            };
+            if countable && last[cpu].as_ref().is_some_and(repeats) && end + 1 < b.len() {
+                // same CPU and name
+                let same = |t: &TextCounted| {
+                    t.cpu == r.cpu
+                        && t.known == known
+                        && t.kind == r.kind
+                        && (r.kind.name().is_some() || t.name.get(text, out.extra) == name())
+                };
+                if !c.counted.get(slot).is_some_and(same) {
+                    slot = match c.counted.iter().position(same) {
+                        Some(i) => i,
+                        None => {
+                            c.counted.push(TextCounted {
+                                cpu: r.cpu,
+                                known,
+                                system: r.system,
+                                name: r.name,
+                                kind: r.kind,
+                                count: 0,
+                                first_ts_ns: r.ts_ns,
+                                last_ts_ns: r.ts_ns,
+                            });
+                            c.counted.len() - 1
+                        }
+                    };
+                }
+                let t = &mut c.counted[slot];
+                t.count += 1;
+                t.first_ts_ns = t.first_ts_ns.min(r.ts_ns);
+                t.last_ts_ns = t.last_ts_ns.max(r.ts_ns);
+                // A field list split while parsing belongs to no item now.
+                if let Some((s, _)) = r.fields {
+                    out.fields.truncate(s as usize);
+                }
+                n += 1;
+                start = end + 1;
+                continue;
+            }
+            if cpu < last.len() {
+                last[cpu] = countable.then_some(Prev {
+                    pid: r.pid,
+                    known,
+                    kind: r.kind,
+                    name: r.name,
+                });
+            }
+        }
+        c.items.push(Item::Ev(r));
         n += 1;
         start = end + 1;
     }
