@@ -107,7 +107,7 @@ const NAME_MAX: usize = 48;
 /// including the byte after its last `:` say, positions relative to `ns`:
 /// a line with the same bytes there has the same system, name, kind and
 /// payload start (`name_end` and the system scan read no further).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct NameMemo {
     /// How many bytes were compared (`0`: nothing remembered).
     len: u8,
@@ -133,13 +133,7 @@ impl Default for LastLine {
             },
             flags: LastFlags::default(),
             name_bytes: [0; NAME_MAX],
-            name: NameMemo {
-                len: 0,
-                system: (0, 0),
-                name: (0, 0),
-                payload_from: 0,
-                kind: crate::EventKind::Other,
-            },
+            name: NameMemo::default(),
         }
     }
 }
@@ -319,8 +313,8 @@ fn name_end(b: &[u8], from: usize) -> usize {
 /// without the general grammar's searches. `None` whenever the line is of
 /// another shape or the pass is unsure (a TGID column, a `[` in the task
 /// name, a perf `PID/TID`, a syscall or function line, anything malformed):
-/// [`event_line`] then decides. Where it returns a record, it is the one
-/// [`event_line`] returns (`tests::the_fast_path_agrees_with_the_grammar`).
+/// [`parse_unusual`] then decides. Where it returns a record, it is the one
+/// [`parse_unusual`] returns (`tests::the_fast_path_agrees_with_the_grammar_*`).
 ///
 /// `line` is without its `\r`; a line whose first word may open a comment,
 /// header or marker ([`first_word`]) is declined.
